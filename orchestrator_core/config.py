@@ -1,0 +1,148 @@
+"""Settings: the one place configuration is read, from the environment and an optional .env file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from .errors import ConfigurationError
+
+# Hosted providers and local hosts, with the environment names of their settings.
+HOSTED_PROVIDERS = ("openai", "anthropic", "google", "mistral", "genspark", "custom")
+LOCAL_PROVIDERS = ("lmstudio", "ollama", "llamacpp")
+
+DEFAULT_BASE_URLS: dict[str, str] = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+    "google": "https://generativelanguage.googleapis.com",
+    "mistral": "https://api.mistral.ai/v1",
+    # Unofficial: Genspark documents no public API; this is its in-product OpenAI-compatible proxy.
+    "genspark": "https://www.genspark.ai/api/llm_proxy/v1",
+    "custom": "http://127.0.0.1:8000/v1",
+    "lmstudio": "http://127.0.0.1:1234",
+    "ollama": "http://127.0.0.1:11434",
+    "llamacpp": "http://127.0.0.1:8080",
+}
+
+DEFAULT_DATABASE_URL = "sqlite:///data/orchestrator.db"
+
+
+def _env_name(provider: str, suffix: str) -> str:
+    return f"{provider.upper()}_{suffix}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable of the core. Build with ``Settings.from_env()``; tests pass values directly."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    base_urls: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_BASE_URLS))
+    env_keys: Mapping[str, str] = field(default_factory=dict)  # provider -> key from <PROVIDER>_API_KEY
+    secret_key: str | None = None  # ORCHESTRATOR_SECRET_KEY; else a key file beside the database
+    anthropic_version: str = "2023-06-01"
+    gemini_api_version: str = "v1beta"
+    connect_timeout_s: float = 2.0
+    read_timeout_s: float = 120.0
+    status_timeout_s: float = 2.0  # whole budget of one status probe
+    load_timeout_s: float = 300.0
+    poll_interval_s: float = 1.0
+    status_cache_ttl_s: float = 5.0
+    failure_cooldown_s: float = 60.0
+    max_fallback_hops: int = 3
+    default_max_tokens: int = 1024  # Anthropic requires max_tokens; used when the caller gives none
+    priorities: Mapping[str, int] = field(default_factory=dict)  # model id -> priority (lower first)
+    fallback_enabled: bool = True
+
+    def base_url(self, provider: str) -> str:
+        return self.base_urls.get(provider, DEFAULT_BASE_URLS.get(provider, "")).rstrip("/")
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """A copy with some fields replaced (tests, the CLI)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return Settings(**values)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, dotenv_path: str | None = ".env") -> Settings:
+        """Read settings from ``environ`` (default: os.environ after loading an optional .env file)."""
+        if environ is None:
+            if dotenv_path and Path(dotenv_path).is_file():
+                from dotenv import load_dotenv
+
+                load_dotenv(dotenv_path, override=False)
+            environ = os.environ
+        env = {k: v for k, v in environ.items() if v is not None and v.strip() != ""}
+
+        base_urls = dict(DEFAULT_BASE_URLS)
+        for provider in (*HOSTED_PROVIDERS, *LOCAL_PROVIDERS):
+            if url := env.get(_env_name(provider, "BASE_URL")):
+                base_urls[provider] = _check_url(_env_name(provider, "BASE_URL"), url)
+        if "GEMINI_BASE_URL" in env and "GOOGLE_BASE_URL" not in env:
+            base_urls["google"] = _check_url("GEMINI_BASE_URL", env["GEMINI_BASE_URL"])
+
+        env_keys = {p: env[_env_name(p, "API_KEY")].strip() for p in HOSTED_PROVIDERS if _env_name(p, "API_KEY") in env}
+        if "google" not in env_keys and "GEMINI_API_KEY" in env:
+            env_keys["google"] = env["GEMINI_API_KEY"].strip()
+        if "LM_API_TOKEN" in env:  # LM Studio 0.4+ with "Require Authentication" on
+            env_keys["lmstudio"] = env["LM_API_TOKEN"].strip()
+
+        return cls(
+            database_url=env.get("DATABASE_URL", DEFAULT_DATABASE_URL),
+            base_urls=base_urls,
+            env_keys=env_keys,
+            secret_key=env.get("ORCHESTRATOR_SECRET_KEY"),
+            anthropic_version=env.get("ANTHROPIC_VERSION", "2023-06-01"),
+            gemini_api_version=_choice(env, "GEMINI_API_VERSION", ("v1beta", "v1"), "v1beta"),
+            connect_timeout_s=_number(env, "CONNECT_TIMEOUT_S", 2.0),
+            read_timeout_s=_number(env, "READ_TIMEOUT_S", 120.0),
+            status_timeout_s=_number(env, "STATUS_TIMEOUT_S", 2.0),
+            load_timeout_s=_number(env, "LOAD_TIMEOUT_S", 300.0),
+            poll_interval_s=_number(env, "POLL_INTERVAL_S", 1.0),
+            status_cache_ttl_s=_number(env, "STATUS_CACHE_TTL_S", 5.0, minimum=0.0),
+            failure_cooldown_s=_number(env, "FAILURE_COOLDOWN_S", 60.0, minimum=0.0),
+            max_fallback_hops=int(_number(env, "MAX_FALLBACK_HOPS", 3, minimum=0.0)),
+            default_max_tokens=int(_number(env, "DEFAULT_MAX_TOKENS", 1024)),
+            priorities=_priorities(env.get("MODEL_PRIORITIES", "")),
+            fallback_enabled=env.get("FALLBACK_ENABLED", "true").lower() not in ("0", "false", "no", "off"),
+        )
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.001) -> float:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not a number; set it to a number such as {default}.") from None
+    if value < minimum:
+        raise ConfigurationError(f"{name}={raw!r} is too small; it must be at least {minimum}.")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = env.get(name, default)
+    if value not in allowed:
+        raise ConfigurationError(f"{name}={value!r} is not one of {', '.join(allowed)}.")
+    return value
+
+
+def _check_url(name: str, url: str) -> str:
+    if not url.startswith(("http://", "https://")):
+        raise ConfigurationError(f"{name}={url!r} must start with http:// or https://.")
+    return url.rstrip("/")
+
+
+def _priorities(raw: str) -> dict[str, int]:
+    """MODEL_PRIORITIES="openai:gpt-4o-mini=1,lmstudio:qwen=2" -> {model id: priority}."""
+    result: dict[str, int] = {}
+    for item in filter(None, (p.strip() for p in raw.split(","))):
+        model_id, sep, value = item.rpartition("=")
+        if not sep or not value.strip().lstrip("-").isdigit():
+            raise ConfigurationError(
+                f"MODEL_PRIORITIES item {item!r} must look like provider:model=NUMBER, comma separated."
+            )
+        result[model_id.strip()] = int(value)
+    return result

@@ -1,0 +1,436 @@
+"""The one error tree of orchestrator_core, and the one place HTTP failures are classified.
+
+    OrchestratorError                      base; fields: provider, model, status_code, retry_after
+    ├── InputError                         the caller must fix something; never falls back
+    │   ├── InvalidModelIdError            not "provider:model"
+    │   ├── UnknownProviderError           provider prefix not registered
+    │   ├── EmptyPromptError               no messages, or only whitespace
+    │   └── InvalidKeyInputError           empty key, whitespace inside, unknown provider, duplicate label
+    ├── ConfigurationError                 settings, database or secret problems found at start-up
+    │   ├── DatabaseError                  path read-only, folder missing, corrupt file, bad URL
+    │   └── SecretKeyError                 stored keys cannot be decrypted with this secret
+    ├── ProviderError                      a call to a provider or host failed
+    │   ├── AuthenticationError            401, 403, Gemini 400 API_KEY_INVALID
+    │   ├── MissingKeyError                hosted provider without a usable key
+    │   ├── RateLimitError                 429 (retry_after from retry-after / retry-after-ms)
+    │   ├── QuotaExceededError             insufficient_quota, spend limits, billing (402)
+    │   ├── ModelNotFoundError             404, Mistral 400 invalid_model
+    │   ├── ModelNotLoadedError            LM Studio "No models loaded" / "Invalid model identifier"
+    │   ├── ModelLoadError                 the host refused or failed to load the model
+    │   │   └── ModelLoadTimeoutError      the load did not finish in time
+    │   ├── BadRequestError                other 4xx the caller caused
+    │   │   └── ContextLengthError         prompt longer than the model's context
+    │   ├── ProviderUnavailableError       refused, DNS, 5xx, Anthropic 529
+    │   ├── ProviderTimeoutError           connect / read / pool timeouts
+    │   ├── BadResponseError               non-JSON, HTML page, missing fields, broken SSE stream
+    │   └── UnsupportedOperationError      the host has no such endpoint (e.g. unload on vLLM)
+    ├── StreamInterruptedError             a stream failed after its first token (no fallback then)
+    └── AllModelsFailedError               every model in the fallback chain failed; lists attempts
+
+Messages say what happened and what fixes it, and never contain a key: ``classify_response``
+scrubs every secret it is given from provider text before it reaches a message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import json
+import re
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import httpx
+
+if TYPE_CHECKING:
+    from .types import Attempt
+
+
+class OrchestratorError(Exception):
+    """Base of every error orchestrator_core raises on purpose."""
+
+    kind: ClassVar[str] = "error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        model: str | None = None,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+        self.model = model
+        self.status_code = status_code
+        self.retry_after = retry_after
+
+
+class InputError(OrchestratorError):
+    kind = "bad_input"
+
+
+class InvalidModelIdError(InputError):
+    kind = "invalid_model_id"
+
+
+class UnknownProviderError(InputError):
+    kind = "unknown_provider"
+
+
+class EmptyPromptError(InputError):
+    kind = "empty_prompt"
+
+
+class InvalidKeyInputError(InputError):
+    kind = "invalid_key_input"
+
+
+class ConfigurationError(OrchestratorError):
+    kind = "configuration"
+
+
+class DatabaseError(ConfigurationError):
+    kind = "database"
+
+
+class SecretKeyError(ConfigurationError):
+    kind = "secret_key"
+
+
+class ProviderError(OrchestratorError):
+    kind = "provider_error"
+
+
+class AuthenticationError(ProviderError):
+    kind = "auth"
+
+
+class MissingKeyError(ProviderError):
+    kind = "no_key"
+
+
+class RateLimitError(ProviderError):
+    kind = "rate_limit"
+
+
+class QuotaExceededError(ProviderError):
+    kind = "quota"
+
+
+class ModelNotFoundError(ProviderError):
+    kind = "model_not_found"
+
+
+class ModelNotLoadedError(ProviderError):
+    kind = "not_loaded"
+
+
+class ModelLoadError(ProviderError):
+    kind = "load_failed"
+
+
+class ModelLoadTimeoutError(ModelLoadError):
+    kind = "load_timeout"
+
+
+class BadRequestError(ProviderError):
+    kind = "bad_request"
+
+
+class ContextLengthError(BadRequestError):
+    kind = "context_length"
+
+
+class ProviderUnavailableError(ProviderError):
+    kind = "unavailable"
+
+
+class ProviderTimeoutError(ProviderError):
+    kind = "timeout"
+
+
+class BadResponseError(ProviderError):
+    kind = "bad_response"
+
+
+class UnsupportedOperationError(ProviderError):
+    kind = "unsupported"
+
+
+class StreamInterruptedError(OrchestratorError):
+    kind = "stream_interrupted"
+
+    def __init__(self, message: str, *, cause: OrchestratorError | None = None, **fields: Any) -> None:
+        super().__init__(message, **fields)
+        self.cause = cause
+
+
+class AllModelsFailedError(OrchestratorError):
+    kind = "all_failed"
+
+    def __init__(self, attempts: Sequence[Attempt], *, model: str | None = None) -> None:
+        lines = [f"  {a.model}: {a.error_kind or a.outcome} - {a.error or ''}".rstrip(" -") for a in attempts]
+        message = "Every model tried failed:\n" + "\n".join(lines) if lines else "No model could be tried."
+        message += "\nFix the first failure above, add a key, start the local host, or reset the failure cache."
+        super().__init__(message, model=model)
+        self.attempts = list(attempts)
+
+
+# Failures another model could fix: the orchestrator records them, cools the model down and falls back.
+FALLBACK_ERRORS: tuple[type[OrchestratorError], ...] = (
+    AuthenticationError,
+    MissingKeyError,
+    RateLimitError,
+    QuotaExceededError,
+    ModelNotFoundError,
+    ModelNotLoadedError,
+    ModelLoadError,
+    ProviderUnavailableError,
+    ProviderTimeoutError,
+    BadResponseError,
+)
+
+
+def should_fall_back(exc: BaseException) -> bool:
+    """True when another model could succeed where this one failed."""
+    return isinstance(exc, FALLBACK_ERRORS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Secret scrubbing
+
+_MIN_SECRET_LEN = 6
+
+
+def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """Replace every secret (and bearer tokens of any shape) in text with a mask."""
+    for secret in secrets:
+        if secret and len(secret) >= _MIN_SECRET_LEN:
+            text = text.replace(secret, mask_key(secret))
+    return re.sub(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{8,}", r"\1***", text)
+
+
+def mask_key(key: str) -> str:
+    """The only form of a key that may be shown: dots and its last 4 characters."""
+    return "••••" + key[-4:] if len(key) > 8 else "••••"
+
+
+# ---------------------------------------------------------------------------------------------
+# Classification: the single place a status code or transport failure becomes an error class
+
+_LMSTUDIO_NOT_LOADED = ("no models loaded", "invalid model identifier", "model is not loaded")
+_CONTEXT_MARKERS = (
+    "context_length_exceeded",
+    "maximum context length",
+    "prompt is too long",
+    "exceeds the maximum number of tokens",
+    "context length",
+    "context window",
+    "too many tokens",
+)
+_QUOTA_MARKERS = (
+    "insufficient_quota",
+    "exceeded your current quota",
+    "billing",
+    "spend limit",
+    "enforced_spend_limit_reached",
+    "credit balance",
+)
+_AUTH_REASONS = ("API_KEY_INVALID", "API_KEY_EXPIRED")
+
+
+def parse_retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds to wait from retry-after-ms, retry-after (seconds or HTTP date); None if absent."""
+    value = headers.get("retry-after-ms")
+    if value:
+        with contextlib.suppress(ValueError):
+            return max(0.0, float(value) / 1000.0)
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    with contextlib.suppress(ValueError):
+        return max(0.0, float(value))
+    with contextlib.suppress(TypeError, ValueError):
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time())
+    return None
+
+
+def _gemini_retry_delay(body: Any) -> float | None:
+    for detail in _error_details(body):
+        delay = detail.get("retryDelay") if isinstance(detail, dict) else None
+        if isinstance(delay, str) and delay.endswith("s"):
+            with contextlib.suppress(ValueError):
+                return float(delay[:-1])
+    return None
+
+
+def _error_details(body: Any) -> list[Any]:
+    err = body.get("error") if isinstance(body, dict) else None
+    details = err.get("details") if isinstance(err, dict) else None
+    return details if isinstance(details, list) else []
+
+
+def error_text(body: Any, raw: str) -> tuple[str, str]:
+    """(message, codes) from any provider's error body: codes joins type/code/status/reason fields."""
+    if not isinstance(body, dict):
+        return _short(raw), ""
+    err = body.get("error", body)
+    if isinstance(err, str):
+        return err, ""
+    if not isinstance(err, dict):
+        return _short(raw), ""
+    message = err.get("message") or body.get("message") or body.get("detail") or _short(raw)
+    codes = [str(err.get(f)) for f in ("type", "code", "status") if err.get(f) is not None]
+    codes += [str(body.get(f)) for f in ("type", "code") if body.get(f) is not None and body is not err]
+    codes += [str(d.get("reason")) for d in _error_details(body) if isinstance(d, dict) and d.get("reason")]
+    details = err.get("details")
+    if isinstance(details, dict) and details.get("error_code"):
+        codes.append(str(details["error_code"]))
+    return str(message), " ".join(codes)
+
+
+def _short(raw: str, limit: int = 300) -> str:
+    text = raw.strip()
+    if text.lower().startswith(("<!doctype", "<html")) or "<body" in text.lower()[:500]:
+        title = re.search(r"<title>(.*?)</title>", text, re.I | re.S)
+        return f"an HTML error page{': ' + title.group(1).strip() if title else ''}"
+    return text[:limit] + ("…" if len(text) > limit else "")
+
+
+def classify_response(
+    response: httpx.Response,
+    *,
+    provider: str,
+    model: str | None,
+    secrets: Sequence[str | None] = (),
+    key_hint: str = "",
+) -> ProviderError:
+    """Turn a non-2xx response into the right error class with a message that says what to fix."""
+    status = response.status_code
+    raw = _read_text(response)
+    try:
+        body: Any = json.loads(raw) if raw else None
+    except ValueError:
+        body = None
+    message, codes = error_text(body, raw)
+    message = scrub(message, secrets)
+    lowered = f"{message} {codes}".lower()
+    where = f"{provider}:{model}" if model else provider
+    fields: dict[str, Any] = {"provider": provider, "model": model, "status_code": status}
+    fix_key = key_hint or f"check the {provider} key on the API Keys page"
+
+    if any(reason in codes for reason in _AUTH_REASONS) or status in (401, 403) and "quota" not in lowered:
+        return AuthenticationError(f"{where} rejected the credentials (HTTP {status}: {message}); {fix_key}.", **fields)
+    if status == 402 or any(m in lowered for m in _QUOTA_MARKERS):
+        return QuotaExceededError(
+            f"{where} refused for billing or quota (HTTP {status}: {message}); "
+            "check the account's plan and billing, or use another provider.",
+            **fields,
+        )
+    if status == 429:
+        retry = parse_retry_after(response.headers) or _gemini_retry_delay(body)
+        wait = f" retry after {retry:.0f}s or" if retry else ""
+        return RateLimitError(
+            f"{where} is rate limiting requests (HTTP 429: {message});{wait} use another model.",
+            retry_after=retry,
+            **fields,
+        )
+    if status in (400, 404, 422) and any(m in lowered for m in _LMSTUDIO_NOT_LOADED):
+        return ModelNotLoadedError(
+            f"{where} is not loaded on the host ({message}); load it on the Models page or with "
+            f"'python -m orchestrator_core load {where}'.",
+            **fields,
+        )
+    if status == 404 or "invalid_model" in lowered or "model_not_found" in lowered:
+        return ModelNotFoundError(
+            f"{where} does not exist or this key has no access to it (HTTP {status}: {message}); "
+            "check the model name against the provider's model list.",
+            **fields,
+        )
+    if status in (400, 413, 422) and any(m in lowered for m in _CONTEXT_MARKERS):
+        return ContextLengthError(
+            f"The prompt is too long for {where} ({message}); shorten it or pick a model with a larger context.",
+            **fields,
+        )
+    if status == 408 or status == 504:
+        return ProviderTimeoutError(f"{where} timed out on its side (HTTP {status}: {message}); try again.", **fields)
+    if status >= 500 or status == 529:
+        return ProviderUnavailableError(
+            f"{where} is unavailable (HTTP {status}: {message}); it is failing on its side, try again later.",
+            **fields,
+        )
+    if 400 <= status < 500:
+        return BadRequestError(f"{where} rejected the request (HTTP {status}: {message}); fix the request.", **fields)
+    return BadResponseError(f"{where} answered with unexpected HTTP {status}: {message}.", **fields)
+
+
+def _read_text(response: httpx.Response) -> str:
+    try:
+        response.read()
+        return response.text
+    except (httpx.HTTPError, UnicodeDecodeError):
+        return ""
+
+
+def classify_transport(exc: httpx.HTTPError, *, provider: str, model: str | None, base_url: str = "") -> ProviderError:
+    """Turn an httpx transport failure into ProviderTimeoutError, ProviderUnavailableError or BadResponseError."""
+    where = f"{provider}:{model}" if model else provider
+    at = f" at {base_url}" if base_url else ""
+    fields: dict[str, Any] = {"provider": provider, "model": model}
+    if isinstance(exc, httpx.ConnectTimeout):
+        return ProviderTimeoutError(
+            f"Could not connect to {provider}{at} in time (connect timeout); check the host is running and reachable.",
+            **fields,
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        return ProviderTimeoutError(
+            f"{where} did not answer in time ({type(exc).__name__}); the host may be overloaded "
+            "or the read timeout too short.",
+            **fields,
+        )
+    if isinstance(exc, httpx.ConnectError):
+        reason = "name not resolved" if _is_dns_failure(exc) else "connection refused or unreachable"
+        return ProviderUnavailableError(
+            f"Cannot reach {provider}{at} ({reason}); start the server or fix its base URL.", **fields
+        )
+    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):
+        return ProviderUnavailableError(
+            f"{where} closed the connection mid-response ({type(exc).__name__}); try again.", **fields
+        )
+    if isinstance(exc, httpx.DecodingError):
+        return BadResponseError(f"{where} sent a body that could not be decoded.", **fields)
+    return ProviderUnavailableError(f"{where} failed at the transport level ({type(exc).__name__}).", **fields)
+
+
+def _is_dns_failure(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(m in text for m in ("name or service not known", "nodename nor servname", "getaddrinfo", "name resolution"))
+
+
+@contextlib.contextmanager
+def map_http_errors(
+    provider: str, model: str | None, *, secrets: Sequence[str | None] = (), base_url: str = ""
+) -> Iterator[None]:
+    """Translate httpx failures raised inside the block into the error tree (``raise ... from``)."""
+    try:
+        yield
+    except httpx.HTTPStatusError as exc:
+        raise classify_response(exc.response, provider=provider, model=model, secrets=secrets) from exc
+    except httpx.HTTPError as exc:
+        raise classify_transport(exc, provider=provider, model=model, base_url=base_url) from exc
+
+
+def bad_response(provider: str, model: str | None, what: str) -> BadResponseError:
+    """A BadResponseError for a 2xx body that is not what the provider documents."""
+    where = f"{provider}:{model}" if model else provider
+    return BadResponseError(
+        f"{where} sent a response that could not be understood ({what}); the server may not be "
+        f"{provider}-compatible or its base URL may point at the wrong service.",
+        provider=provider,
+        model=model,
+    )

@@ -1,0 +1,147 @@
+"""OpenAI Chat Completions wire format: serves OpenAI, Mistral, Genspark, custom endpoints and local /v1."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import httpx
+
+from ..errors import bad_response, classify_response
+from ..types import ChatParams, ChatResult, Message, StreamEvent, TextDelta, Usage
+from .base import Provider, event_json, require
+
+
+class OpenAICompatibleProvider(Provider):
+    """POST {base}/chat/completions with Bearer auth; SSE chunks ending in ``data: [DONE]``."""
+
+    name = "custom"
+    display_name = "OpenAI-compatible endpoint"
+    needs_key = False
+    key_env_var = "CUSTOM_API_KEY"
+    chat_path: ClassVar[str] = "/chat/completions"
+    models_path: ClassVar[str] = "/models"
+    max_tokens_field: ClassVar[str] = "max_tokens"
+    send_stream_usage_option: ClassVar[bool] = True  # stream_options.include_usage (Mistral rejects it)
+
+    # -- request building ---------------------------------------------------------------------
+    def headers(self) -> dict[str, str]:
+        key = self.require_key() if self.needs_key else self.api_key
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def body(self, model: str, messages: list[Message], params: ChatParams, *, stream: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": model, "messages": [dict(m) for m in messages], "stream": stream}
+        if params.max_tokens is not None:
+            body[self.max_tokens_field] = params.max_tokens
+        if params.temperature is not None:
+            body["temperature"] = params.temperature
+        if params.top_p is not None:
+            body["top_p"] = params.top_p
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if stream and self.send_stream_usage_option:
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    # -- operations ---------------------------------------------------------------------------
+    def chat(self, model: str, messages: list[Message], params: ChatParams) -> ChatResult:
+        data = self.request_json(
+            "POST", self.chat_path, model=model, headers=self.headers(),
+            json=self.body(model, messages, params, stream=False),
+        )
+        self.raise_for_error_payload(data, model)
+        choices = data.get("choices") if isinstance(data, dict) else None
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise bad_response(self.name, model, "no choices in the answer")
+        message = require(choices[0].get("message"), "choices[0].message", self.name, model)
+        return ChatResult(
+            text=_content_text(message.get("content")),
+            finish_reason=choices[0].get("finish_reason"),
+            usage=_usage(data.get("usage")),
+            model=str(data.get("model") or model),
+            provider=self.name,
+        )
+
+    def stream_chat(self, model: str, messages: list[Message], params: ChatParams) -> Iterator[StreamEvent]:
+        parts: list[str] = []
+        finish: str | None = None
+        usage = Usage()
+        answered_by = model
+        done = False
+        events = self.stream_events(
+            "POST", self.chat_path, model=model, headers=self.headers(),
+            json=self.body(model, messages, params, stream=True),
+        )
+        for event in events:
+            if event.data.strip() == "[DONE]":
+                done = True
+                break
+            if not event.data.strip():
+                continue
+            chunk = event_json(event, provider=self.name, model=model)
+            self.raise_for_error_payload(chunk, model)
+            if not isinstance(chunk, dict):
+                raise bad_response(self.name, model, "a stream chunk is not a JSON object")
+            answered_by = str(chunk.get("model") or answered_by)
+            if chunk.get("usage"):
+                usage = _usage(chunk["usage"])
+            for choice in chunk.get("choices") or []:
+                delta = choice.get("delta") or {}
+                text = _content_text(delta.get("content"))
+                if text:
+                    parts.append(text)
+                    yield TextDelta(text)
+                finish = choice.get("finish_reason") or finish
+        if not done:
+            raise bad_response(self.name, model, "the stream ended without its [DONE] marker")
+        yield ChatResult("".join(parts), finish, usage, answered_by, self.name)
+
+    def list_models(self) -> list[str]:
+        data = self.request_json("GET", self.models_path, headers=self.headers())
+        items = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            raise bad_response(self.name, None, "the model list has no 'data' array")
+        return [str(m["id"]) for m in items if isinstance(m, dict) and m.get("id")]
+
+    # -- errors inside a 200 ------------------------------------------------------------------
+    def raise_for_error_payload(self, data: Any, model: str) -> None:
+        """OpenAI-style servers may put ``{"error": ...}`` in a 200 body or a stream chunk."""
+        if isinstance(data, dict) and data.get("error"):
+            status = _status_of(data["error"])
+            in_band = httpx.Response(status, json=data)
+            raise classify_response(in_band, provider=self.name, model=model, secrets=self.secrets)
+
+
+def _status_of(error: Any) -> int:
+    """The HTTP status an in-band error stands for (llama-server puts it in error.code)."""
+    if isinstance(error, dict):
+        code = error.get("code")
+        if isinstance(code, int) and 400 <= code < 600:
+            return code
+        kind = str(error.get("type") or "")
+        if "rate" in kind:
+            return 429
+        if "auth" in kind:
+            return 401
+        if "overloaded" in kind or "unavailable" in kind:
+            return 503
+        if "invalid_request" in kind or "not_found" in kind:
+            return 400 if "not_found" not in kind else 404
+    return 500
+
+
+def _content_text(content: Any) -> str:
+    """Text of a message: a string, or Mistral's list of typed chunks (keep only type "text")."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(c.get("text", "") for c in content if isinstance(c, dict) and c.get("type") == "text")
+    return str(content)
+
+
+def _usage(raw: Any) -> Usage:
+    if not isinstance(raw, dict):
+        return Usage()
+    return Usage(raw.get("prompt_tokens"), raw.get("completion_tokens"))

@@ -1,0 +1,196 @@
+"""Plain data types shared by providers, the model manager, the orchestrator and the console."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Literal, TypedDict
+
+from .errors import EmptyPromptError, InvalidModelIdError
+
+
+class Message(TypedDict):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True)
+class ChatParams:
+    """Generation parameters; None means "do not send", so the provider's default applies."""
+
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+    @property
+    def total_tokens(self) -> int | None:
+        if self.prompt_tokens is None and self.completion_tokens is None:
+            return None
+        return (self.prompt_tokens or 0) + (self.completion_tokens or 0)
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    """One provider answer: the text, why it stopped, tokens, and the model that actually answered."""
+
+    text: str
+    finish_reason: str | None
+    usage: Usage
+    model: str
+    provider: str
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """A piece of streamed text."""
+
+    text: str
+
+
+StreamEvent = TextDelta | ChatResult  # a stream yields TextDelta..., then exactly one ChatResult
+
+
+class KeyCheck(enum.StrEnum):
+    OK = "ok"
+    REJECTED = "rejected"
+    UNVERIFIED = "could_not_verify"
+
+
+@dataclass(frozen=True)
+class KeyTestResult:
+    status: KeyCheck
+    detail: str
+    latency_ms: float
+    tested_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+    @property
+    def ok(self) -> bool:
+        return self.status is KeyCheck.OK
+
+
+class ModelState(enum.StrEnum):
+    LOADED = "loaded"
+    LOADING = "loading"
+    NOT_LOADED = "not_loaded"
+    HOST_DOWN = "host_down"
+    COOLING_DOWN = "cooling_down"
+    EXTERNAL_READY = "external_ready"
+    EXTERNAL_NO_KEY = "external_no_key"
+
+    @property
+    def ready(self) -> bool:
+        """A prompt may be sent right away."""
+        return self in (ModelState.LOADED, ModelState.EXTERNAL_READY)
+
+    @property
+    def usable(self) -> bool:
+        """A prompt may be sent, after a load if needed."""
+        return self in (ModelState.LOADED, ModelState.EXTERNAL_READY, ModelState.NOT_LOADED, ModelState.LOADING)
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    model_id: str
+    state: ModelState
+    detail: str
+    checked_at: datetime
+    cooldown_until: datetime | None = None
+    local: bool = False
+
+
+@dataclass(frozen=True)
+class HostModel:
+    """One model as a local host lists it (one request per host gives all of them)."""
+
+    name: str
+    state: ModelState  # LOADED, LOADING or NOT_LOADED
+    instance_ids: tuple[str, ...] = ()
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model addressed as ``provider:model``."""
+
+    provider: str
+    name: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.provider}:{self.name}"
+
+    def __str__(self) -> str:
+        return self.id
+
+    @classmethod
+    def parse(cls, model_id: str) -> ModelRef:
+        """Split ``provider:model``; the model part may itself contain colons (``ollama:llama3.2:3b``)."""
+        text = (model_id or "").strip()
+        provider, sep, name = text.partition(":")
+        if not sep or not provider.strip() or not name.strip() or any(c.isspace() for c in text):
+            raise InvalidModelIdError(
+                f"Model id {model_id!r} is not of the form provider:model "
+                "(for example lmstudio:qwen2.5-7b-instruct or openai:gpt-4o-mini)."
+            )
+        return cls(provider.lower(), name)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try of one model within a call: what the console shows and the metrics record."""
+
+    model: str
+    outcome: Literal["ok", "error", "skipped"]
+    latency_ms: float
+    error_kind: str | None = None
+    error: str | None = None
+    ttft_ms: float | None = None
+    fallback_from: str | None = None
+
+
+@dataclass(frozen=True)
+class OrchestratedResult:
+    """What ``Orchestrator.chat`` returns: the answer, who gave it, and how it got there."""
+
+    result: ChatResult
+    model_id: str
+    requested_model: str
+    attempts: tuple[Attempt, ...]
+    latency_ms: float
+    ttft_ms: float | None
+    request_id: str
+
+    @property
+    def text(self) -> str:
+        return self.result.text
+
+    @property
+    def fell_back(self) -> bool:
+        return self.model_id != self.requested_model
+
+    @property
+    def fallback_path(self) -> list[str]:
+        return [a.model for a in self.attempts if a.outcome != "skipped"]
+
+
+def validate_messages(messages: list[Message]) -> list[Message]:
+    """Reject an empty conversation or one whose user turns are all blank."""
+    if not messages:
+        raise EmptyPromptError("The prompt is empty; type a message before sending.")
+    for m in messages:
+        if m.get("role") not in ("system", "user", "assistant") or not isinstance(m.get("content"), str):
+            raise EmptyPromptError(
+                "Each message needs a role of system, user or assistant and text content; "
+                f"got role {m.get('role')!r}."
+            )
+    if not any(m["role"] != "system" and m["content"].strip() for m in messages):
+        raise EmptyPromptError("The prompt is empty or only whitespace; type a message before sending.")
+    return messages
