@@ -7,6 +7,7 @@ optional API key. Errors leave a provider only as classes of ``orchestrator_core
 from __future__ import annotations
 
 import abc
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -17,12 +18,13 @@ from httpx_sse import EventSource, ServerSentEvent
 
 from ..errors import (
     AuthenticationError,
-    BadResponseError,
     OrchestratorError,
+    ProviderError,
     UnsupportedOperationError,
     bad_response,
     classify_response,
     classify_transport,
+    scrub,
 )
 from ..types import ChatParams, ChatResult, HostModel, KeyCheck, KeyTestResult, Message, StreamEvent
 
@@ -84,22 +86,45 @@ class Provider(abc.ABC):
             raise classify_response(response, provider=self.name, model=model, secrets=self.secrets)
         return parse_json(response, provider=self.name, model=model)
 
-    def stream_events(
+    @contextlib.contextmanager
+    def open_stream(
         self, method: str, path: str, *, model: str | None = None, **kwargs: Any
-    ) -> Iterator[ServerSentEvent]:
-        """Open an SSE stream; yields events. Transport and status failures become error classes."""
+    ) -> Iterator[httpx.Response]:
+        """A streaming 2xx response; status and transport failures, also while reading it, become error classes."""
         try:
             with self.client.stream(method, path, **kwargs) as response:
                 if response.status_code >= 400:
                     raise classify_response(response, provider=self.name, model=model, secrets=self.secrets)
-                content_type = response.headers.get("content-type", "")
-                if "text/event-stream" not in content_type and "json" in content_type:
-                    # Some servers answer a stream request with a plain JSON error or body.
-                    body = parse_json(response, provider=self.name, model=model)
-                    raise _json_instead_of_stream(body, self.name, model)
-                yield from EventSource(response).iter_sse()
+                yield response
         except httpx.HTTPError as exc:
             raise classify_transport(exc, provider=self.name, model=model, base_url=self.base_url) from exc
+
+    def stream_events(
+        self, method: str, path: str, *, model: str | None = None, **kwargs: Any
+    ) -> Iterator[ServerSentEvent]:
+        """Open an SSE stream; yields events. Transport and status failures become error classes."""
+        kwargs["headers"] = {"Accept": "text/event-stream", **(kwargs.get("headers") or {})}
+        with self.open_stream(method, path, model=model, **kwargs) as response:
+            content_type = response.headers.get("content-type", "")
+            if "text/event-stream" not in content_type:
+                # Some servers answer a stream request with a plain JSON body or an HTML page.
+                raise self._not_a_stream(response, content_type, model)
+            yield from EventSource(response).iter_sse()
+
+    def in_band_error(self, payload: Any, model: str | None) -> ProviderError:
+        """Classify an ``{"error": ...}`` that arrived inside a 2xx body or a stream event."""
+        error = payload.get("error") if isinstance(payload, dict) else None
+        stand_in = httpx.Response(in_band_status(error), json=payload)
+        return classify_response(stand_in, provider=self.name, model=model, secrets=self.secrets)
+
+    def _not_a_stream(self, response: httpx.Response, content_type: str, model: str | None) -> ProviderError:
+        if "json" not in content_type:
+            return bad_response(self.name, model, f"expected an event stream, got content-type {content_type!r}")
+        body = parse_json(response, provider=self.name, model=model)
+        if isinstance(body, dict) and body.get("error"):
+            return self.in_band_error(body, model)
+        snippet = scrub(str(body), self.secrets)[:200]
+        return bad_response(self.name, model, f"expected an event stream, got JSON {snippet}")
 
     def require_key(self) -> str:
         from ..errors import MissingKeyError
@@ -132,6 +157,10 @@ class LocalHost(abc.ABC):
             f"{type(self).__name__} has no unload endpoint; unload the model on the host itself.",
         )
 
+    def same_model(self, requested: str, listed: str) -> bool:
+        """True when a name the host lists is the model that was requested (hosts may add a tag)."""
+        return requested == listed
+
 
 def parse_json(response: httpx.Response, *, provider: str, model: str | None) -> Any:
     try:
@@ -149,8 +178,52 @@ def event_json(event: ServerSentEvent, *, provider: str, model: str | None) -> A
         raise bad_response(provider, model, "a stream event is not valid JSON") from None
 
 
-def _json_instead_of_stream(body: Any, provider: str, model: str | None) -> BadResponseError:
-    return bad_response(provider, model, f"expected an event stream, got JSON {str(body)[:200]}")
+# error.type -> the HTTP status it stands for when the error arrives inside a 2xx (Anthropic's types, exactly)
+_ERROR_TYPE_STATUS: dict[str, int] = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+# Looser markers for OpenAI-style servers, whose in-band error types are not a fixed list.
+_ERROR_TYPE_MARKERS: tuple[tuple[str, int], ...] = (
+    ("rate", 429), ("auth", 401), ("not_found", 404), ("invalid_request", 400), ("overloaded", 503), ("unavailable", 503),
+)
+
+
+def in_band_status(error: Any) -> int:
+    """The HTTP status an in-band error object stands for: its numeric code (Gemini, llama-server), else its type."""
+    if not isinstance(error, dict):
+        return 500
+    code = error.get("code")
+    if isinstance(code, int) and 400 <= code < 600:
+        return code
+    kind = str(error.get("type") or "")
+    if kind in _ERROR_TYPE_STATUS:
+        return _ERROR_TYPE_STATUS[kind]
+    names = f"{kind} {code or ''}".lower()  # OpenAI: type "requests", code "rate_limit_exceeded"
+    return next((status for marker, status in _ERROR_TYPE_MARKERS if marker in names), 500)
+
+
+def system_and_turns(messages: list[Message]) -> tuple[str, list[tuple[str, list[str]]]]:
+    """For APIs with a top-level system prompt: the system messages joined, and the other messages as
+    (role, texts) with consecutive same-role turns merged (blank turns are dropped: those APIs reject them)."""
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system" and m["content"].strip())
+    turns: list[tuple[str, list[str]]] = []
+    for m in messages:
+        if m["role"] == "system" or not m["content"].strip():
+            continue
+        if turns and turns[-1][0] == m["role"]:
+            turns[-1][1].append(m["content"])
+        else:
+            turns.append((m["role"], [m["content"]]))
+    return system, turns
 
 
 def _ms(started: float) -> float:

@@ -1,0 +1,178 @@
+"""llama.cpp llama-server: chat over its OpenAI-compatible /v1; model state in two modes.
+
+Router mode (started without -m) runs each model in a child process and manages them over HTTP:
+GET /models carries a ``status`` per model, POST /models/load and /models/unload act on one.
+Single-model mode (started with -m) serves one fixed model: /health says whether it is ready,
+and nothing can be loaded or unloaded over HTTP. GET /models answers in both modes (in single
+mode without ``status``; very old servers lack the route), so the mode is told from its shape.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Literal
+
+import httpx
+
+from ..errors import (
+    BadRequestError,
+    ModelLoadError,
+    ModelNotFoundError,
+    ModelNotLoadedError,
+    ProviderUnavailableError,
+    UnsupportedOperationError,
+    bad_response,
+)
+from ..types import HostModel, ModelState
+from .base import LocalHost
+from .openai_compat import OpenAICompatibleProvider
+
+Mode = Literal["router", "single"]
+
+_ALREADY_RUNNING = ("already running", "already loaded")  # "loaded" in servers before the rename
+_NOT_RUNNING = ("not running", "not loaded")
+# What each single-model server served, kept per shared client (provider objects may be built per
+# call): while the model reloads every route but /health answers 503, and the name must still show.
+_SINGLE_NAMES: weakref.WeakKeyDictionary[httpx.Client, list[str]] = weakref.WeakKeyDictionary()
+
+
+class LlamaCppProvider(OpenAICompatibleProvider, LocalHost):
+    """A llama-server; base_url is the host root (http://127.0.0.1:8080). A key only with --api-key."""
+
+    name = "llamacpp"
+    display_name = "llama.cpp (llama-server)"
+    needs_key = False
+    local = True
+    key_env_var = None
+    chat_path = "/v1/chat/completions"
+    models_path = "/v1/models"
+
+    def __init__(self, client: httpx.Client, api_key: str | None = None, **options: Any) -> None:
+        super().__init__(client, api_key, **options)
+        self._mode: Mode | None = None
+
+    @property
+    def mode(self) -> Mode | None:
+        """The mode host_models last saw ("router" or "single"); None before the first look."""
+        return self._mode
+
+    # -- state ----------------------------------------------------------------------------------
+    def host_models(self) -> list[HostModel]:
+        """Every model with its state: one request in router mode, two or three in single mode."""
+        items = self._items_or_none("/models")
+        if items is not None and (not items or any(isinstance(i.get("status"), dict) for i in items)):
+            self._mode = "router"
+            return [_router_model(i) for i in items if i.get("id")]
+        self._mode = "single"
+        return self._single_models(items)
+
+    def _single_models(self, items: list[dict[str, Any]] | None) -> list[HostModel]:
+        ready = self._healthy()
+        if items is None:
+            items = self._items_or_none(self.models_path)
+        if items is not None:
+            _SINGLE_NAMES[self.client] = [str(i["id"]) for i in items if i.get("id")]
+        names = _SINGLE_NAMES.get(self.client, [])
+        if ready:
+            return [HostModel(n, ModelState.LOADED, detail="single-model mode") for n in names]
+        return [HostModel(n, ModelState.LOADING, detail="loading (GET /health answers 503)") for n in names]
+
+    # -- load / unload ----------------------------------------------------------------------------
+    def load_model(self, model: str) -> None:
+        """Ask the router to start a model; returns at once, poll host_models() until it is LOADED."""
+        self._require_router(model, "load")
+        try:
+            data = self.request_json("POST", "/models/load", model=model, headers=self.headers(), json={"model": model})
+        except BadRequestError as exc:
+            if _says(exc.message, _ALREADY_RUNNING):
+                return
+            raise
+        if isinstance(data, dict) and data.get("success") is False:
+            raise ModelLoadError(
+                f"llama-server refused to load {model} ({data}); check the router's log.",
+                provider=self.name,
+                model=model,
+            )
+
+    def unload_model(self, model: str) -> None:
+        """Ask the router to stop a model; a no-op when it is not running."""
+        self._require_router(model, "unload")
+        try:
+            self.request_json("POST", "/models/unload", model=model, headers=self.headers(), json={"model": model})
+        except (BadRequestError, ModelNotLoadedError) as exc:  # "model is not loaded" reads as not-loaded
+            if not _says(exc.message, _NOT_RUNNING):
+                raise
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _require_router(self, model: str, action: str) -> None:
+        if self._mode is None:
+            self.host_models()
+        if self._mode == "single":
+            raise UnsupportedOperationError(
+                f"llama-server at {self.base_url} runs in single-model mode (started with -m), which "
+                f"cannot {action} models over HTTP; restart llama-server without -m (with --models-dir "
+                "or its model cache) to use router mode, or restart it with the model you want.",
+                provider=self.name,
+                model=model,
+            )
+
+    def _items_or_none(self, path: str) -> list[dict[str, Any]] | None:
+        """The model list at path (``{"data": [...]}`` or a bare list); None on 404, or 503 while loading."""
+        try:
+            data = self.request_json("GET", path, headers=self.headers())
+        except (ModelNotFoundError, ProviderUnavailableError) as exc:
+            if exc.status_code in (404, 503):
+                return None
+            raise
+        items = data.get("data") if isinstance(data, dict) else data
+        if not isinstance(items, list):
+            raise bad_response(self.name, None, f"GET {path} has no 'data' array")
+        return [i for i in items if isinstance(i, dict)]
+
+    def _healthy(self) -> bool:
+        """GET /health: True when ready, False while the model loads (503)."""
+        try:
+            self.request_json("GET", "/health", headers=self.headers())
+        except ProviderUnavailableError as exc:
+            if exc.status_code == 503:
+                return False
+            raise
+        return True
+
+
+def _router_model(item: dict[str, Any]) -> HostModel:
+    name = str(item["id"])
+    status = item.get("status") if isinstance(item.get("status"), dict) else {}
+    value = str(status.get("value") or "")
+    if value == "loaded":
+        return HostModel(name, ModelState.LOADED)
+    if value == "sleeping":
+        return HostModel(name, ModelState.LOADED, detail="sleeping (wakes on first request)")
+    if value == "loading":
+        return HostModel(name, ModelState.LOADING, detail="loading")
+    if value == "downloading":
+        return HostModel(name, ModelState.LOADING, detail=_download_detail(status.get("progress")))
+    if status.get("failed"):
+        return HostModel(name, ModelState.NOT_LOADED, detail=_failure_detail(status))
+    detail = "" if value == "unloaded" else f"unknown status {value!r}"
+    return HostModel(name, ModelState.NOT_LOADED, detail=detail)
+
+
+def _download_detail(progress: Any) -> str:
+    """Percent over every file being downloaded (progress maps each URL to done/total bytes)."""
+    files = [p for p in progress.values() if isinstance(p, dict)] if isinstance(progress, dict) else []
+    done = sum(p.get("done") or 0 for p in files)
+    total = sum(p.get("total") or 0 for p in files)
+    return f"downloading {100 * done / total:.0f}%" if total else "downloading"
+
+
+def _failure_detail(status: dict[str, Any]) -> str:
+    detail = f"last load failed (exit code {status.get('exit_code')})"
+    if status.get("last_error"):
+        detail += f": {status['last_error']}"
+    return detail + "; see the llama-server log"
+
+
+def _says(message: str, markers: tuple[str, ...]) -> bool:
+    lowered = message.lower()
+    return any(m in lowered for m in markers)

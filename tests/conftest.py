@@ -1,0 +1,30 @@
+"""Every test is isolated: no provider variables from the machine, a fresh database in tmp_path."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator_core.providers.lmstudio import forget_hosts
+
+_ISOLATED_SUFFIXES = ("_API_KEY", "_BASE_URL")
+_ISOLATED_NAMES = ("DATABASE_URL", "ORCHESTRATOR_SECRET_KEY", "LM_API_TOKEN", "CONSOLE_PASSWORD",
+                   "CONSOLE_PASSWORD_HASH", "MODEL_PRIORITIES", "GEMINI_API_VERSION", "ANTHROPIC_VERSION")
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    for name in list(os.environ):
+        if name.endswith(_ISOLATED_SUFFIXES) or name in _ISOLATED_NAMES:
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # a stray .env or ./data of the developer is never read
+    forget_hosts()
+    yield
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'test.db'}"
