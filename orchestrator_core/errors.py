@@ -34,8 +34,10 @@ scrubs every secret it is given from provider text before it reaches a message.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import email.utils
 import json
+import math
 import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -231,33 +233,64 @@ _CONTEXT_MARKERS = (
     "context length",
     "context window",
     "too many tokens",
+    "request payload size exceeds",  # Gemini
 )
-_QUOTA_MARKERS = (
-    "insufficient_quota",
+# Quota codes are matched in type/code fields; message markers stay narrow, because OpenAI's plain
+# rate-limit message also says "Visit https://platform.openai.com/account/billing to add a payment method".
+_QUOTA_CODES = ("insufficient_quota", "billing_error", "enforced_spend_limit_reached")
+_QUOTA_TEXT = (
     "exceeded your current quota",
-    "billing",
     "spend limit",
-    "enforced_spend_limit_reached",
     "credit balance",
+    "usage limit",
+    "billing account",
 )
-_AUTH_REASONS = ("API_KEY_INVALID", "API_KEY_EXPIRED")
+_AUTH_REASONS = ("API_KEY_INVALID", "API_KEY_EXPIRED", "invalid_api_key")  # Gemini sends a bad key as 400
 
 
 def parse_retry_after(headers: httpx.Headers) -> float | None:
     """Seconds to wait from retry-after-ms, retry-after (seconds or HTTP date); None if absent."""
     value = headers.get("retry-after-ms")
-    if value:
-        with contextlib.suppress(ValueError):
-            return max(0.0, float(value) / 1000.0)
+    if value and math.isfinite(ms := _float_or_nan(value)):
+        return max(0.0, ms / 1000.0)
     value = headers.get("retry-after")
     if not value:
         return None
-    with contextlib.suppress(ValueError):
-        return max(0.0, float(value))
+    if math.isfinite(seconds := _float_or_nan(value)):
+        return max(0.0, seconds)
     with contextlib.suppress(TypeError, ValueError):
         when = email.utils.parsedate_to_datetime(value)
+        if when.tzinfo is None:  # "-0000" parses naive; HTTP dates are always UTC
+            when = when.replace(tzinfo=datetime.timezone.utc)
         return max(0.0, when.timestamp() - time.time())
     return None
+
+
+def _float_or_nan(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
+def _quota_exhausted(status: int, message: str, codes: str, body: Any) -> bool:
+    """Billing or quota: another try soon will not help (unlike a rate limit)."""
+    if status == 402 or "FAILED_PRECONDITION" in codes:
+        return True  # Gemini's FAILED_PRECONDITION: free tier not offered in this region, billing needed
+    if "RESOURCE_EXHAUSTED" in codes:
+        # Gemini says "You exceeded your current quota" for per-minute limits too; only a per-day one lasts.
+        return _gemini_daily_quota(body)
+    lowered_codes = codes.lower()
+    return any(c in lowered_codes for c in _QUOTA_CODES) or any(t in message.lower() for t in _QUOTA_TEXT)
+
+
+def _gemini_daily_quota(body: Any) -> bool:
+    for detail in _error_details(body):
+        violations = detail.get("violations") if isinstance(detail, dict) else None
+        for violation in violations if isinstance(violations, list) else []:
+            if isinstance(violation, dict) and "perday" in str(violation.get("quotaId", "")).lower():
+                return True
+    return False
 
 
 def _gemini_retry_delay(body: Any) -> float | None:
@@ -324,9 +357,10 @@ def classify_response(
     fields: dict[str, Any] = {"provider": provider, "model": model, "status_code": status}
     fix_key = key_hint or f"check the {provider} key on the API Keys page"
 
-    if any(reason in codes for reason in _AUTH_REASONS) or status in (401, 403) and "quota" not in lowered:
+    quota = _quota_exhausted(status, message, codes, body)
+    if any(reason in codes for reason in _AUTH_REASONS) or status in (401, 403) and not quota:
         return AuthenticationError(f"{where} rejected the credentials (HTTP {status}: {message}); {fix_key}.", **fields)
-    if status == 402 or any(m in lowered for m in _QUOTA_MARKERS):
+    if quota:
         return QuotaExceededError(
             f"{where} refused for billing or quota (HTTP {status}: {message}); "
             "check the account's plan and billing, or use another provider.",

@@ -193,7 +193,8 @@ _ERROR_TYPE_STATUS: dict[str, int] = {
 }
 # Looser markers for OpenAI-style servers, whose in-band error types are not a fixed list.
 _ERROR_TYPE_MARKERS: tuple[tuple[str, int], ...] = (
-    ("rate", 429), ("auth", 401), ("not_found", 404), ("invalid_request", 400), ("overloaded", 503), ("unavailable", 503),
+    ("rate", 429), ("auth", 401), ("not_found", 404), ("invalid_request", 400),
+    ("overloaded", 503), ("unavailable", 503),
 )
 
 
@@ -212,8 +213,8 @@ def in_band_status(error: Any) -> int:
 
 
 def system_and_turns(messages: list[Message]) -> tuple[str, list[tuple[str, list[str]]]]:
-    """For APIs with a top-level system prompt: the system messages joined, and the other messages as
-    (role, texts) with consecutive same-role turns merged (blank turns are dropped: those APIs reject them)."""
+    """The system messages joined, and the other turns as (role, texts) with same-role neighbours merged."""
+    # For APIs with a top-level system prompt (Anthropic, Gemini); they reject blank turns, so those are dropped.
     system = "\n\n".join(m["content"] for m in messages if m["role"] == "system" and m["content"].strip())
     turns: list[tuple[str, list[str]]] = []
     for m in messages:
@@ -228,10 +229,3 @@ def system_and_turns(messages: list[Message]) -> tuple[str, list[tuple[str, list
 
 def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
-
-
-def require(value: Any, what: str, provider: str, model: str | None) -> Any:
-    """Return value, or raise BadResponseError naming the missing field."""
-    if value is None:
-        raise bad_response(provider, model, f"missing {what}")
-    return value

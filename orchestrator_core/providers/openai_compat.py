@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-import httpx
-
-from ..errors import bad_response, classify_response
+from ..errors import bad_response
 from ..types import ChatParams, ChatResult, Message, StreamEvent, TextDelta, Usage
-from .base import Provider, event_json, require
+from .base import Provider, event_json
 
 
 class OpenAICompatibleProvider(Provider):
@@ -53,7 +52,9 @@ class OpenAICompatibleProvider(Provider):
         choices = data.get("choices") if isinstance(data, dict) else None
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             raise bad_response(self.name, model, "no choices in the answer")
-        message = require(choices[0].get("message"), "choices[0].message", self.name, model)
+        message = choices[0].get("message")
+        if not isinstance(message, dict):
+            raise bad_response(self.name, model, "missing choices[0].message")
         return ChatResult(
             text=_content_text(message.get("content")),
             finish_reason=choices[0].get("finish_reason"),
@@ -72,26 +73,29 @@ class OpenAICompatibleProvider(Provider):
             "POST", self.chat_path, model=model, headers=self.headers(),
             json=self.body(model, messages, params, stream=True),
         )
-        for event in events:
-            if event.data.strip() == "[DONE]":
-                done = True
-                break
-            if not event.data.strip():
-                continue
-            chunk = event_json(event, provider=self.name, model=model)
-            self.raise_for_error_payload(chunk, model)
-            if not isinstance(chunk, dict):
-                raise bad_response(self.name, model, "a stream chunk is not a JSON object")
-            answered_by = str(chunk.get("model") or answered_by)
-            if chunk.get("usage"):
-                usage = _usage(chunk["usage"])
-            for choice in chunk.get("choices") or []:
-                delta = choice.get("delta") or {}
-                text = _content_text(delta.get("content"))
-                if text:
-                    parts.append(text)
-                    yield TextDelta(text)
-                finish = choice.get("finish_reason") or finish
+        with contextlib.closing(events):  # after [DONE] the connection goes back to the pool at once
+            for event in events:
+                if event.data.strip() == "[DONE]":
+                    done = True
+                    break
+                if not event.data.strip():
+                    continue
+                chunk = event_json(event, provider=self.name, model=model)
+                self.raise_for_error_payload(chunk, model)
+                if not isinstance(chunk, dict):
+                    raise bad_response(self.name, model, "a stream chunk is not a JSON object")
+                answered_by = str(chunk.get("model") or answered_by)
+                if chunk.get("usage"):
+                    usage = _usage(chunk["usage"])
+                for choice in chunk.get("choices") or []:
+                    if not isinstance(choice, dict):
+                        raise bad_response(self.name, model, "a stream choice is not a JSON object")
+                    delta = choice.get("delta") or {}
+                    text = _content_text(delta.get("content"))
+                    if text:
+                        parts.append(text)
+                        yield TextDelta(text)
+                    finish = choice.get("finish_reason") or finish
         if not done:
             raise bad_response(self.name, model, "the stream ended without its [DONE] marker")
         yield ChatResult("".join(parts), finish, usage, answered_by, self.name)
@@ -107,27 +111,7 @@ class OpenAICompatibleProvider(Provider):
     def raise_for_error_payload(self, data: Any, model: str) -> None:
         """OpenAI-style servers may put ``{"error": ...}`` in a 200 body or a stream chunk."""
         if isinstance(data, dict) and data.get("error"):
-            status = _status_of(data["error"])
-            in_band = httpx.Response(status, json=data)
-            raise classify_response(in_band, provider=self.name, model=model, secrets=self.secrets)
-
-
-def _status_of(error: Any) -> int:
-    """The HTTP status an in-band error stands for (llama-server puts it in error.code)."""
-    if isinstance(error, dict):
-        code = error.get("code")
-        if isinstance(code, int) and 400 <= code < 600:
-            return code
-        kind = str(error.get("type") or "")
-        if "rate" in kind:
-            return 429
-        if "auth" in kind:
-            return 401
-        if "overloaded" in kind or "unavailable" in kind:
-            return 503
-        if "invalid_request" in kind or "not_found" in kind:
-            return 400 if "not_found" not in kind else 404
-    return 500
+            raise self.in_band_error(data, model)
 
 
 def _content_text(content: Any) -> str:

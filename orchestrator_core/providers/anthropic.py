@@ -1,0 +1,184 @@
+"""Anthropic Messages API: x-api-key auth, a top-level system prompt, required max_tokens, named SSE events."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from ..errors import EmptyPromptError, bad_response
+from ..types import ChatParams, ChatResult, Message, StreamEvent, TextDelta, Usage
+from .base import Provider, event_json, system_and_turns
+
+MESSAGES_PATH = "/v1/messages"
+MODELS_PATH = "/v1/models"
+
+
+class AnthropicProvider(Provider):
+    """POST {base}/v1/messages; the base URL has no /v1 (https://api.anthropic.com)."""
+
+    name = "anthropic"
+    display_name = "Anthropic"
+    needs_key = True
+    key_env_var = "ANTHROPIC_API_KEY"
+
+    def __init__(
+        self,
+        client: httpx.Client,
+        api_key: str | None = None,
+        *,
+        anthropic_version: str = "2023-06-01",
+        default_max_tokens: int = 1024,
+        **options: Any,
+    ) -> None:
+        super().__init__(client, api_key, **options)
+        # Configurable because newer SDKs send newer versions (2026-10-21 in anthropic 2.13).
+        self.anthropic_version = anthropic_version
+        self.default_max_tokens = default_max_tokens
+
+    # -- request building ---------------------------------------------------------------------
+    def headers(self) -> dict[str, str]:
+        return {
+            "x-api-key": self.require_key(),
+            "anthropic-version": self.anthropic_version,
+            "content-type": "application/json",
+        }
+
+    def body(self, model: str, messages: list[Message], params: ChatParams, *, stream: bool) -> dict[str, Any]:
+        """The Messages request; sampling fields only when asked (newer Claude models reject them)."""
+        system, turns = system_and_turns(messages)
+        # The API rejects a conversation that opens with an assistant turn. Inventing a user turn would put
+        # words in the user's mouth, so a leading assistant turn (typically a greeting) is left out.
+        while turns and turns[0][0] == "assistant":
+            turns.pop(0)
+        if not turns:
+            raise EmptyPromptError(
+                "Anthropic needs at least one user message; this conversation has only assistant or system text.",
+                provider=self.name,
+                model=model,
+            )
+        body: dict[str, Any] = {
+            "model": model,
+            "max_tokens": params.max_tokens if params.max_tokens is not None else self.default_max_tokens,
+            "messages": [{"role": role, "content": "\n\n".join(texts)} for role, texts in turns],
+        }
+        if turns[-1][0] == "assistant":
+            # A final assistant turn is a prefill, which the API rejects when it ends in whitespace.
+            body["messages"][-1]["content"] = body["messages"][-1]["content"].rstrip()
+        if system:
+            body["system"] = system
+        if params.temperature is not None:
+            body["temperature"] = params.temperature
+        if params.top_p is not None:
+            body["top_p"] = params.top_p
+        if params.stop:
+            body["stop_sequences"] = list(params.stop)
+        if stream:
+            body["stream"] = True
+        return body
+
+    # -- operations ---------------------------------------------------------------------------
+    def chat(self, model: str, messages: list[Message], params: ChatParams) -> ChatResult:
+        data = self.request_json(
+            "POST", MESSAGES_PATH, model=model, headers=self.headers(),
+            json=self.body(model, messages, params, stream=False),
+        )
+        if isinstance(data, dict) and data.get("type") == "error":
+            raise self.in_band_error(data, model)
+        content = data.get("content") if isinstance(data, dict) else None
+        if not isinstance(content, list):
+            raise bad_response(self.name, model, "no content blocks in the answer")
+        return ChatResult(
+            text="".join(_block_text(block) for block in content),
+            finish_reason=data.get("stop_reason"),
+            usage=_usage(data.get("usage")),
+            model=str(data.get("model") or model),
+            provider=self.name,
+        )
+
+    def stream_chat(self, model: str, messages: list[Message], params: ChatParams) -> Iterator[StreamEvent]:
+        parts: list[str] = []
+        state = _StreamState(answered_by=model)
+        events = self.stream_events(
+            "POST", MESSAGES_PATH, model=model, headers=self.headers(),
+            json=self.body(model, messages, params, stream=True),
+        )
+        with contextlib.closing(events):
+            for event in events:
+                if event.event == "ping" or not event.data.strip():
+                    continue
+                payload = event_json(event, provider=self.name, model=model)
+                if not isinstance(payload, dict):
+                    raise bad_response(self.name, model, "a stream event is not a JSON object")
+                kind = event.event if event.event != "message" else str(payload.get("type"))
+                if kind == "error" or payload.get("type") == "error":
+                    raise self.in_band_error(payload, model)  # e.g. overloaded_error after HTTP 200
+                if kind == "message_stop":
+                    state.done = True
+                    break
+                text = state.apply(kind, payload)
+                if text:
+                    parts.append(text)
+                    yield TextDelta(text)
+        if not state.done:
+            raise bad_response(self.name, model, "the stream ended without its message_stop event")
+        usage = Usage(state.input_tokens, state.output_tokens)
+        yield ChatResult("".join(parts), state.stop_reason, usage, state.answered_by, self.name)
+
+    def list_models(self) -> list[str]:
+        data = self.request_json("GET", MODELS_PATH, headers=self.headers(), params={"limit": 1000})
+        items = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            raise bad_response(self.name, None, "the model list has no 'data' array")
+        return [str(m["id"]) for m in items if isinstance(m, dict) and m.get("id")]
+
+
+class _StreamState:
+    """What a Messages stream has said so far besides text."""
+
+    def __init__(self, answered_by: str) -> None:
+        self.answered_by = answered_by
+        self.stop_reason: str | None = None
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+        self.done = False
+
+    def apply(self, kind: str, payload: dict[str, Any]) -> str:
+        """Record one event; return its text delta ("" for events without text)."""
+        if kind == "message_start":
+            message = payload.get("message") or {}
+            self.answered_by = str(message.get("model") or self.answered_by)
+            self._take_usage(message.get("usage"))
+        elif kind == "content_block_delta":
+            delta = payload.get("delta") or {}
+            if delta.get("type") == "text_delta":  # thinking and tool-input deltas are not answer text
+                return str(delta.get("text") or "")
+        elif kind == "message_delta":
+            self.stop_reason = (payload.get("delta") or {}).get("stop_reason") or self.stop_reason
+            self._take_usage(payload.get("usage"))
+        return ""
+
+    def _take_usage(self, raw: Any) -> None:
+        usage = _usage(raw)
+        # message_delta counts are cumulative, so the latest value replaces the earlier one.
+        self.input_tokens = usage.prompt_tokens if usage.prompt_tokens is not None else self.input_tokens
+        self.output_tokens = usage.completion_tokens if usage.completion_tokens is not None else self.output_tokens
+
+
+def _block_text(block: Any) -> str:
+    """Text of one content block; thinking, tool_use and fallback blocks are not answer text."""
+    if isinstance(block, dict) and block.get("type") == "text":
+        return str(block.get("text") or "")
+    return ""
+
+
+def _usage(raw: Any) -> Usage:
+    """input_tokens excludes cached prompt tokens, which still count as prompt tokens."""
+    if not isinstance(raw, dict):
+        return Usage()
+    prompt = raw.get("input_tokens")
+    if prompt is not None:
+        prompt += (raw.get("cache_creation_input_tokens") or 0) + (raw.get("cache_read_input_tokens") or 0)
+    return Usage(prompt, raw.get("output_tokens"))

@@ -1,0 +1,198 @@
+"""Google Gemini Developer API (generateContent): x-goog-api-key auth, roles user/model, no stream end marker."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import httpx
+
+from ..errors import BadRequestError, bad_response
+from ..types import ChatParams, ChatResult, Message, StreamEvent, TextDelta, Usage
+from .base import Provider, system_and_turns
+
+_MAX_MODEL_PAGES = 5  # 1000 models a page: more pages than this means something is wrong
+
+
+class GeminiProvider(Provider):
+    """POST {base}/{version}/models/{model}:generateContent; the base URL has no version."""
+
+    name = "google"
+    display_name = "Google Gemini"
+    needs_key = True
+    key_env_var = "GOOGLE_API_KEY"  # config also accepts GEMINI_API_KEY
+
+    def __init__(
+        self, client: httpx.Client, api_key: str | None = None, *, api_version: str = "v1beta", **options: Any
+    ) -> None:
+        super().__init__(client, api_key, **options)
+        # v1beta was the SDK default until google-genai 3.x, which moved to v1.
+        self.api_version = api_version
+
+    # -- request building ---------------------------------------------------------------------
+    def headers(self) -> dict[str, str]:
+        # The key goes in a header, never in ?key=: URLs end up in logs.
+        return {"x-goog-api-key": self.require_key()}
+
+    def body(self, messages: list[Message], params: ChatParams) -> dict[str, Any]:
+        """The generateContent request: roles user/model, the system prompt as systemInstruction."""
+        system, turns = system_and_turns(messages)
+        body: dict[str, Any] = {
+            "contents": [
+                {"role": "model" if role == "assistant" else "user", "parts": [{"text": t} for t in texts]}
+                for role, texts in turns
+            ]
+        }
+        if system:
+            body["systemInstruction"] = {"parts": [{"text": system}]}
+        config = {
+            "temperature": params.temperature,
+            "maxOutputTokens": params.max_tokens,
+            "topP": params.top_p,
+            "stopSequences": list(params.stop) if params.stop else None,
+        }
+        config = {k: v for k, v in config.items() if v is not None}
+        if config:
+            body["generationConfig"] = config
+        return body
+
+    def model_path(self, model: str, method: str) -> str:
+        return f"/{self.api_version}/models/{model.removeprefix('models/')}:{method}"
+
+    # -- operations ---------------------------------------------------------------------------
+    def chat(self, model: str, messages: list[Message], params: ChatParams) -> ChatResult:
+        data = self.request_json(
+            "POST", self.model_path(model, "generateContent"), model=model, headers=self.headers(),
+            json=self.body(messages, params),
+        )
+        if not isinstance(data, dict):
+            raise bad_response(self.name, model, "the answer is not a JSON object")
+        if data.get("error"):
+            raise self.in_band_error(data, model)
+        candidate = self._first_candidate(data, model)
+        if candidate is None:
+            raise bad_response(self.name, model, "no candidates in the answer")
+        # An empty text with finishReason MAX_TOKENS is a truncated answer (thinking used the budget), not an error.
+        return ChatResult(
+            text=_candidate_text(candidate),
+            finish_reason=candidate.get("finishReason"),
+            usage=_usage(data.get("usageMetadata")),
+            model=str(data.get("modelVersion") or model),
+            provider=self.name,
+        )
+
+    def stream_chat(self, model: str, messages: list[Message], params: ChatParams) -> Iterator[StreamEvent]:
+        parts: list[str] = []
+        finish: str | None = None
+        usage = Usage()
+        answered_by = model
+        seen_any = False
+        with self.open_stream(
+            "POST", self.model_path(model, "streamGenerateContent"), model=model,
+            headers={"Accept": "text/event-stream", **self.headers()}, params={"alt": "sse"},
+            json=self.body(messages, params),
+        ) as response:
+            for chunk in _stream_payloads(response.iter_lines(), self.name, model):
+                seen_any = True
+                if chunk.get("error"):
+                    raise self.in_band_error(chunk, model)
+                candidate = self._first_candidate(chunk, model)
+                text = _candidate_text(candidate) if candidate else ""
+                if text:
+                    parts.append(text)
+                    yield TextDelta(text)
+                finish = (candidate or {}).get("finishReason") or finish
+                usage = _usage(chunk["usageMetadata"]) if chunk.get("usageMetadata") else usage
+                answered_by = str(chunk.get("modelVersion") or answered_by)
+        # Gemini has no end marker: the stream ends with the body, so only a stream with no events is broken.
+        if not seen_any:
+            raise bad_response(self.name, model, "the stream ended without any event")
+        yield ChatResult("".join(parts), finish, usage, answered_by, self.name)
+
+    def list_models(self) -> list[str]:
+        names: list[str] = []
+        params: dict[str, Any] = {"pageSize": 1000}
+        for _ in range(_MAX_MODEL_PAGES):
+            data = self.request_json("GET", f"/{self.api_version}/models", headers=self.headers(), params=params)
+            if not isinstance(data, dict):
+                raise bad_response(self.name, None, "the model list is not a JSON object")
+            names += [_model_name(m) for m in data.get("models") or [] if _generates_content(m)]
+            if not data.get("nextPageToken"):
+                break
+            params = {"pageSize": 1000, "pageToken": data["nextPageToken"]}
+        return names
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _first_candidate(self, data: dict[str, Any], model: str) -> dict[str, Any] | None:
+        """candidates[0]; a blocked prompt (promptFeedback.blockReason, no candidates) is BadRequestError."""
+        candidates = data.get("candidates")
+        if isinstance(candidates, list) and candidates and isinstance(candidates[0], dict):
+            return candidates[0]
+        reason = (data.get("promptFeedback") or {}).get("blockReason")
+        if reason:
+            raise BadRequestError(
+                f"{self.name}:{model} blocked the prompt (blockReason {reason}) and gave no answer; "
+                "rephrase the prompt or send it to another model.",
+                provider=self.name,
+                model=model,
+            )
+        return None
+
+
+def _stream_payloads(lines: Iterable[str], provider: str, model: str) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a Gemini stream: one per SSE ``data:`` event, and bare JSON lines, because
+    errors can arrive without the ``data:`` prefix (python-genai checks for them the same way)."""
+    data: list[str] = []
+    bare: list[str] = []
+    for line in lines:
+        if line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+        elif not line.strip():
+            if data:
+                yield from _objects("\n".join(data), provider, model)
+                data = []
+        elif not line.startswith((":", "event:", "id:", "retry:")):
+            bare.append(line)
+    if data:
+        yield from _objects("\n".join(data), provider, model)
+    if bare:
+        yield from _objects("\n".join(bare), provider, model)
+
+
+def _objects(text: str, provider: str, model: str) -> Iterator[dict[str, Any]]:
+    """The object(s) in one payload: a JSON object, or an array of them (a non-SSE stream body)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise bad_response(provider, model, "a stream event is not valid JSON") from None
+    for item in value if isinstance(value, list) else [value]:
+        if not isinstance(item, dict):
+            raise bad_response(provider, model, "a stream event is not a JSON object")
+        yield item
+
+
+def _candidate_text(candidate: dict[str, Any]) -> str:
+    """The answer text: every part's text except thought summaries (what the SDK's ``.text`` does)."""
+    parts = (candidate.get("content") or {}).get("parts") or []
+    return "".join(str(p.get("text") or "") for p in parts if isinstance(p, dict) and not p.get("thought"))
+
+
+def _usage(raw: Any) -> Usage:
+    """Thinking tokens are billed as output, as OpenAI's and Anthropic's completion counts include them."""
+    if not isinstance(raw, dict):
+        return Usage()
+    completion = raw.get("candidatesTokenCount")
+    if raw.get("thoughtsTokenCount"):
+        completion = (completion or 0) + raw["thoughtsTokenCount"]
+    return Usage(raw.get("promptTokenCount"), completion)
+
+
+def _model_name(model: dict[str, Any]) -> str:
+    return str(model["name"]).removeprefix("models/")
+
+
+def _generates_content(model: Any) -> bool:
+    return isinstance(model, dict) and bool(model.get("name")) and (
+        "generateContent" in (model.get("supportedGenerationMethods") or [])
+    )
