@@ -1,0 +1,384 @@
+"""API keys: encrypted at rest with Fernet, listed only masked, merged with keys from the environment.
+
+The Fernet key comes from ORCHESTRATOR_SECRET_KEY or, failing that, from ``secret.key`` beside the
+database (created once, mode 0600). Losing both makes stored keys unreadable: ``verify_secret``
+says so at start-up instead of keys silently disappearing.
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import binascii
+import hashlib
+import os
+import time
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+from sqlalchemy import bindparam, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ..config import HOSTED_PROVIDERS, LOCAL_PROVIDERS
+from ..errors import InvalidKeyInputError, SecretKeyError, mask_key
+from ..types import KeyCheck, KeyTestResult
+from .db import Database
+from .tables import ApiKey, utcnow
+
+SECRET_FILE = "secret.key"
+DEFAULT_KEY_DIR = Path("data")
+MAX_KEY_LEN = 500
+MAX_LABEL_LEN = 100
+DEFAULT_LABEL = "default"
+# A fixed, public salt: it only has to stop precomputed tables; the passphrase is the secret.
+_KDF_SALT = b"orchestrator_core/api-keys/v1"
+_ENV_VARS = {"google": "GOOGLE_API_KEY (or GEMINI_API_KEY)", "lmstudio": "LM_API_TOKEN"}
+_UNDECRYPTABLE = (
+    "Stored keys cannot be decrypted with this secret; set ORCHESTRATOR_SECRET_KEY to the secret they "
+    "were saved with, or restore data/secret.key."
+)
+
+KeyId = int | str
+
+_KEYS = ApiKey.__table__
+# Built once, because building a statement costs more than running it and secret_for runs on every call.
+_SECRET_ROWS = (
+    select(_KEYS.c.encrypted_key, _KEYS.c.last_test_status)
+    .where(_KEYS.c.user_id == bindparam("user_id"), _KEYS.c.provider == bindparam("provider"))
+    .order_by(_KEYS.c.updated_at.desc(), _KEYS.c.id.desc())
+)
+
+
+def load_fernet(secret: str | None, key_dir: Path | None) -> Fernet:
+    """The Fernet for stored keys: from ORCHESTRATOR_SECRET_KEY, else from key_dir/secret.key (made once).
+
+    A secret that is a valid Fernet key (32 url-safe base64 bytes) is used as is; any other text is
+    treated as a passphrase and stretched with scrypt (fixed app salt) into a Fernet key.
+    """
+    if secret is not None and secret.strip():
+        return Fernet(_fernet_key_from_secret(secret.strip()))
+    path = (key_dir or DEFAULT_KEY_DIR) / SECRET_FILE
+    return Fernet(_read_or_create_key_file(path))
+
+
+def _fernet_key_from_secret(secret: str) -> bytes:
+    try:
+        if len(base64.urlsafe_b64decode(secret.encode())) == 32:
+            return secret.encode()
+    except (binascii.Error, ValueError):
+        pass
+    derived = hashlib.scrypt(secret.encode(), salt=_KDF_SALT, n=2**14, r=8, p=1, dklen=32)
+    return base64.urlsafe_b64encode(derived)
+
+
+def _read_or_create_key_file(path: Path) -> bytes:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # O_EXCL: exactly one process creates the file; 0o600 from the first byte, never world-readable.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_key_file(path)
+    except OSError as exc:
+        raise SecretKeyError(
+            f"Cannot create the key file {path} ({exc.strerror}); make its folder writable or set "
+            "ORCHESTRATOR_SECRET_KEY."
+        ) from None
+    key = Fernet.generate_key()
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    return key
+
+
+def _read_key_file(path: Path) -> bytes:
+    # Another process may have created the file an instant ago and still be writing its 44 bytes.
+    for _ in range(50):
+        try:
+            key = path.read_bytes().strip()
+        except OSError as exc:
+            raise SecretKeyError(f"Cannot read the key file {path} ({exc.strerror}); fix its permissions.") from None
+        if key:
+            break
+        time.sleep(0.01)
+    try:
+        Fernet(key)
+    except (ValueError, binascii.Error):
+        raise SecretKeyError(
+            f"The key file {path} is not a valid key; restore it from a backup or set ORCHESTRATOR_SECRET_KEY."
+        ) from None
+    return key
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """What may be shown about a key: never the plaintext, only its mask."""
+
+    id: KeyId  # an int for stored keys, "env:<provider>" for environment keys
+    provider: str
+    label: str
+    masked: str
+    source: str  # "stored" | "env"
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    last_tested_at: datetime | None = None
+    last_test_status: KeyCheck | None = None
+    last_test_detail: str | None = None
+    last_test_latency_ms: float | None = None
+
+    @property
+    def read_only(self) -> bool:
+        return self.source == "env"
+
+
+class KeyStore:
+    """Stored keys (encrypted, editable) plus keys from the environment (read-only)."""
+
+    def __init__(
+        self,
+        db: Database,
+        fernet: Fernet,
+        *,
+        env_keys: Mapping[str, str] | None = None,
+        known_providers: Collection[str] = (*HOSTED_PROVIDERS, *LOCAL_PROVIDERS),
+        user_id: str = "local",
+    ) -> None:
+        self.db = db
+        self.fernet = fernet
+        self.env_keys = {p: k for p, k in (env_keys or {}).items() if k}
+        self.known_providers = tuple(known_providers)
+        self.user_id = user_id
+        self._env_tests: dict[str, KeyTestResult] = {}  # env keys have no row, so their tests live here
+        # secret_for runs for every call; Fernet decryption costs more than the query, so remember the
+        # plaintext per token. A changed key has a new token, so nothing stale is ever served.
+        self._plaintexts: dict[str, str] = {}
+
+    # -- editing ---------------------------------------------------------------------------------
+    def add(self, provider: str, label: str | None, key: str) -> KeyInfo:
+        """Encrypt and store a new key."""
+        provider = self._check_provider(provider)
+        label = _check_label(label)
+        key = _check_key(key)
+        row = ApiKey(provider=provider, label=label, encrypted_key=self._encrypt(key), user_id=self.user_id)
+        try:
+            with self.db.session() as s:
+                self._check_label_free(s, provider, label, None)
+                s.add(row)
+                s.flush()
+                return self._info(row, mask_key(key))
+        except IntegrityError:  # another process added the same label between the check and the insert
+            raise _duplicate(provider, label) from None
+
+    def update(self, key_id: KeyId, *, label: str | None = None, key: str | None = None) -> KeyInfo:
+        """Change the label and/or the key; a new key forgets the old key's test result."""
+        new_label = _check_label(label) if label is not None else None
+        new_key = _check_key(key) if key is not None else None
+        provider = ""
+        try:
+            with self.db.session() as s:
+                row = self._row(s, key_id)
+                provider = row.provider
+                if new_label is not None and new_label != row.label:
+                    self._check_label_free(s, provider, new_label, row.id)
+                    row.label = new_label
+                if new_key is not None:
+                    row.encrypted_key = self._encrypt(new_key)
+                    row.last_tested_at = row.last_test_status = row.last_test_detail = None
+                    row.last_test_latency_ms = None
+                if new_label is not None or new_key is not None:
+                    row.updated_at = utcnow()
+                s.flush()
+                return self._info(row, mask_key(new_key) if new_key is not None else self._mask(row.encrypted_key))
+        except IntegrityError:
+            raise _duplicate(provider, new_label or "") from None
+
+    def delete(self, key_id: KeyId) -> None:
+        """Remove a stored key."""
+        with self.db.session() as s:
+            s.delete(self._row(s, key_id))
+
+    def record_test(self, key_id: KeyId, result: KeyTestResult) -> None:
+        """Remember the outcome of a key test (env keys: in memory, for this process)."""
+        env_provider = self._env_provider(key_id)
+        if env_provider is not None:
+            self._env_tests[env_provider] = result
+            return
+        with self.db.session() as s:
+            row = self._row(s, key_id)
+            row.last_tested_at = result.tested_at
+            row.last_test_status = KeyCheck(result.status).value
+            row.last_test_detail = result.detail[:1000]
+            row.last_test_latency_ms = result.latency_ms
+
+    # -- reading ---------------------------------------------------------------------------------
+    def list(self, provider: str | None = None) -> builtins.list[KeyInfo]:
+        """Stored keys (masked) then environment keys, by provider."""
+        query = select(ApiKey).where(ApiKey.user_id == self.user_id).order_by(ApiKey.provider, ApiKey.label)
+        if provider is not None:
+            query = query.where(ApiKey.provider == provider)
+        with self.db.session() as s:
+            stored = [self._info(row, self._mask(row.encrypted_key)) for row in s.scalars(query)]
+        env = [self._env_info(p) for p in sorted(self.env_keys) if provider in (None, p)]
+        return sorted(stored + env, key=lambda k: (k.provider, k.source != "stored"))
+
+    def secret_for(self, provider: str) -> str | None:
+        """The key to call a provider with: newest stored key not rejected, else the env key, else None.
+
+        A stored key whose last test was "rejected" is used only when nothing else exists, so the call
+        fails with a clear authentication error instead of "no key".
+        """
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(_SECRET_ROWS, {"user_id": self.user_id, "provider": provider}).all()
+        usable = [token for token, status in rows if status != KeyCheck.REJECTED.value]
+        if usable:
+            return self._decrypt(usable[0])
+        if provider in self.env_keys:
+            return self.env_keys[provider]
+        return self._decrypt(rows[0][0]) if rows else None
+
+    def secret_by_id(self, key_id: KeyId) -> str:
+        """The plaintext of one key, for testing it."""
+        env_provider = self._env_provider(key_id)
+        if env_provider is not None:
+            return self.env_keys[env_provider]
+        with self.db.session() as s:
+            return self._decrypt(self._row(s, key_id).encrypted_key)
+
+    def verify_secret(self) -> None:
+        """Raise SecretKeyError unless every stored key decrypts with the current secret."""
+        with self.db.session() as s:
+            for token in s.scalars(select(ApiKey.encrypted_key)):
+                self._decrypt(token)
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _encrypt(self, key: str) -> str:
+        return self.fernet.encrypt(key.encode()).decode("ascii")
+
+    def _decrypt(self, token: str) -> str:
+        plaintext = self._plaintexts.get(token)
+        if plaintext is None:
+            try:
+                plaintext = self.fernet.decrypt(token.encode("ascii")).decode()
+            except (InvalidToken, ValueError):
+                raise SecretKeyError(_UNDECRYPTABLE) from None
+            self._plaintexts[token] = plaintext
+        return plaintext
+
+    def _mask(self, token: str) -> str:
+        # Listing must still work with the wrong secret, so the operator can see and delete such keys.
+        try:
+            return mask_key(self._decrypt(token))
+        except SecretKeyError:
+            return "•••• (cannot decrypt)"
+
+    def _check_provider(self, provider: str) -> str:
+        name = (provider or "").strip().lower()
+        if name not in self.known_providers:
+            raise InvalidKeyInputError(
+                f"Unknown provider {provider!r}; choose one of {', '.join(self.known_providers)}."
+            )
+        return name
+
+    def _check_label_free(self, s: Session, provider: str, label: str, own_id: int | None) -> None:
+        query = select(ApiKey.id).where(
+            ApiKey.provider == provider, ApiKey.label == label, ApiKey.user_id == self.user_id
+        )
+        existing = s.scalar(query)
+        if existing is not None and existing != own_id:
+            raise _duplicate(provider, label)
+
+    def _env_provider(self, key_id: KeyId) -> str | None:
+        if isinstance(key_id, str) and key_id.startswith("env:"):
+            provider = key_id[4:]
+            if provider not in self.env_keys:
+                raise InvalidKeyInputError(f"There is no environment key {key_id!r}; refresh the list of keys.")
+            return provider
+        return None
+
+    def _row(self, s: Session, key_id: KeyId) -> ApiKey:
+        provider = self._env_provider(key_id)
+        if provider is not None:
+            raise InvalidKeyInputError(
+                f"The {provider} key comes from the environment; change {_env_var(provider)} and restart "
+                "to edit or remove it.",
+                provider=provider,
+            )
+        number = _key_number(key_id)
+        row = s.get(ApiKey, number) if number is not None else None
+        if row is None or row.user_id != self.user_id:
+            raise InvalidKeyInputError(f"There is no stored key with id {key_id!r}; refresh the list of keys.")
+        return row
+
+    def _info(self, row: ApiKey, masked: str) -> KeyInfo:
+        return KeyInfo(
+            id=row.id,
+            provider=row.provider,
+            label=row.label,
+            masked=masked,
+            source="stored",
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            last_tested_at=row.last_tested_at,
+            last_test_status=KeyCheck(row.last_test_status) if row.last_test_status else None,
+            last_test_detail=row.last_test_detail,
+            last_test_latency_ms=row.last_test_latency_ms,
+        )
+
+    def _env_info(self, provider: str) -> KeyInfo:
+        test = self._env_tests.get(provider)
+        return KeyInfo(
+            id=f"env:{provider}",
+            provider=provider,
+            label=_env_var(provider),
+            masked=mask_key(self.env_keys[provider]),
+            source="env",
+            last_tested_at=test.tested_at if test else None,
+            last_test_status=KeyCheck(test.status) if test else None,
+            last_test_detail=test.detail if test else None,
+            last_test_latency_ms=test.latency_ms if test else None,
+        )
+
+
+def _env_var(provider: str) -> str:
+    return _ENV_VARS.get(provider, f"{provider.upper()}_API_KEY")
+
+
+def _key_number(key_id: KeyId) -> int | None:
+    if isinstance(key_id, int) and not isinstance(key_id, bool):
+        return key_id
+    if isinstance(key_id, str) and key_id.strip().isdigit():
+        return int(key_id)
+    return None
+
+
+def _check_label(label: str | None) -> str:
+    text = DEFAULT_LABEL if label is None else label.strip()
+    if not text:
+        raise InvalidKeyInputError("The label is empty; give the key a short name such as 'default' or 'work'.")
+    if len(text) > MAX_LABEL_LEN:
+        raise InvalidKeyInputError(f"The label is longer than {MAX_LABEL_LEN} characters; shorten it.")
+    return text
+
+
+def _check_key(key: str | None) -> str:
+    """The key with surrounding whitespace removed; the message never repeats the key."""
+    text = (key or "").strip()
+    if not text:
+        raise InvalidKeyInputError("The key is empty; paste the API key from the provider's console.")
+    if any(c.isspace() for c in text):
+        raise InvalidKeyInputError(
+            "The key contains a space or a line break; paste only the key itself, on one line."
+        )
+    if len(text) > MAX_KEY_LEN:
+        raise InvalidKeyInputError(
+            f"The key is longer than {MAX_KEY_LEN} characters; paste only the key, not surrounding text."
+        )
+    return text
+
+
+def _duplicate(provider: str, label: str) -> InvalidKeyInputError:
+    return InvalidKeyInputError(
+        f"A {provider} key labelled {label!r} already exists; choose another label or edit that key."
+    )

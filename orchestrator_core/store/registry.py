@@ -1,0 +1,196 @@
+"""The model registry: which models the console offers, in what order, and which are switched on."""
+
+from __future__ import annotations
+
+import builtins
+import logging
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ..config import HOSTED_PROVIDERS, LOCAL_PROVIDERS
+from ..errors import InputError, InvalidModelIdError, UnknownProviderError
+from ..types import ModelRef
+from .db import Database
+from .tables import AIModel, utcnow
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("seed", "user", "discovered")
+
+# Built once: status and routing read the registry often, and building a statement costs more than running it.
+_TABLE = AIModel.__table__
+_ALL = select(_TABLE).order_by(_TABLE.c.priority, _TABLE.c.model_id)
+_ACTIVE = _ALL.where(_TABLE.c.active.is_(True))
+_ONE = select(_TABLE).where(_TABLE.c.model_id == bindparam("model_id"))
+DISCOVERED_PRIORITY = 200  # below the hosted defaults and the operator's own models
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    model_id: str
+    provider: str
+    name: str
+    display_name: str  # the stored display name, or the bare model name when none was given
+    active: bool
+    priority: int  # lower = preferred
+    source: str  # seed | user | discovered
+    created_at: datetime
+    updated_at: datetime
+
+
+class ModelRegistry:
+    """Registered models in the database; every process sees the same list."""
+
+    def __init__(
+        self, db: Database, known_providers: Collection[str] = (*HOSTED_PROVIDERS, *LOCAL_PROVIDERS)
+    ) -> None:
+        self.db = db
+        self.known_providers = tuple(known_providers)
+
+    def list(self, active_only: bool = False) -> builtins.list[ModelEntry]:
+        """Models by priority, then model id."""
+        with self.db.engine.connect() as conn:
+            return [_entry(row) for row in conn.execute(_ACTIVE if active_only else _ALL)]
+
+    def get(self, model_id: str) -> ModelEntry | None:
+        """One model, or None when it is not registered."""
+        with self.db.engine.connect() as conn:
+            row = conn.execute(_ONE, {"model_id": model_id}).first()
+        return _entry(row) if row else None
+
+    def add(
+        self,
+        model_id: str,
+        *,
+        display_name: str | None = None,
+        priority: int = 100,
+        active: bool = True,
+        source: str = "user",
+    ) -> ModelEntry:
+        """Register a model given as provider:model."""
+        ref = self._check(model_id)
+        if source not in SOURCES:
+            raise InputError(f"Model source {source!r} is not one of {', '.join(SOURCES)}.", model=model_id)
+        row = AIModel(
+            model_id=ref.id,
+            provider=ref.provider,
+            display_name=(display_name or "").strip() or None,
+            active=active,
+            priority=int(priority),
+            source=source,
+        )
+        try:
+            with self.db.session() as s:
+                if s.scalar(select(AIModel.id).where(AIModel.model_id == ref.id)) is not None:
+                    raise _already(ref.id)
+                s.add(row)
+                s.flush()
+                return _entry(row)
+        except IntegrityError:  # another process registered it between the check and the insert
+            raise _already(ref.id) from None
+
+    def remove(self, model_id: str) -> None:
+        """Unregister a model (a discovered one comes back on the next discovery; deactivate it instead)."""
+        with self.db.session() as s:
+            s.delete(_row(s, model_id))
+
+    def set_active(self, model_id: str, active: bool) -> ModelEntry:
+        """Switch a model on or off for routing and fallback."""
+        with self.db.session() as s:
+            row = _row(s, model_id)
+            row.active, row.updated_at = bool(active), utcnow()
+            return _entry(row)
+
+    def set_priority(self, model_id: str, priority: int) -> ModelEntry:
+        """Change a model's place in the order (lower = preferred)."""
+        with self.db.session() as s:
+            row = _row(s, model_id)
+            row.priority, row.updated_at = int(priority), utcnow()
+            return _entry(row)
+
+    def sync_discovered(self, provider: str, names: Iterable[str]) -> builtins.list[str]:
+        """Register models a local host lists that are not known yet; returns the ids added.
+
+        Never deletes a model and never touches one already registered, so the operator's
+        active flags and priorities survive every discovery.
+        """
+        provider = provider.strip().lower()
+        ids = []
+        for name in dict.fromkeys(names):
+            try:
+                ids.append(ModelRef.parse(f"{provider}:{name}").id)
+            except InvalidModelIdError:
+                log.info("Skipping a model with an unusable name from %s: %r", provider, name)
+        if not ids:
+            return []
+        now = utcnow()
+        with self.db.session() as s:
+            known = set(s.scalars(select(AIModel.model_id).where(AIModel.model_id.in_(ids))))
+            new = [
+                {"model_id": i, "provider": provider, "display_name": None, "active": True,
+                 "priority": DISCOVERED_PRIORITY, "source": "discovered", "created_at": now, "updated_at": now}
+                for i in ids
+                if i not in known
+            ]
+            if new:
+                self._insert_ignoring_existing(s, new)
+        return [row["model_id"] for row in new]
+
+    def _insert_ignoring_existing(self, s: Session, rows: builtins.list[dict[str, object]]) -> None:
+        table = AIModel.__table__
+        if self.db.dialect in ("sqlite", "postgresql"):
+            # Two processes discovering at once must not fail on the unique model_id.
+            insert = sqlite.insert if self.db.dialect == "sqlite" else postgresql.insert
+            s.execute(insert(table).on_conflict_do_nothing(index_elements=[table.c.model_id]), rows)
+            return
+        for row in rows:
+            try:
+                with s.begin_nested():
+                    s.execute(table.insert(), [row])
+            except IntegrityError:
+                pass
+
+    def _check(self, model_id: str) -> ModelRef:
+        ref = ModelRef.parse(model_id)
+        if ref.provider not in self.known_providers:
+            raise UnknownProviderError(
+                f"Unknown provider {ref.provider!r} in {model_id!r}; use one of {', '.join(self.known_providers)}.",
+                provider=ref.provider,
+            )
+        return ref
+
+
+def _row(s: Session, model_id: str) -> AIModel:
+    row = s.scalar(select(AIModel).where(AIModel.model_id == model_id))
+    if row is None:
+        raise InvalidModelIdError(f"Model {model_id!r} is not registered; add it first.", model=model_id)
+    return row
+
+
+def _already(model_id: str) -> InvalidModelIdError:
+    return InvalidModelIdError(
+        f"Model {model_id!r} is already registered; change its priority or active flag instead.", model=model_id
+    )
+
+
+def _entry(row: Any) -> ModelEntry:
+    """A ModelEntry from an AIModel object or a Core row of ai_models."""
+    name = row.model_id.partition(":")[2]
+    return ModelEntry(
+        model_id=row.model_id,
+        provider=row.provider,
+        name=name,
+        display_name=row.display_name or name,
+        active=row.active,
+        priority=row.priority,
+        source=row.source,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )

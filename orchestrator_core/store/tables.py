@@ -1,0 +1,131 @@
+"""The schema as ORM classes. Changes to it go through a new migration in orchestrator_core/migrations."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Named constraints so later migrations can alter them on every backend (SQLite batch mode needs names).
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stored as naive UTC on every backend; always read back as an aware UTC datetime."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:  # a naive value is taken to be UTC already
+            return value
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class AIModel(Base):
+    __tablename__ = "ai_models"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[str] = mapped_column(String(255), unique=True)  # "provider:model"
+    provider: Mapped[str] = mapped_column(String(64))
+    display_name: Mapped[str | None] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    priority: Mapped[int] = mapped_column(Integer, default=100)  # lower = preferred
+    source: Mapped[str] = mapped_column(String(16), default="user")  # seed | user | discovered
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    __table_args__ = (UniqueConstraint("provider", "label", "user_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(100))
+    encrypted_key: Mapped[str] = mapped_column(Text)  # a Fernet token; the plaintext is never stored
+    user_id: Mapped[str | None] = mapped_column(String(64), default="local")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_tested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_test_status: Mapped[str | None] = mapped_column(String(32))  # ok | rejected | could_not_verify
+    last_test_detail: Mapped[str | None] = mapped_column(Text)
+    last_test_latency_ms: Mapped[float | None] = mapped_column(Float)
+
+
+class CallMetric(Base):
+    """One attempt of one model within a call; ts is epoch seconds so time bucketing stays portable."""
+
+    __tablename__ = "call_metrics"
+    __table_args__ = (
+        Index("ix_call_metrics_ts", "ts"),
+        Index("ix_call_metrics_request_id_ts", "request_id", "ts"),  # COUNT(DISTINCT request_id) without a sort
+        Index("ix_call_metrics_model_ts", "model", "ts"),
+        Index("ix_call_metrics_fallback_from_ts", "fallback_from", "ts"),
+        # Covering index for model_stats: counts per (outcome, model) and percentile index walks.
+        Index("ix_call_metrics_outcome_model_latency_ms_ts", "outcome", "model", "latency_ms", "ts"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ts: Mapped[float] = mapped_column(Float)
+    request_id: Mapped[str] = mapped_column(String(64))
+    requested_model: Mapped[str] = mapped_column(String(255))
+    model: Mapped[str] = mapped_column(String(255))
+    provider: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))  # ok | error | skipped
+    error_kind: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)  # already scrubbed of secrets by errors.classify_*
+    latency_ms: Mapped[float] = mapped_column(Float)
+    ttft_ms: Mapped[float | None] = mapped_column(Float)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    fallback_from: Mapped[str | None] = mapped_column(String(255))
+    streamed: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ModelFailure(Base):
+    """The failure cache: one row per model, shared by every process on the database."""
+
+    __tablename__ = "model_failures"
+
+    model_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    error_kind: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(Text)
+    since: Mapped[datetime] = mapped_column(UTCDateTime)
+    until: Mapped[datetime] = mapped_column(UTCDateTime)
+    failure_count: Mapped[int] = mapped_column(Integer, default=1)
