@@ -54,6 +54,7 @@ class Settings:
     default_max_tokens: int = 1024  # Anthropic requires max_tokens; used when the caller gives none
     priorities: Mapping[str, int] = field(default_factory=dict)  # model id -> priority (lower first)
     fallback_enabled: bool = True
+    local_hosts: tuple[str, ...] = LOCAL_PROVIDERS  # hosts whose status is probed (LOCAL_HOSTS)
 
     def base_url(self, provider: str) -> str:
         return self.base_urls.get(provider, DEFAULT_BASE_URLS.get(provider, "")).rstrip("/")
@@ -106,6 +107,7 @@ class Settings:
             default_max_tokens=int(_number(env, "DEFAULT_MAX_TOKENS", 1024)),
             priorities=_priorities(env.get("MODEL_PRIORITIES", "")),
             fallback_enabled=env.get("FALLBACK_ENABLED", "true").lower() not in ("0", "false", "no", "off"),
+            local_hosts=_hosts(env.get("LOCAL_HOSTS")),
         )
 
 
@@ -133,6 +135,16 @@ def _check_url(name: str, url: str) -> str:
     if not url.startswith(("http://", "https://")):
         raise ConfigurationError(f"{name}={url!r} must start with http:// or https://.")
     return url.rstrip("/")
+
+
+def _hosts(raw: str | None) -> tuple[str, ...]:
+    if raw is None:
+        return LOCAL_PROVIDERS
+    hosts = tuple(h.strip().lower() for h in raw.split(",") if h.strip())
+    unknown = [h for h in hosts if h not in LOCAL_PROVIDERS]
+    if unknown:
+        raise ConfigurationError(f"LOCAL_HOSTS has unknown host(s) {', '.join(unknown)}; use {', '.join(LOCAL_PROVIDERS)}.")
+    return hosts
 
 
 def _priorities(raw: str) -> dict[str, int]:

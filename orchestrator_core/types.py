@@ -167,6 +167,7 @@ class OrchestratedResult:
     latency_ms: float
     ttft_ms: float | None
     request_id: str
+    notes: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:

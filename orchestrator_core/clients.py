@@ -1,0 +1,87 @@
+"""ProviderFactory: one pooled httpx.Client per provider, with base URL, timeouts and the current key."""
+
+from __future__ import annotations
+
+import ssl
+import threading
+from collections.abc import Callable
+
+import httpx
+
+from .config import Settings
+from .providers.base import LocalHost, Provider
+from .providers.registry import provider_class
+
+KeyLookup = Callable[[str], "str | None"]
+
+_SSL_CONTEXT: ssl.SSLContext | None = None
+_SSL_LOCK = threading.Lock()
+
+
+def shared_ssl_context() -> ssl.SSLContext:
+    """One TLS context for every client: loading the CA bundle costs ~35 ms, so it is done once per process."""
+    global _SSL_CONTEXT
+    with _SSL_LOCK:
+        if _SSL_CONTEXT is None:
+            _SSL_CONTEXT = httpx.create_ssl_context()
+        return _SSL_CONTEXT
+
+
+class ProviderFactory:
+    """Builds provider objects on shared clients; call/status clients differ only in timeouts."""
+
+    def __init__(self, settings: Settings, key_lookup: KeyLookup | None = None) -> None:
+        self.settings = settings
+        self._key_lookup = key_lookup or (lambda provider: settings.env_keys.get(provider))
+        self._clients: dict[tuple[str, str], httpx.Client] = {}
+        self._lock = threading.Lock()
+
+    def key_for(self, provider: str) -> str | None:
+        return self._key_lookup(provider)
+
+    def client(self, provider: str, purpose: str = "call") -> httpx.Client:
+        """The shared client of a provider; purpose "status" has short timeouts for probes."""
+        with self._lock:
+            client = self._clients.get((provider, purpose))
+            if client is None:
+                client = httpx.Client(
+                    base_url=self.settings.base_url(provider),
+                    timeout=self._timeout(purpose),
+                    limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+                    follow_redirects=False,
+                    verify=shared_ssl_context(),
+                )
+                self._clients[(provider, purpose)] = client
+            return client
+
+    def _timeout(self, purpose: str) -> httpx.Timeout:
+        s = self.settings
+        if purpose == "status":
+            budget = s.status_timeout_s
+            return httpx.Timeout(budget, connect=min(s.connect_timeout_s, budget))
+        return httpx.Timeout(s.read_timeout_s, connect=s.connect_timeout_s)
+
+    def get(self, provider: str, purpose: str = "call", *, api_key: str | None = None) -> Provider:
+        """A provider object with the given key, or the current stored/env key."""
+        cls = provider_class(provider)
+        key = api_key if api_key is not None else self.key_for(provider)
+        return cls(
+            self.client(provider, purpose),
+            api_key=key,
+            anthropic_version=self.settings.anthropic_version,
+            api_version=self.settings.gemini_api_version,
+            default_max_tokens=self.settings.default_max_tokens,
+            load_timeout_s=self.settings.load_timeout_s,
+        )
+
+    def host(self, provider: str, purpose: str = "call") -> LocalHost:
+        """The provider as a local host (status, load, unload)."""
+        p = self.get(provider, purpose)
+        assert isinstance(p, LocalHost), f"{provider} is not a local host"
+        return p
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()

@@ -1,0 +1,101 @@
+"""Alternative selection and cooldown policy: pure functions the model manager and orchestrator share."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from .errors import (
+    AuthenticationError,
+    MissingKeyError,
+    ModelLoadError,
+    ModelNotFoundError,
+    ModelNotLoadedError,
+    OrchestratorError,
+    ProviderUnavailableError,
+    QuotaExceededError,
+    RateLimitError,
+)
+from .types import ModelRef, ModelState, ModelStatus
+
+# Failures that concern the whole provider or host, not just one model: skip its other models too.
+PROVIDER_WIDE_ERRORS: tuple[type[OrchestratorError], ...] = (
+    AuthenticationError,
+    MissingKeyError,
+    QuotaExceededError,
+)
+
+# Tiers of suggest_alternative: lower is tried first.
+TIER_HOSTED_READY = 0
+TIER_LOCAL_LOADED = 1
+TIER_LOCAL_OTHER = 2
+
+
+@dataclass(frozen=True)
+class Candidate:
+    model_id: str
+    tier: int
+    priority: int
+    success_rate: float
+    median_latency_ms: float
+
+
+def cooldown_seconds(exc: OrchestratorError, base_s: float) -> float:
+    """How long a model sits out after this failure."""
+    if isinstance(exc, RateLimitError) and exc.retry_after:
+        return max(exc.retry_after, 1.0)
+    if isinstance(exc, (QuotaExceededError, AuthenticationError, MissingKeyError, ModelNotFoundError)):
+        return base_s * 5  # not fixed by waiting a minute: keep it out of the way longer
+    return base_s
+
+
+def is_provider_wide(exc: OrchestratorError, model_id: str) -> bool:
+    """True when the failure means every model of this provider would fail the same way now."""
+    if isinstance(exc, PROVIDER_WIDE_ERRORS):
+        return True
+    # A local host that is down takes all its models with it; a loaded-model problem does not.
+    local = ModelRef.parse(model_id).provider in ("lmstudio", "ollama", "llamacpp")
+    return local and isinstance(exc, ProviderUnavailableError) and not isinstance(
+        exc, (ModelLoadError, ModelNotLoadedError)
+    )
+
+
+def tier_of(status: ModelStatus) -> int | None:
+    """The tier a status puts a model in, or None when it must not be suggested."""
+    if status.state is ModelState.EXTERNAL_READY:
+        return TIER_HOSTED_READY
+    if status.state is ModelState.LOADED:
+        return TIER_LOCAL_LOADED
+    if status.state in (ModelState.NOT_LOADED, ModelState.LOADING):
+        return TIER_LOCAL_OTHER
+    return None  # host down, no key, cooling down
+
+
+def rank_alternatives(
+    failed_model: str,
+    statuses: Iterable[ModelStatus],
+    *,
+    priorities: Mapping[str, int],
+    stats: Mapping[str, tuple[float, float]],
+    exclude: Iterable[str] = (),
+    exclude_providers: Iterable[str] = (),
+) -> list[str]:
+    """Models to try instead of failed_model, best first.
+
+    Order: hosted models with a usable key, then local models already loaded, then other local
+    models; never the failed model, one in cooldown, or an excluded one. Ties: priority (lower
+    first), then success rate (higher first), then median latency (lower first), then model id.
+    ``stats`` maps model id -> (success_rate, median_latency_ms) from the call metrics.
+    """
+    skip = {failed_model, *exclude}
+    skip_providers = set(exclude_providers)
+    candidates: list[Candidate] = []
+    for status in statuses:
+        tier = tier_of(status)
+        provider = status.model_id.partition(":")[0]
+        if tier is None or status.model_id in skip or provider in skip_providers:
+            continue
+        rate, median = stats.get(status.model_id, (1.0, float("inf")))
+        candidates.append(Candidate(status.model_id, tier, priorities.get(status.model_id, 100), rate, median))
+    candidates.sort(key=lambda c: (c.tier, c.priority, -c.success_rate, c.median_latency_ms, c.model_id))
+    return [c.model_id for c in candidates]

@@ -1,0 +1,469 @@
+"""Orchestrator: the facade the console, the CLI and scripts use to run prompts with check-and-load and fallback.
+
+A call walks a chain of models. Before a local model is called it is checked and, if needed, loaded
+and waited for. A failure another model could fix is recorded, the model cools down and the call
+moves to ``ModelManager.suggest_alternative``, up to ``max_fallback_hops`` times; a caller error
+(bad request, empty prompt) is raised at once. Every attempt is written to ``call_metrics``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from .clients import ProviderFactory
+from .config import Settings
+from .errors import (
+    AllModelsFailedError,
+    BadResponseError,
+    OrchestratorError,
+    ProviderError,
+    StreamInterruptedError,
+    should_fall_back,
+)
+from .fallback import is_provider_wide
+from .loader import LoadProgress, ModelManager
+from .providers.registry import HOSTED_PROVIDERS, PROVIDERS, is_local, provider_class
+from .store import Database, FailureCache, KeyStore, MetricRow, MetricsRecorder, ModelRegistry, load_fernet
+from .store import metrics as metric_queries
+from .types import (
+    Attempt,
+    ChatParams,
+    ChatResult,
+    KeyTestResult,
+    Message,
+    ModelRef,
+    ModelState,
+    OrchestratedResult,
+    TextDelta,
+    validate_messages,
+)
+
+log = logging.getLogger("orchestrator_core")
+
+MAX_PROMPT_CHARS = 2_000_000  # a guard against pasting a file by mistake, far above any context window
+# Request ids: a random per-process prefix and a counter; os.urandom per call costs more than the
+# rest of the facade on some machines.
+_ID_PREFIX = os.urandom(6).hex()
+_ID_COUNTER = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class CallEvent:
+    """Progress of a call, for a UI: loading, load progress, an attempt failing, a fallback."""
+
+    kind: str  # "loading" | "load_progress" | "attempt_failed" | "fallback" | "answering"
+    model_id: str
+    detail: str
+    elapsed_s: float = 0.0
+    error: OrchestratorError | None = None
+
+
+EventSink = Callable[[CallEvent], None]
+
+
+class Orchestrator:
+    """Runs prompts on any registered model with check-and-load, automatic fallback and metrics."""
+
+    def __init__(self, settings: Settings, database: Database) -> None:
+        self.settings = settings
+        self.db = database
+        fernet = load_fernet(settings.secret_key, database.dir)
+        self.keys = KeyStore(database, fernet, env_keys=settings.env_keys, known_providers=tuple(PROVIDERS))
+        self.keys.verify_secret()
+        self.registry = ModelRegistry(database, known_providers=tuple(PROVIDERS))
+        self.failures = FailureCache(database)
+        self.metrics = MetricsRecorder(database)
+        self.factory = ProviderFactory(settings, self.keys.secret_for)
+        self.manager = ModelManager(settings, self.factory, self.registry, self.failures, self._model_stats)
+        self._stats_cache: tuple[float, dict[str, tuple[float, float]]] = (0.0, {})
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> Orchestrator:
+        """Build from Settings (default: the environment and .env), opening and migrating the database."""
+        settings = settings or Settings.from_env()
+        database = Database.open(settings.database_url)
+        try:
+            return cls(settings, database)
+        except OrchestratorError:
+            database.dispose()
+            raise
+        except (SQLAlchemyError, sqlite3.Error) as exc:
+            # Open only checks the migration table: damage elsewhere shows on the first reads (the keys).
+            database.dispose()
+            raise database.startup_error(exc) from exc
+
+    def close(self) -> None:
+        """Flush metrics and release connections."""
+        self.metrics.close()
+        self.factory.close()
+        self.db.dispose()
+
+    def __enter__(self) -> Orchestrator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- chat ------------------------------------------------------------------------------------
+    def chat(
+        self,
+        model_id: str,
+        messages: list[Message],
+        *,
+        fallback: bool | None = None,
+        on_event: EventSink | None = None,
+        **params: Any,
+    ) -> OrchestratedResult:
+        """Send messages to model_id, loading it first if needed and falling back on failures."""
+        call = _Call(self, model_id, messages, params, fallback, on_event, streamed=False)
+        return call.run()
+
+    def stream_chat(
+        self,
+        model_id: str,
+        messages: list[Message],
+        *,
+        fallback: bool | None = None,
+        on_event: EventSink | None = None,
+        **params: Any,
+    ) -> ChatStream:
+        """Like chat, but iterate the returned ChatStream for text; ``.result`` is set when it ends."""
+        call = _Call(self, model_id, messages, params, fallback, on_event, streamed=True)
+        return ChatStream(call)
+
+    # -- keys --------------------------------------------------------------------------------------
+    def test_key(self, key_id: int | str) -> KeyTestResult:
+        """Test one stored or environment key against its provider and persist the result."""
+        info = next((k for k in self.keys.list() if k.id == key_id), None)
+        if info is None:
+            from .errors import InvalidKeyInputError
+
+            raise InvalidKeyInputError(f"No key with id {key_id!r}; it may have been deleted.")
+        provider = self.factory.get(info.provider, "status", api_key=self.keys.secret_by_id(key_id))
+        result = provider.test_key()
+        self.keys.record_test(key_id, result)
+        return result
+
+    def test_all_keys(self) -> dict[int | str, KeyTestResult]:
+        """Test every key; keys of different providers are tested concurrently."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        ids = [k.id for k in self.keys.list()]
+        if not ids:
+            return {}
+        with ThreadPoolExecutor(max_workers=min(8, len(ids)), thread_name_prefix="key-test") as pool:
+            return dict(zip(ids, pool.map(self.test_key, ids)))
+
+    # -- metrics for the console --------------------------------------------------------------------
+    def _model_stats(self) -> dict[str, tuple[float, float]]:
+        """(success rate, median latency) per model over the last 7 days, cached for 30 s."""
+        fetched, stats = self._stats_cache
+        if time.monotonic() - fetched < 30.0:
+            return stats
+        rows = metric_queries.model_stats(self.db, since=time.time() - 7 * 86400)
+        stats = {m: (s.success_rate, s.p50_ms if s.p50_ms is not None else float("inf")) for m, s in rows.items()}
+        self._stats_cache = (time.monotonic(), stats)
+        return stats
+
+    def hosted_providers(self) -> tuple[str, ...]:
+        return HOSTED_PROVIDERS
+
+
+class ChatStream:
+    """An iterator of text deltas; after it is exhausted ``result`` holds the OrchestratedResult."""
+
+    def __init__(self, call: _Call) -> None:
+        self._call = call
+        self.result: OrchestratedResult | None = None
+        self._iter: Iterator[str] | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        if self._iter is None:
+            self._iter = self._run()
+        return self._iter
+
+    def _run(self) -> Iterator[str]:
+        for item in self._call.run_stream():
+            if isinstance(item, OrchestratedResult):
+                self.result = item
+            else:
+                yield item
+
+
+class _Call:
+    """One chat call walking its fallback chain; every attempt becomes an Attempt and a metric row."""
+
+    def __init__(
+        self,
+        orch: Orchestrator,
+        model_id: str,
+        messages: list[Message],
+        params: dict[str, Any],
+        fallback: bool | None,
+        on_event: EventSink | None,
+        *,
+        streamed: bool,
+    ) -> None:
+        self.orch = orch
+        self.requested = ModelRef.parse(model_id).id
+        provider_class(ModelRef.parse(model_id).provider)
+        self.messages = validate_messages(list(messages))
+        _check_size(self.messages)
+        self.params = _params(params)
+        self.fallback = orch.settings.fallback_enabled if fallback is None else fallback
+        self.on_event = on_event
+        self.streamed = streamed
+        self.request_id = f"{_ID_PREFIX}-{next(_ID_COUNTER):08x}"
+        self.attempts: list[Attempt] = []
+        self.tried: set[str] = set()
+        self.dead_providers: set[str] = set()
+        self.started = time.perf_counter()
+
+    # -- the chain -------------------------------------------------------------------------------
+    def chain(self) -> Iterator[str]:
+        """Models to try in order: the requested one, then suggested alternatives."""
+        current: str | None = self.requested
+        previous: str | None = None
+        hops = 0
+        while current is not None:
+            self.tried.add(current)
+            yield current
+            if not self.fallback or hops >= self.orch.settings.max_fallback_hops:
+                return
+            previous = current
+            current = self.orch.manager.suggest_alternative(
+                previous, exclude=self.tried, exclude_providers=self.dead_providers
+            )
+            hops += 1
+            if current is not None:
+                self.emit("fallback", current, f"falling back from {previous} to {current}")
+
+    def run(self) -> OrchestratedResult:
+        for model_id in self.chain():
+            if self.skip_if_cooling(model_id):
+                continue
+            started = time.perf_counter()
+            try:
+                provider, name = self.prepare(model_id)
+                result = provider.chat(name, self.messages, self.params)
+            except OrchestratorError as exc:
+                self.failed(model_id, exc, started, ttft=None)
+                continue
+            except Exception as exc:  # noqa: BLE001 - a bug in a client must still end in a documented error
+                self.failed(model_id, _unexpected(model_id, exc), started, ttft=None)
+                continue
+            latency = _ms(started)
+            self.succeeded(model_id, result, latency, ttft=None)
+            return self.finish(model_id, result, ttft=None)
+        raise AllModelsFailedError(self.attempts, model=self.requested)
+
+    def run_stream(self) -> Iterator[str | OrchestratedResult]:
+        for model_id in self.chain():
+            if self.skip_if_cooling(model_id):
+                continue
+            started = time.perf_counter()
+            first: float | None = None
+            try:
+                provider, name = self.prepare(model_id)
+                stream = provider.stream_chat(name, self.messages, self.params)
+                result: ChatResult | None = None
+                for event in stream:
+                    if isinstance(event, TextDelta):
+                        if first is None:
+                            first = _ms(started)
+                        yield event.text
+                    else:
+                        result = event
+                if result is None:
+                    raise BadResponseError(f"{model_id} ended its stream without a result.", model=model_id)
+            except Exception as raised:  # noqa: BLE001 - see run()
+                exc = raised if isinstance(raised, OrchestratorError) else _unexpected(model_id, raised)
+                try:
+                    self.failed(model_id, exc, started, ttft=first)
+                except OrchestratorError:
+                    if first is None:
+                        raise
+                    # failed() raises when no other model may be tried; after the first token the caller
+                    # must still learn that the text it has is cut short, whatever the fallback setting.
+                if first is not None:  # text already reached the reader: switching models would garble it
+                    raise StreamInterruptedError(
+                        f"The answer from {model_id} broke off after it started: {exc.message}",
+                        cause=exc, provider=exc.provider, model=model_id,
+                    ) from exc
+                continue
+            except GeneratorExit:
+                self.record(model_id, "error", _ms(started), first, "cancelled", None)
+                raise
+            self.succeeded(model_id, result, _ms(started), ttft=first)
+            yield self.finish(model_id, result, ttft=first)
+            return
+        raise AllModelsFailedError(self.attempts, model=self.requested)
+
+    # -- steps -----------------------------------------------------------------------------------
+    def skip_if_cooling(self, model_id: str) -> bool:
+        """A model in cooldown costs no network attempt: record it as skipped and move on."""
+        entry = self.orch.failures.get(model_id)
+        if entry is None:
+            return False
+        until = entry.until.astimezone().strftime("%H:%M:%S")
+        detail = f"in cooldown until {until} after {entry.error_kind}; reset it on the Models page"
+        previous = self._from()
+        self.attempts.append(Attempt(model_id, "skipped", 0.0, "cooling_down", detail, None, previous))
+        self.record(model_id, "skipped", 0.0, None, "cooling_down", previous)
+        self.emit("attempt_failed", model_id, detail)
+        return True
+
+    def prepare(self, model_id: str) -> tuple[Any, str]:
+        """Check and load: never send a prompt to a local model that is not ready."""
+        ref = ModelRef.parse(model_id)
+        if is_local(ref.provider):
+            manager = self.orch.manager
+            status = manager.check_status(model_id)
+            if status.state is not ModelState.LOADED:
+                self.emit("loading", model_id, f"{model_id} is {status.state.value}; loading it first")
+                manager.ensure_ready(model_id, on_progress=self._progress)
+        self.emit("answering", model_id, f"sending the prompt to {model_id}")
+        return self.orch.factory.get(ref.provider), ref.name
+
+    def failed(self, model_id: str, exc: OrchestratorError, started: float, ttft: float | None) -> None:
+        latency = _ms(started)
+        previous = self._from()
+        self.attempts.append(Attempt(model_id, "error", latency, exc.kind, exc.message, ttft, previous))
+        self.record(model_id, "error", latency, ttft, exc.kind, previous)
+        self.emit("attempt_failed", model_id, exc.message, error=exc)
+        if not should_fall_back(exc):
+            raise exc  # the caller must fix the request: another model would fail the same way
+        self.orch.manager.record_failure(model_id, exc)
+        if is_provider_wide(exc, model_id):
+            self.dead_providers.add(ModelRef.parse(model_id).provider)
+        if isinstance(exc, ProviderError) and not self.fallback:
+            raise exc
+
+    def succeeded(self, model_id: str, result: ChatResult, latency: float, ttft: float | None) -> None:
+        previous = self._from()
+        self.attempts.append(Attempt(model_id, "ok", latency, None, None, ttft, previous))
+        self.record(model_id, "ok", latency, ttft, None, previous, result)
+
+    def finish(self, model_id: str, result: ChatResult, ttft: float | None) -> OrchestratedResult:
+        notes: list[str] = []
+        name = ModelRef.parse(model_id).name
+        if is_local(ModelRef.parse(model_id).provider) and not _same_model(name, result.model):
+            notes.append(f"The host answered with {result.model!r}, not {name!r}.")
+        return OrchestratedResult(
+            result=result,
+            model_id=model_id,
+            requested_model=self.requested,
+            attempts=tuple(self.attempts),
+            latency_ms=_ms(self.started),
+            ttft_ms=ttft,
+            request_id=self.request_id,
+            notes=tuple(notes),
+        )
+
+    # -- bookkeeping -------------------------------------------------------------------------------
+    def _from(self) -> str | None:
+        """The model this attempt falls back from (the previous tried model), if any."""
+        tried = [a.model for a in self.attempts]
+        return tried[-1] if tried else None
+
+    def record(
+        self,
+        model_id: str,
+        outcome: str,
+        latency: float,
+        ttft: float | None,
+        error_kind: str | None,
+        fallback_from: str | None,
+        result: ChatResult | None = None,
+    ) -> None:
+        """Write one call_metrics row; recording never breaks a call."""
+        try:
+            usage = result.usage if result else None
+            self.orch.metrics.record(
+                MetricRow(
+                    request_id=self.request_id,
+                    requested_model=self.requested,
+                    model=model_id,
+                    provider=ModelRef.parse(model_id).provider,
+                    outcome=outcome,
+                    error_kind=error_kind,
+                    latency_ms=latency,
+                    ttft_ms=ttft,
+                    prompt_tokens=usage.prompt_tokens if usage else None,
+                    completion_tokens=usage.completion_tokens if usage else None,
+                    fallback_from=fallback_from,
+                    streamed=self.streamed,
+                )
+            )
+        except Exception:  # noqa: BLE001 - a metrics failure must never fail the user's call
+            log.warning("could not record a call metric for %s", model_id, exc_info=True)
+
+    def emit(self, kind: str, model_id: str, detail: str, *, error: OrchestratorError | None = None) -> None:
+        if self.on_event is not None:
+            self.on_event(CallEvent(kind, model_id, detail, time.perf_counter() - self.started, error))
+
+    def _progress(self, progress: LoadProgress) -> None:
+        self.emit("load_progress", progress.model_id, progress.detail)
+
+
+def _unexpected(model_id: str, exc: Exception) -> BadResponseError:
+    log.error("unexpected error from %s", model_id, exc_info=exc)
+    return BadResponseError(
+        f"{model_id} failed in an unexpected way ({type(exc).__name__}); see the log for details.",
+        model=model_id,
+    )
+
+
+def _params(params: dict[str, Any]) -> ChatParams:
+    unknown = set(params) - {"temperature", "max_tokens", "top_p", "stop"}
+    if unknown:
+        from .errors import InputError
+
+        raise InputError(f"Unknown chat parameter(s): {', '.join(sorted(unknown))}; use temperature, max_tokens, "
+                         "top_p or stop.")
+    stop = params.get("stop")
+    return ChatParams(
+        temperature=params.get("temperature"),
+        max_tokens=params.get("max_tokens"),
+        top_p=params.get("top_p"),
+        stop=tuple(stop) if stop else None,
+    )
+
+
+def _check_size(messages: list[Message]) -> None:
+    size = sum(len(m["content"]) for m in messages)
+    if size > MAX_PROMPT_CHARS:
+        from .errors import InputError
+
+        raise InputError(
+            f"The conversation is {size:,} characters, over the {MAX_PROMPT_CHARS:,} limit; shorten it or clear "
+            "earlier turns."
+        )
+
+
+def _same_model(requested: str, answered: str) -> bool:
+    """LM Studio may name a second instance "<key>:2" and Ollama adds ":latest": treat those as the same."""
+    def base(name: str) -> str:
+        name = name.rsplit("/", 1)[-1] if "/" not in requested else name
+        head, _, tail = name.rpartition(":")
+        return head if head and (tail.isdigit() or tail == "latest") else name
+
+    return base(requested) == base(answered)
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
+
+
+def default_data_dir() -> Path:
+    return Path("data")
