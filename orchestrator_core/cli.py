@@ -1,0 +1,193 @@
+"""Command line: ``python -m orchestrator_core status|load|unload|chat|keys ...`` (``--json`` for scripts)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import enum
+import json
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from .config import Settings
+from .errors import AllModelsFailedError, OrchestratorError
+from .orchestrator import CallEvent, Orchestrator
+from .types import Message
+
+STATE_ICONS = {
+    "loaded": "✅", "loading": "🔄", "not_loaded": "💤", "host_down": "❌",
+    "cooling_down": "⏸️", "external_ready": "🌐", "external_no_key": "❌",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m orchestrator_core", description=__doc__)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    status = sub.add_parser("status", help="every active model with its state")
+    status.add_argument("--refresh", action="store_true", help="ignore the status cache")
+
+    for name, text in (("load", "load a local model and wait for it"), ("unload", "unload a local model")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("model", help="provider:model, e.g. lmstudio:qwen2.5-7b-instruct")
+        if name == "load":
+            cmd.add_argument("--timeout", type=float, default=None, help="seconds to wait (default LOAD_TIMEOUT_S)")
+
+    chat = sub.add_parser("chat", help="send one prompt (with check-and-load and fallback)")
+    chat.add_argument("model")
+    chat.add_argument("prompt", help="the prompt; '-' reads standard input")
+    chat.add_argument("--system", default=None)
+    chat.add_argument("--temperature", type=float, default=None)
+    chat.add_argument("--max-tokens", type=int, default=None)
+    chat.add_argument("--no-fallback", action="store_true")
+    chat.add_argument("--stream", action="store_true")
+
+    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
+    keys.add_parser("list", help="keys, masked")
+    add = keys.add_parser("add", help="store a key (read from standard input when KEY is '-')")
+    add.add_argument("provider")
+    add.add_argument("key", help="the key, or '-' to read it from standard input (keeps it out of shell history)")
+    add.add_argument("--label", default="default")
+    test = keys.add_parser("test", help="test one key by id, or all")
+    test.add_argument("key_id", nargs="?", default=None)
+
+    sub.add_parser("reset", help="clear the failure cache").add_argument("model", nargs="?", default=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        orch = Orchestrator.from_settings(Settings.from_env())
+    except OrchestratorError as exc:
+        return _fail(args, exc)
+    try:
+        return _dispatch(orch, args)
+    except OrchestratorError as exc:
+        return _fail(args, exc)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        orch.close()
+
+
+def _dispatch(orch: Orchestrator, args: argparse.Namespace) -> int:
+    if args.command == "status":
+        statuses = orch.manager.list_with_status(force=args.refresh)
+        rows = [dataclasses.asdict(s) for s in statuses]
+        if args.json:
+            return _print_json({"hosts": [dataclasses.asdict(h) for h in orch.manager.hosts()], "models": rows})
+        for host in orch.manager.hosts():
+            print(f"{'up  ' if host.reachable else 'DOWN'} {host.display_name:<12} {host.base_url}  {host.detail}")
+        for s in statuses:
+            print(f"{STATE_ICONS.get(s.state.value, '?')} {s.model_id:<45} {s.state.value:<16} {s.detail}")
+        return 0
+    if args.command == "load":
+        orch.manager.load(args.model)
+        status = orch.manager.wait_for_load(args.model, timeout_s=args.timeout, on_progress=None if args.json else
+                                            lambda p: print(f"  {p.elapsed_s:5.1f}s {p.state.value} {p.detail}",
+                                                            file=sys.stderr))
+        return _out(args, dataclasses.asdict(status), f"{args.model} is loaded.")
+    if args.command == "unload":
+        status = orch.manager.unload(args.model)
+        return _out(args, dataclasses.asdict(status), f"{args.model}: {status.state.value}.")
+    if args.command == "chat":
+        return _chat(orch, args)
+    if args.command == "reset":
+        cleared = orch.manager.reset_failed(args.model)
+        return _out(args, {"cleared": cleared}, f"Cleared {cleared} failure entries.")
+    return _keys(orch, args)
+
+
+def _chat(orch: Orchestrator, args: argparse.Namespace) -> int:
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    messages: list[Message] = []
+    if args.system:
+        messages.append({"role": "system", "content": args.system})
+    messages.append({"role": "user", "content": prompt})
+    params: dict[str, Any] = {"temperature": args.temperature, "max_tokens": args.max_tokens}
+    on_event = None if args.json else _print_event
+    fallback = not args.no_fallback
+    if args.stream and not args.json:
+        stream = orch.stream_chat(args.model, messages, fallback=fallback, on_event=on_event, **params)
+        for piece in stream:
+            print(piece, end="", flush=True)
+        print()
+        result = stream.result
+    else:
+        result = orch.chat(args.model, messages, fallback=fallback, on_event=on_event, **params)
+        if not args.json:
+            print(result.text)
+    assert result is not None
+    if args.json:
+        return _print_json(dataclasses.asdict(result) | {"fell_back": result.fell_back})
+    usage = result.result.usage
+    via = f" (fell back: {' -> '.join(result.fallback_path)})" if result.fell_back else ""
+    print(f"-- {result.model_id}{via}, {result.latency_ms:.0f} ms, tokens {usage.prompt_tokens}/"
+          f"{usage.completion_tokens}", file=sys.stderr)
+    return 0
+
+
+def _keys(orch: Orchestrator, args: argparse.Namespace) -> int:
+    if args.keys_command == "list":
+        keys = [dataclasses.asdict(k) for k in orch.keys.list()]
+        if args.json:
+            return _print_json(keys)
+        for k in keys:
+            tested = f"{k['last_test_status']} at {k['last_tested_at']:%Y-%m-%d %H:%M}" if k["last_tested_at"] else "untested"
+            print(f"{k['id']!s:<14} {k['provider']:<10} {k['label']:<16} {k['masked']:<10} {k['source']:<7} {tested}")
+        return 0
+    if args.keys_command == "add":
+        key = sys.stdin.readline().strip() if args.key == "-" else args.key
+        info = orch.keys.add(args.provider, args.label, key)
+        return _out(args, dataclasses.asdict(info), f"Stored {info.provider} key {info.label!r} ({info.masked}).")
+    ids = [_key_id(args.key_id)] if args.key_id else [k.id for k in orch.keys.list()]
+    results = {str(i): orch.test_key(i) for i in ids}
+    if args.json:
+        return _print_json({i: dataclasses.asdict(r) for i, r in results.items()})
+    for key_id, r in results.items():
+        print(f"{key_id:<14} {r.status.value:<17} {r.latency_ms:6.0f} ms  {r.detail}")
+    return 0 if all(r.status.value != "rejected" for r in results.values()) else 1
+
+
+def _key_id(raw: str) -> int | str:
+    return int(raw) if raw.isdigit() else raw
+
+
+def _print_event(event: CallEvent) -> None:
+    if event.kind in ("loading", "attempt_failed", "fallback"):
+        print(f"[{event.elapsed_s:5.1f}s] {event.detail}", file=sys.stderr)
+
+
+def _out(args: argparse.Namespace, data: Any, text: str) -> int:
+    if args.json:
+        return _print_json(data)
+    print(text)
+    return 0
+
+
+def _print_json(data: Any) -> int:
+    print(json.dumps(data, default=_json_default, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return value.value
+    return str(value)
+
+
+def _fail(args: argparse.Namespace, exc: OrchestratorError) -> int:
+    if args.json:
+        payload: dict[str, Any] = {"error": exc.kind, "message": exc.message}
+        if isinstance(exc, AllModelsFailedError):
+            payload["attempts"] = [dataclasses.asdict(a) for a in exc.attempts]
+        print(json.dumps(payload, indent=2), file=sys.stdout)
+    else:
+        print(f"error: {exc.message}", file=sys.stderr)
+    return 2 if exc.kind in ("configuration", "database", "secret_key") else 1
