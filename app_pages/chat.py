@@ -1,0 +1,224 @@
+"""Chat: check-and-load, streamed answers, automatic fallback with a visible trail, and a side-by-side compare."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import streamlit as st
+
+from console import state, views
+from orchestrator_core.errors import InputError, OrchestratorError, StreamInterruptedError
+from orchestrator_core.orchestrator import CallEvent
+from orchestrator_core.types import Message, ModelStatus
+
+HISTORY = "chat_history"
+COMPARE = "compare_results"
+
+orch = state.orchestrator()
+st.title("💬 Chat")
+
+statuses: dict[str, ModelStatus] = {s.model_id: s for s in orch.manager.list_with_status()}
+if not statuses:
+    st.info("No active model yet. Start a local host (LM Studio, Ollama, llama-server) or add a hosted model "
+            "on the Models page, and add its key on the API keys page.")
+    st.page_link("app_pages/models.py", label="Models", icon="🧠")
+    st.stop()
+
+model_ids = list(statuses)
+if st.session_state.get("chat_model") not in statuses:
+    ready = [m for m, s in statuses.items() if s.state.ready]
+    usable = [m for m, s in statuses.items() if s.state.usable]
+    st.session_state["chat_model"] = (ready or usable or model_ids)[0]
+
+
+def option(model_id: str) -> str:
+    return views.model_option(statuses.get(model_id), model_id)
+
+
+def params() -> dict[str, Any]:
+    return {"temperature": st.session_state.get("chat_temperature", 0.7),
+            "max_tokens": int(st.session_state.get("chat_max_tokens", 1024))}
+
+
+def conversation(history: list[dict[str, Any]]) -> list[Message]:
+    """What the model sees: the system prompt and answered turns; notices and failed prompts stay out."""
+    system = (st.session_state.get("chat_system") or "").strip()
+    messages: list[Message] = [{"role": "system", "content": system}] if system else []
+    for item in history:
+        if item["role"] in ("user", "assistant") and not item.get("failed"):
+            messages.append({"role": item["role"], "content": item["content"]})
+    return messages
+
+
+def clear_conversation() -> None:
+    st.session_state[HISTORY] = []
+    st.session_state[COMPARE] = []
+
+
+def switch_and_retry(model_id: str) -> None:
+    st.session_state["chat_model"] = model_id
+    st.session_state["chat_retry"] = True
+
+
+class LoadView:
+    """Turns the orchestrator's call events into st.status boxes: one per model that has to be loaded."""
+
+    def __init__(self, slot: Any) -> None:
+        self.slot = slot
+        self.boxes: dict[str, tuple[Any, float]] = {}
+
+    def on_event(self, event: CallEvent) -> None:
+        if event.kind == "loading":
+            box = self.slot.status(views.load_label(event.model_id, 0.0), expanded=True)
+            box.write(event.detail)
+            self.boxes[event.model_id] = (box, event.elapsed_s)
+            return
+        if event.model_id not in self.boxes:
+            return
+        box, started = self.boxes[event.model_id]
+        elapsed = event.elapsed_s - started
+        if event.kind == "load_progress":
+            box.update(label=views.load_label(event.model_id, elapsed, event.detail))
+        elif event.kind == "answering":
+            box.update(label=f"{event.model_id} is loaded ({elapsed:.1f} s)", state="complete", expanded=False)
+        elif event.kind == "attempt_failed":
+            box.write(event.detail)
+            box.update(label=f"{event.model_id} could not be used ({elapsed:.1f} s)", state="error")
+
+
+def render(item: dict[str, Any], index: int) -> None:
+    if item["role"] == "notice":
+        with st.chat_message("system", avatar=item.get("icon", "⚠️")):
+            st.markdown(item["content"])
+            target = item.get("switch_to")
+            if target and index == len(st.session_state[HISTORY]) - 1:
+                st.button(f"Switch to {target} and retry", key=f"switch_{index}", on_click=switch_and_retry,
+                          args=(target,))
+        return
+    with st.chat_message(item["role"]):
+        st.markdown(item["content"])
+        if item.get("caption"):
+            st.caption(item["caption"])
+
+
+def answer(history: list[dict[str, Any]]) -> None:
+    """Send the conversation to the chosen model: check-and-load, stream, then record who answered."""
+    model_id = st.session_state["chat_model"]
+    auto = bool(st.session_state.get("chat_auto_fallback", True))
+    prompt_item = next(item for item in reversed(history) if item["role"] == "user")
+    prompt_item.pop("failed", None)  # a retry sends it again
+    pieces: list[str] = []
+
+    def collect(stream: Iterator[str]) -> Iterator[str]:
+        for piece in stream:
+            pieces.append(piece)
+            yield piece
+
+    with st.chat_message("assistant"):
+        loads = LoadView(st.container())
+        try:
+            stream = orch.stream_chat(model_id, conversation(history), fallback=auto, on_event=loads.on_event,
+                                      **params())
+            st.write_stream(collect(iter(stream)))
+        except OrchestratorError as exc:
+            error: OrchestratorError | None = exc
+        else:
+            error = None
+            result = stream.result
+            assert result is not None  # the stream ended without an error, so it set its result
+            caption = views.answer_caption(result)
+            st.caption(caption)
+    if error is not None:
+        failed(history, prompt_item, model_id, error, "".join(pieces))
+        return
+    history.append({"role": "assistant", "content": result.text, "caption": caption})
+    if result.fell_back:
+        notice = {"role": "notice", "content": views.fallback_notice(result), "icon": "🔀"}
+        history.append(notice)
+        render(notice, len(history) - 1)
+
+
+def failed(history: list[dict[str, Any]], prompt: dict[str, Any], model_id: str, exc: OrchestratorError,
+           partial: str) -> None:
+    """Say why in the conversation and offer the best alternative with a one-click switch."""
+    if isinstance(exc, InputError):  # the prompt itself is the problem: another model would refuse it too
+        prompt["failed"] = True
+        notice = {"role": "notice", "content": exc.message, "icon": "✋"}
+        history.append(notice)
+        render(notice, len(history) - 1)
+        return
+    if isinstance(exc, StreamInterruptedError) and partial:
+        history.append({"role": "assistant", "content": partial, "caption": f"{model_id} · broke off"})
+    else:
+        prompt["failed"] = True
+    alternative = orch.manager.suggest_alternative(model_id)
+    notice = {"role": "notice", "content": views.failure_notice(model_id, exc, alternative),
+              "switch_to": alternative if not isinstance(exc, StreamInterruptedError) else None}
+    history.append(notice)
+    render(notice, len(history) - 1)
+
+
+# -- controls ----------------------------------------------------------------------------------------
+top = st.columns([3, 1])
+top[0].selectbox("Model", model_ids, key="chat_model", format_func=option,
+                 help="🌐 hosted, ready · ✅ loaded · 🔄 loading · 💤 not loaded (loaded on send) · "
+                      "⏸️ cooling down · ❌ unavailable")
+top[1].toggle("Automatic fallback", value=True, key="chat_auto_fallback",
+              help="When the model fails, answer with the best alternative and say so.")
+with st.expander("Settings"):
+    st.text_area("System prompt", key="chat_system", placeholder="You are a helpful assistant.")
+    cols = st.columns(3)
+    cols[0].slider("Temperature", 0.0, 2.0, 0.7, 0.05, key="chat_temperature")
+    cols[1].number_input("Max tokens", min_value=1, max_value=200_000, value=1024, step=64, key="chat_max_tokens")
+    cols[2].button("Clear conversation", key="chat_clear", on_click=clear_conversation)
+
+chat_tab, compare_tab = st.tabs(["Conversation", "Compare models"])
+
+with chat_tab:
+    history = state.session_list(HISTORY)
+    for i, item in enumerate(history):
+        render(item, i)
+    prompt = st.chat_input("Ask something", key="chat_prompt")
+    if prompt is not None and prompt.strip():
+        history.append({"role": "user", "content": prompt})
+        render(history[-1], len(history) - 1)
+        answer(history)
+    elif st.session_state.pop("chat_retry", False) and any(i["role"] == "user" for i in history):
+        answer(history)
+
+
+# -- compare -----------------------------------------------------------------------------------------
+def ask_each(models: list[str], messages: list[Message]) -> list[dict[str, Any]]:
+    """Every model answers the same prompt, concurrently, without fallback: each column is its model."""
+    def one(model_id: str) -> dict[str, Any]:
+        try:
+            result = orch.chat(model_id, messages, fallback=False, **params())
+        except OrchestratorError as exc:
+            return {"model": model_id, "text": None, "caption": exc.message}
+        return {"model": model_id, "text": result.text, "caption": views.answer_caption(result)}
+
+    with ThreadPoolExecutor(max_workers=len(models), thread_name_prefix="compare") as pool:
+        return list(pool.map(one, models))
+
+
+with compare_tab:
+    chosen = st.multiselect("Models (2–4)", model_ids, key="compare_models", format_func=option,
+                            max_selections=4)
+    question = st.text_area("Prompt", key="compare_prompt")
+    ready_to_compare = len(chosen) >= 2 and bool(question.strip())
+    if st.button("Compare", key="compare_run", type="primary", disabled=not ready_to_compare):
+        messages = conversation([{"role": "user", "content": question}])
+        with st.spinner(f"Asking {len(chosen)} models… (local ones are loaded first)"):
+            st.session_state[COMPARE] = ask_each(chosen, messages)
+    results = st.session_state.get(COMPARE) or []
+    if results:
+        for column, item in zip(st.columns(len(results)), results):
+            with column:
+                st.markdown(f"**{item['model']}**")
+                if item["text"] is None:
+                    st.error(item["caption"])
+                else:
+                    st.markdown(item["text"])
+                    st.caption(item["caption"])

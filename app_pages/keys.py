@@ -1,0 +1,139 @@
+"""API keys: masked list, add / edit / delete (with confirmation), test one or all; environment keys read-only."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from console import state, views
+from orchestrator_core.errors import OrchestratorError
+from orchestrator_core.providers.registry import HOSTED_PROVIDERS, PROVIDERS
+from orchestrator_core.store import KeyInfo
+from orchestrator_core.types import KeyCheck, KeyTestResult
+
+KEY_PROVIDERS = (*HOSTED_PROVIDERS, "lmstudio")  # LM Studio only with "Require Authentication" on
+FLASH_KIND = {KeyCheck.OK: "success", KeyCheck.REJECTED: "error", KeyCheck.UNVERIFIED: "warning"}
+
+orch = state.orchestrator()
+st.title("🔑 API keys")
+state.show_flash()
+
+
+def provider_name(name: str) -> str:
+    return f"{PROVIDERS[name].display_name} ({name})"
+
+
+# -- callbacks: they run before the page, so the table below already shows their effect ------------------
+def add_key() -> None:
+    ss = st.session_state
+    try:
+        info = orch.keys.add(ss.get("new_key_provider", ""), ss.get("new_key_label") or None,
+                             ss.get("new_key_value", ""))
+    except OrchestratorError as exc:
+        state.flash("error", exc.message)  # the form keeps everything that was typed
+        return
+    ss["new_key_value"] = ""
+    ss["new_key_label"] = ""
+    state.flash("success", f"Saved the {info.provider} key “{info.label}” ({info.masked}). Test it with “Test”.")
+
+
+def update_key(key_id: int | str) -> None:
+    ss = st.session_state
+    new_key = ss.get(f"edit_key_value_{key_id}") or None
+    try:
+        info = orch.keys.update(key_id, label=ss.get(f"edit_key_label_{key_id}"), key=new_key)
+    except OrchestratorError as exc:
+        state.flash("error", exc.message)
+        return
+    ss[f"edit_key_value_{key_id}"] = ""
+    what = "label and key" if new_key else "label"
+    state.flash("success", f"Updated the {what} of the {info.provider} key “{info.label}” ({info.masked}).")
+
+
+def ask_delete(key_id: int | str) -> None:
+    st.session_state["pending_delete"] = key_id
+
+
+def cancel_delete() -> None:
+    st.session_state.pop("pending_delete", None)
+
+
+@st.dialog("Delete this key?", on_dismiss=cancel_delete)
+def confirm_delete(key: KeyInfo) -> None:
+    st.markdown(f"The {key.provider} key **{key.label}** ({key.masked}) is removed for good.")
+    cols = st.columns(2)
+    if cols[0].button("Delete", type="primary", key="confirm_delete"):
+        cancel_delete()
+        try:
+            orch.keys.delete(key.id)
+        except OrchestratorError as exc:
+            state.flash("error", exc.message)
+        else:
+            state.flash("success", f"Deleted the {key.provider} key “{key.label}”.")
+        st.rerun()
+    if cols[1].button("Cancel", key="cancel_delete"):
+        cancel_delete()
+        st.rerun()
+
+
+def report(key: KeyInfo, result: KeyTestResult) -> None:
+    state.flash(FLASH_KIND[result.status], views.key_test_message(key, result.status, result.detail,
+                                                                   result.latency_ms))
+
+
+# -- the list ------------------------------------------------------------------------------------------
+keys = orch.keys.list()
+by_id = {k.id: k for k in keys}
+if keys:
+    st.dataframe(views.key_rows(keys), hide_index=True, width="stretch", key="keys_table")
+else:
+    st.info("No key yet. Add one below, or set OPENAI_API_KEY, ANTHROPIC_API_KEY, GOOGLE_API_KEY, MISTRAL_API_KEY "
+            "… in the environment or .env (those are listed here read-only).")
+
+if keys:
+    top = st.columns([3, 1, 1, 1], vertical_alignment="bottom")
+    key_id = top[0].selectbox("Key", list(by_id), key="key_pick", format_func=lambda i: views.key_option(by_id[i]))
+    picked = by_id[key_id]
+    test_one = top[1].button("Test", key="key_test", help="Ask the provider whether it accepts this key")
+    top[2].button("Delete", key="key_delete", on_click=ask_delete, args=(key_id,), disabled=picked.read_only,
+                  help="Environment keys are removed by unsetting their variable" if picked.read_only else None)
+    test_all = top[3].button("Test all", key="key_test_all")
+    if test_one:
+        with st.spinner(f"Testing {views.key_option(picked)}…"):
+            try:
+                report(picked, orch.test_key(key_id))
+            except OrchestratorError as exc:
+                state.flash("error", exc.message)
+        st.rerun()
+    if test_all:
+        with st.spinner(f"Testing {len(keys)} keys…"):
+            results = orch.test_all_keys()
+        counts = {check: sum(r.status is check for r in results.values()) for check in KeyCheck}
+        state.flash("info", f"Tested {len(results)} keys: {counts[KeyCheck.OK]} OK, {counts[KeyCheck.REJECTED]} "
+                            f"rejected, {counts[KeyCheck.UNVERIFIED]} could not be verified.")
+        st.rerun()
+
+    with st.expander(f"Edit “{picked.label}”", expanded=False):
+        if picked.read_only:
+            st.caption(f"This key comes from the environment ({picked.label}); change the variable and restart "
+                       "to edit it.")
+        else:
+            with st.form(f"edit_key_form_{key_id}", clear_on_submit=False):
+                st.text_input("Label", value=picked.label, key=f"edit_key_label_{key_id}")
+                st.text_input("New key (leave empty to keep the current one)", type="password",
+                              key=f"edit_key_value_{key_id}")
+                st.form_submit_button("Save changes", on_click=update_key, args=(key_id,))
+
+    pending = st.session_state.get("pending_delete")
+    if pending in by_id:
+        confirm_delete(by_id[pending])
+
+
+# -- add ---------------------------------------------------------------------------------------------
+st.subheader("Add a key")
+with st.form("add_key_form", clear_on_submit=False):
+    cols = st.columns([1, 1, 2])
+    cols[0].selectbox("Provider", KEY_PROVIDERS, key="new_key_provider", format_func=provider_name)
+    cols[1].text_input("Label", key="new_key_label", placeholder="default")
+    cols[2].text_input("Key", type="password", key="new_key_value", placeholder="paste the key")
+    st.form_submit_button("Save key", type="primary", on_click=add_key)
+st.caption("Keys are encrypted at rest and only ever shown masked (the last 4 characters).")

@@ -1,0 +1,1 @@
+"""The operator console's helpers: Streamlit-free shaping (views, charts, auth) plus the Streamlit glue (state, gate)."""

@@ -1,0 +1,156 @@
+"""The console's password gate, without Streamlit: hash parsing, constant-time checks, an attempt limiter.
+
+Configure one of (the hash wins when both are set):
+
+    CONSOLE_PASSWORD=<plain text>
+    CONSOLE_PASSWORD_HASH=sha256:<64 hex digits>
+    CONSOLE_PASSWORD_HASH=pbkdf2_sha256$<iterations>$<salt>$<hex digest>
+
+``python -m console.auth`` prints a PBKDF2 hash for a password typed at the prompt. A malformed
+hash fails closed: the console refuses everyone until it is fixed.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from orchestrator_core.errors import ConfigurationError
+
+PBKDF2_ITERATIONS = 600_000  # OWASP's 2023 figure for PBKDF2-HMAC-SHA256
+MAX_FAILURES = 5
+LOCKOUT_S = 60.0
+_MIN_PBKDF2_ITERATIONS = 1_000
+
+
+@dataclass(frozen=True)
+class PasswordCheck:
+    """How to verify a typed password: a scheme and what it needs."""
+
+    scheme: str  # "plain" | "sha256" | "pbkdf2_sha256"
+    digest: bytes
+    salt: bytes = b""
+    iterations: int = 0
+
+    def verify(self, password: str) -> bool:
+        """True when password matches; always compares in constant time."""
+        return hmac.compare_digest(self._digest_of(password), self.digest)
+
+    def _digest_of(self, password: str) -> bytes:
+        data = password.encode("utf-8")
+        if self.scheme == "pbkdf2_sha256":
+            return hashlib.pbkdf2_hmac("sha256", data, self.salt, self.iterations)
+        # Plain passwords are compared as SHA-256 digests too, so the length of the secret never leaks.
+        return hashlib.sha256(data).digest()
+
+
+def parse_password_hash(spec: str) -> PasswordCheck:
+    """A PasswordCheck from "sha256:<hex>" or "pbkdf2_sha256$<iterations>$<salt>$<hex>"."""
+    text = spec.strip()
+    if text.startswith("sha256:"):
+        digest = _hex(text[len("sha256:"):], 32)
+        return PasswordCheck("sha256", digest)
+    if text.startswith("pbkdf2_sha256$"):
+        parts = text.split("$")
+        if len(parts) != 4 or not parts[1].isdigit() or not parts[2]:
+            raise _bad_hash()
+        iterations = int(parts[1])
+        if iterations < _MIN_PBKDF2_ITERATIONS:
+            raise ConfigurationError(
+                f"CONSOLE_PASSWORD_HASH uses {iterations} PBKDF2 iterations, fewer than {_MIN_PBKDF2_ITERATIONS}; "
+                "make a new hash with `python -m console.auth`."
+            )
+        return PasswordCheck("pbkdf2_sha256", _hex(parts[3], 32), parts[2].encode("utf-8"), iterations)
+    raise _bad_hash()
+
+
+def _hex(text: str, size: int) -> bytes:
+    try:
+        digest = bytes.fromhex(text.strip())
+    except ValueError:
+        raise _bad_hash() from None
+    if len(digest) != size:
+        raise _bad_hash()
+    return digest
+
+
+def _bad_hash() -> ConfigurationError:
+    return ConfigurationError(
+        "CONSOLE_PASSWORD_HASH is not 'sha256:<64 hex digits>' or 'pbkdf2_sha256$<iterations>$<salt>$<64 hex "
+        "digits>'; make one with `python -m console.auth` or set CONSOLE_PASSWORD instead."
+    )
+
+
+def password_check_from_env(environ: Mapping[str, str]) -> PasswordCheck | None:
+    """The configured check, or None when the console is open (no password set)."""
+    spec = (environ.get("CONSOLE_PASSWORD_HASH") or "").strip()
+    if spec:
+        return parse_password_hash(spec)
+    plain = environ.get("CONSOLE_PASSWORD") or ""
+    if plain:
+        return PasswordCheck("plain", hashlib.sha256(plain.encode("utf-8")).digest())
+    return None
+
+
+def make_pbkdf2_hash(password: str, *, iterations: int = PBKDF2_ITERATIONS, salt: str | None = None) -> str:
+    """A CONSOLE_PASSWORD_HASH value for password."""
+    salt = salt or secrets.token_hex(16)
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt.encode("utf-8"), iterations)
+    return f"pbkdf2_sha256${iterations}${salt}${digest.hex()}"
+
+
+class AttemptLimiter:
+    """Counts failed attempts per process; after max_failures in a row everyone waits lockout_s.
+
+    One counter for the whole process, not per browser session: opening a new tab must not reset it.
+    """
+
+    def __init__(
+        self,
+        max_failures: int = MAX_FAILURES,
+        lockout_s: float = LOCKOUT_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_failures = max_failures
+        self.lockout_s = lockout_s
+        self._clock = clock
+        self._failures = 0
+        self._locked_until = 0.0
+        self._lock = threading.Lock()
+
+    def locked_for(self) -> float:
+        """Seconds until attempts are allowed again; 0 when they are allowed now."""
+        with self._lock:
+            return max(0.0, self._locked_until - self._clock())
+
+    def record_failure(self) -> int:
+        """Count a failed attempt; returns attempts left before the lockout (0: locked now)."""
+        with self._lock:
+            self._failures += 1
+            if self._failures >= self.max_failures:
+                self._failures = 0
+                self._locked_until = self._clock() + self.lockout_s
+                return 0
+            return self.max_failures - self._failures
+
+    def record_success(self) -> None:
+        """A correct password clears the count."""
+        with self._lock:
+            self._failures = 0
+
+
+def _main() -> None:
+    password = getpass.getpass("Console password: ")
+    if not password or password != getpass.getpass("Again: "):
+        raise SystemExit("The passwords are empty or differ; nothing printed.")
+    print(f"CONSOLE_PASSWORD_HASH='{make_pbkdf2_hash(password)}'")
+
+
+if __name__ == "__main__":
+    _main()

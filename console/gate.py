@@ -1,0 +1,109 @@
+"""Access control for every page: Streamlit's OIDC login when [auth] is configured, else an optional password.
+
+The router asks ``allowed()`` before it registers the real pages; until it is True the only page is
+``sign_in``, so no page script runs for a visitor who has not passed the gate.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+
+import streamlit as st
+from streamlit.errors import StreamlitAPIException
+
+from orchestrator_core.errors import ConfigurationError
+
+from .auth import AttemptLimiter, PasswordCheck, password_check_from_env
+
+UNLOCKED = "console_unlocked"
+
+
+@st.cache_resource(show_spinner=False)
+def limiter() -> AttemptLimiter:
+    """One failed-attempt counter per process, shared by every session."""
+    return AttemptLimiter()
+
+
+def auth_section() -> Mapping[str, object] | None:
+    """The [auth] secrets section, or None; st.secrets raises when there is no secrets.toml at all."""
+    try:
+        section = st.secrets.get("auth")
+    except (FileNotFoundError, StreamlitAPIException):
+        return None
+    return section if isinstance(section, Mapping) and section else None
+
+
+def allowed() -> bool:
+    """True when this session may see the console."""
+    if auth_section() is not None:
+        return bool(st.user.get("is_logged_in", False))
+    try:
+        check = password_check_from_env(os.environ)
+    except ConfigurationError:
+        return False  # fail closed: sign_in shows what to fix
+    return check is None or bool(st.session_state.get(UNLOCKED))
+
+
+def sign_in() -> None:
+    """The only page before the gate is passed: OIDC login, or the password form."""
+    st.title("🔒 Operator console")
+    section = auth_section()
+    if section is not None:
+        _oidc_login(section)
+        return
+    try:
+        check = password_check_from_env(os.environ)
+    except ConfigurationError as exc:
+        st.error(exc.message)
+        return
+    if check is not None:
+        _password_form(check)
+
+
+def _oidc_login(section: Mapping[str, object]) -> None:
+    st.info("Sign in to use the console.")
+    # [auth] with its own client_id is one provider; [auth.<name>] sections are named providers.
+    named = [name for name, value in section.items() if isinstance(value, Mapping)]
+    if "client_id" in section or not named:
+        st.button("Log in", key="oidc_login", type="primary", on_click=st.login)
+        return
+    for name in named:
+        st.button(f"Log in with {name}", key=f"oidc_login_{name}", on_click=st.login, args=(name,))
+
+
+def _password_form(check: PasswordCheck) -> None:
+    gate = limiter()
+    with st.form("console_sign_in", clear_on_submit=True):
+        password = st.text_input("Password", type="password", key="console_password")
+        submitted = st.form_submit_button("Unlock", type="primary")
+    if not submitted:
+        return
+    wait = gate.locked_for()
+    if wait > 0:
+        st.error(f"Too many wrong passwords; try again in {math.ceil(wait)} s.")
+        return
+    if password and check.verify(password):
+        gate.record_success()
+        st.session_state[UNLOCKED] = True
+        st.rerun()
+    left = gate.record_failure()
+    if left:
+        st.error(f"Wrong password; {left} more attempt{'s' if left > 1 else ''} before a {gate.lockout_s:.0f} s lock.")
+    else:
+        st.error(f"Wrong password; sign-in is locked for {gate.lockout_s:.0f} s.")
+
+
+def account_controls() -> None:
+    """Sidebar: who is signed in and how to leave."""
+    if auth_section() is not None:
+        name = st.user.get("email") or st.user.get("name") or "signed in"
+        st.sidebar.caption(f"Signed in as {name}")
+        st.sidebar.button("Log out", key="oidc_logout", on_click=st.logout)
+    elif st.session_state.get(UNLOCKED):
+        st.sidebar.button("🔒 Lock console", key="lock_console", on_click=_lock)
+
+
+def _lock() -> None:
+    st.session_state[UNLOCKED] = False

@@ -1,0 +1,115 @@
+"""Streamlit glue shared by the pages: the one orchestrator per process, flash messages, the sidebar."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import streamlit as st
+
+from orchestrator_core.config import Settings
+from orchestrator_core.errors import ConfigurationError, DatabaseError, SecretKeyError
+from orchestrator_core.orchestrator import Orchestrator
+from orchestrator_core.store import metrics as metric_queries
+
+from . import gate, views
+
+_FLASH = "_flash"
+METRICS_TTL_S = 30.0
+_STARTUP_FIXES = {
+    DatabaseError: "Fix DATABASE_URL (or the folder and file it points at) in the environment or .env, then reload.",
+    SecretKeyError: "Set ORCHESTRATOR_SECRET_KEY to the secret the keys were saved with, or restore data/secret.key; "
+                    "then reload.",
+}
+
+
+def _close(orch: Orchestrator) -> None:
+    orch.close()
+
+
+@st.cache_resource(show_spinner=False, on_release=_close)
+def get_orchestrator() -> Orchestrator:
+    """The orchestrator of this process, built once from the environment (and .env)."""
+    return Orchestrator.from_settings(Settings.from_env())
+
+
+def startup_error() -> ConfigurationError | None:
+    """Build the orchestrator; the configuration error that stops it, if any (not cached, so a fix is seen)."""
+    try:
+        get_orchestrator()
+    except ConfigurationError as exc:
+        return exc
+    return None
+
+
+def render_startup_error(exc: ConfigurationError) -> None:
+    """A page that says what is wrong and what to change, instead of a traceback."""
+    st.title("The console cannot start")
+    st.error(exc.message)
+    fix = next((text for cls, text in _STARTUP_FIXES.items() if isinstance(exc, cls)), None)
+    st.info(fix or "Fix the setting named above in the environment or .env, then reload this page.")
+    st.caption("Every setting is listed with its default in .env.example.")
+
+
+def orchestrator() -> Orchestrator:
+    """The cached orchestrator for a page; stops the page if the gate has not been passed (defence in depth)."""
+    if not gate.allowed():
+        st.stop()
+    return get_orchestrator()
+
+
+# -- metric queries: cached briefly, so reruns and auto-refresh do not repeat a GROUP BY over every row -----
+@st.cache_data(ttl=METRICS_TTL_S, max_entries=128, show_spinner="Aggregating call metrics…")
+def _metric(name: str, database: str, args: tuple[Any, ...]) -> Any:
+    # database is only part of the cache key: two databases never share an entry.
+    return getattr(metric_queries, name)(get_orchestrator().db, *args)
+
+
+def metric(orch: Orchestrator, name: str, *args: Any) -> Any:
+    """metrics.<name>(db, *args), shared by every session for METRICS_TTL_S; newest rows flushed first."""
+    orch.metrics.flush()
+    return _metric(name, orch.db.url.render_as_string(hide_password=True), args)
+
+
+def clear_metric_cache() -> None:
+    _metric.clear()
+
+
+def minute_now() -> float:
+    """Now, rounded up to the minute: time windows built on it repeat for a minute, so cached queries hit."""
+    return math.ceil(time.time() / 60.0) * 60.0
+
+
+# -- flash messages: feedback that survives the rerun a callback triggers ------------------------
+def flash(kind: str, text: str) -> None:
+    """Queue a message ("success" | "error" | "info" | "warning") for the next render of the page."""
+    st.session_state.setdefault(_FLASH, []).append((kind, text))
+
+
+def show_flash() -> None:
+    """Render and forget queued messages, each also as a toast."""
+    for kind, text in st.session_state.pop(_FLASH, []):
+        getattr(st, kind)(text)
+        st.toast(text, icon="✅" if kind == "success" else "⚠️" if kind == "error" else "ℹ️")
+
+
+def session_list(name: str) -> list[Any]:
+    """A list kept in session state across reruns (the conversation, compare results)."""
+    value: list[Any] = st.session_state.setdefault(name, [])
+    return value
+
+
+# -- the frame --------------------------------------------------------------------------------------
+def sidebar(orch: Orchestrator) -> None:
+    """Host reachability and ready models, from the cached status (one cheap request per host at most)."""
+    hosts = orch.manager.hosts()
+    statuses = orch.manager.list_with_status()
+    with st.sidebar:
+        st.caption("Local hosts")
+        for host in hosts:
+            st.markdown(views.host_line(host), help=f"{host.base_url} — {host.detail}")
+        if not hosts:
+            st.markdown("No local host configured (LOCAL_HOSTS is empty).")
+        st.caption("Models")
+        st.markdown(f"**{views.ready_count(statuses)}** of {len(statuses)} ready")

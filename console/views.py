@@ -1,0 +1,313 @@
+"""Streamlit-free shaping of core data for the pages: icons, table rows, captions, time ranges, CSV.
+
+Every function here takes plain core objects and returns plain values, so it is tested without a
+running app and the pages stay a list of ``st.*`` calls.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from orchestrator_core.errors import AllModelsFailedError, OrchestratorError
+from orchestrator_core.providers.registry import HOSTED_PROVIDERS, PROVIDERS
+from orchestrator_core.types import KeyCheck, ModelState, ModelStatus, OrchestratedResult
+
+if TYPE_CHECKING:
+    from orchestrator_core.loader import HostStatus
+    from orchestrator_core.store.keys import KeyInfo
+    from orchestrator_core.store.metrics import ModelStats
+
+STATE_ICONS: dict[ModelState, str] = {
+    ModelState.EXTERNAL_READY: "🌐",
+    ModelState.LOADED: "✅",
+    ModelState.LOADING: "🔄",
+    ModelState.NOT_LOADED: "💤",
+    ModelState.COOLING_DOWN: "⏸️",
+    ModelState.HOST_DOWN: "❌",
+    ModelState.EXTERNAL_NO_KEY: "❌",
+}
+STATE_WORDS: dict[ModelState, str] = {
+    ModelState.EXTERNAL_READY: "hosted, ready",
+    ModelState.LOADED: "loaded",
+    ModelState.LOADING: "loading",
+    ModelState.NOT_LOADED: "not loaded",
+    ModelState.COOLING_DOWN: "cooling down",
+    ModelState.HOST_DOWN: "host down",
+    ModelState.EXTERNAL_NO_KEY: "no key",
+}
+KEY_CHECK_TEXT: dict[KeyCheck, str] = {
+    KeyCheck.OK: "✅ OK",
+    KeyCheck.REJECTED: "❌ rejected",
+    KeyCheck.UNVERIFIED: "⚠️ could not verify",
+}
+INACTIVE = "➖ inactive"
+
+
+# -- times ------------------------------------------------------------------------------------------
+def local_time(value: datetime | float | None, *, seconds: bool = True) -> str:
+    """A timestamp in the server's local time, or "" when there is none."""
+    if value is None:
+        return ""
+    when = datetime.fromtimestamp(value, timezone.utc) if isinstance(value, (int, float)) else value
+    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+
+
+def clock_time(value: datetime | None) -> str:
+    """HH:MM:SS in local time, for "until" hints."""
+    return value.astimezone().strftime("%H:%M:%S") if value is not None else ""
+
+
+RANGES: dict[str, float | None] = {
+    "Last hour": 3600.0,
+    "Last 24 hours": 86400.0,
+    "Last 7 days": 7 * 86400.0,
+    "Custom": None,
+}
+_NICE_BUCKETS = (10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 3 * 3600, 6 * 3600, 12 * 3600, 86400)
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    since: float
+    until: float
+
+    @property
+    def span_s(self) -> float:
+        return self.until - self.since
+
+
+def resolve_range(choice: str, now: float, custom: Sequence[date] = ()) -> TimeRange:
+    """Epoch seconds [since, until) for a range choice; "Custom" spans whole local days from custom[0] to custom[-1]."""
+    span = RANGES.get(choice)
+    if span is not None:
+        return TimeRange(now - span, now)
+    if not custom:
+        return TimeRange(now - 86400.0, now)
+    first, last = min(custom[0], custom[-1]), max(custom[0], custom[-1])
+    start = datetime.combine(first, time.min).astimezone()
+    end = datetime.combine(last + timedelta(days=1), time.min).astimezone()
+    return TimeRange(start.timestamp(), end.timestamp())
+
+
+def bucket_seconds(span_s: float, target_points: int = 60) -> int:
+    """A round bucket size that gives about target_points points over span_s."""
+    wanted = max(span_s, 1.0) / max(target_points, 1)
+    return next((b for b in _NICE_BUCKETS if b >= wanted), _NICE_BUCKETS[-1])
+
+
+# -- model status -----------------------------------------------------------------------------------
+def state_icon(state: ModelState) -> str:
+    return STATE_ICONS.get(state, "❔")
+
+
+def state_text(status: ModelStatus) -> str:
+    """Icon and words, e.g. "⏸️ cooling down until 14:02:11"."""
+    words = STATE_WORDS.get(status.state, status.state.value)
+    if status.state is ModelState.COOLING_DOWN and status.cooldown_until is not None:
+        words += f" until {clock_time(status.cooldown_until)}"
+    return f"{state_icon(status.state)} {words}"
+
+
+def model_option(status: ModelStatus | None, model_id: str) -> str:
+    """A model picker entry: icon, id and the reason behind the state."""
+    if status is None:
+        return f"❔ {model_id}"
+    return f"{state_icon(status.state)} {model_id} — {_short(status.detail, 70)}"
+
+
+def ready_count(statuses: Iterable[ModelStatus]) -> int:
+    return sum(s.state.ready for s in statuses)
+
+
+def state_counts(statuses: Iterable[ModelStatus]) -> dict[str, int]:
+    """Counts for the overview: ready, loaded (local), cooling down, unavailable, total."""
+    items = list(statuses)
+    unavailable = (ModelState.HOST_DOWN, ModelState.EXTERNAL_NO_KEY)
+    return {
+        "total": len(items),
+        "ready": sum(s.state.ready for s in items),
+        "loaded": sum(s.state is ModelState.LOADED for s in items),
+        "cooling": sum(s.state is ModelState.COOLING_DOWN for s in items),
+        "unavailable": sum(s.state in unavailable for s in items),
+    }
+
+
+def model_rows(
+    statuses: Sequence[ModelStatus],
+    entries: Sequence[Any],
+    stats: Mapping[str, ModelStats],
+) -> list[dict[str, Any]]:
+    """One row per registered model: status, registry settings and call statistics, active first."""
+    by_id = {s.model_id: s for s in statuses}
+    rows = []
+    for entry in sorted(entries, key=lambda e: (not e.active, e.priority, e.model_id)):
+        status = by_id.get(entry.model_id)
+        stat = stats.get(entry.model_id)
+        rows.append({
+            "Model": entry.model_id,
+            "Provider": PROVIDERS[entry.provider].display_name if entry.provider in PROVIDERS else entry.provider,
+            "State": state_text(status) if status else INACTIVE,
+            "Detail": status.detail if status else "deactivated: not offered, never a fallback",
+            "Last check": local_time(status.checked_at) if status else "",
+            "Calls": stat.calls if stat else 0,
+            "Success": f"{stat.success_rate:.0%}" if stat else "",
+            "p50 ms": _round(stat.p50_ms) if stat else None,
+            "p95 ms": _round(stat.p95_ms) if stat else None,
+            "Last error": _last_error(stat),
+            "Cooldown until": local_time(status.cooldown_until) if status and status.cooldown_until else "",
+            "Priority": entry.priority,
+            "Source": entry.source,
+        })
+    return rows
+
+
+def _last_error(stat: ModelStats | None) -> str:
+    if stat is None or stat.last_error_kind is None:
+        return ""
+    return f"{stat.last_error_kind} at {local_time(stat.last_error_at)}: {_short(stat.last_error or '', 120)}"
+
+
+def _round(value: float | None) -> float | None:
+    return round(value, 1) if value is not None else None
+
+
+def _short(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# -- hosts and keys ---------------------------------------------------------------------------------
+def host_line(host: HostStatus) -> str:
+    """One line per local host for the sidebar and the overview."""
+    if host.reachable:
+        return f"🟢 {host.display_name}: {host.loaded} loaded of {host.models}"
+    return f"🔴 {host.display_name}: not reachable"
+
+
+def key_rows(keys: Sequence[KeyInfo]) -> list[dict[str, Any]]:
+    """The keys table: masked keys only, with the last test result."""
+    return [
+        {
+            "Provider": PROVIDERS[k.provider].display_name if k.provider in PROVIDERS else k.provider,
+            "Label": k.label,
+            "Key": k.masked,
+            "Source": "environment (read-only)" if k.source == "env" else "stored",
+            "Last test": KEY_CHECK_TEXT.get(k.last_test_status, "") if k.last_test_status else "not tested",
+            "Latency ms": _round(k.last_test_latency_ms),
+            "Tested at": local_time(k.last_tested_at),
+            "Detail": _short(k.last_test_detail or "", 160),
+        }
+        for k in keys
+    ]
+
+
+def key_option(key: KeyInfo) -> str:
+    """A key picker entry: provider, label and mask, never the key."""
+    source = " (environment)" if key.source == "env" else ""
+    return f"{key.provider} · {key.label} · {key.masked}{source}"
+
+
+def provider_key_rows(keys: Sequence[KeyInfo]) -> list[dict[str, Any]]:
+    """Per hosted provider: whether a key is configured and where it comes from."""
+    rows = []
+    for name in HOSTED_PROVIDERS:
+        cls = PROVIDERS[name]
+        mine = [k for k in keys if k.provider == name]
+        if mine:
+            sources = sorted({"environment" if k.source == "env" else "stored" for k in mine})
+            state = f"✅ {len(mine)} key{'s' if len(mine) > 1 else ''} ({', '.join(sources)})"
+        elif not cls.needs_key:
+            state = "✅ no key needed"
+        else:
+            env = f" or set {cls.key_env_var}" if cls.key_env_var else ""
+            state = f"➕ none: add one on the API keys page{env}"
+        rows.append({"Provider": cls.display_name, "Keys": state})
+    return rows
+
+
+def key_test_message(key: KeyInfo, status: KeyCheck, detail: str, latency_ms: float) -> str:
+    """A toast after a key test."""
+    return f"{key.provider} · {key.label}: {KEY_CHECK_TEXT[status]} in {latency_ms:.0f} ms — {_short(detail, 120)}"
+
+
+def next_steps(hosts: Sequence[HostStatus], keys: Sequence[KeyInfo], statuses: Sequence[ModelStatus]) -> list[str]:
+    """What a newcomer should do next, in order; empty when the console is ready to chat."""
+    steps = []
+    if hosts and not any(h.reachable for h in hosts):
+        steps.append(
+            "No local host is reachable. Start LM Studio's server (Developer tab → Start server, or "
+            "`lms server start`), Ollama (`ollama serve`) or llama-server, or point LMSTUDIO_BASE_URL / "
+            "OLLAMA_BASE_URL / LLAMACPP_BASE_URL at where it runs."
+        )
+    if not keys:
+        steps.append("No API key yet. Add one on the API keys page (or set OPENAI_API_KEY and friends) to use "
+                     "hosted models and to have a fallback when local models fail.")
+    if statuses and not any(s.state.usable for s in statuses):
+        steps.append("No model is usable right now; see the Models page for why.")
+    elif not statuses:
+        steps.append("No model is registered yet: models appear when a local host is reachable, or add a hosted "
+                     "model (for example openai:gpt-4o-mini) on the Models page.")
+    return steps
+
+
+# -- chat -------------------------------------------------------------------------------------------
+def answer_caption(result: OrchestratedResult) -> str:
+    """Under an answer: who answered, latency, time to first token, tokens, fallback path."""
+    parts = [f"answered by {result.model_id}", f"{result.latency_ms:,.0f} ms"]
+    if result.ttft_ms is not None:
+        parts.append(f"first token {result.ttft_ms:,.0f} ms")
+    usage = result.result.usage
+    if usage.prompt_tokens is not None or usage.completion_tokens is not None:
+        parts.append(f"tokens {usage.prompt_tokens or 0} in / {usage.completion_tokens or 0} out")
+    if result.fell_back:
+        parts.append("fallback " + " → ".join(result.fallback_path))
+    return " · ".join(parts)
+
+
+def fallback_notice(result: OrchestratedResult) -> str:
+    """The system message after an automatic fallback: what failed and which model answered instead."""
+    failed = [a for a in result.attempts if a.outcome != "ok"]
+    reasons = "; ".join(f"{a.model}: {_short(a.error or a.error_kind or a.outcome, 160)}" for a in failed)
+    return f"{result.requested_model} could not answer ({reasons}). {result.model_id} answered instead."
+
+
+def failure_notice(model_id: str, exc: OrchestratorError, alternative: str | None) -> str:
+    """The system message when a call failed and no automatic fallback answered."""
+    if isinstance(exc, AllModelsFailedError) and exc.attempts:
+        reasons = "; ".join(f"{a.model}: {_short(a.error or a.error_kind or a.outcome, 160)}" for a in exc.attempts)
+        text = f"No model could answer ({reasons})."
+    else:
+        text = f"{model_id} failed: {exc.message}"
+    if alternative:
+        text += f" Suggested instead: {alternative}."
+    else:
+        text += " No other model is usable right now; see the Models page."
+    return text
+
+
+def load_label(model_id: str, elapsed_s: float, detail: str = "") -> str:
+    """The st.status label while a model loads."""
+    tail = f" — {_short(detail, 60)}" if detail else ""
+    return f"Loading {model_id}… {elapsed_s:.1f} s{tail}"
+
+
+# -- CSV --------------------------------------------------------------------------------------------
+def csv_text(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """Metric rows as CSV with a header, plus an ISO time column after the epoch ts."""
+    out = io.StringIO()
+    header = list(columns)
+    if "ts" in header:
+        header.insert(header.index("ts") + 1, "time_utc")
+    writer = csv.DictWriter(out, fieldnames=header, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        values = dict(row)
+        if "ts" in values and values["ts"] is not None:
+            values["time_utc"] = datetime.fromtimestamp(values["ts"], timezone.utc).isoformat()
+        writer.writerow(values)
+    return out.getvalue()

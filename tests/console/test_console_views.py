@@ -1,0 +1,158 @@
+"""Streamlit-free shaping of core data: icons, table rows, captions, notices, time ranges, CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+
+import pytest
+
+from console import views
+from orchestrator_core.errors import AllModelsFailedError, ModelLoadError
+from orchestrator_core.loader import HostStatus
+from orchestrator_core.store.keys import KeyInfo
+from orchestrator_core.store.metrics import ModelStats
+from orchestrator_core.types import (
+    Attempt,
+    ChatResult,
+    KeyCheck,
+    ModelState,
+    ModelStatus,
+    OrchestratedResult,
+    Usage,
+)
+
+NOW = datetime(2026, 1, 2, 12, 0, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class Entry:
+    model_id: str
+    provider: str
+    active: bool = True
+    priority: int = 100
+    source: str = "user"
+
+
+def status(model_id: str, state: ModelState, detail: str = "", **kw: object) -> ModelStatus:
+    return ModelStatus(model_id, state, detail, NOW, **kw)  # type: ignore[arg-type]
+
+
+def result(model_id: str, requested: str, attempts: tuple[Attempt, ...], ttft: float | None = 120.0) -> OrchestratedResult:
+    chat = ChatResult("hi", "stop", Usage(7, 3), model_id.partition(":")[2], model_id.partition(":")[0])
+    return OrchestratedResult(chat, model_id, requested, attempts, 812.4, ttft, "req-1")
+
+
+def test_every_model_state_has_the_icon_the_issue_names() -> None:
+    expected = {ModelState.EXTERNAL_READY: "🌐", ModelState.LOADED: "✅", ModelState.LOADING: "🔄",
+                ModelState.NOT_LOADED: "💤", ModelState.COOLING_DOWN: "⏸️", ModelState.HOST_DOWN: "❌",
+                ModelState.EXTERNAL_NO_KEY: "❌"}
+    assert {s: views.state_icon(s) for s in ModelState} == expected
+    until = NOW + timedelta(minutes=5)
+    text = views.state_text(status("openai:x", ModelState.COOLING_DOWN, cooldown_until=until))
+    assert text == f"⏸️ cooling down until {views.clock_time(until)}"
+
+
+def test_model_option_shows_icon_id_and_reason() -> None:
+    option = views.model_option(status("lmstudio:qwen", ModelState.HOST_DOWN, "Cannot reach lmstudio"), "lmstudio:qwen")
+    assert option == "❌ lmstudio:qwen — Cannot reach lmstudio"
+    assert views.model_option(None, "openai:x") == "❔ openai:x"
+
+
+def test_model_rows_merge_status_registry_and_call_stats() -> None:
+    statuses = [status("openai:gpt", ModelState.EXTERNAL_READY, "key configured"),
+                status("lmstudio:qwen", ModelState.COOLING_DOWN, "unavailable", cooldown_until=NOW, local=True)]
+    entries = [Entry("lmstudio:qwen", "lmstudio", priority=50, source="discovered"), Entry("openai:gpt", "openai"),
+               Entry("mistral:small", "mistral", active=False)]
+    stats = {"openai:gpt": ModelStats("openai:gpt", 10, 9, 1, 0.9, 200.0, 950.26, 200.0, "rate_limit", "slow down",
+                                      NOW, NOW)}
+    rows = views.model_rows(statuses, entries, stats)
+    assert [r["Model"] for r in rows] == ["lmstudio:qwen", "openai:gpt", "mistral:small"]  # active by priority
+    qwen, gpt, small = rows
+    assert qwen["State"].startswith("⏸️ cooling down") and qwen["Cooldown until"] and qwen["Calls"] == 0
+    assert (gpt["Provider"], gpt["Calls"], gpt["Success"], gpt["p95 ms"]) == ("OpenAI", 10, "90%", 950.3)
+    assert gpt["Last error"].startswith("rate_limit at ") and gpt["Last error"].endswith("slow down")
+    assert small["State"] == views.INACTIVE and small["Success"] == ""
+
+
+def test_state_counts_for_the_overview() -> None:
+    counts = views.state_counts([status("a:1", ModelState.LOADED), status("b:1", ModelState.EXTERNAL_READY),
+                                 status("c:1", ModelState.COOLING_DOWN), status("d:1", ModelState.EXTERNAL_NO_KEY),
+                                 status("e:1", ModelState.NOT_LOADED)])
+    assert counts == {"total": 5, "ready": 2, "loaded": 1, "cooling": 1, "unavailable": 1}
+
+
+def test_resolve_range_presets_end_now_and_custom_spans_whole_local_days() -> None:
+    now = 1_800_000_000.0
+    assert views.resolve_range("Last hour", now) == views.TimeRange(now - 3600, now)
+    assert views.resolve_range("Last 7 days", now).span_s == 7 * 86400
+    custom = views.resolve_range("Custom", now, (date(2026, 3, 2), date(2026, 3, 1)))
+    start = datetime.fromtimestamp(custom.since).astimezone()
+    assert (start.date(), start.hour, start.minute) == (date(2026, 3, 1), 0, 0)
+    assert datetime.fromtimestamp(custom.until).astimezone().date() == date(2026, 3, 3)
+    assert views.resolve_range("Custom", now, ()).span_s == 86400  # a half-picked range falls back to a day
+
+
+@pytest.mark.parametrize(("span", "bucket"), [(3600, 60), (86400, 1800), (7 * 86400, 3 * 3600), (10, 10),
+                                              (400 * 86400, 86400)])
+def test_bucket_size_is_round_and_gives_about_sixty_points(span: float, bucket: int) -> None:
+    assert views.bucket_seconds(span) == bucket
+
+
+def test_csv_has_a_header_an_iso_time_column_and_every_row() -> None:
+    rows = [{"id": 1, "ts": 0.0, "model": "openai:x", "outcome": "ok"},
+            {"id": 2, "ts": 60.0, "model": "lmstudio:q", "outcome": "error", "extra": "ignored"}]
+    text = views.csv_text(rows, ["id", "ts", "model", "outcome"])
+    parsed = list(csv.DictReader(io.StringIO(text)))
+    assert text.splitlines()[0] == "id,ts,time_utc,model,outcome"
+    assert [(r["id"], r["time_utc"], r["outcome"]) for r in parsed] == [
+        ("1", "1970-01-01T00:00:00+00:00", "ok"), ("2", "1970-01-01T00:01:00+00:00", "error")]
+
+
+def test_answer_caption_names_model_latency_first_token_tokens_and_fallback_path() -> None:
+    direct = result("openai:gpt", "openai:gpt", (Attempt("openai:gpt", "ok", 800.0),))
+    assert views.answer_caption(direct) == "answered by openai:gpt · 812 ms · first token 120 ms · tokens 7 in / 3 out"
+    attempts = (Attempt("lmstudio:q", "error", 5.0, "unavailable", "Cannot reach lmstudio"),
+                Attempt("openai:gpt", "ok", 800.0, fallback_from="lmstudio:q"))
+    fell = result("openai:gpt", "lmstudio:q", attempts, ttft=None)
+    assert views.answer_caption(fell).endswith("fallback lmstudio:q → openai:gpt")
+    assert "first token" not in views.answer_caption(fell)
+    assert views.fallback_notice(fell) == ("lmstudio:q could not answer (lmstudio:q: Cannot reach lmstudio). "
+                                           "openai:gpt answered instead.")
+
+
+def test_failure_notice_says_why_and_names_the_alternative() -> None:
+    load = ModelLoadError("lmstudio:q could not be loaded: out of memory", model="lmstudio:q")
+    assert views.failure_notice("lmstudio:q", load, "openai:gpt") == (
+        "lmstudio:q failed: lmstudio:q could not be loaded: out of memory Suggested instead: openai:gpt.")
+    every = AllModelsFailedError([Attempt("a:1", "error", 1.0, "timeout", "too slow")])
+    text = views.failure_notice("a:1", every, None)
+    assert text.startswith("No model could answer (a:1: too slow).") and "No other model is usable" in text
+
+
+def test_key_rows_show_only_the_mask_and_the_last_test() -> None:
+    tested = datetime(2026, 1, 2, 12, 0, tzinfo=timezone.utc)
+    keys = [KeyInfo(1, "openai", "work", "••••cdef", "stored", last_tested_at=tested,
+                    last_test_status=KeyCheck.REJECTED, last_test_detail="401", last_test_latency_ms=88.04),
+            KeyInfo("env:mistral", "mistral", "MISTRAL_API_KEY", "••••1234", "env")]
+    rows = views.key_rows(keys)
+    assert rows[0]["Key"] == "••••cdef" and rows[0]["Last test"] == "❌ rejected" and rows[0]["Latency ms"] == 88.0
+    assert rows[1]["Source"] == "environment (read-only)" and rows[1]["Last test"] == "not tested"
+    assert views.key_option(keys[1]) == "mistral · MISTRAL_API_KEY · ••••1234 (environment)"
+    summary = {r["Provider"]: r["Keys"] for r in views.provider_key_rows(keys)}
+    assert summary["OpenAI"] == "✅ 1 key (stored)" and summary["Mistral"] == "✅ 1 key (environment)"
+    assert summary["Anthropic"].startswith("➕ none: add one on the API keys page")
+
+
+def test_next_steps_guide_a_newcomer_and_vanish_once_ready() -> None:
+    down = HostStatus("lmstudio", "LM Studio", "http://127.0.0.1:1234", False, "refused", 0, 0, NOW)
+    up = HostStatus("lmstudio", "LM Studio", "http://127.0.0.1:1234", True, "1 models", 1, 1, NOW)
+    no_key = [status("openai:gpt", ModelState.EXTERNAL_NO_KEY)]
+    steps = views.next_steps([down], [], no_key)
+    assert "Start LM Studio's server" in steps[0] and "Add one on the API keys page" in steps[1]
+    assert "No model is usable" in steps[2]
+    key = KeyInfo(1, "openai", "default", "••••cdef", "stored")
+    assert views.next_steps([up], [key], [status("lmstudio:q", ModelState.LOADED)]) == []
+    assert views.host_line(up) == "🟢 LM Studio: 1 loaded of 1" and views.host_line(down).startswith("🔴")

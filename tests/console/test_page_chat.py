@@ -1,0 +1,175 @@
+"""Chat page: streamed answers with their caption, check-and-load with progress, fallback notices, compare."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+import respx
+from streamlit.testing.v1 import AppTest
+
+from tests.console.apptools import lmstudio_down, start, texts
+from tests.helpers import ANTHROPIC, LMSTUDIO, OPENAI, lmstudio_models, openai_sse
+
+SSE = {"content-type": "text/event-stream"}
+GPT = "openai:gpt-4.1-mini"
+
+
+def chat_page() -> AppTest:
+    return start("app_pages/chat.py")
+
+
+def send(at: AppTest, prompt: str) -> AppTest:
+    return at.chat_input(key="chat_prompt").set_value(prompt).run()
+
+
+def captions(at: AppTest) -> list[str]:
+    return [c.value for c in at.caption]
+
+
+def test_chat_streams_the_answer_with_its_model_caption(wire: respx.MockRouter, with_openai_key: str) -> None:
+    lmstudio_down(wire)
+    route = wire.post(f"{OPENAI}/chat/completions").respond(headers=SSE, content=openai_sse(["Hel", "lo!"]))
+    at = chat_page()
+    assert at.selectbox(key="chat_model").value == GPT  # the first ready model is preselected
+    at.text_area(key="chat_system").set_value("Be brief.")
+    at.slider(key="chat_temperature").set_value(0.2)
+    send(at, "Say hello")
+    assert not at.exception
+    assert "Hello!" in texts(at)
+    caption = next(c for c in captions(at) if c.startswith("answered by"))
+    assert caption.startswith(f"answered by {GPT} · ") and "first token" in caption and "tokens 5 in / 2 out" in caption
+    body = json.loads(route.calls.last.request.content)
+    assert body["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello"}]
+    assert body["stream"] is True and body["temperature"] == 0.2 and body["max_completion_tokens"] == 1024
+
+
+def test_conversation_survives_reruns_goes_back_to_the_model_and_can_be_cleared(
+        wire: respx.MockRouter, with_openai_key: str) -> None:
+    lmstudio_down(wire)
+    route = wire.post(f"{OPENAI}/chat/completions").mock(side_effect=[
+        httpx.Response(200, headers=SSE, content=openai_sse(["First answer"])),
+        httpx.Response(200, headers=SSE, content=openai_sse(["Second answer"])),
+    ])
+    at = send(chat_page(), "one")
+    at.run()
+    assert "First answer" in texts(at) and len(at.chat_message) == 2
+    send(at, "two")
+    sent = json.loads(route.calls.last.request.content)["messages"]
+    assert [m["content"] for m in sent] == ["one", "First answer", "two"]
+    at.button(key="chat_clear").click().run()
+    assert not at.exception and len(at.chat_message) == 0
+
+
+def test_a_local_model_is_loaded_with_visible_progress_before_the_prompt_is_sent(wire: respx.MockRouter) -> None:
+    order: list[str] = []
+
+    def models(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=lmstudio_models({"qwen": "load" in order}))
+
+    def load(request: httpx.Request) -> httpx.Response:
+        order.append("load")
+        return httpx.Response(200, json={"type": "llm", "instance_id": "qwen", "status": "loaded"})
+
+    def chat(request: httpx.Request) -> httpx.Response:
+        order.append("chat")
+        return httpx.Response(200, headers=SSE, content=openai_sse(["local answer"], model="qwen"))
+
+    wire.get(f"{LMSTUDIO}/api/v1/models").mock(side_effect=models)
+    wire.post(f"{LMSTUDIO}/api/v1/models/load").mock(side_effect=load)
+    wire.post(f"{LMSTUDIO}/v1/chat/completions").mock(side_effect=chat)
+    at = chat_page()
+    at.selectbox(key="chat_model").set_value("lmstudio:qwen")
+    send(at, "hi")
+    assert not at.exception
+    assert order == ["load", "chat"]  # the prompt waited for the load
+    status = at.status[0]
+    assert status.label.startswith("lmstudio:qwen is loaded (") and status.state == "complete"
+    assert "local answer" in texts(at)
+    assert any(c.startswith("answered by lmstudio:qwen") for c in captions(at))
+
+
+def test_automatic_fallback_says_which_model_answered_instead(wire: respx.MockRouter, with_openai_key: str) -> None:
+    wire.get(f"{LMSTUDIO}/api/v1/models").respond(json=lmstudio_models({"qwen": True}))
+    wire.post(f"{LMSTUDIO}/v1/chat/completions").respond(503, text="model crashed")
+    wire.post(f"{OPENAI}/chat/completions").respond(headers=SSE, content=openai_sse(["from the cloud"]))
+    at = chat_page()
+    at.selectbox(key="chat_model").set_value("lmstudio:qwen")
+    send(at, "hi")
+    assert not at.exception
+    assert "from the cloud" in texts(at)
+    notice = next(t for t in texts(at) if "answered instead" in t)
+    assert notice.startswith("lmstudio:qwen could not answer (lmstudio:qwen: ") and "503" in notice
+    assert notice.endswith(f"{GPT} answered instead.")
+    assert any(c.endswith(f"fallback lmstudio:qwen → {GPT}") for c in captions(at))
+
+
+def test_a_failed_load_shows_in_the_status_and_falls_back(wire: respx.MockRouter, with_openai_key: str) -> None:
+    wire.get(f"{LMSTUDIO}/api/v1/models").respond(json=lmstudio_models({"qwen": False}))
+    wire.post(f"{LMSTUDIO}/api/v1/models/load").respond(500, json={"error": {"message": "out of memory"}})
+    wire.post(f"{OPENAI}/chat/completions").respond(headers=SSE, content=openai_sse(["fallback answer"]))
+    at = chat_page()
+    at.selectbox(key="chat_model").set_value("lmstudio:qwen")
+    send(at, "hi")
+    assert not at.exception
+    assert at.status[0].state == "error" and "lmstudio:qwen could not be used" in at.status[0].label
+    assert "fallback answer" in texts(at)
+    assert any("could not answer" in t and "answered instead" in t for t in texts(at))
+
+
+def test_without_automatic_fallback_the_failure_offers_a_one_click_switch(
+        wire: respx.MockRouter, with_openai_key: str) -> None:
+    wire.get(f"{LMSTUDIO}/api/v1/models").respond(json=lmstudio_models({"qwen": True}))
+    local = wire.post(f"{LMSTUDIO}/v1/chat/completions").respond(503, text="model crashed")
+    cloud = wire.post(f"{OPENAI}/chat/completions").respond(headers=SSE, content=openai_sse(["switched answer"]))
+    at = chat_page()
+    at.selectbox(key="chat_model").set_value("lmstudio:qwen")
+    at.toggle(key="chat_auto_fallback").set_value(False)
+    send(at, "hi there")
+    assert not at.exception
+    assert local.call_count == 1 and cloud.call_count == 0
+    notice = next(t for t in texts(at) if "Suggested instead" in t)
+    assert notice.startswith("lmstudio:qwen failed:") and notice.endswith(f"Suggested instead: {GPT}.")
+    switch = next(b for b in at.button if b.label == f"Switch to {GPT} and retry")
+    switch.click().run()
+    assert not at.exception
+    assert at.selectbox(key="chat_model").value == GPT
+    assert "switched answer" in texts(at)
+    assert json.loads(cloud.calls.last.request.content)["messages"] == [{"role": "user", "content": "hi there"}]
+    assert any(c.startswith(f"answered by {GPT}") for c in captions(at))
+
+
+def test_compare_shows_each_model_side_by_side(wire: respx.MockRouter, with_openai_key: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-0123456789")
+    lmstudio_down(wire)
+    wire.post(f"{OPENAI}/chat/completions").respond(json={
+        "id": "c1", "model": "gpt-4.1-mini", "usage": {"prompt_tokens": 4, "completion_tokens": 3},
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "GPT says hi"}, "finish_reason": "stop"}]})
+    wire.post(f"{ANTHROPIC}/v1/messages").respond(json={
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-haiku-4-5",
+        "content": [{"type": "text", "text": "Claude says hi"}], "stop_reason": "end_turn",
+        "usage": {"input_tokens": 4, "output_tokens": 4}})
+    at = chat_page()
+    at.multiselect(key="compare_models").set_value([GPT, "anthropic:claude-haiku-4-5"])
+    at.text_area(key="compare_prompt").set_value("Greet me").run()
+    at.button(key="compare_run").click().run()
+    assert not at.exception
+    shown = texts(at)
+    assert "GPT says hi" in shown and "Claude says hi" in shown
+    assert f"**{GPT}**" in shown and "**anthropic:claude-haiku-4-5**" in shown
+    assert any(c.startswith("answered by anthropic:claude-haiku-4-5") and "tokens 4 in / 4 out" in c
+               for c in captions(at))
+
+
+def test_when_every_model_fails_the_conversation_says_why_without_an_exception(wire: respx.MockRouter) -> None:
+    lmstudio_down(wire)
+    route = wire.post(f"{OPENAI}/chat/completions").respond(json={})
+    at = send(chat_page(), "anyone there?")  # no key anywhere, no local host
+    assert not at.exception
+    notice = next(t for t in texts(at) if t.startswith("No model could answer"))
+    assert "No OpenAI key: add one on the API Keys page or set OPENAI_API_KEY" in notice
+    assert notice.endswith("No other model is usable right now; see the Models page.")
+    assert route.call_count == 0
+    assert not [b for b in at.button if b.label.startswith("Switch to")]
