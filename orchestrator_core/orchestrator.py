@@ -301,8 +301,9 @@ class _Call:
                         cause=exc, provider=exc.provider, model=model_id,
                     ) from exc
                 continue
-            except GeneratorExit:
-                self.record(model_id, "error", _ms(started), first, "cancelled", None)
+            except GeneratorExit:  # the reader stopped early (closed tab, "stop" button)
+                self.add_attempt(Attempt(model_id, "error", _ms(started), "cancelled", "stopped by the reader",
+                                         first, self._from()))
                 raise
             self.succeeded(model_id, result, _ms(started), ttft=first)
             yield self.finish(model_id, result, ttft=first)
@@ -317,9 +318,7 @@ class _Call:
             return False
         until = entry.until.astimezone().strftime("%H:%M:%S")
         detail = f"in cooldown until {until} after {entry.error_kind}; reset it on the Models page"
-        previous = self._from()
-        self.attempts.append(Attempt(model_id, "skipped", 0.0, "cooling_down", detail, None, previous))
-        self.record(model_id, "skipped", 0.0, None, "cooling_down", previous)
+        self.add_attempt(Attempt(model_id, "skipped", 0.0, "cooling_down", detail, None, self._from()))
         self.emit("attempt_failed", model_id, detail)
         return True
 
@@ -336,10 +335,7 @@ class _Call:
         return self.orch.factory.get(ref.provider), ref.name
 
     def failed(self, model_id: str, exc: OrchestratorError, started: float, ttft: float | None) -> None:
-        latency = _ms(started)
-        previous = self._from()
-        self.attempts.append(Attempt(model_id, "error", latency, exc.kind, exc.message, ttft, previous))
-        self.record(model_id, "error", latency, ttft, exc.kind, previous)
+        self.add_attempt(Attempt(model_id, "error", _ms(started), exc.kind, exc.message, ttft, self._from()))
         self.emit("attempt_failed", model_id, exc.message, error=exc)
         if not should_fall_back(exc):
             raise exc  # the caller must fix the request: another model would fail the same way
@@ -350,9 +346,7 @@ class _Call:
             raise exc
 
     def succeeded(self, model_id: str, result: ChatResult, latency: float, ttft: float | None) -> None:
-        previous = self._from()
-        self.attempts.append(Attempt(model_id, "ok", latency, None, None, ttft, previous))
-        self.record(model_id, "ok", latency, ttft, None, previous, result)
+        self.add_attempt(Attempt(model_id, "ok", latency, None, None, ttft, self._from()), result)
 
     def finish(self, model_id: str, result: ChatResult, ttft: float | None) -> OrchestratedResult:
         notes: list[str] = []
@@ -373,40 +367,26 @@ class _Call:
     # -- bookkeeping -------------------------------------------------------------------------------
     def _from(self) -> str | None:
         """The model this attempt falls back from (the previous tried model), if any."""
-        tried = [a.model for a in self.attempts]
-        return tried[-1] if tried else None
+        return self.attempts[-1].model if self.attempts else None
 
-    def record(
-        self,
-        model_id: str,
-        outcome: str,
-        latency: float,
-        ttft: float | None,
-        error_kind: str | None,
-        fallback_from: str | None,
-        result: ChatResult | None = None,
-    ) -> None:
-        """Write one call_metrics row; recording never breaks a call."""
+    def add_attempt(self, attempt: Attempt, result: ChatResult | None = None) -> None:
+        """Keep the attempt and write its call_metrics row; recording never breaks a call."""
+        self.attempts.append(attempt)
         try:
             usage = result.usage if result else None
             self.orch.metrics.record(
-                MetricRow(
+                MetricRow.from_attempt(
+                    attempt,
                     request_id=self.request_id,
                     requested_model=self.requested,
-                    model=model_id,
-                    provider=ModelRef.parse(model_id).provider,
-                    outcome=outcome,
-                    error_kind=error_kind,
-                    latency_ms=latency,
-                    ttft_ms=ttft,
+                    provider=ModelRef.parse(attempt.model).provider,
                     prompt_tokens=usage.prompt_tokens if usage else None,
                     completion_tokens=usage.completion_tokens if usage else None,
-                    fallback_from=fallback_from,
                     streamed=self.streamed,
                 )
             )
         except Exception:  # noqa: BLE001 - a metrics failure must never fail the user's call
-            log.warning("could not record a call metric for %s", model_id, exc_info=True)
+            log.warning("could not record a call metric for %s", attempt.model, exc_info=True)
 
     def emit(self, kind: str, model_id: str, detail: str, *, error: OrchestratorError | None = None) -> None:
         if self.on_event is not None:

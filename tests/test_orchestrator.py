@@ -145,6 +145,7 @@ def test_bad_request_does_not_fall_back(orch: Orchestrator, wire: respx.MockRout
         orch.chat("openai:gpt-4.1-mini", HELLO, temperature=0.5)
     rows = metric_rows(orch)
     assert [(r.model, r.outcome, r.error_kind) for r in rows] == [("openai:gpt-4.1-mini", "error", "bad_request")]
+    assert "Unsupported value" in rows[0].error  # the reason is kept for the models table's "last error"
     assert orch.failures.get("openai:gpt-4.1-mini") is None  # a caller error is not the model's fault
 
 
@@ -226,3 +227,13 @@ def test_test_key_persists_result_and_never_shows_the_key(orch: Orchestrator, wi
     assert FAKE_OPENAI_KEY not in result.detail
     listed = next(k for k in orch.keys.list() if k.id == info.id)
     assert listed.last_test_status == "rejected" and listed.last_tested_at is not None
+
+
+def test_stream_stopped_by_the_reader_is_recorded_as_cancelled(orch: Orchestrator, wire: respx.MockRouter) -> None:
+    wire.post(f"{OPENAI}/chat/completions").respond(
+        headers={"content-type": "text/event-stream"}, content=openai_sse(["one", "two", "three"]))
+    pieces = iter(orch.stream_chat("openai:gpt-4.1-mini", HELLO))
+    assert next(pieces) == "one"
+    pieces.close()  # type: ignore[attr-defined]
+    row = metric_rows(orch)[0]
+    assert (row.outcome, row.error_kind) == ("error", "cancelled") and row.ttft_ms is not None
