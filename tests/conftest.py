@@ -28,3 +28,21 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[No
 @pytest.fixture
 def db_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'test.db'}"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_tls_context() -> Iterator[None]:
+    """Tests build hundreds of httpx clients; loading the CA bundle for each costs ~40 ms."""
+    import httpx._transports.default as transport
+
+    original = transport.create_ssl_context
+    shared = original()
+
+    def create(verify: object = True, cert: object = None, trust_env: bool = True) -> object:
+        if verify is True and cert is None:
+            return shared
+        return original(verify=verify, cert=cert, trust_env=trust_env)  # type: ignore[arg-type]
+
+    transport.create_ssl_context = create  # type: ignore[assignment]
+    yield
+    transport.create_ssl_context = original
