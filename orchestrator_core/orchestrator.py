@@ -313,7 +313,11 @@ class _Call:
     # -- steps -----------------------------------------------------------------------------------
     def skip_if_cooling(self, model_id: str) -> bool:
         """A model in cooldown costs no network attempt: record it as skipped and move on."""
-        entry = self.orch.failures.get(model_id)
+        try:
+            entry = self.orch.failures.get(model_id)
+        except Exception:  # noqa: BLE001 - a broken failure cache must not stop the call itself
+            log.warning("could not read the failure cache for %s", model_id, exc_info=True)
+            return False
         if entry is None:
             return False
         until = entry.until.astimezone().strftime("%H:%M:%S")
@@ -339,7 +343,10 @@ class _Call:
         self.emit("attempt_failed", model_id, exc.message, error=exc)
         if not should_fall_back(exc):
             raise exc  # the caller must fix the request: another model would fail the same way
-        self.orch.manager.record_failure(model_id, exc)
+        try:
+            self.orch.manager.record_failure(model_id, exc)
+        except Exception:  # noqa: BLE001 - as with metrics, bookkeeping never breaks the call
+            log.warning("could not record the failure of %s", model_id, exc_info=True)
         if is_provider_wide(exc, model_id):
             self.dead_providers.add(ModelRef.parse(model_id).provider)
         if isinstance(exc, ProviderError) and not self.fallback:

@@ -237,3 +237,19 @@ def test_stream_stopped_by_the_reader_is_recorded_as_cancelled(orch: Orchestrato
     pieces.close()  # type: ignore[attr-defined]
     row = metric_rows(orch)[0]
     assert (row.outcome, row.error_kind) == ("error", "cancelled") and row.ttft_ms is not None
+
+
+def test_a_broken_failure_cache_never_breaks_the_call(
+    orch: Orchestrator, wire: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OperationalError("SELECT", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(orch.failures, "get", broken)
+    monkeypatch.setattr(orch.failures, "record", broken)
+    wire.route(host="127.0.0.1", port=1234).mock(side_effect=httpx.ConnectError("refused"))
+    wire.post(f"{OPENAI}/chat/completions").respond(json=openai_answer("still here"))
+    result = orch.chat("lmstudio:qwen", HELLO)
+    assert result.text == "still here" and result.fell_back
