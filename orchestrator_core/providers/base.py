@@ -10,7 +10,7 @@ import abc
 import contextlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any, ClassVar
 
 import httpx
@@ -101,7 +101,7 @@ class Provider(abc.ABC):
 
     def stream_events(
         self, method: str, path: str, *, model: str | None = None, **kwargs: Any
-    ) -> Iterator[ServerSentEvent]:
+    ) -> Generator[ServerSentEvent, None, None]:
         """Open an SSE stream; yields events. Transport and status failures become error classes."""
         kwargs["headers"] = {"Accept": "text/event-stream", **(kwargs.get("headers") or {})}
         with self.open_stream(method, path, model=model, **kwargs) as response:

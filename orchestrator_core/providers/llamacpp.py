@@ -142,7 +142,8 @@ class LlamaCppProvider(OpenAICompatibleProvider, LocalHost):
 
 def _router_model(item: dict[str, Any]) -> HostModel:
     name = str(item["id"])
-    status = item.get("status") if isinstance(item.get("status"), dict) else {}
+    raw_status = item.get("status")
+    status: dict[str, Any] = raw_status if isinstance(raw_status, dict) else {}
     value = str(status.get("value") or "")
     if value == "loaded":
         return HostModel(name, ModelState.LOADED)

@@ -17,7 +17,7 @@ class OpenAICompatibleProvider(Provider):
     name = "custom"
     display_name = "OpenAI-compatible endpoint"
     needs_key = False
-    key_env_var = "CUSTOM_API_KEY"
+    key_env_var: ClassVar[str | None] = "CUSTOM_API_KEY"
     chat_path: ClassVar[str] = "/chat/completions"
     models_path: ClassVar[str] = "/models"
     max_tokens_field: ClassVar[str] = "max_tokens"

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, bindparam, case, delete, select
+from sqlalchemy import Select, Table, bindparam, case, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -97,7 +97,7 @@ class FailureCache:
             return int(s.connection().execute(query).rowcount or 0)
 
     def _upsert(self, s: Session, values: dict[str, Any]) -> None:
-        table = ModelFailure.__table__
+        table = cast(Table, ModelFailure.__table__)
         dialect = self.db.dialect
         if dialect in ("sqlite", "postgresql"):
             # One statement, so concurrent records of one model neither duplicate nor race each other.

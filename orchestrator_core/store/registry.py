@@ -7,9 +7,9 @@ import logging
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -133,7 +133,7 @@ class ModelRegistry:
         now = utcnow()
         with self.db.session() as s:
             known = set(s.scalars(select(AIModel.model_id).where(AIModel.model_id.in_(ids))))
-            new = [
+            new: builtins.list[dict[str, Any]] = [
                 {"model_id": i, "provider": provider, "display_name": None, "active": True,
                  "priority": DISCOVERED_PRIORITY, "source": "discovered", "created_at": now, "updated_at": now}
                 for i in ids
@@ -141,10 +141,10 @@ class ModelRegistry:
             ]
             if new:
                 self._insert_ignoring_existing(s, new)
-        return [row["model_id"] for row in new]
+        return [str(row["model_id"]) for row in new]
 
-    def _insert_ignoring_existing(self, s: Session, rows: builtins.list[dict[str, object]]) -> None:
-        table = AIModel.__table__
+    def _insert_ignoring_existing(self, s: Session, rows: builtins.list[dict[str, Any]]) -> None:
+        table = cast(Table, AIModel.__table__)
         if self.db.dialect in ("sqlite", "postgresql"):
             # Two processes discovering at once must not fail on the unique model_id.
             insert = sqlite.insert if self.db.dialect == "sqlite" else postgresql.insert
