@@ -117,22 +117,21 @@ def test_shared_failure_cache_under_8_threads_counts_every_failure_once_and_keep
     # The provider recovers and the operator resets the model while both "processes" keep chatting.
     after_reset: list[OrchestratedResult] = []
     reset_at: list[float] = []
+    finished = [0]
 
     def watch(began: float, result: OrchestratedResult) -> None:
-        if reset_at and began > reset_at[0]:
-            with lock:
+        with lock:
+            finished[0] += 1
+            if not reset_at and finished[0] == THREADS:
+                # The reset happens inside the storm, at a point every run reaches: later calls of
+                # this thread (and of the others) begin after it, on both "processes".
+                state["healthy"] = True
+                first.manager.reset_failed(PRIMARY.model_id)
+                reset_at.append(time.time())
+            elif reset_at and began > reset_at[0]:
                 after_reset.append(result)
 
-    def reset_soon() -> None:
-        time.sleep(0.05)
-        state["healthy"] = True
-        first.manager.reset_failed(PRIMARY.model_id)
-        reset_at.append(time.time())
-
-    resetter = threading.Thread(target=reset_soon)
-    resetter.start()
     errors = hammer([first, second], PRIMARY.model_id, STORM_CALLS, watch)
-    resetter.join()
     assert errors == []
     assert after_reset, "some calls started after the reset"
     # No lost reset: every call that began after it went to the primary model, none was skipped.
