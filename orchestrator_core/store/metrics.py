@@ -1,13 +1,18 @@
 """Call metrics: a non-blocking recorder and the SQL aggregations behind the charts.
 
-``MetricsRecorder.record`` only puts the row on a queue; a daemon thread batches inserts. Readers
-call ``recorder.flush()`` first when they must see the newest rows. Every query aggregates in SQL
-(GROUP BY, window functions, index walks) and returns only aggregates. Percentiles use the
-nearest-rank method: the value at rank ceil(p/100 * n) among n values sorted ascending.
+``MetricsRecorder.record`` only puts the row on a queue; a daemon thread batches inserts, and in the
+same transaction adds the batch to the per-minute and per-hour rollups (store/rollup.py). Readers call
+``recorder.flush()`` first when they must see the newest rows. Every query aggregates in SQL and
+returns only aggregates.
 
-Cost on SQLite with 1,000,000 rows: model_stats and the counting queries answer from covering
-indexes in well under a second; the per-bucket series sort the rows in their time range (window
-functions), which takes seconds only when that range holds most of the million rows.
+``model_stats`` and ``iter_export`` read call_metrics itself: exact nearest-rank percentiles (the
+value at rank ceil(p/100 * n) among n values sorted ascending) over a recent window, walking a
+covering index. The chart queries (series, histogram, outcomes, fallbacks, summary) read the rollups:
+their ranges are whole minutes (since floored, until ceiled to the minute) and their p50/p95 are
+estimates interpolated inside a log-spaced histogram bucket (rollup.estimate_percentile).
+
+Cost on SQLite with 1,000,000 rows over 7 days (bench/metrics_queries.py): every chart query answers
+a 7-day range in well under 100 ms; model_stats over 24 hours takes about 0.2 s.
 """
 
 from __future__ import annotations
@@ -26,12 +31,10 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Integer,
-    Select,
     and_,
     case,
     cast,
     func,
-    insert,
     literal,
     or_,
     select,
@@ -41,8 +44,9 @@ from sqlalchemy import exc as sa_exc
 
 from ..errors import InputError
 from ..types import Attempt
+from . import rollup
 from .db import Database
-from .tables import CallMetric
+from .tables import LATENCY_BUCKETS, TTFT_BUCKETS, CallMetric
 
 log = logging.getLogger("orchestrator_core.metrics")
 
@@ -98,16 +102,22 @@ class MetricRow:
 # Recording
 
 _STOP = object()
+# What rollup.aggregate raises for a row whose values are not numbers (or an infinite time).
+_MALFORMED = (TypeError, ValueError, KeyError, ArithmeticError)
 _WARN_AFTER_FAILURES = 3
+_MAX_BATCH = 5000
 _MAX_BACKOFF_S = 2.0
 
 
 class MetricsRecorder:
     """Queue rows from any thread; one daemon thread writes them in batches and never drops them."""
 
-    def __init__(self, db: Database, *, first_backoff_s: float = 0.05) -> None:
+    def __init__(self, db: Database, *, first_backoff_s: float = 0.05, batch_window_s: float = 0.2) -> None:
         self.db = db
         self.first_backoff_s = first_backoff_s
+        # Rows arriving within this window share one transaction: a commit per call would cost the
+        # calling threads several milliseconds of GIL and disk time each. flush() skips the wait.
+        self.batch_window_s = batch_window_s
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="orchestrator-metrics-writer", daemon=True)
@@ -155,6 +165,8 @@ class MetricsRecorder:
         failures = 0
         while True:
             stopping = self._collect(pending, waiters, block=not pending) or stopping
+            if pending and not waiters and not stopping:
+                stopping = self._gather(pending, waiters)
             if pending:
                 try:
                     self._write(pending)
@@ -172,6 +184,22 @@ class MetricsRecorder:
             waiters.clear()
             if stopping:
                 return
+
+    def _gather(self, pending: list[dict[str, Any]], waiters: list[threading.Event]) -> bool:
+        """Keep collecting for batch_window_s, or until a flush, a stop or a full batch; True on stop."""
+        deadline = time.monotonic() + self.batch_window_s
+        while len(pending) < _MAX_BATCH and not waiters:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            try:
+                item = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                return False
+            self._queue.put(item)  # let _collect sort it with everything else that is queued
+            if self._collect(pending, waiters, block=False):
+                return True
+        return False
 
     def _collect(self, pending: list[dict[str, Any]], waiters: list[threading.Event], *, block: bool) -> bool:
         """Move everything queued into pending/waiters; True when a stop was requested."""
@@ -195,8 +223,13 @@ class MetricsRecorder:
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
         try:
+            sums = rollup.aggregate(rows)
+        except _MALFORMED as exc:
+            self._write_one_by_one(rows, exc)
+            return
+        try:
             with self.db.engine.begin() as conn:
-                conn.execute(insert(CallMetric), rows)
+                rollup.write_batch(conn, rows, sums)  # raw rows and rollup commit or roll back together
         except (sa_exc.IntegrityError, sa_exc.DataError) as exc:
             self._write_one_by_one(rows, exc)
         except sa_exc.StatementError as exc:
@@ -210,8 +243,8 @@ class MetricsRecorder:
         while rows:
             try:
                 with self.db.engine.begin() as conn:
-                    conn.execute(insert(CallMetric), rows[:1])
-            except (sa_exc.IntegrityError, sa_exc.DataError):
+                    rollup.write_batch(conn, rows[:1])
+            except (sa_exc.IntegrityError, sa_exc.DataError, *_MALFORMED):
                 bad += 1
             except sa_exc.StatementError as row_exc:
                 if isinstance(row_exc, sa_exc.DBAPIError):
@@ -273,28 +306,6 @@ def _floor(db: Database, value: ColumnElement[Any]) -> ColumnElement[Any]:
     if db.dialect == "sqlite":
         return cast(value, Integer)
     return func.floor(value)  # PostgreSQL's CAST rounds, so it would shift bucket edges
-
-
-def _percentiles(source: Any, value: str, keys: Sequence[str]) -> Select[Any]:
-    """Per group of keys: count, p50 and p95 of source.c[value] (nearest rank, in SQL)."""
-    part = [source.c[k] for k in keys]
-    ranked = select(
-        *part,
-        source.c[value].label("v"),
-        func.row_number().over(partition_by=part, order_by=source.c[value]).label("rn"),
-        func.count().over(partition_by=part).label("n"),
-    ).subquery()
-    group = [ranked.c[k] for k in keys]
-
-    def rank(p: int) -> ColumnElement[Any]:
-        # ceil(p * n / 100) in integer arithmetic, which SQLite and PostgreSQL both do the same way.
-        return func.max(case((ranked.c.rn == (ranked.c.n * p + 99) // 100, ranked.c.v)))
-
-    return (
-        select(*group, func.max(ranked.c.n).label("calls"), rank(50).label("p50_ms"), rank(95).label("p95_ms"))
-        .group_by(*group)
-        .order_by(*group)
-    )
 
 
 def model_stats(db: Database, since: float | None = None) -> dict[str, ModelStats]:
@@ -395,88 +406,96 @@ def _last_errors(conn: Connection, since: float | None) -> dict[str, tuple[str |
     return {model: (kind, error, ts) for model, kind, error, ts in conn.execute(query)}
 
 
-def _series(db: Database, column: Any, conditions: list[Any], bucket_s: float) -> list[dict[str, Any]]:
+# -- chart queries: they read the rollups (store/rollup.py), never every row --------------------------
+# Their ranges work on whole minutes: since is floored and until ceiled to the minute, so a range
+# holds every call of the minutes it touches.
+
+
+def _series(
+    db: Database, count: str, buckets: Sequence[str], where: rollup.Where, since: float | None,
+    until: float | None, bucket_s: float,
+) -> list[dict[str, Any]]:
+    """Per time bucket and model: summed counts and p50/p95 estimated from the summed histogram."""
     if bucket_s <= 0:
         raise InputError(f"The time bucket must be positive; got {bucket_s} s.")
+    columns = [count, *buckets]
+    # Hour rows fit in a bucket only when buckets start on whole hours.
+    whole_hours = float(bucket_s).is_integer() and int(bucket_s) % rollup.HOUR.seconds == 0
+    rows = rollup.covering(["model", *columns], since, until, where, hours=whole_hours)
     size = literal(float(bucket_s))
-    bucket = (_floor(db, CallMetric.ts / size) * size).label("bucket")
-    source = select(bucket, CallMetric.model, column.label("value")).where(*conditions).subquery()
-    query = _percentiles(source, "value", ["bucket", "model"])
+    # Another subquery, so GROUP BY names the bucket instead of repeating an expression with its own
+    # parameter (PostgreSQL would not see the two as the same expression).
+    source = select((_floor(db, rows.c.start / size) * size).label("bucket"), rows.c.model,
+                    *(rows.c[c] for c in columns)).subquery()
+    keys = (source.c.bucket, source.c.model)
+    query = select(*keys, *(func.sum(source.c[c]) for c in columns)).group_by(*keys).order_by(*keys)
     with db.engine.connect() as conn:
-        return [
-            {"bucket": float(r.bucket), "model": r.model, "calls": int(r.calls),
-             "p50_ms": float(r.p50_ms), "p95_ms": float(r.p95_ms)}
-            for r in conn.execute(query)
-        ]
+        groups = conn.execute(query).all()
+    series = []
+    for bucket, model, calls, *counts in groups:
+        histogram = [int(n) for n in counts]
+        series.append({"bucket": float(bucket), "model": model, "calls": int(calls),
+                       "p50_ms": rollup.estimate_percentile(histogram, 50),
+                       "p95_ms": rollup.estimate_percentile(histogram, 95)})
+    return series
 
 
 def latency_series(db: Database, since: float | None, until: float | None, bucket_s: float) -> list[dict[str, Any]]:
-    """Per time bucket and model: successful attempts and their p50/p95 latency."""
-    conditions = [CallMetric.outcome == "ok", *_range(since, until)]
-    return _series(db, CallMetric.latency_ms, conditions, bucket_s)
+    """Per time bucket and model: successful attempts and their p50/p95 latency (histogram estimates).
+
+    Buckets start at multiples of bucket_s and hold whole minutes; p50/p95 are interpolated inside the
+    log-spaced histogram bucket that holds the exact value (see rollup.estimate_percentile).
+    """
+    return _series(db, "calls", LATENCY_BUCKETS, lambda t: [t.c.outcome == "ok"], since, until, bucket_s)
 
 
 def ttft_series(db: Database, since: float | None, until: float | None, bucket_s: float) -> list[dict[str, Any]]:
-    """Per time bucket and model: p50/p95 time to first token of attempts that measured it."""
-    conditions = [CallMetric.ttft_ms.is_not(None), *_range(since, until)]
-    return _series(db, CallMetric.ttft_ms, conditions, bucket_s)
+    """Per time bucket and model: p50/p95 time to first token of attempts that measured it (estimates)."""
+    return _series(db, "ttft_count", TTFT_BUCKETS, lambda t: [t.c.ttft_count > 0], since, until, bucket_s)
 
 
 def latency_histogram(
     db: Database, since: float | None, until: float | None, bins: int = 30
 ) -> list[dict[str, Any]]:
-    """Latency of successful attempts in `bins` equal bins shared by all models (empty bins included)."""
-    if bins < 1:
-        raise InputError(f"A histogram needs at least 1 bin; got {bins}.")
-    conditions = [CallMetric.outcome == "ok", *_range(since, until)]
+    """Latency of successful attempts per model in the rollups' log-spaced buckets, shared by all models.
+
+    `bins` is accepted for compatibility and ignored: the buckets are tables.HISTOGRAM_BOUNDS_MS. The
+    list runs from the first to the last bucket any model uses (empty ones between included); the
+    overflow bucket past the last bound is given the width of its start.
+    """
+    rows = rollup.covering(["model", *LATENCY_BUCKETS], since, until, lambda t: [t.c.outcome == "ok"])
+    query = select(rows.c.model, *(func.sum(rows.c[c]) for c in LATENCY_BUCKETS)).group_by(rows.c.model)
     with db.engine.connect() as conn:
-        low, high = conn.execute(
-            select(func.min(CallMetric.latency_ms), func.max(CallMetric.latency_ms)).where(*conditions)
-        ).one()
-        if low is None:
-            return []
-        low, high = float(low), float(high)
-        width = (high - low) / bins if high > low else 1.0
-        index = _floor(db, (CallMetric.latency_ms - literal(low)) / literal(width))
-        clipped = case((index >= bins, bins - 1), else_=index).label("bin")  # the maximum lands in the last bin
-        source = select(CallMetric.model, clipped).where(*conditions).subquery()
-        query = select(source.c.model, source.c.bin, func.count()).group_by(source.c.model, source.c.bin)
-        counts = {(model, int(b)): int(n) for model, b, n in conn.execute(query)}
-    models = sorted({model for model, _ in counts})
-    return [
-        {"model": model, "bin_start_ms": low + b * width, "bin_end_ms": low + (b + 1) * width,
-         "count": counts.get((model, b), 0)}
-        for model in models
-        for b in range(bins)
-    ]
+        counts = {model: [int(n) for n in row] for model, *row in conn.execute(query.order_by(rows.c.model))}
+    used = [i for i in range(len(LATENCY_BUCKETS)) if any(c[i] for c in counts.values())]
+    if not used:
+        return []
+    histogram = []
+    for model, model_counts in counts.items():
+        for index in range(used[0], used[-1] + 1):
+            start, end = rollup.bucket_edges(index)
+            histogram.append({"model": model, "bin_start_ms": start, "bin_end_ms": end, "count": model_counts[index]})
+    return histogram
 
 
 def calls_by_outcome(db: Database, since: float | None, until: float | None) -> list[dict[str, Any]]:
     """Attempts per model, outcome and error kind (skipped ones included; ok ones have no error kind)."""
-    ok = (
-        select(CallMetric.model, func.count())
-        .where(CallMetric.outcome == "ok", *_range(since, until))
-        .group_by(CallMetric.model)
-    )
-    # Only the few failed/skipped rows need their error_kind read from the table itself.
-    keys = (CallMetric.model, CallMetric.outcome, CallMetric.error_kind)
-    other = select(*keys, func.count()).where(CallMetric.outcome != "ok", *_range(since, until)).group_by(*keys)
+    rows = rollup.covering(["model", "outcome", "error_kind", "calls"], since, until)
+    keys = (rows.c.model, rows.c.outcome, rows.c.error_kind)
+    query = select(*keys, func.sum(rows.c.calls)).group_by(*keys).order_by(*keys)
     with db.engine.connect() as conn:
-        rows = [(model, "ok", None, n) for model, n in conn.execute(ok)]
-        rows += [tuple(r) for r in conn.execute(other)]
-    rows.sort(key=lambda r: (r[0], r[1], r[2] or ""))
-    return [{"model": m, "outcome": o, "error_kind": k, "calls": int(n)} for m, o, k, n in rows]
+        return [
+            {"model": model, "outcome": outcome, "error_kind": kind or None, "calls": int(calls)}
+            for model, outcome, kind, calls in conn.execute(query)
+        ]
 
 
 def fallback_flows(db: Database, since: float | None, until: float | None) -> list[dict[str, Any]]:
     """Attempts made as a fallback: from which model to which, with what outcome."""
-    keys = (CallMetric.fallback_from, CallMetric.model, CallMetric.outcome)
-    query = (
-        select(*keys, func.count().label("calls"))
-        .where(CallMetric.fallback_from.is_not(None), *_range(since, until))
-        .group_by(*keys)
-        .order_by(*keys)
-    )
+    rows = rollup.covering(["fallback_from", "model", "outcome", "calls"], since, until,
+                           lambda t: [t.c.fallback_from != ""])
+    keys = (rows.c.fallback_from, rows.c.model, rows.c.outcome)
+    query = select(*keys, func.sum(rows.c.calls)).group_by(*keys).order_by(*keys)
     with db.engine.connect() as conn:
         return [
             {"source": source, "target": target, "outcome": outcome, "calls": int(calls)}
@@ -485,28 +504,25 @@ def fallback_flows(db: Database, since: float | None, until: float | None) -> li
 
 
 def summary(db: Database, since: float | None = None) -> dict[str, int]:
-    """Totals since a time: attempts made, ok, errors, requests, requests answered by a fallback."""
-    by_outcome = select(CallMetric.outcome, func.count()).where(*_range(since)).group_by(CallMetric.outcome)
-    # SQLite would pick the ts index and de-duplicate in a temp b-tree (seconds at 1M rows); "ts + 0"
-    # makes it walk the (request_id, ts) index in order instead, which needs no sort at all.
-    ts = CallMetric.ts + 0 if db.dialect == "sqlite" else CallMetric.ts
-    requests = select(func.count(CallMetric.request_id.distinct()))
-    if since is not None:
-        requests = requests.where(ts >= since)
-    # The outcome test sits inside the CASE so the planner uses the small fallback_from index.
-    answered = case((CallMetric.outcome == "ok", CallMetric.request_id))
-    fallbacks = select(func.count(answered.distinct())).where(CallMetric.fallback_from.is_not(None), *_range(since))
+    """Totals since a time: attempts made, ok, errors, requests, requests answered by a fallback.
+
+    requests counts first attempts (one per request); fallbacks counts successful fallback attempts
+    (a request is answered at most once, so that is the requests a fallback answered).
+    """
+    rows = rollup.covering(["outcome", "fallback_from", "calls", "first_attempts"], since, None)
+    by_fallback = case((rows.c.fallback_from != "", rows.c.calls), else_=0)
+    query = select(rows.c.outcome, func.sum(rows.c.calls), func.sum(rows.c.first_attempts), func.sum(by_fallback))
     with db.engine.connect() as conn:
-        counts = {outcome: int(n) for outcome, n in conn.execute(by_outcome)}
-        request_count = conn.execute(requests).scalar_one()
-        answered_by_fallback = conn.execute(fallbacks).scalar_one()
+        totals = {outcome: (int(calls), int(first), int(fallback))
+                  for outcome, calls, first, fallback in conn.execute(query.group_by(rows.c.outcome))}
+    ok, errors, skipped = (totals.get(outcome, (0, 0, 0)) for outcome in OUTCOMES)
     return {
-        "calls": counts.get("ok", 0) + counts.get("error", 0),
-        "ok": counts.get("ok", 0),
-        "errors": counts.get("error", 0),
-        "skipped": counts.get("skipped", 0),
-        "requests": int(request_count or 0),
-        "fallbacks": int(answered_by_fallback or 0),
+        "calls": ok[0] + errors[0],
+        "ok": ok[0],
+        "errors": errors[0],
+        "skipped": skipped[0],
+        "requests": sum(first for _, first, _ in totals.values()),
+        "fallbacks": ok[2],
     }
 
 

@@ -6,7 +6,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
+    Column,
     DateTime,
     Dialect,
     Float,
@@ -14,11 +16,26 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Upper bounds (ms, inclusive) of the log-spaced histogram buckets of the metric rollups; one more
+# bucket holds everything above the last bound. Changing them changes the columns: a new migration.
+HISTOGRAM_BOUNDS_MS: tuple[float, ...] = (
+    5, 10, 20, 35, 50, 75, 100, 150, 200, 300, 400, 500, 750, 1000, 1500, 2000, 3000, 4000, 5000, 7500,
+    10000, 15000, 20000, 30000, 60000, 120000,
+)
+LATENCY_BUCKETS = tuple(f"lat_b{i:02d}" for i in range(len(HISTOGRAM_BOUNDS_MS) + 1))
+TTFT_BUCKETS = tuple(f"ttft_b{i:02d}" for i in range(len(HISTOGRAM_BOUNDS_MS) + 1))
+# What, besides its minute or hour, identifies one rollup row. error_kind and fallback_from hold ''
+# for "none": NULLs never collide in a unique constraint, so an upsert would insert a new row every time.
+ROLLUP_DIMENSIONS = ("model", "provider", "outcome", "error_kind", "fallback_from", "streamed")
+ROLLUP_SUMS = ("calls", "latency_ms_sum", "ttft_count", "ttft_ms_sum", "prompt_tokens_sum", "completion_tokens_sum",
+               "first_attempts", *LATENCY_BUCKETS, *TTFT_BUCKETS)
 
 # Named constraints so later migrations can alter them on every backend (SQLite batch mode needs names).
 NAMING_CONVENTION = {
@@ -129,3 +146,50 @@ class ModelFailure(Base):
     since: Mapped[datetime] = mapped_column(UTCDateTime)
     until: Mapped[datetime] = mapped_column(UTCDateTime)
     failure_count: Mapped[int] = mapped_column(Integer, default=1)
+
+
+def _rollup_table(name: str, period: str) -> Table:
+    """call_metrics summed per period (epoch seconds of its start) and dimensions; see store/rollup.py."""
+
+    def count(column: str) -> Column[int]:
+        return Column(column, Integer, nullable=False, default=0)
+
+    return Table(
+        name,
+        Base.metadata,
+        Column("id", Integer, primary_key=True),
+        Column(period, BigInteger, nullable=False),
+        Column("model", String(255), nullable=False),
+        Column("provider", String(64), nullable=False),
+        Column("outcome", String(16), nullable=False),
+        Column("error_kind", String(64), nullable=False),
+        Column("fallback_from", String(255), nullable=False),
+        Column("streamed", Boolean, nullable=False),
+        count("calls"),
+        Column("latency_ms_sum", Float, nullable=False, default=0.0),
+        count("ttft_count"),
+        Column("ttft_ms_sum", Float, nullable=False, default=0.0),
+        Column("prompt_tokens_sum", BigInteger, nullable=False, default=0),
+        Column("completion_tokens_sum", BigInteger, nullable=False, default=0),
+        count("first_attempts"),  # rows without fallback_from: one per request
+        *(count(column) for column in LATENCY_BUCKETS + TTFT_BUCKETS),  # values per HISTOGRAM_BOUNDS_MS bucket
+        UniqueConstraint(period, *ROLLUP_DIMENSIONS, name=f"uq_{name}_key"),
+        Index(f"ix_{name}_{period}", period),
+    )
+
+
+call_metrics_minute = _rollup_table("call_metrics_minute", "minute")
+# The same per hour: a week of charts reads a few ten thousand rows instead of a few hundred thousand.
+call_metrics_hour = _rollup_table("call_metrics_hour", "hour")
+
+
+class CallMetricMinute(Base):
+    """call_metrics per minute, kept by the metrics writer in the same transaction as the rows."""
+
+    __table__ = call_metrics_minute
+
+
+class CallMetricHour(Base):
+    """call_metrics per hour, kept the same way."""
+
+    __table__ = call_metrics_hour

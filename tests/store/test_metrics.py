@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, func, select
 
-from orchestrator_core.store import Database, MetricRow, MetricsRecorder, metrics
+from orchestrator_core.store import Database, MetricRow, MetricsRecorder, metrics, rollup
 from orchestrator_core.store.tables import CallMetric
 from orchestrator_core.types import Attempt
 
@@ -182,15 +182,23 @@ def test_model_stats_since_only_counts_newer_calls(seeded: Database) -> None:
     assert metrics.model_stats(seeded, since=5000) == {}
 
 
+def _in_bucket_of(estimate: float, exact: float) -> bool:
+    """The histogram estimate lies in the log bucket that holds the exact nearest-rank value."""
+    low, high = rollup.bucket_edges(rollup.bucket_index(exact))
+    return low <= estimate <= high
+
+
 def test_latency_series_buckets_successful_attempts(db: Database, recorder: MetricsRecorder) -> None:
     for ts, latency in ((120, 10), (130, 30), (170, 20), (185, 5)):
         recorder.record(_ok("openai:a", latency, ts=ts))
     recorder.record(MetricRow(model="openai:a", outcome="error", latency_ms=999, ts=125))
     assert recorder.flush()
-    assert metrics.latency_series(db, None, None, 60) == [
-        {"bucket": 120.0, "model": "openai:a", "calls": 3, "p50_ms": 20.0, "p95_ms": 30.0},
-        {"bucket": 180.0, "model": "openai:a", "calls": 1, "p50_ms": 5.0, "p95_ms": 5.0},
-    ]
+    first, second = metrics.latency_series(db, None, None, 60)
+    assert (first["bucket"], first["model"], first["calls"]) == (120.0, "openai:a", 3)  # the error is left out
+    # Exact nearest rank: p50 = 20 ms in (10, 20], p95 = 30 ms in (20, 35]; interpolated inside those buckets.
+    assert _in_bucket_of(first["p50_ms"], 20.0) and _in_bucket_of(first["p95_ms"], 30.0)
+    assert (first["p50_ms"], first["p95_ms"]) == (pytest.approx(15.0), pytest.approx(32.75))
+    assert (second["bucket"], second["calls"], second["p50_ms"], second["p95_ms"]) == (180.0, 1, 2.5, 4.75)
     assert [r["bucket"] for r in metrics.latency_series(db, 100, 180, 60)] == [120.0]
 
 
@@ -199,19 +207,22 @@ def test_ttft_series_uses_only_rows_that_measured_it(db: Database, recorder: Met
     recorder.record(_ok("openai:a", 100, ts=20, ttft_ms=60.0))
     recorder.record(_ok("openai:a", 100, ts=30))
     assert recorder.flush()
-    assert metrics.ttft_series(db, 0, 100, 3600) == [
-        {"bucket": 0.0, "model": "openai:a", "calls": 2, "p50_ms": 40.0, "p95_ms": 60.0}
-    ]
+    [point] = metrics.ttft_series(db, 0, 100, 3600)
+    assert (point["bucket"], point["model"], point["calls"]) == (0.0, "openai:a", 2)
+    assert _in_bucket_of(point["p50_ms"], 40.0) and _in_bucket_of(point["p95_ms"], 60.0)
+    assert (point["p50_ms"], point["p95_ms"]) == (50.0, 72.5)
 
 
-def test_latency_histogram_shares_bins_across_models(seeded: Database) -> None:
-    bins = metrics.latency_histogram(seeded, None, None, bins=5)  # 5..100 ms -> width 19 ms
-    assert len(bins) == 10  # 5 bins for each of the 2 models, empty ones included
+def test_latency_histogram_uses_the_log_buckets_shared_by_all_models(seeded: Database) -> None:
+    bins = metrics.latency_histogram(seeded, None, None, bins=5)  # bins is ignored: the rollup's buckets
+    # From the first to the last bucket any model uses: 5 ms (ollama:b) .. 100 ms (openai:a).
+    edges = [(b["bin_start_ms"], b["bin_end_ms"]) for b in bins if b["model"] == "openai:a"]
+    assert edges == [(0.0, 5.0), (5.0, 10.0), (10.0, 20.0), (20.0, 35.0), (35.0, 50.0), (50.0, 75.0), (75.0, 100.0)]
     a = [b["count"] for b in bins if b["model"] == "openai:a"]
-    assert a == [2, 2, 2, 2, 2]  # [5,24): 10,20 | [24,43): 30,40 | [43,62): 50,60 | [62,81): 70,80 | 90,100
+    assert a == [0, 1, 1, 1, 2, 2, 3]  # 10 | 20 | 30 | 40,50 | 60,70 | 80,90,100 (upper bounds inclusive)
     b = [b["count"] for b in bins if b["model"] == "ollama:b"]
-    assert b == [3, 0, 0, 0, 0]
-    assert (bins[0]["bin_start_ms"], bins[0]["bin_end_ms"], bins[-1]["bin_end_ms"]) == (5.0, 24.0, 100.0)
+    assert b == [1, 2, 0, 0, 0, 0, 0]  # 5 | 7,9
+    assert [b["model"] for b in bins[:1] + bins[-1:]] == ["ollama:b", "openai:a"]
     assert metrics.latency_histogram(seeded, 9000, None) == []
 
 
