@@ -15,7 +15,7 @@ run: $(STAMP)
 	$(PY) -m streamlit run streamlit_app.py
 
 test: $(STAMP)
-	$(PY) -m pytest --cov=orchestrator_core --cov-report=term --cov-fail-under=85
+	$(PY) -m pytest -n auto --cov=orchestrator_core --cov-report=term --cov-fail-under=85
 
 bench: $(STAMP)
 	$(PY) bench/overhead.py

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,9 +26,22 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[No
     yield
 
 
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One database migrated to head per test session; tests get copies (migrating costs ~0.3 s)."""
+    from orchestrator_core.store import Database
+
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    Database.open(f"sqlite:///{path}").dispose()
+    return path
+
+
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'test.db'}"
+def db_url(tmp_path: Path, migrated_template: Path) -> str:
+    """A fresh, already migrated SQLite database for this test."""
+    target = tmp_path / "test.db"
+    shutil.copyfile(migrated_template, target)
+    return f"sqlite:///{target}"
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -20,7 +20,7 @@ from tests.faults.fault_server import FaultServer
 from tests.faults.wire import FAKE_KEYS, SHAPES
 from tests.helpers import settings
 
-# Short timeouts keep a timeout row under ~0.3 s; loopback answers in well under 10 ms.
+# Short timeouts keep a timeout row under ~0.3 s; only rows about timeouts use them (see ROOMY).
 FAST = {
     "connect_timeout_s": 0.1,
     "read_timeout_s": 0.2,
@@ -31,6 +31,9 @@ FAST = {
     "failure_cooldown_s": 60.0,
     "max_fallback_hops": 2,
 }
+# Every other row: timeouts far above any loopback answer, so a loaded CI machine (coverage, two
+# workers) never turns a slow healthy answer into a false timeout.
+ROOMY = {**FAST, "connect_timeout_s": 2.0, "read_timeout_s": 5.0, "status_timeout_s": 2.0, "load_timeout_s": 5.0}
 TEMPLATE_MODELS = {"custom:healthy": 10, "openai:healthy": 20}
 
 

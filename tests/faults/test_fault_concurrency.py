@@ -50,6 +50,7 @@ def hammer(
     return errors
 
 
+@pytest.mark.no_cover  # load tests: their paths are covered elsewhere, tracing 2,000 calls triples the time
 def test_8_threads_x_250_chats_keep_all_2000_metric_rows(
     server: FaultServer, make_orch: OrchFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -73,6 +74,7 @@ def test_8_threads_x_250_chats_keep_all_2000_metric_rows(
     assert_nothing_left_behind(server, baseline)
 
 
+@pytest.mark.no_cover  # load tests: their paths are covered elsewhere, tracing 2,000 calls triples the time
 def test_shared_failure_cache_under_8_threads_counts_every_failure_once_and_keeps_resets(
     server: FaultServer, make_orch: OrchFactory, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -33,7 +33,7 @@ from orchestrator_core.errors import (
 )
 from orchestrator_core.orchestrator import Orchestrator
 from orchestrator_core.types import OrchestratedResult
-from tests.faults.conftest import OrchFactory, assert_nothing_left_behind, metric_rows, running_threads
+from tests.faults.conftest import FAST, ROOMY, OrchFactory, assert_nothing_left_behind, metric_rows, running_threads
 from tests.faults.fault_server import DNS_FAILURE_URL, Blackhole, FaultServer, RefusedPort, Reply
 from tests.faults.wire import (
     HELLO,
@@ -78,6 +78,13 @@ class Row:
     cause: type[OrchestratorError] | None = None  # StreamInterruptedError: the underlying failure
     retry_after: float | None = None
     note: str | None = None  # a result note a working call must carry
+
+    @property
+    def about_timing(self) -> bool:
+        """Rows whose fault is a timeout or a stall need the short timeouts; the rest get roomy ones."""
+        timeouts = (ProviderTimeoutError, ModelLoadTimeoutError)
+        return (self.error in timeouts or self.cause in timeouts or self.socket == "blackhole"
+                or "timeout" in self.id or "stall" in self.id or "never-finishes" in self.id)
 
     @property
     def error_kind(self) -> str | None:
@@ -356,7 +363,8 @@ def test_fault(row: Row, server: FaultServer, make_orch: OrchFactory) -> None:
     stack: list[Any] = []
     base_urls = socket_base(row, stack)
     baseline = running_threads()
-    options: dict[str, Any] = {"base_urls": base_urls, "local_hosts": ("lmstudio",) if row.shape == "lmstudio" else ()}
+    options: dict[str, Any] = {**(FAST if row.about_timing else ROOMY), "base_urls": base_urls,
+                               "local_hosts": ("lmstudio",) if row.shape == "lmstudio" else ()}
     if shape.provider == "custom":
         options["inactive"] = ("custom:healthy",)
     orchs = [make_orch(**options), make_orch(**options)]

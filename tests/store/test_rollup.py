@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import importlib
 import math
 import random
@@ -207,7 +209,8 @@ def test_other_dialects_update_then_insert(db: Database, monkeypatch: pytest.Mon
     _assert_rollups_match(db, raw)
 
 
-def test_migration_0002_backfills_a_database_created_at_0001(db_url: str) -> None:
+def test_migration_0002_backfills_a_database_created_at_0001(tmp_path: Path) -> None:
+    db_url = f"sqlite:///{tmp_path / 'at-0001.db'}"  # an empty file, not the migrated template
     command.upgrade(alembic_config(url=db_url), "0001")
     engine = create_engine(db_url)
     with engine.begin() as conn:
