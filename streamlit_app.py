@@ -5,7 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from console import gate, state
+from orchestrator_core.config import load_env_file
 
+load_env_file()  # before the gate: CONSOLE_PASSWORD may live in .env, not only in the environment
 st.set_page_config(page_title="LLM orchestrator", page_icon="🛰️", layout="wide")
 
 # The screens live in app_pages/, not pages/: a folder named pages/ next to this file switches Streamlit to its

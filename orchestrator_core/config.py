@@ -69,10 +69,7 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None, *, dotenv_path: str | None = ".env") -> Settings:
         """Read settings from ``environ`` (default: os.environ after loading an optional .env file)."""
         if environ is None:
-            if dotenv_path and Path(dotenv_path).is_file():
-                from dotenv import load_dotenv
-
-                load_dotenv(dotenv_path, override=False)
+            load_env_file(dotenv_path)
             environ = os.environ
         env = {k: v for k, v in environ.items() if v is not None and v.strip() != ""}
 
@@ -109,6 +106,14 @@ class Settings:
             fallback_enabled=env.get("FALLBACK_ENABLED", "true").lower() not in ("0", "false", "no", "off"),
             local_hosts=_hosts(env.get("LOCAL_HOSTS")),
         )
+
+
+def load_env_file(path: str | None = ".env") -> None:
+    """Load a .env file into os.environ (real environment variables win); nothing if it is absent."""
+    if path and Path(path).is_file():
+        from dotenv import load_dotenv
+
+        load_dotenv(path, override=False)
 
 
 def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.001) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import respx
 from streamlit.testing.v1 import AppTest
@@ -48,6 +50,19 @@ def test_password_hides_every_page_until_it_is_typed(monkeypatch: pytest.MonkeyP
     assert titles(at) == ["🔑 API keys"]
     at.button(key="lock_console").click().run()
     assert titles(at) == ["🔒 Operator console"]
+
+
+def test_a_password_set_only_in_dotenv_locks_the_first_request(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("CONSOLE_PASSWORD", "")  # registers an undo, so what .env loads is removed afterwards
+    monkeypatch.delenv("CONSOLE_PASSWORD")
+    (tmp_path / ".env").write_text("CONSOLE_PASSWORD=from-dotenv\n")  # tests run in tmp_path
+    at = app()
+    assert not at.exception
+    assert titles(at) == ["🔒 Operator console"]
+    try_password(at, "from-dotenv")
+    assert titles(at) == ["🏠 Overview"]
 
 
 def test_five_wrong_passwords_lock_sign_in_for_every_session(monkeypatch: pytest.MonkeyPatch) -> None:
