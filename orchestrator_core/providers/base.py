@@ -62,6 +62,11 @@ class Provider(abc.ABC):
         try:
             models = self.list_models()
         except AuthenticationError as exc:
+            if exc.status_code == 403:
+                # Restricted project keys may not list models yet chat fine, and a 403 can mean an
+                # API not enabled for the project: the key itself was not refused.
+                detail = f"{exc.message} The key may be valid but not allowed to list models; try a chat."
+                return KeyTestResult(KeyCheck.UNVERIFIED, detail, _ms(started))
             return KeyTestResult(KeyCheck.REJECTED, exc.message, _ms(started))
         except OrchestratorError as exc:
             return KeyTestResult(KeyCheck.UNVERIFIED, exc.message, _ms(started))

@@ -272,3 +272,13 @@ def test_openai_http_errors_map_to_classes(
     with pytest.raises(expected) as info:
         provider.chat("gpt-9", HELLO, ChatParams())
     assert info.value.status_code == status
+
+
+def test_openai_test_key_403_on_models_is_could_not_verify_not_rejected() -> None:
+    base = "https://api.openai.com/v1"
+    with respx.mock(base_url=base) as wire, httpx.Client(base_url=base) as c:
+        wire.get("/models").respond(403, json={"error": {"message": "You have insufficient permissions for this "
+                                                          "operation. Missing scopes: api.model.read."}})
+        result = OpenAIProvider(c, api_key="sk-proj-restricted-123456").test_key()
+    assert result.status is KeyCheck.UNVERIFIED
+    assert "not allowed to list models" in result.detail
