@@ -37,6 +37,7 @@ class Provider(abc.ABC):
     needs_key: ClassVar[bool] = True
     local: ClassVar[bool] = False
     key_env_var: ClassVar[str | None] = None
+    forbidden_list_means_restricted: ClassVar[bool] = False  # a 403 on list-models is not a bad key
 
     def __init__(self, client: httpx.Client, api_key: str | None = None, **options: Any) -> None:
         self.client = client
@@ -62,9 +63,9 @@ class Provider(abc.ABC):
         try:
             models = self.list_models()
         except AuthenticationError as exc:
-            if exc.status_code == 403:
-                # Restricted project keys may not list models yet chat fine, and a 403 can mean an
-                # API not enabled for the project: the key itself was not refused.
+            if exc.status_code == 403 and self.forbidden_list_means_restricted:
+                # OpenAI's restricted project keys may not list models yet chat fine: the key itself
+                # was not refused.
                 detail = f"{exc.message} The key may be valid but not allowed to list models; try a chat."
                 return KeyTestResult(KeyCheck.UNVERIFIED, detail, _ms(started))
             return KeyTestResult(KeyCheck.REJECTED, exc.message, _ms(started))

@@ -21,6 +21,7 @@ class OpenAICompatibleProvider(Provider):
     chat_path: ClassVar[str] = "/chat/completions"
     models_path: ClassVar[str] = "/models"
     max_tokens_field: ClassVar[str] = "max_tokens"
+    forbidden_list_means_restricted = True  # OpenAI project keys without the models scope
     send_stream_usage_option: ClassVar[bool] = True  # stream_options.include_usage (Mistral rejects it)
 
     # -- request building ---------------------------------------------------------------------

@@ -35,7 +35,8 @@ from .tables import (
     call_metrics_minute,
 )
 
-_UPSERT_DIALECTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+# Both dialects' Insert share on_conflict_do_update / excluded; typed as Any so either fits.
+_UPSERT_DIALECTS: dict[str, Any] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
 @dataclass(frozen=True)
