@@ -28,7 +28,6 @@ from .errors import (
     UnsupportedOperationError,
 )
 from .fallback import cooldown_seconds, rank_alternatives
-from .providers.base import LocalHost
 from .providers.registry import PROVIDERS, is_local, provider_class
 from .store import FailureCache, FailureEntry, ModelRegistry
 from .types import HostModel, ModelRef, ModelState, ModelStatus
@@ -372,6 +371,3 @@ class ModelManager:
 
     def failure_list(self) -> list[FailureEntry]:
         return self.failures.all()
-
-    def is_local_host(self, provider: str) -> bool:
-        return isinstance(self.factory.get(provider, "status"), LocalHost)

@@ -15,7 +15,6 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -32,7 +31,7 @@ from .errors import (
 )
 from .fallback import is_provider_wide
 from .loader import LoadProgress, ModelManager
-from .providers.registry import HOSTED_PROVIDERS, PROVIDERS, is_local, provider_class
+from .providers.registry import PROVIDERS, is_local, provider_class
 from .store import Database, FailureCache, KeyStore, MetricRow, MetricsRecorder, ModelRegistry, load_fernet
 from .store import metrics as metric_queries
 from .types import (
@@ -174,9 +173,6 @@ class Orchestrator:
         stats = {m: (s.success_rate, s.p50_ms if s.p50_ms is not None else float("inf")) for m, s in rows.items()}
         self._stats_cache = (time.monotonic(), stats)
         return stats
-
-    def hosted_providers(self) -> tuple[str, ...]:
-        return HOSTED_PROVIDERS
 
 
 class ChatStream:
@@ -451,6 +447,3 @@ def _same_model(requested: str, answered: str) -> bool:
 def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
 
-
-def default_data_dir() -> Path:
-    return Path("data")
