@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import cast
 
 import httpx
 
@@ -28,6 +29,7 @@ from .errors import (
     UnsupportedOperationError,
 )
 from .fallback import cooldown_seconds, rank_alternatives
+from .providers.base import LocalHost
 from .providers.registry import PROVIDERS, is_local, provider_class
 from .store import FailureCache, FailureEntry, ModelRegistry
 from .types import HostModel, ModelRef, ModelState, ModelStatus
@@ -172,7 +174,7 @@ class ModelManager:
         return ModelStatus(ref.id, ModelState.EXTERNAL_NO_KEY, f"no key: add one on the API Keys page{env}", now)
 
     def _find(self, ref: ModelRef, models: Iterable[HostModel]) -> HostModel | None:
-        host = self.factory.host(ref.provider, "status")
+        host = cast(type[LocalHost], provider_class(ref.provider))  # no provider object (nor key lookup) per model
         return next((m for m in models if host.same_model(ref.name, m.name)), None)
 
     # -- host snapshots (the only network traffic of a status check) --------------------------------

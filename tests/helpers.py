@@ -75,6 +75,12 @@ def openai_sse(pieces: list[str], model: str = "gpt-4.1-mini", *, done: bool = T
     return body.encode()
 
 
+def sse_response(*payloads: object, newline: str = "\n") -> httpx.Response:
+    """An event-stream response: dicts become JSON data events, strings are sent verbatim as data."""
+    lines = [f"data: {p if isinstance(p, str) else json.dumps(p)}{newline}{newline}" for p in payloads]
+    return httpx.Response(200, text="".join(lines), headers={"content-type": "text/event-stream"})
+
+
 def other_hosts_down(router: respx.MockRouter) -> None:
     """Ollama and llama-server are not running (connection refused)."""
     router.route(host="127.0.0.1", port=11434).mock(side_effect=httpx.ConnectError("refused"))

@@ -163,7 +163,8 @@ class LocalHost(abc.ABC):
             f"{type(self).__name__} has no unload endpoint; unload the model on the host itself.",
         )
 
-    def same_model(self, requested: str, listed: str) -> bool:
+    @classmethod
+    def same_model(cls, requested: str, listed: str) -> bool:
         """True when a name the host lists is the model that was requested (hosts may add a tag)."""
         return requested == listed
 

@@ -61,7 +61,8 @@ class OllamaProvider(OpenAICompatibleProvider, LocalHost):
                 result.append(HostModel(key, ModelState.LOADED, (key,), _memory_detail(item)))
         return result
 
-    def same_model(self, requested: str, listed: str) -> bool:
+    @classmethod
+    def same_model(cls, requested: str, listed: str) -> bool:
         """Ollama adds the tag ":latest" to untagged names, so "llama3.2" is "llama3.2:latest"."""
         return _canonical(requested) == _canonical(listed)
 

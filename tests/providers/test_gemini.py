@@ -22,6 +22,7 @@ from orchestrator_core.errors import (
 )
 from orchestrator_core.providers.gemini import GeminiProvider
 from orchestrator_core.types import ChatParams, ChatResult, KeyCheck, Message, TextDelta, Usage
+from tests.helpers import sse_response
 
 BASE = "https://generativelanguage.googleapis.com"
 GENERATE = f"{BASE}/v1beta/models/gemini-2.5-flash:generateContent"
@@ -55,8 +56,7 @@ def provider(client: httpx.Client) -> GeminiProvider:
 
 
 def sse(*payloads: object) -> httpx.Response:
-    lines = [f"data: {p if isinstance(p, str) else json.dumps(p)}\r\n\r\n" for p in payloads]
-    return httpx.Response(200, text="".join(lines), headers={"content-type": "text/event-stream"})
+    return sse_response(*payloads, newline="\r\n")  # Gemini's SSE uses CRLF line ends
 
 
 def piece(text: str, finish: str | None = None, usage: dict[str, int] | None = None) -> dict[str, object]:

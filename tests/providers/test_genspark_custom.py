@@ -20,6 +20,7 @@ from orchestrator_core.errors import (
 from orchestrator_core.providers.custom import CustomProvider
 from orchestrator_core.providers.genspark import GensparkProvider
 from orchestrator_core.types import ChatParams, ChatResult, KeyCheck, Message, TextDelta, Usage
+from tests.helpers import sse_response as sse
 
 GENSPARK = "https://www.genspark.ai/api/llm_proxy/v1"
 CUSTOM = "http://127.0.0.1:8000/v1"
@@ -49,10 +50,6 @@ def custom_client() -> Iterator[httpx.Client]:
 def genspark(genspark_client: httpx.Client) -> GensparkProvider:
     return GensparkProvider(genspark_client, api_key=GSK)
 
-
-def sse(*payloads: object) -> httpx.Response:
-    lines = [f"data: {p if isinstance(p, str) else json.dumps(p)}\n\n" for p in payloads]
-    return httpx.Response(200, text="".join(lines), headers={"content-type": "text/event-stream"})
 
 
 def chunk(content: str | None = None, finish: str | None = None) -> dict[str, object]:

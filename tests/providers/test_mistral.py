@@ -19,6 +19,7 @@ from orchestrator_core.errors import (
 )
 from orchestrator_core.providers.mistral import MistralProvider
 from orchestrator_core.types import ChatParams, ChatResult, KeyCheck, Message, TextDelta, Usage
+from tests.helpers import sse_response as sse
 
 BASE = "https://api.mistral.ai/v1"
 CHAT = f"{BASE}/chat/completions"
@@ -42,10 +43,6 @@ def client() -> Iterator[httpx.Client]:
 def provider(client: httpx.Client) -> MistralProvider:
     return MistralProvider(client, api_key=KEY)
 
-
-def sse(*payloads: object) -> httpx.Response:
-    lines = [f"data: {p if isinstance(p, str) else json.dumps(p)}\n\n" for p in payloads]
-    return httpx.Response(200, text="".join(lines), headers={"content-type": "text/event-stream"})
 
 
 def chunk(content: object = None, finish: str | None = None, usage: dict[str, int] | None = None) -> dict[str, object]:

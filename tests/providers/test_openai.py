@@ -22,6 +22,7 @@ from orchestrator_core.errors import (
 )
 from orchestrator_core.providers.openai import OpenAIProvider
 from orchestrator_core.types import ChatParams, ChatResult, KeyCheck, Message, TextDelta, Usage
+from tests.helpers import sse_response as sse
 
 BASE = "https://api.openai.com/v1"
 CHAT = f"{BASE}/chat/completions"
@@ -45,11 +46,6 @@ def client() -> Iterator[httpx.Client]:
 def provider(client: httpx.Client) -> OpenAIProvider:
     return OpenAIProvider(client, api_key=KEY)
 
-
-def sse(*payloads: object) -> httpx.Response:
-    """An event-stream response: dicts become JSON data events, strings are sent verbatim as data."""
-    lines = [f"data: {p if isinstance(p, str) else json.dumps(p)}\n\n" for p in payloads]
-    return httpx.Response(200, text="".join(lines), headers={"content-type": "text/event-stream"})
 
 
 def chunk(content: str | None = None, finish: str | None = None) -> dict[str, object]:
