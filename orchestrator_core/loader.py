@@ -415,8 +415,8 @@ class ModelManager:
                         "or pick a smaller model.",
                         provider=ref.provider, model=model_id,
                     )
-                if job is not None:
-                    job.wake_on_done(wake)
+                if job is not None and running:
+                    job.wake_on_done(wake)  # a blocking load returning ends the pause
                 self._pause(wake, min(next(delays), max(0.0, timeout - elapsed)))
         finally:
             watch.stop()

@@ -355,3 +355,30 @@ def test_loading_a_model_that_is_still_downloading_says_so(db_url: str, wire: re
         with pytest.raises(ModelNotLoadedError, match="still downloading"):
             orch.manager.ensure_ready("llamacpp:tiny")
     assert load.call_count == 0
+
+
+def test_pauses_after_the_load_request_has_returned_are_not_cut_short(db_url: str, wire: respx.MockRouter) -> None:
+    # Only a running load request may end a pause early; a finished one must not turn the wait into a busy loop.
+    state = {"tiny": {"value": "unloaded"}}
+    looks = itertools.count()
+
+    def models(request: httpx.Request) -> httpx.Response:
+        if state["tiny"]["value"] == "loading" and next(looks) >= 4:
+            state["tiny"] = {"value": "loaded"}
+        return _llama_models(state)
+
+    wire.get(f"{LLAMACPP}/models").mock(side_effect=models)
+    wire.get(f"{LLAMACPP}/models/sse").respond(404)
+    wire.post(f"{LLAMACPP}/models/load").mock(
+        side_effect=lambda r: state.update(tiny={"value": "loading"}) or httpx.Response(200, json={"success": True}))
+    already_set: list[bool] = []
+
+    def pause(event: threading.Event, seconds: float) -> None:
+        already_set.append(event.is_set())
+        event.wait(0.01)
+
+    with build(db_url, local_hosts=("llamacpp",)) as orch:
+        manager = ModelManager(orch.settings, orch.factory, orch.registry, orch.failures, pause=pause)
+        manager.load("llamacpp:tiny")
+        assert manager.wait_for_load("llamacpp:tiny", timeout_s=5).state is ModelState.LOADED
+    assert len(already_set) >= 3 and not any(already_set[1:])  # the first may see the request end
