@@ -382,3 +382,25 @@ def test_pauses_after_the_load_request_has_returned_are_not_cut_short(db_url: st
         manager.load("llamacpp:tiny")
         assert manager.wait_for_load("llamacpp:tiny", timeout_s=5).state is ModelState.LOADED
     assert len(already_set) >= 3 and not any(already_set[1:])  # the first may see the request end
+
+
+def test_wait_wakes_the_moment_lm_studios_blocking_load_returns(orch: Orchestrator, wire: respx.MockRouter) -> None:
+    loaded = {"qwen": False}
+    pausing = threading.Event()
+
+    def load(request: httpx.Request) -> httpx.Response:
+        pausing.wait(5)  # the load call returns while the waiter pauses
+        loaded["qwen"] = True
+        return httpx.Response(200, json={"instance_id": "qwen", "status": "loaded", "load_time_seconds": 0.01})
+
+    def pause(event: threading.Event, seconds: float) -> None:
+        pausing.set()
+        woken.append(event.wait(5))  # only the load call returning ends this pause early
+
+    wire.get(f"{LMSTUDIO}/api/v1/models").mock(side_effect=lambda r: httpx.Response(200, json=lmstudio_models(loaded)))
+    wire.post(f"{LMSTUDIO}/api/v1/models/load").mock(side_effect=load)
+    woken: list[bool] = []
+    manager = ModelManager(orch.settings, orch.factory, orch.registry, orch.failures, pause=pause)
+    manager.load("lmstudio:qwen")
+    assert manager.wait_for_load("lmstudio:qwen", timeout_s=30).state is ModelState.LOADED
+    assert woken == [True]
