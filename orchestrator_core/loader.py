@@ -427,7 +427,7 @@ class ModelManager:
             raise ProviderUnavailableError(status.detail, provider=ref.provider, model=ref.id)
         if status.state is ModelState.LOAD_FAILED:
             raise ModelLoadError(
-                f"{ref.id} failed to load ({status.detail}): often too little memory, or a broken or "
+                f"{ref.id} did not load: {status.detail}. Common causes: too little memory, a broken or "
                 "unsupported model file.",
                 provider=ref.provider, model=ref.id,
             )
