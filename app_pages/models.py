@@ -63,7 +63,8 @@ def run_action(action: str, model_id: str | None) -> None:
         elif action == "unload" and model_id:
             status = manager.unload(model_id)
             if status.state is ModelState.UNLOADING:
-                state.flash("warning", f"{model_id}: unload requested; {status.detail}. The table shows ⏏️ until it is gone.")
+                state.flash("warning", f"{model_id}: unload requested; {status.detail}. "
+                            "The table shows ⏏️ until it is gone.")
             else:
                 state.flash("success", f"{model_id} unloaded.")
         elif action == "reset":

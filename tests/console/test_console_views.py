@@ -66,7 +66,8 @@ def test_state_text_names_the_new_host_states_and_the_percent() -> None:
 
 
 def test_a_failed_load_counts_as_unavailable_in_the_overview() -> None:
-    counts = views.state_counts([status("llamacpp:a", ModelState.LOAD_FAILED), status("llamacpp:b", ModelState.SLEEPING)])
+    counts = views.state_counts([status("llamacpp:a", ModelState.LOAD_FAILED),
+                                 status("llamacpp:b", ModelState.SLEEPING)])
     assert (counts["unavailable"], counts["ready"]) == (1, 1)
 
 
