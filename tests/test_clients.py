@@ -10,10 +10,10 @@ import respx
 import orchestrator_core
 from orchestrator_core.clients import ProviderFactory
 from orchestrator_core.config import Settings
-from orchestrator_core.types import ChatParams, KeyCheck
+from orchestrator_core.types import ChatParams, KeyCheck, Message
 from tests.helpers import ANTHROPIC, GOOGLE, LMSTUDIO, MISTRAL, OPENAI, openai_answer
 
-HELLO = [{"role": "user", "content": "Hi"}]
+HELLO: list[Message] = [{"role": "user", "content": "Hi"}]
 KEYS = {"openai": "sk-test-0123456789", "anthropic": "sk-ant-test-0123456789", "google": "AIzaTest0123456789",
         "mistral": "mistral-test-0123456789"}
 CLAUDE = {"type": "message", "role": "assistant", "model": "claude-haiku-4-5", "stop_reason": "end_turn",
