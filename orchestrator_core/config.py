@@ -41,8 +41,9 @@ class Settings:
     base_urls: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_BASE_URLS))
     env_keys: Mapping[str, str] = field(default_factory=dict)  # provider -> key from <PROVIDER>_API_KEY
     secret_key: str | None = None  # ORCHESTRATOR_SECRET_KEY; else a key file beside the database
-    anthropic_version: str = "2023-06-01"
-    gemini_api_version: str = "v1beta"
+    # None: the provider's current default (AnthropicProvider.default_version, GeminiProvider.default_api_version)
+    anthropic_version: str | None = None  # ANTHROPIC_VERSION pins another anthropic-version header
+    gemini_api_version: str | None = None  # GEMINI_API_VERSION: v1 or v1beta
     connect_timeout_s: float = 2.0
     read_timeout_s: float = 120.0
     status_timeout_s: float = 2.0  # whole budget of one status probe
@@ -54,6 +55,7 @@ class Settings:
     default_max_tokens: int = 1024  # Anthropic requires max_tokens; used when the caller gives none
     priorities: Mapping[str, int] = field(default_factory=dict)  # model id -> priority (lower first)
     fallback_enabled: bool = True
+    fallback_on_content_filter: bool = True  # a refusal or safety block tries another model (another may answer)
     local_hosts: tuple[str, ...] = LOCAL_PROVIDERS  # hosts whose status is probed (LOCAL_HOSTS)
 
     def base_url(self, provider: str) -> str:
@@ -91,8 +93,8 @@ class Settings:
             base_urls=base_urls,
             env_keys=env_keys,
             secret_key=env.get("ORCHESTRATOR_SECRET_KEY"),
-            anthropic_version=env.get("ANTHROPIC_VERSION", "2023-06-01"),
-            gemini_api_version=_choice(env, "GEMINI_API_VERSION", ("v1beta", "v1"), "v1beta"),
+            anthropic_version=env.get("ANTHROPIC_VERSION"),
+            gemini_api_version=_choice(env, "GEMINI_API_VERSION", ("v1", "v1beta")),
             connect_timeout_s=_number(env, "CONNECT_TIMEOUT_S", 2.0),
             read_timeout_s=_number(env, "READ_TIMEOUT_S", 120.0),
             status_timeout_s=_number(env, "STATUS_TIMEOUT_S", 2.0),
@@ -103,7 +105,8 @@ class Settings:
             max_fallback_hops=int(_number(env, "MAX_FALLBACK_HOPS", 3, minimum=0.0)),
             default_max_tokens=int(_number(env, "DEFAULT_MAX_TOKENS", 1024)),
             priorities=_priorities(env.get("MODEL_PRIORITIES", "")),
-            fallback_enabled=env.get("FALLBACK_ENABLED", "true").lower() not in ("0", "false", "no", "off"),
+            fallback_enabled=_flag(env, "FALLBACK_ENABLED"),
+            fallback_on_content_filter=_flag(env, "FALLBACK_ON_CONTENT_FILTER"),
             local_hosts=_hosts(env.get("LOCAL_HOSTS")),
         )
 
@@ -129,11 +132,17 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
     return value
 
 
-def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
-    value = env.get(name, default)
-    if value not in allowed:
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str | None:
+    """The value of a setting with a fixed set of values; None when unset (the default applies)."""
+    value = env.get(name)
+    if value is not None and value not in allowed:
         raise ConfigurationError(f"{name}={value!r} is not one of {', '.join(allowed)}.")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    """A switch that is on unless set to 0, false, no or off."""
+    return env.get(name, "true").strip().lower() not in ("0", "false", "no", "off")
 
 
 def _check_url(name: str, url: str) -> str:

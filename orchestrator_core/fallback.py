@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from .errors import (
     AuthenticationError,
+    ContentFilteredError,
     MissingKeyError,
     ModelLoadError,
     ModelNotFoundError,
@@ -48,6 +49,11 @@ def cooldown_seconds(exc: OrchestratorError, base_s: float) -> float:
     if isinstance(exc, (QuotaExceededError, AuthenticationError, MissingKeyError, ModelNotFoundError)):
         return base_s * 5  # not fixed by waiting a minute: keep it out of the way longer
     return base_s
+
+
+def cools_down(exc: OrchestratorError) -> bool:
+    """False for a refusal or safety block: the prompt was refused, the model itself is fine."""
+    return not isinstance(exc, ContentFilteredError)
 
 
 def is_provider_wide(exc: OrchestratorError, model_id: str) -> bool:

@@ -24,12 +24,13 @@ from .config import Settings
 from .errors import (
     AllModelsFailedError,
     BadResponseError,
+    ContentFilteredError,
     OrchestratorError,
     ProviderError,
     StreamInterruptedError,
     should_fall_back,
 )
-from .fallback import is_provider_wide
+from .fallback import cools_down, is_provider_wide
 from .loader import LoadProgress, ModelManager
 from .providers.registry import PROVIDERS, is_local, provider_class
 from .store import Database, FailureCache, KeyStore, MetricRow, MetricsRecorder, ModelRegistry, load_fernet
@@ -291,8 +292,9 @@ class _Call:
                     # failed() raises when no other model may be tried; after the first token the caller
                     # must still learn that the text it has is cut short, whatever the fallback setting.
                 if first is not None:  # text already reached the reader: switching models would garble it
+                    how = "was cut by a safety stop" if isinstance(exc, ContentFilteredError) else "broke off"
                     raise StreamInterruptedError(
-                        f"The answer from {model_id} broke off after it started: {exc.message}",
+                        f"The answer from {model_id} {how} after it started: {exc.message}",
                         cause=exc, provider=exc.provider, model=model_id,
                     ) from exc
                 continue
@@ -336,10 +338,11 @@ class _Call:
     def failed(self, model_id: str, exc: OrchestratorError, started: float, ttft: float | None) -> None:
         self.add_attempt(Attempt(model_id, "error", _ms(started), exc.kind, exc.message, ttft, self._from()))
         self.emit("attempt_failed", model_id, exc.message, error=exc)
-        if not should_fall_back(exc):
+        if not should_fall_back(exc, on_content_filter=self.orch.settings.fallback_on_content_filter):
             raise exc  # the caller must fix the request: another model would fail the same way
         try:
-            self.orch.manager.record_failure(model_id, exc)
+            if cools_down(exc):
+                self.orch.manager.record_failure(model_id, exc)
         except Exception:  # noqa: BLE001 - as with metrics, bookkeeping never breaks the call
             log.warning("could not record the failure of %s", model_id, exc_info=True)
         if is_provider_wide(exc, model_id):
