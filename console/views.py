@@ -30,8 +30,12 @@ if TYPE_CHECKING:
 STATE_ICONS: dict[ModelState, str] = {
     ModelState.EXTERNAL_READY: "🌐",
     ModelState.LOADED: "✅",
+    ModelState.SLEEPING: "😴",
     ModelState.LOADING: "🔄",
+    ModelState.DOWNLOADING: "⬇️",
     ModelState.NOT_LOADED: "💤",
+    ModelState.UNLOADING: "⏏️",
+    ModelState.LOAD_FAILED: "⛔",
     ModelState.COOLING_DOWN: "⏸️",
     ModelState.HOST_DOWN: "❌",
     ModelState.EXTERNAL_NO_KEY: "❌",
@@ -39,8 +43,12 @@ STATE_ICONS: dict[ModelState, str] = {
 STATE_WORDS: dict[ModelState, str] = {
     ModelState.EXTERNAL_READY: "hosted, ready",
     ModelState.LOADED: "loaded",
+    ModelState.SLEEPING: "sleeping (wakes on request)",
     ModelState.LOADING: "loading",
+    ModelState.DOWNLOADING: "downloading",
     ModelState.NOT_LOADED: "not loaded",
+    ModelState.UNLOADING: "unloading",
+    ModelState.LOAD_FAILED: "load failed",
     ModelState.COOLING_DOWN: "cooling down",
     ModelState.HOST_DOWN: "host down",
     ModelState.EXTERNAL_NO_KEY: "no key",
@@ -115,6 +123,8 @@ def state_text(status: ModelStatus) -> str:
     words = STATE_WORDS.get(status.state, status.state.value)
     if status.state is ModelState.COOLING_DOWN and status.cooldown_until is not None:
         words += f" until {clock_time(status.cooldown_until)}"
+    elif status.progress is not None:
+        words += f" {status.progress:.0f}%"
     return f"{state_icon(status.state)} {words}"
 
 
@@ -132,7 +142,7 @@ def ready_count(statuses: Iterable[ModelStatus]) -> int:
 def state_counts(statuses: Iterable[ModelStatus]) -> dict[str, int]:
     """Counts for the overview: ready, loaded (local), cooling down, unavailable, total."""
     items = list(statuses)
-    unavailable = (ModelState.HOST_DOWN, ModelState.EXTERNAL_NO_KEY)
+    unavailable = (ModelState.HOST_DOWN, ModelState.EXTERNAL_NO_KEY, ModelState.LOAD_FAILED)
     return {
         "total": len(items),
         "ready": sum(s.state.ready for s in items),

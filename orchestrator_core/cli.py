@@ -9,16 +9,21 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Settings
 from .errors import AllModelsFailedError, OrchestratorError
 from .orchestrator import CallEvent, Orchestrator
-from .types import Message
+from .types import Message, ModelState, ModelStatus
 
-STATE_ICONS = {
-    "loaded": "✅", "loading": "🔄", "not_loaded": "💤", "host_down": "❌",
-    "cooling_down": "⏸️", "external_ready": "🌐", "external_no_key": "❌",
+if TYPE_CHECKING:
+    from .loader import LoadProgress
+
+STATE_ICONS: dict[ModelState, str] = {
+    ModelState.LOADED: "✅", ModelState.SLEEPING: "😴", ModelState.LOADING: "🔄", ModelState.DOWNLOADING: "⬇️",
+    ModelState.NOT_LOADED: "💤", ModelState.UNLOADING: "⏏️", ModelState.LOAD_FAILED: "⛔",
+    ModelState.HOST_DOWN: "❌", ModelState.COOLING_DOWN: "⏸️", ModelState.EXTERNAL_READY: "🌐",
+    ModelState.EXTERNAL_NO_KEY: "❌",
 }
 
 
@@ -83,17 +88,16 @@ def _dispatch(orch: Orchestrator, args: argparse.Namespace) -> int:
         for host in orch.manager.hosts():
             print(f"{'up  ' if host.reachable else 'DOWN'} {host.display_name:<12} {host.base_url}  {host.detail}")
         for s in statuses:
-            print(f"{STATE_ICONS.get(s.state.value, '?')} {s.model_id:<45} {s.state.value:<16} {s.detail}")
+            print(f"{STATE_ICONS.get(s.state, '?')} {s.model_id:<45} {s.state.value:<16} {s.detail}")
         return 0
     if args.command == "load":
         orch.manager.load(args.model)
-        status = orch.manager.wait_for_load(args.model, timeout_s=args.timeout, on_progress=None if args.json else
-                                            lambda p: print(f"  {p.elapsed_s:5.1f}s {p.state.value} {p.detail}",
-                                                            file=sys.stderr))
-        return _out(args, dataclasses.asdict(status), f"{args.model} is loaded.")
+        status = orch.manager.wait_for_load(args.model, timeout_s=args.timeout,
+                                            on_progress=None if args.json else _print_progress)
+        return _out(args, dataclasses.asdict(status), _state_line(args.model, status))
     if args.command == "unload":
         status = orch.manager.unload(args.model)
-        return _out(args, dataclasses.asdict(status), f"{args.model}: {status.state.value}.")
+        return _out(args, dataclasses.asdict(status), _state_line(args.model, status))
     if args.command == "chat":
         return _chat(orch, args)
     if args.command == "reset":
@@ -155,6 +159,17 @@ def _keys(orch: Orchestrator, args: argparse.Namespace) -> int:
 
 def _key_id(raw: str) -> int | str:
     return int(raw) if raw.isdigit() else raw
+
+
+def _print_progress(progress: LoadProgress) -> None:
+    percent = f" {progress.percent:3.0f}%" if progress.percent is not None else ""
+    print(f"  {progress.elapsed_s:5.1f}s {progress.state.value}{percent} {progress.detail}", file=sys.stderr)
+
+
+def _state_line(model_id: str, status: ModelStatus) -> str:
+    """E.g. "llamacpp:tiny-b: not_loaded." or "…: unloading (unload requested 3.0s ago; …)"."""
+    detail = f" ({status.detail})" if status.state is ModelState.UNLOADING else ""
+    return f"{model_id}: {status.state.value}{detail}."
 
 
 def _print_event(event: CallEvent) -> None:

@@ -29,7 +29,8 @@ PROVIDER_WIDE_ERRORS: tuple[type[OrchestratorError], ...] = (
 # Tiers of suggest_alternative: lower is tried first.
 TIER_HOSTED_READY = 0
 TIER_LOCAL_LOADED = 1
-TIER_LOCAL_OTHER = 2
+TIER_LOCAL_SLEEPING = 2  # answers without a load, but its first answer waits for the weights to come back
+TIER_LOCAL_OTHER = 3
 
 
 @dataclass(frozen=True)
@@ -72,9 +73,13 @@ def tier_of(status: ModelStatus) -> int | None:
         return TIER_HOSTED_READY
     if status.state is ModelState.LOADED:
         return TIER_LOCAL_LOADED
+    if status.state is ModelState.SLEEPING:
+        return TIER_LOCAL_SLEEPING
     if status.state in (ModelState.NOT_LOADED, ModelState.LOADING):
         return TIER_LOCAL_OTHER
-    return None  # host down, no key, cooling down
+    # Host down, no key, cooling down; a failed load (it would fail again), an unload under way (the
+    # user wants it gone), a download (minutes, not a load): none of these answers soon.
+    return None
 
 
 def rank_alternatives(
@@ -88,8 +93,8 @@ def rank_alternatives(
 ) -> list[str]:
     """Models to try instead of failed_model, best first.
 
-    Order: hosted models with a usable key, then local models already loaded, then other local
-    models; never the failed model, one in cooldown, or an excluded one. Ties: priority (lower
+    Order: hosted models with a usable key, then local models already loaded, then sleeping ones,
+    then other local models; never the failed model, one in cooldown, or an excluded one. Ties: priority (lower
     first), then success rate (higher first), then median latency (lower first), then model id.
     ``stats`` maps model id -> (success_rate, median_latency_ms) from the call metrics.
     """

@@ -42,7 +42,6 @@ from .types import (
     KeyTestResult,
     Message,
     ModelRef,
-    ModelState,
     OrchestratedResult,
     TextDelta,
     validate_messages,
@@ -330,7 +329,7 @@ class _Call:
         if is_local(ref.provider):
             manager = self.orch.manager
             status = manager.check_status(model_id)
-            if status.state is not ModelState.LOADED:
+            if not status.state.ready:  # a sleeping llama-server model wakes on the prompt itself
                 self.emit("loading", model_id, f"{model_id} is {status.state.value}; loading it first")
                 manager.ensure_ready(model_id, on_progress=self._progress)
         self.emit("answering", model_id, f"sending the prompt to {model_id}")

@@ -78,8 +78,12 @@ class KeyTestResult:
 
 class ModelState(enum.StrEnum):
     LOADED = "loaded"
+    SLEEPING = "sleeping"  # llama-server --sleep-idle-seconds: weights freed, process kept, wakes on a request
     LOADING = "loading"
+    DOWNLOADING = "downloading"  # llama-server router fetching the model's files
     NOT_LOADED = "not_loaded"
+    UNLOADING = "unloading"  # unload requested, the host still lists the model as in memory
+    LOAD_FAILED = "load_failed"  # the host's last load of this model failed (llama-server: exit code)
     HOST_DOWN = "host_down"
     COOLING_DOWN = "cooling_down"
     EXTERNAL_READY = "external_ready"
@@ -87,13 +91,13 @@ class ModelState(enum.StrEnum):
 
     @property
     def ready(self) -> bool:
-        """A prompt may be sent right away."""
-        return self in (ModelState.LOADED, ModelState.EXTERNAL_READY)
+        """A prompt may be sent right away (a sleeping llama-server model wakes on that prompt; nothing can load it)."""
+        return self in (ModelState.LOADED, ModelState.SLEEPING, ModelState.EXTERNAL_READY)
 
     @property
     def usable(self) -> bool:
         """A prompt may be sent, after a load if needed."""
-        return self in (ModelState.LOADED, ModelState.EXTERNAL_READY, ModelState.NOT_LOADED, ModelState.LOADING)
+        return self.ready or self in (ModelState.NOT_LOADED, ModelState.LOADING)
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,7 @@ class ModelStatus:
     checked_at: datetime
     cooldown_until: datetime | None = None
     local: bool = False
+    progress: float | None = None  # percent, while loading or downloading, where the host reports it
 
 
 @dataclass(frozen=True)
@@ -111,9 +116,10 @@ class HostModel:
     """One model as a local host lists it (one request per host gives all of them)."""
 
     name: str
-    state: ModelState  # LOADED, LOADING or NOT_LOADED
+    state: ModelState  # one of the host-reported states (never COOLING_DOWN, HOST_DOWN, UNLOADING, EXTERNAL_*)
     instance_ids: tuple[str, ...] = ()
     detail: str = ""
+    progress: float | None = None  # percent, while loading or downloading, where the host reports it
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from orchestrator_core.store.tables import CallMetric
 from tests.helpers import (
     ANTHROPIC,
     FAKE_OPENAI_KEY,
+    LLAMACPP,
     LMSTUDIO,
     OPENAI,
     lmstudio_models,
@@ -343,3 +344,17 @@ def claude_stream(text: str) -> bytes:
         ("message_stop", {"type": "message_stop"}),
     ]
     return "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events).encode()
+
+
+def test_a_sleeping_llamacpp_model_gets_the_prompt_without_a_load_step(db_url: str) -> None:
+    # llama-server wakes a sleeping model on the request itself; a load request would answer "already running".
+    with respx.mock(assert_all_called=False) as wire, Orchestrator.from_settings(
+        settings(db_url, local_hosts=("llamacpp",))
+    ) as orch:
+        wire.get(f"{LLAMACPP}/models").respond(json={"data": [{"id": "tiny", "status": {"value": "sleeping"}}]})
+        load = wire.post(f"{LLAMACPP}/models/load").respond(json={"success": True})
+        wire.post(f"{LLAMACPP}/v1/chat/completions").respond(json=openai_answer("awake", model="tiny"))
+        events: list[CallEvent] = []
+        result = orch.chat("llamacpp:tiny", HELLO, fallback=False, on_event=events.append)
+    assert result.text == "awake" and load.call_count == 0
+    assert [e.kind for e in events] == ["answering"]
