@@ -113,8 +113,11 @@ def _chat(orch: Orchestrator, args: argparse.Namespace) -> int:
     fallback = not args.no_fallback
     if args.stream and not args.json:
         stream = orch.stream_chat(args.model, messages, fallback=fallback, on_event=on_event, **params)
-        for piece in stream:
-            print(piece, end="", flush=True)
+        try:
+            for piece in stream:
+                print(piece, end="", flush=True)
+        finally:
+            stream.close()  # Ctrl-C or SIGTERM mid-answer: the attempt is recorded as cancelled before exit
         print()
         result = stream.result
     else:

@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from . import exits
 from .clients import ProviderFactory
 from .config import Settings
 from .errors import (
@@ -74,6 +75,7 @@ class Orchestrator:
     """Runs prompts on any registered model with check-and-load, automatic fallback and metrics."""
 
     def __init__(self, settings: Settings, database: Database) -> None:
+        exits.install()  # SIGTERM / SIGHUP unwind like Ctrl-C, so queued metric rows are written or spooled
         self.settings = settings
         self.db = database
         fernet = load_fernet(settings.secret_key, database.dir)
@@ -188,12 +190,23 @@ class ChatStream:
             self._iter = self._run()
         return self._iter
 
+    def close(self) -> None:
+        """Stop reading: a stream still running records its attempt as cancelled."""
+        if self._iter is not None:
+            close = getattr(self._iter, "close", None)
+            if close is not None:
+                close()
+
     def _run(self) -> Iterator[str]:
-        for item in self._call.run_stream():
-            if isinstance(item, OrchestratedResult):
-                self.result = item
-            else:
-                yield item
+        inner = self._call.run_stream()
+        try:
+            for item in inner:
+                if isinstance(item, OrchestratedResult):
+                    self.result = item
+                else:
+                    yield item
+        finally:
+            inner.close()  # at once, not when garbage is collected: the cancelled attempt is recorded now
 
 
 class _Call:
@@ -297,9 +310,9 @@ class _Call:
                         cause=exc, provider=exc.provider, model=model_id,
                     ) from exc
                 continue
-            except GeneratorExit:  # the reader stopped early (closed tab, "stop" button)
-                self.add_attempt(Attempt(model_id, "error", _ms(started), "cancelled", "stopped by the reader",
-                                         first, self._from()))
+            except BaseException as stop:  # the reader stopped early (closed tab, "stop" button, Ctrl-C, SIGTERM)
+                reason = "interrupted" if isinstance(stop, (KeyboardInterrupt, SystemExit)) else "stopped by the reader"
+                self.add_attempt(Attempt(model_id, "error", _ms(started), "cancelled", reason, first, self._from()))
                 raise
             self.succeeded(model_id, result, _ms(started), ttft=first)
             yield self.finish(model_id, result, ttft=first)
