@@ -1,4 +1,8 @@
-"""Command line: ``python -m orchestrator_core status|load|unload|chat|keys ...`` (``--json`` for scripts)."""
+"""Command line: ``python -m orchestrator_core status|load|unload|chat|keys ...`` (``--json`` for scripts).
+
+Start-up is part of every command's cost, so modules load when a command needs them: parsing the
+arguments imports nothing of the core, and only chat or load ever import the metrics module.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,12 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .config import Settings
-from .errors import AllModelsFailedError, OrchestratorError
-from .orchestrator import CallEvent, Orchestrator
-from .types import Message
+if TYPE_CHECKING:
+    from .errors import OrchestratorError
+    from .orchestrator import CallEvent, Orchestrator
+    from .types import Message
 
 STATE_ICONS = {
     "loaded": "✅", "loading": "🔄", "not_loaded": "💤", "host_down": "❌",
@@ -60,8 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _skip_httpx_cli()
+    from .errors import OrchestratorError
+
     try:
-        orch = Orchestrator.from_settings(Settings.from_env())
+        orch = _open(args)
     except OrchestratorError as exc:
         return _fail(args, exc)
     try:
@@ -72,6 +79,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         orch.close()
+
+
+def _open(args: argparse.Namespace) -> Orchestrator:
+    from .config import Settings
+    from .orchestrator import Orchestrator
+
+    # Read-only commands open without the write check, so they work while another process writes.
+    read_only = args.command == "status" or (args.command == "keys" and args.keys_command == "list")
+    return Orchestrator.from_settings(Settings.from_env(), check_writable=not read_only)
+
+
+def _skip_httpx_cli() -> None:
+    """httpx imports its own command line (click, rich, pygments) when they are installed: a third of a
+    second of start-up for a tool this CLI never runs. An absent module makes httpx skip it."""
+    if "httpx" not in sys.modules and "httpx._main" not in sys.modules:
+        sys.modules["httpx._main"] = None  # type: ignore[assignment]
 
 
 def _dispatch(orch: Orchestrator, args: argparse.Namespace) -> int:
@@ -186,6 +209,8 @@ def _json_default(value: Any) -> Any:
 
 
 def _fail(args: argparse.Namespace, exc: OrchestratorError) -> int:
+    from .errors import AllModelsFailedError
+
     if args.json:
         payload: dict[str, Any] = {"error": exc.kind, "message": exc.message}
         if isinstance(exc, AllModelsFailedError):

@@ -12,10 +12,11 @@ import itertools
 import logging
 import os
 import sqlite3
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -33,8 +34,11 @@ from .errors import (
 from .fallback import is_provider_wide
 from .loader import LoadProgress, ModelManager
 from .providers.registry import PROVIDERS, is_local, provider_class
-from .store import Database, FailureCache, KeyStore, MetricRow, MetricsRecorder, ModelRegistry, load_fernet
-from .store import metrics as metric_queries
+from .store.db import Database
+from .store.failures import FailureCache
+from .store.keys import KeyStore, load_fernet
+from .store.registry import ModelRegistry
+from .store.spool import Spool
 from .types import (
     Attempt,
     ChatParams,
@@ -47,6 +51,9 @@ from .types import (
     TextDelta,
     validate_messages,
 )
+
+if TYPE_CHECKING:
+    from .store.metrics import MetricsRecorder
 
 log = logging.getLogger("orchestrator_core")
 
@@ -83,16 +90,23 @@ class Orchestrator:
         self.keys.verify_secret()
         self.registry = ModelRegistry(database, known_providers=tuple(PROVIDERS))
         self.failures = FailureCache(database)
-        self.metrics = MetricsRecorder(database)
+        self._metrics: MetricsRecorder | None = None
+        self._metrics_lock = threading.Lock()
+        spool = Spool.for_database(database)
+        if spool is not None and spool.pending():
+            _ = self.metrics  # rows an earlier process spooled are written at this start, not at the first call
         self.factory = ProviderFactory(settings, self.keys.secret_for)
         self.manager = ModelManager(settings, self.factory, self.registry, self.failures, self._model_stats)
         self._stats_cache: tuple[float, dict[str, tuple[float, float]]] = (0.0, {})
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> Orchestrator:
-        """Build from Settings (default: the environment and .env), opening and migrating the database."""
+    def from_settings(cls, settings: Settings | None = None, *, check_writable: bool = True) -> Orchestrator:
+        """Build from Settings (default: the environment and .env), opening and migrating the database.
+
+        check_writable=False is for read-only commands: they start while another process writes.
+        """
         settings = settings or Settings.from_env()
-        database = Database.open(settings.database_url)
+        database = Database.open(settings.database_url, check_writable=check_writable)
         try:
             return cls(settings, database)
         except OrchestratorError:
@@ -103,9 +117,23 @@ class Orchestrator:
             database.dispose()
             raise database.startup_error(exc) from exc
 
+    @property
+    def metrics(self) -> MetricsRecorder:
+        """The metrics recorder, started on first use (a status check records nothing and need not load it)."""
+        recorder = self._metrics
+        if recorder is None:
+            with self._metrics_lock:
+                if self._metrics is None:
+                    from .store.metrics import MetricsRecorder
+
+                    self._metrics = MetricsRecorder(self.db)
+                recorder = self._metrics
+        return recorder
+
     def close(self) -> None:
         """Flush metrics and release connections."""
-        self.metrics.close()
+        if self._metrics is not None:
+            self._metrics.close()
         self.factory.close()
         self.db.dispose()
 
@@ -171,6 +199,8 @@ class Orchestrator:
         fetched, stats = self._stats_cache
         if time.monotonic() - fetched < 30.0:
             return stats
+        from .store import metrics as metric_queries
+
         rows = metric_queries.model_stats(self.db, since=time.time() - 7 * 86400)
         stats = {m: (s.success_rate, s.p50_ms if s.p50_ms is not None else float("inf")) for m, s in rows.items()}
         self._stats_cache = (time.monotonic(), stats)
@@ -183,9 +213,9 @@ class ChatStream:
     def __init__(self, call: _Call) -> None:
         self._call = call
         self.result: OrchestratedResult | None = None
-        self._iter: Iterator[str] | None = None
+        self._iter: Generator[str, None, None] | None = None
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Generator[str, None, None]:
         if self._iter is None:
             self._iter = self._run()
         return self._iter
@@ -193,11 +223,9 @@ class ChatStream:
     def close(self) -> None:
         """Stop reading: a stream still running records its attempt as cancelled."""
         if self._iter is not None:
-            close = getattr(self._iter, "close", None)
-            if close is not None:
-                close()
+            self._iter.close()
 
-    def _run(self) -> Iterator[str]:
+    def _run(self) -> Generator[str, None, None]:
         inner = self._call.run_stream()
         try:
             for item in inner:
@@ -276,7 +304,7 @@ class _Call:
             return self.finish(model_id, result, ttft=None)
         raise AllModelsFailedError(self.attempts, model=self.requested)
 
-    def run_stream(self) -> Iterator[str | OrchestratedResult]:
+    def run_stream(self) -> Generator[str | OrchestratedResult, None, None]:
         for model_id in self.chain():
             if self.skip_if_cooling(model_id):
                 continue
@@ -324,7 +352,7 @@ class _Call:
         """A model in cooldown costs no network attempt: record it as skipped and move on."""
         try:
             entry = self.orch.failures.get(model_id)
-        except Exception:  # noqa: BLE001 - a broken failure cache must not stop the call itself
+        except Exception:
             log.warning("could not read the failure cache for %s", model_id, exc_info=True)
             return False
         if entry is None:
@@ -354,7 +382,7 @@ class _Call:
             raise exc  # the caller must fix the request: another model would fail the same way
         try:
             self.orch.manager.record_failure(model_id, exc)
-        except Exception:  # noqa: BLE001 - as with metrics, bookkeeping never breaks the call
+        except Exception:
             log.warning("could not record the failure of %s", model_id, exc_info=True)
         if is_provider_wide(exc, model_id):
             self.dead_providers.add(ModelRef.parse(model_id).provider)
@@ -389,6 +417,8 @@ class _Call:
         """Keep the attempt and write its call_metrics row; recording never breaks a call."""
         self.attempts.append(attempt)
         try:
+            from .store.metrics import MetricRow
+
             usage = result.usage if result else None
             self.orch.metrics.record(
                 MetricRow.from_attempt(
@@ -401,7 +431,7 @@ class _Call:
                     streamed=self.streamed,
                 )
             )
-        except Exception:  # noqa: BLE001 - a metrics failure must never fail the user's call
+        except Exception:
             log.warning("could not record a call metric for %s", attempt.model, exc_info=True)
 
     def emit(self, kind: str, model_id: str, detail: str, *, error: OrchestratorError | None = None) -> None:

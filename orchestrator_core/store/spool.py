@@ -61,6 +61,13 @@ class Spool:
         os.replace(temporary, path)  # whole files only: a reader never sees half a spool
         return path
 
+    def pending(self) -> bool:
+        """Whether any spool file waits (a cheap check at start-up)."""
+        try:
+            return any(self.folder.glob(f"{self.prefix}.*.jsonl*"))
+        except OSError:
+            return False
+
     def claim(self) -> list[Path]:
         """Take every spool file of this database for this process (renamed, so no other process replays it)."""
         claimed = []
