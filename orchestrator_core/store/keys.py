@@ -21,14 +21,13 @@ from typing import cast
 
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import Table, bindparam, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from ..config import HOSTED_PROVIDERS, LOCAL_PROVIDERS
 from ..errors import DatabaseBusyError, InvalidKeyInputError, SecretKeyError, mask_key
 from ..types import KeyCheck, KeyTestResult
-from .db import Database
+from .db import Database, upsert_insert
 from .tables import ApiKey, AppMeta, utcnow
 
 SECRET_FILE = "secret.key"
@@ -291,7 +290,7 @@ class KeyStore:
         try:
             with self.db.engine.begin() as conn:  # the full busy wait: two first starts at once must agree
                 if self.db.dialect in ("sqlite", "postgresql"):
-                    insert = sqlite.insert if self.db.dialect == "sqlite" else postgresql.insert
+                    insert = upsert_insert(self.db.dialect)
                     conn.execute(insert(table).on_conflict_do_nothing(index_elements=["key"]), [row])
                 elif conn.scalar(_VERIFIER) is None:
                     conn.execute(table.insert(), [row])
@@ -435,3 +434,4 @@ def _duplicate(provider: str, label: str) -> InvalidKeyInputError:
     return InvalidKeyInputError(
         f"A {provider} key labelled {label!r} already exists; choose another label or edit that key."
     )
+

@@ -10,14 +10,13 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, bindparam, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from ..config import HOSTED_PROVIDERS, LOCAL_PROVIDERS
 from ..errors import DatabaseBusyError, InputError, InvalidModelIdError, UnknownProviderError
 from ..types import ModelRef
-from .db import Database
+from .db import Database, upsert_insert
 from .tables import AIModel, utcnow
 
 log = logging.getLogger(__name__)
@@ -161,7 +160,7 @@ class ModelRegistry:
         table = cast(Table, AIModel.__table__)
         if self.db.dialect in ("sqlite", "postgresql"):
             # Two processes discovering at once must not fail on the unique model_id.
-            insert = sqlite.insert if self.db.dialect == "sqlite" else postgresql.insert
+            insert = upsert_insert(self.db.dialect)
             conn.execute(insert(table).on_conflict_do_nothing(index_elements=[table.c.model_id]), rows)
             return
         for row in rows:
@@ -208,3 +207,4 @@ def _entry(row: Any) -> ModelEntry:
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
+
