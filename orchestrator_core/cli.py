@@ -1,4 +1,8 @@
-"""Command line: ``python -m orchestrator_core status|load|unload|chat|keys ...`` (``--json`` for scripts)."""
+"""Command line: ``python -m orchestrator_core status|load|unload|chat|keys ...`` (``--json`` for scripts).
+
+Start-up is part of every command's cost, so modules load when a command needs them: parsing the
+arguments imports nothing of the core, and only chat or load ever import the metrics module.
+"""
 
 from __future__ import annotations
 
@@ -11,19 +15,17 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .config import Settings
-from .errors import AllModelsFailedError, OrchestratorError
-from .orchestrator import CallEvent, Orchestrator
-from .types import Message, ModelState, ModelStatus
-
 if TYPE_CHECKING:
+    from .errors import OrchestratorError
+    from .orchestrator import CallEvent, Orchestrator
     from .loader import LoadProgress
+    from .types import Message, ModelStatus
 
-STATE_ICONS: dict[ModelState, str] = {
-    ModelState.LOADED: "✅", ModelState.SLEEPING: "😴", ModelState.LOADING: "🔄", ModelState.DOWNLOADING: "⬇️",
-    ModelState.NOT_LOADED: "💤", ModelState.UNLOADING: "⏏️", ModelState.LOAD_FAILED: "⛔",
-    ModelState.HOST_DOWN: "❌", ModelState.COOLING_DOWN: "⏸️", ModelState.EXTERNAL_READY: "🌐",
-    ModelState.EXTERNAL_NO_KEY: "❌",
+# Keyed by ModelState value, so the module imports no core type before a command needs it.
+STATE_ICONS: dict[str, str] = {
+    "loaded": "✅", "sleeping": "😴", "loading": "🔄", "downloading": "⬇️", "not_loaded": "💤",
+    "unloading": "⏏️", "load_failed": "⛔", "host_down": "❌", "cooling_down": "⏸️", "external_ready": "🌐",
+    "external_no_key": "❌",
 }
 
 
@@ -65,8 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _skip_httpx_cli()
+    from .errors import OrchestratorError
+
     try:
-        orch = Orchestrator.from_settings(Settings.from_env())
+        orch = _open(args)
     except OrchestratorError as exc:
         return _fail(args, exc)
     try:
@@ -79,6 +84,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         orch.close()
 
 
+def _open(args: argparse.Namespace) -> Orchestrator:
+    from .config import Settings
+    from .orchestrator import Orchestrator
+
+    # Read-only commands open without the write check, so they work while another process writes.
+    read_only = args.command == "status" or (args.command == "keys" and args.keys_command == "list")
+    return Orchestrator.from_settings(Settings.from_env(), check_writable=not read_only)
+
+
+def _skip_httpx_cli() -> None:
+    """httpx imports its own command line (click, rich, pygments) when they are installed: a third of a
+    second of start-up for a tool this CLI never runs. An absent module makes httpx skip it."""
+    if "httpx" not in sys.modules and "httpx._main" not in sys.modules:
+        sys.modules["httpx._main"] = None  # type: ignore[assignment]
+
+
 def _dispatch(orch: Orchestrator, args: argparse.Namespace) -> int:
     if args.command == "status":
         statuses = orch.manager.list_with_status(force=args.refresh)
@@ -88,7 +109,7 @@ def _dispatch(orch: Orchestrator, args: argparse.Namespace) -> int:
         for host in orch.manager.hosts():
             print(f"{'up  ' if host.reachable else 'DOWN'} {host.display_name:<12} {host.base_url}  {host.detail}")
         for s in statuses:
-            print(f"{STATE_ICONS.get(s.state, '?')} {s.model_id:<45} {s.state.value:<16} {s.detail}")
+            print(f"{STATE_ICONS.get(s.state.value, '?')} {s.model_id:<45} {s.state.value:<16} {s.detail}")
         return 0
     if args.command == "load":
         orch.manager.load(args.model)
@@ -117,8 +138,11 @@ def _chat(orch: Orchestrator, args: argparse.Namespace) -> int:
     fallback = not args.no_fallback
     if args.stream and not args.json:
         stream = orch.stream_chat(args.model, messages, fallback=fallback, on_event=on_event, **params)
-        for piece in stream:
-            print(piece, end="", flush=True)
+        try:
+            for piece in stream:
+                print(piece, end="", flush=True)
+        finally:
+            stream.close()  # Ctrl-C or SIGTERM mid-answer: the attempt is recorded as cancelled before exit
         print()
         result = stream.result
     else:
@@ -168,7 +192,7 @@ def _print_progress(progress: LoadProgress) -> None:
 
 def _state_line(model_id: str, status: ModelStatus) -> str:
     """E.g. "llamacpp:tiny-b: not_loaded." or "…: unloading (unload requested 3.0s ago; …)"."""
-    detail = f" ({status.detail})" if status.state is ModelState.UNLOADING else ""
+    detail = f" ({status.detail})" if status.state.value == "unloading" else ""
     return f"{model_id}: {status.state.value}{detail}."
 
 
@@ -198,6 +222,8 @@ def _json_default(value: Any) -> Any:
 
 
 def _fail(args: argparse.Namespace, exc: OrchestratorError) -> int:
+    from .errors import AllModelsFailedError
+
     if args.json:
         payload: dict[str, Any] = {"error": exc.kind, "message": exc.message}
         if isinstance(exc, AllModelsFailedError):

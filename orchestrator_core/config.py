@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -74,6 +76,8 @@ class Settings:
             load_env_file(dotenv_path)
             environ = os.environ
         env = {k: v for k, v in environ.items() if v is not None and v.strip() != ""}
+        # An empty LOCAL_HOSTS is a choice ("probe none"), not an unset variable, so it is read before the filter.
+        local_hosts = environ.get("LOCAL_HOSTS")
 
         base_urls = dict(DEFAULT_BASE_URLS)
         for provider in (*HOSTED_PROVIDERS, *LOCAL_PROVIDERS):
@@ -92,7 +96,7 @@ class Settings:
             database_url=env.get("DATABASE_URL", DEFAULT_DATABASE_URL),
             base_urls=base_urls,
             env_keys=env_keys,
-            secret_key=env.get("ORCHESTRATOR_SECRET_KEY"),
+            secret_key=_secret(environ.get("ORCHESTRATOR_SECRET_KEY")),
             anthropic_version=env.get("ANTHROPIC_VERSION"),
             gemini_api_version=_choice(env, "GEMINI_API_VERSION", ("v1", "v1beta")),
             connect_timeout_s=_number(env, "CONNECT_TIMEOUT_S", 2.0),
@@ -102,12 +106,12 @@ class Settings:
             poll_interval_s=_number(env, "POLL_INTERVAL_S", 1.0),
             status_cache_ttl_s=_number(env, "STATUS_CACHE_TTL_S", 5.0, minimum=0.0),
             failure_cooldown_s=_number(env, "FAILURE_COOLDOWN_S", 60.0, minimum=0.0),
-            max_fallback_hops=int(_number(env, "MAX_FALLBACK_HOPS", 3, minimum=0.0)),
-            default_max_tokens=int(_number(env, "DEFAULT_MAX_TOKENS", 1024)),
+            max_fallback_hops=_whole(env, "MAX_FALLBACK_HOPS", 3, minimum=0),
+            default_max_tokens=_whole(env, "DEFAULT_MAX_TOKENS", 1024, minimum=1),
             priorities=_priorities(env.get("MODEL_PRIORITIES", "")),
             fallback_enabled=_flag(env, "FALLBACK_ENABLED"),
             fallback_on_content_filter=_flag(env, "FALLBACK_ON_CONTENT_FILTER"),
-            local_hosts=_hosts(env.get("LOCAL_HOSTS")),
+            local_hosts=_hosts(local_hosts),
         )
 
 
@@ -127,9 +131,37 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
         value = float(raw)
     except ValueError:
         raise ConfigurationError(f"{name}={raw!r} is not a number; set it to a number such as {default}.") from None
+    if not math.isfinite(value):
+        raise ConfigurationError(f"{name}={raw!r} is not a finite number; set it to a number such as {default}.")
     if value < minimum:
         raise ConfigurationError(f"{name}={raw!r} is too small; it must be at least {minimum}.")
     return value
+
+
+def _whole(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+    """A whole-number setting: "3" is fine; "3.5", "nan", "inf", "1e3" and negatives below minimum are refused."""
+    raw = env.get(name)
+    if raw is None:
+        return default
+    text = raw.strip()
+    if not re.fullmatch(r"[+-]?[0-9]+", text):
+        raise ConfigurationError(f"{name}={raw!r} is not a whole number; set it to a whole number such as {default}.")
+    value = int(text)
+    if value < minimum:
+        raise ConfigurationError(f"{name}={raw!r} is too small; it must be a whole number of at least {minimum}.")
+    return value
+
+
+def _secret(raw: str | None) -> str | None:
+    """ORCHESTRATOR_SECRET_KEY: empty means unset (the key file is used); only spaces is a mistake, refused."""
+    if raw is None or raw == "":
+        return None
+    if not raw.strip():
+        raise ConfigurationError(
+            "ORCHESTRATOR_SECRET_KEY contains only whitespace; set it to the secret the keys were saved with, "
+            "or remove the variable to use the key file secret.key."
+        )
+    return raw.strip()
 
 
 def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str | None:
@@ -154,6 +186,7 @@ def _check_url(name: str, url: str) -> str:
 def _hosts(raw: str | None) -> tuple[str, ...]:
     if raw is None:
         return LOCAL_PROVIDERS
+    # LOCAL_HOSTS="" (or only commas and spaces) means "probe no local host".
     hosts = tuple(h.strip().lower() for h in raw.split(",") if h.strip())
     unknown = [h for h in hosts if h not in LOCAL_PROVIDERS]
     if unknown:

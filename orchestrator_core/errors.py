@@ -9,6 +9,7 @@
     ├── ConfigurationError                 settings, database or secret problems found at start-up
     │   ├── DatabaseError                  path read-only, folder missing, corrupt file, bad URL
     │   └── SecretKeyError                 stored keys cannot be decrypted with this secret
+    ├── DatabaseBusyError                  another process holds the database's write lock; try again
     ├── ProviderError                      a call to a provider or host failed
     │   ├── AuthenticationError            401, 403, Gemini 400 API_KEY_INVALID
     │   ├── MissingKeyError                hosted provider without a usable key
@@ -103,6 +104,12 @@ class DatabaseError(ConfigurationError):
 
 class SecretKeyError(ConfigurationError):
     kind = "secret_key"
+
+
+class DatabaseBusyError(OrchestratorError):
+    """Another process held the write lock past the busy wait; nothing was changed, so trying again is safe."""
+
+    kind = "database_busy"
 
 
 class ProviderError(OrchestratorError):

@@ -12,13 +12,15 @@ import itertools
 import logging
 import os
 import sqlite3
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from . import exits
 from .clients import ProviderFactory
 from .config import Settings
 from .errors import (
@@ -33,8 +35,11 @@ from .errors import (
 from .fallback import cools_down, is_provider_wide
 from .loader import LoadProgress, ModelManager
 from .providers.registry import PROVIDERS, is_local, provider_class
-from .store import Database, FailureCache, KeyStore, MetricRow, MetricsRecorder, ModelRegistry, load_fernet
-from .store import metrics as metric_queries
+from .store.db import Database
+from .store.failures import FailureCache
+from .store.keys import KeyStore, load_fernet
+from .store.registry import ModelRegistry
+from .store.spool import Spool
 from .types import (
     Attempt,
     ChatParams,
@@ -46,6 +51,9 @@ from .types import (
     TextDelta,
     validate_messages,
 )
+
+if TYPE_CHECKING:
+    from .store.metrics import MetricsRecorder
 
 log = logging.getLogger("orchestrator_core")
 
@@ -74,6 +82,7 @@ class Orchestrator:
     """Runs prompts on any registered model with check-and-load, automatic fallback and metrics."""
 
     def __init__(self, settings: Settings, database: Database) -> None:
+        exits.install()  # SIGTERM / SIGHUP unwind like Ctrl-C, so queued metric rows are written or spooled
         self.settings = settings
         self.db = database
         fernet = load_fernet(settings.secret_key, database.dir)
@@ -81,16 +90,23 @@ class Orchestrator:
         self.keys.verify_secret()
         self.registry = ModelRegistry(database, known_providers=tuple(PROVIDERS))
         self.failures = FailureCache(database)
-        self.metrics = MetricsRecorder(database)
+        self._metrics: MetricsRecorder | None = None
+        self._metrics_lock = threading.Lock()
+        spool = Spool.for_database(database)
+        if spool is not None and spool.pending():
+            _ = self.metrics  # rows an earlier process spooled are written at this start, not at the first call
         self.factory = ProviderFactory(settings, self.keys.secret_for)
         self.manager = ModelManager(settings, self.factory, self.registry, self.failures, self._model_stats)
         self._stats_cache: tuple[float, dict[str, tuple[float, float]]] = (0.0, {})
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> Orchestrator:
-        """Build from Settings (default: the environment and .env), opening and migrating the database."""
+    def from_settings(cls, settings: Settings | None = None, *, check_writable: bool = True) -> Orchestrator:
+        """Build from Settings (default: the environment and .env), opening and migrating the database.
+
+        check_writable=False is for read-only commands: they start while another process writes.
+        """
         settings = settings or Settings.from_env()
-        database = Database.open(settings.database_url)
+        database = Database.open(settings.database_url, check_writable=check_writable)
         try:
             return cls(settings, database)
         except OrchestratorError:
@@ -101,9 +117,23 @@ class Orchestrator:
             database.dispose()
             raise database.startup_error(exc) from exc
 
+    @property
+    def metrics(self) -> MetricsRecorder:
+        """The metrics recorder, started on first use (a status check records nothing and need not load it)."""
+        recorder = self._metrics
+        if recorder is None:
+            with self._metrics_lock:
+                if self._metrics is None:
+                    from .store.metrics import MetricsRecorder
+
+                    self._metrics = MetricsRecorder(self.db)
+                recorder = self._metrics
+        return recorder
+
     def close(self) -> None:
         """Flush metrics and release connections."""
-        self.metrics.close()
+        if self._metrics is not None:
+            self._metrics.close()
         self.factory.close()
         self.db.dispose()
 
@@ -169,6 +199,8 @@ class Orchestrator:
         fetched, stats = self._stats_cache
         if time.monotonic() - fetched < 30.0:
             return stats
+        from .store import metrics as metric_queries
+
         rows = metric_queries.model_stats(self.db, since=time.time() - 7 * 86400)
         stats = {m: (s.success_rate, s.p50_ms if s.p50_ms is not None else float("inf")) for m, s in rows.items()}
         self._stats_cache = (time.monotonic(), stats)
@@ -181,19 +213,28 @@ class ChatStream:
     def __init__(self, call: _Call) -> None:
         self._call = call
         self.result: OrchestratedResult | None = None
-        self._iter: Iterator[str] | None = None
+        self._iter: Generator[str, None, None] | None = None
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Generator[str, None, None]:
         if self._iter is None:
             self._iter = self._run()
         return self._iter
 
-    def _run(self) -> Iterator[str]:
-        for item in self._call.run_stream():
-            if isinstance(item, OrchestratedResult):
-                self.result = item
-            else:
-                yield item
+    def close(self) -> None:
+        """Stop reading: a stream still running records its attempt as cancelled."""
+        if self._iter is not None:
+            self._iter.close()
+
+    def _run(self) -> Generator[str, None, None]:
+        inner = self._call.run_stream()
+        try:
+            for item in inner:
+                if isinstance(item, OrchestratedResult):
+                    self.result = item
+                else:
+                    yield item
+        finally:
+            inner.close()  # at once, not when garbage is collected: the cancelled attempt is recorded now
 
 
 class _Call:
@@ -263,7 +304,7 @@ class _Call:
             return self.finish(model_id, result, ttft=None)
         raise AllModelsFailedError(self.attempts, model=self.requested)
 
-    def run_stream(self) -> Iterator[str | OrchestratedResult]:
+    def run_stream(self) -> Generator[str | OrchestratedResult, None, None]:
         for model_id in self.chain():
             if self.skip_if_cooling(model_id):
                 continue
@@ -298,9 +339,9 @@ class _Call:
                         cause=exc, provider=exc.provider, model=model_id,
                     ) from exc
                 continue
-            except GeneratorExit:  # the reader stopped early (closed tab, "stop" button)
-                self.add_attempt(Attempt(model_id, "error", _ms(started), "cancelled", "stopped by the reader",
-                                         first, self._from()))
+            except BaseException as stop:  # the reader stopped early (closed tab, "stop" button, Ctrl-C, SIGTERM)
+                reason = "interrupted" if isinstance(stop, (KeyboardInterrupt, SystemExit)) else "stopped by the reader"
+                self.add_attempt(Attempt(model_id, "error", _ms(started), "cancelled", reason, first, self._from()))
                 raise
             self.succeeded(model_id, result, _ms(started), ttft=first)
             yield self.finish(model_id, result, ttft=first)
@@ -312,7 +353,7 @@ class _Call:
         """A model in cooldown costs no network attempt: record it as skipped and move on."""
         try:
             entry = self.orch.failures.get(model_id)
-        except Exception:  # noqa: BLE001 - a broken failure cache must not stop the call itself
+        except Exception:
             log.warning("could not read the failure cache for %s", model_id, exc_info=True)
             return False
         if entry is None:
@@ -378,6 +419,8 @@ class _Call:
         """Keep the attempt and write its call_metrics row; recording never breaks a call."""
         self.attempts.append(attempt)
         try:
+            from .store.metrics import MetricRow
+
             usage = result.usage if result else None
             self.orch.metrics.record(
                 MetricRow.from_attempt(
@@ -390,7 +433,7 @@ class _Call:
                     streamed=self.streamed,
                 )
             )
-        except Exception:  # noqa: BLE001 - a metrics failure must never fail the user's call
+        except Exception:
             log.warning("could not record a call metric for %s", attempt.model, exc_info=True)
 
     def emit(self, kind: str, model_id: str, detail: str, *, error: OrchestratorError | None = None) -> None:

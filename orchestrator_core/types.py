@@ -122,6 +122,10 @@ class HostModel:
     progress: float | None = None  # percent, while loading or downloading, where the host reports it
 
 
+# Every column holding a model id (ai_models, call_metrics, model_failures, the rollups) is VARCHAR(255).
+MAX_MODEL_ID_LEN = 255
+
+
 @dataclass(frozen=True)
 class ModelRef:
     """A model addressed as ``provider:model``."""
@@ -143,8 +147,13 @@ class ModelRef:
         provider, sep, name = text.partition(":")
         if not sep or not provider.strip() or not name.strip() or any(c.isspace() for c in text):
             raise InvalidModelIdError(
-                f"Model id {model_id!r} is not of the form provider:model "
+                f"Model id {model_id[:MAX_MODEL_ID_LEN]!r} is not of the form provider:model "
                 "(for example lmstudio:qwen2.5-7b-instruct or openai:gpt-4o-mini)."
+            )
+        if len(text) > MAX_MODEL_ID_LEN:
+            raise InvalidModelIdError(
+                f"Model id {text[:60]!r}… is {len(text)} characters long, over the limit of {MAX_MODEL_ID_LEN}; "
+                "rename the model on its host (or use a shorter alias) to use it here."
             )
         return cls(provider.lower(), name)
 

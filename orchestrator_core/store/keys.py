@@ -17,17 +17,18 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import cast
 
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import bindparam, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Table, bindparam, select
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from ..config import HOSTED_PROVIDERS, LOCAL_PROVIDERS
-from ..errors import InvalidKeyInputError, SecretKeyError, mask_key
+from ..errors import DatabaseBusyError, InvalidKeyInputError, SecretKeyError, mask_key
 from ..types import KeyCheck, KeyTestResult
-from .db import Database
-from .tables import ApiKey, utcnow
+from .db import Database, upsert_insert
+from .tables import ApiKey, AppMeta, utcnow
 
 SECRET_FILE = "secret.key"
 DEFAULT_KEY_DIR = Path("data")
@@ -43,6 +44,18 @@ _UNDECRYPTABLE = (
 )
 
 KeyId = int | str
+
+# The secret verifier in app_meta: a Fernet token of a constant, so any process can tell whether its
+# secret is the one this database was set up with, even before any key is stored.
+VERIFIER_KEY = "secret_verifier"
+_VERIFIER_PLAINTEXT = b"orchestrator_core: the secret of this database, v1"
+_VERIFIER = select(AppMeta.__table__.c.value).where(AppMeta.__table__.c.key == VERIFIER_KEY)
+_OTHER_SECRET = (
+    "Stored keys cannot be decrypted with this secret: this database was set up with a different secret "
+    "(ORCHESTRATOR_SECRET_KEY, or the secret.key file of the folder its first process ran in). Every process "
+    "that uses this database needs the same secret: set ORCHESTRATOR_SECRET_KEY to the same value everywhere, "
+    "or copy that secret.key into this process's data folder."
+)
 
 _KEYS = ApiKey.__table__
 # Built once, because building a statement costs more than running it and secret_for runs on every call.
@@ -247,10 +260,49 @@ class KeyStore:
             return self._decrypt(self._row(s, key_id).encrypted_key)
 
     def verify_secret(self) -> None:
-        """Raise SecretKeyError unless every stored key decrypts with the current secret."""
+        """Raise SecretKeyError unless this secret is the database's: its verifier and every stored key decrypt.
+
+        The first process on a database records the verifier, so a second one with another secret (another
+        folder's secret.key on a shared PostgreSQL) is refused before it stores a key nobody else can read.
+        """
+        with self.db.engine.connect() as conn:
+            verifier = conn.scalar(_VERIFIER)
+        if verifier is not None:
+            self._check_verifier(verifier)
         with self.db.session() as s:
             for token in s.scalars(select(ApiKey.encrypted_key)):
                 self._decrypt(token)
+        if verifier is None:
+            self._record_verifier()
+
+    def _check_verifier(self, token: str) -> None:
+        try:
+            ok = self.fernet.decrypt(token.encode("ascii")) == _VERIFIER_PLAINTEXT
+        except (InvalidToken, ValueError):
+            ok = False
+        if not ok:
+            raise SecretKeyError(_OTHER_SECRET)
+
+    def _record_verifier(self) -> None:
+        """Insert the verifier unless another process did first; then it must match ours."""
+        table = cast(Table, AppMeta.__table__)
+        row = {"key": VERIFIER_KEY, "value": self.fernet.encrypt(_VERIFIER_PLAINTEXT).decode("ascii")}
+        try:
+            with self.db.engine.begin() as conn:  # the full busy wait: two first starts at once must agree
+                if self.db.dialect in ("sqlite", "postgresql"):
+                    insert = upsert_insert(self.db.dialect)
+                    conn.execute(insert(table).on_conflict_do_nothing(index_elements=["key"]), [row])
+                elif conn.scalar(_VERIFIER) is None:
+                    conn.execute(table.insert(), [row])
+                stored = conn.scalar(_VERIFIER)
+        except (DatabaseBusyError, IntegrityError):
+            return  # recorded on a later start; stored keys were checked above
+        except OperationalError as exc:
+            if "readonly" in str(exc.orig).lower():
+                return
+            raise
+        if stored is not None:
+            self._check_verifier(stored)
 
     # -- helpers ---------------------------------------------------------------------------------
     def _encrypt(self, key: str) -> str:
@@ -382,3 +434,4 @@ def _duplicate(provider: str, label: str) -> InvalidKeyInputError:
     return InvalidKeyInputError(
         f"A {provider} key labelled {label!r} already exists; choose another label or edit that key."
     )
+

@@ -9,15 +9,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Table, bindparam, select
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from ..config import HOSTED_PROVIDERS, LOCAL_PROVIDERS
-from ..errors import InputError, InvalidModelIdError, UnknownProviderError
+from ..errors import DatabaseBusyError, InputError, InvalidModelIdError, UnknownProviderError
 from ..types import ModelRef
-from .db import Database
+from .db import Database, upsert_insert
 from .tables import AIModel, utcnow
 
 log = logging.getLogger(__name__)
@@ -126,13 +125,27 @@ class ModelRegistry:
         for name in dict.fromkeys(names):
             try:
                 ids.append(ModelRef.parse(f"{provider}:{name}").id)
-            except InvalidModelIdError:
-                log.info("Skipping a model with an unusable name from %s: %r", provider, name)
+            except InvalidModelIdError as exc:
+                # One odd name (too long for the model columns, spaces) must not keep the rest unregistered.
+                log.warning("Skipping a model %s lists: %s", provider, exc.message)
         if not ids:
             return []
-        now = utcnow()
-        with self.db.session() as s:
-            known = set(s.scalars(select(AIModel.model_id).where(AIModel.model_id.in_(ids))))
+        try:
+            return self._register_new(provider, ids)
+        except DatabaseBusyError:
+            log.info("Discovery of %s models skipped: the database is busy; the next status check tries again.",
+                     provider)
+        except OperationalError as exc:
+            if "readonly" not in str(exc.orig).lower():
+                raise
+            log.info("Discovery of %s models skipped: the database is read-only.", provider)
+        return []
+
+    def _register_new(self, provider: str, ids: builtins.list[str]) -> builtins.list[str]:
+        # Best effort, with a short busy wait: a status check is a read and must not stall on another writer.
+        with self.db.quick_write() as conn:
+            known = set(conn.scalars(select(_TABLE.c.model_id).where(_TABLE.c.model_id.in_(ids))))
+            now = utcnow()
             new: builtins.list[dict[str, Any]] = [
                 {"model_id": i, "provider": provider, "display_name": None, "active": True,
                  "priority": DISCOVERED_PRIORITY, "source": "discovered", "created_at": now, "updated_at": now}
@@ -140,20 +153,20 @@ class ModelRegistry:
                 if i not in known
             ]
             if new:
-                self._insert_ignoring_existing(s, new)
+                self._insert_ignoring_existing(conn, new)
         return [str(row["model_id"]) for row in new]
 
-    def _insert_ignoring_existing(self, s: Session, rows: builtins.list[dict[str, Any]]) -> None:
+    def _insert_ignoring_existing(self, conn: Connection, rows: builtins.list[dict[str, Any]]) -> None:
         table = cast(Table, AIModel.__table__)
         if self.db.dialect in ("sqlite", "postgresql"):
             # Two processes discovering at once must not fail on the unique model_id.
-            insert = sqlite.insert if self.db.dialect == "sqlite" else postgresql.insert
-            s.execute(insert(table).on_conflict_do_nothing(index_elements=[table.c.model_id]), rows)
+            insert = upsert_insert(self.db.dialect)
+            conn.execute(insert(table).on_conflict_do_nothing(index_elements=[table.c.model_id]), rows)
             return
         for row in rows:
             try:
-                with s.begin_nested():
-                    s.execute(table.insert(), [row])
+                with conn.begin_nested():
+                    conn.execute(table.insert(), [row])
             except IntegrityError:
                 pass
 
@@ -194,3 +207,4 @@ def _entry(row: Any) -> ModelEntry:
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
+

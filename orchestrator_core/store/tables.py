@@ -193,3 +193,13 @@ class CallMetricHour(Base):
     """call_metrics per hour, kept the same way."""
 
     __table__ = call_metrics_hour
+
+
+# -- exits (issue 7 §6): facts about the whole installation, shared by every process on the database ------
+class AppMeta(Base):
+    """Key-value facts of the installation, e.g. a verifier of the secret that encrypts stored keys."""
+
+    __tablename__ = "app_meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
