@@ -193,3 +193,15 @@ class CallMetricHour(Base):
     """call_metrics per hour, kept the same way."""
 
     __table__ = call_metrics_hour
+
+
+# -- in-memory caches (store/generations.py) ----------------------------------------------------------
+
+
+class CacheGeneration(Base):
+    """A change counter per cached area (failures, keys, registry), bumped with every write to it."""
+
+    __tablename__ = "cache_generations"
+
+    area: Mapped[str] = mapped_column(String(32), primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger, default=0)
