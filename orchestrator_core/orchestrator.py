@@ -12,8 +12,10 @@ import itertools
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +33,7 @@ from .errors import (
 )
 from .fallback import is_provider_wide
 from .loader import LoadProgress, ModelManager
-from .providers.registry import PROVIDERS, is_local, provider_class
+from .providers.registry import LOCAL_PROVIDERS, PROVIDERS, is_local, provider_class
 from .store import Database, FailureCache, KeyStore, MetricRow, MetricsRecorder, ModelRegistry, load_fernet
 from .store import metrics as metric_queries
 from .types import (
@@ -54,6 +56,7 @@ MAX_PROMPT_CHARS = 2_000_000  # a guard against pasting a file by mistake, far a
 # rest of the facade on some machines.
 _ID_PREFIX = os.urandom(6).hex()
 _ID_COUNTER = itertools.count(1)
+STATS_MAX_AGE_S = 30.0  # ranking statistics older than this are refreshed in the background
 
 
 @dataclass(frozen=True)
@@ -83,8 +86,12 @@ class Orchestrator:
         self.failures = FailureCache(database)
         self.metrics = MetricsRecorder(database)
         self.factory = ProviderFactory(settings, self.keys.secret_for)
-        self.manager = ModelManager(settings, self.factory, self.registry, self.failures, self._model_stats)
-        self._stats_cache: tuple[float, dict[str, tuple[float, float]]] = (0.0, {})
+        # Long-lived: host probes and statistics refreshes must not start threads during a call.
+        self._pool = ThreadPoolExecutor(max_workers=len(LOCAL_PROVIDERS), thread_name_prefix="orchestrator")
+        self.manager = ModelManager(settings, self.factory, self.registry, self.failures, self._model_stats,
+                                    pool=self._pool)
+        self._stats_cache: tuple[float, dict[str, tuple[float, float]]] | None = None
+        self._stats_refreshing = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Orchestrator:
@@ -104,6 +111,9 @@ class Orchestrator:
     def close(self) -> None:
         """Flush metrics and release connections."""
         self.metrics.close()
+        self.failures.close()
+        self._pool.shutdown(wait=True)
+        self.manager.close()
         self.factory.close()
         self.db.dispose()
 
@@ -165,14 +175,34 @@ class Orchestrator:
 
     # -- metrics for the console --------------------------------------------------------------------
     def _model_stats(self) -> dict[str, tuple[float, float]]:
-        """(success rate, median latency) per model over the last 7 days, cached for 30 s."""
-        fetched, stats = self._stats_cache
-        if time.monotonic() - fetched < 30.0:
-            return stats
+        """(success rate, median latency) per model over the last 7 days, for ranking fallbacks.
+
+        Read once when first needed; after that, stale figures are served while a refresh runs in the
+        background, so a fallback hop never waits for the query."""
+        cached = self._stats_cache
+        if cached is None:
+            return self._refresh_stats()
+        if time.monotonic() - cached[0] >= STATS_MAX_AGE_S and self._stats_refreshing.acquire(blocking=False):
+            try:
+                self._pool.submit(self._refresh_stats_in_background)
+            except RuntimeError:  # the pool is shut down: the orchestrator is closing
+                self._stats_refreshing.release()
+        return cached[1]
+
+    def _refresh_stats(self) -> dict[str, tuple[float, float]]:
         rows = metric_queries.model_stats(self.db, since=time.time() - 7 * 86400)
         stats = {m: (s.success_rate, s.p50_ms if s.p50_ms is not None else float("inf")) for m, s in rows.items()}
         self._stats_cache = (time.monotonic(), stats)
         return stats
+
+    def _refresh_stats_in_background(self) -> None:
+        try:
+            self._refresh_stats()
+        except Exception:  # noqa: BLE001 - stale statistics only make the ranking a little older
+            log.warning("could not refresh the model statistics used for ranking", exc_info=True)
+            self._stats_cache = (time.monotonic(), self._stats_cache[1] if self._stats_cache else {})
+        finally:
+            self._stats_refreshing.release()
 
 
 class ChatStream:

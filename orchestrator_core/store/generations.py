@@ -19,8 +19,9 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import cast
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -34,7 +35,7 @@ FRESHNESS_S = 0.25  # another process's write is seen within this time
 
 Token = tuple[int, int]
 
-_TABLE = CacheGeneration.__table__
+_TABLE = cast(Table, CacheGeneration.__table__)
 _READ = select(_TABLE.c.area, _TABLE.c.generation)
 _BUMP = update(_TABLE).where(_TABLE.c.area == bindparam("bump_area")).values(generation=_TABLE.c.generation + 1)
 
