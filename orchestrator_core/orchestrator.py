@@ -177,23 +177,22 @@ class Orchestrator:
     def _model_stats(self) -> dict[str, tuple[float, float]]:
         """(success rate, median latency) per model over the last 7 days, for ranking fallbacks.
 
-        Read once when first needed; after that, stale figures are served while a refresh runs in the
-        background, so a fallback hop never waits for the query."""
+        A fallback hop never waits for the query: the figures are read in the background when first
+        needed and whenever they are older than STATS_MAX_AGE_S. Until the first read ends, ranking uses
+        tier and priority alone (the statistics only break ties after those)."""
         cached = self._stats_cache
-        if cached is None:
-            return self._refresh_stats()
-        if time.monotonic() - cached[0] >= STATS_MAX_AGE_S and self._stats_refreshing.acquire(blocking=False):
+        stale = cached is None or time.monotonic() - cached[0] >= STATS_MAX_AGE_S
+        if stale and self._stats_refreshing.acquire(blocking=False):
             try:
                 self._pool.submit(self._refresh_stats_in_background)
             except RuntimeError:  # the pool is shut down: the orchestrator is closing
                 self._stats_refreshing.release()
-        return cached[1]
+        return cached[1] if cached is not None else {}
 
-    def _refresh_stats(self) -> dict[str, tuple[float, float]]:
+    def _refresh_stats(self) -> None:
         rows = metric_queries.model_stats(self.db, since=time.time() - 7 * 86400)
         stats = {m: (s.success_rate, s.p50_ms if s.p50_ms is not None else float("inf")) for m, s in rows.items()}
         self._stats_cache = (time.monotonic(), stats)
-        return stats
 
     def _refresh_stats_in_background(self) -> None:
         try:
@@ -241,8 +240,9 @@ class _Call:
         streamed: bool,
     ) -> None:
         self.orch = orch
-        self.requested = ModelRef.parse(model_id).id
-        provider_class(ModelRef.parse(model_id).provider)
+        ref = ModelRef.parse(model_id)
+        self.requested = ref.id
+        provider_class(ref.provider)
         self.messages = validate_messages(list(messages))
         _check_size(self.messages)
         self.params = _params(params)

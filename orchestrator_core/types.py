@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import functools
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Literal, TypedDict
@@ -133,14 +135,22 @@ class ModelRef:
     @classmethod
     def parse(cls, model_id: str) -> ModelRef:
         """Split ``provider:model``; the model part may itself contain colons (``ollama:llama3.2:3b``)."""
-        text = (model_id or "").strip()
-        provider, sep, name = text.partition(":")
-        if not sep or not provider.strip() or not name.strip() or any(c.isspace() for c in text):
-            raise InvalidModelIdError(
-                f"Model id {model_id!r} is not of the form provider:model "
-                "(for example lmstudio:qwen2.5-7b-instruct or openai:gpt-4o-mini)."
-            )
-        return cls(provider.lower(), name)
+        return _parse_model_id(model_id)
+
+
+@functools.lru_cache(maxsize=4096)  # a call parses its model ids several times; there are few distinct ones
+def _parse_model_id(model_id: str) -> ModelRef:
+    text = (model_id or "").strip()
+    provider, sep, name = text.partition(":")
+    if not sep or not provider.strip() or not name.strip() or _WHITESPACE.search(text):
+        raise InvalidModelIdError(
+            f"Model id {model_id!r} is not of the form provider:model "
+            "(for example lmstudio:qwen2.5-7b-instruct or openai:gpt-4o-mini)."
+        )
+    return ModelRef(provider.lower(), name)
+
+
+_WHITESPACE = re.compile(r"\s")
 
 
 @dataclass(frozen=True)
