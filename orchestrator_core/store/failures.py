@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, case, delete, select
+from sqlalchemy import Insert, Select, Table, bindparam, case, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, InternalError, OperationalError
 from sqlalchemy.orm import Session
@@ -37,8 +38,9 @@ RETRY_MAX_S = 30.0
 # Failures worth keeping a cooldown in memory for: locked, read-only, disk full, connection lost.
 _NOT_WRITTEN = (OperationalError, InternalError, DatabaseError)
 
-_TABLE = ModelFailure.__table__
+_TABLE = cast(Table, ModelFailure.__table__)
 _ALL = select(_TABLE).order_by(_TABLE.c.until.desc())
+_ONE = select(_TABLE).where(_TABLE.c.model_id == bindparam("one_model_id"))
 
 When = datetime | float | None  # an aware datetime, epoch seconds, or None for now
 
@@ -183,8 +185,8 @@ class FailureCache:
         with self._generations.writing(AREA) as s:
             for failure in failures:
                 self._upsert(s, failure.values)
-            row = s.get_one(ModelFailure, failures[-1].values["model_id"], populate_existing=True)
-            entry = _entry(row)
+            row = s.execute(_ONE, {"one_model_id": failures[-1].values["model_id"]}).one()
+            entry = FailureEntry(**row._mapping)
         self._written(failures)
         return entry
 
@@ -240,16 +242,11 @@ class FailureCache:
                 return
 
     def _upsert(self, s: Session, values: dict[str, Any]) -> None:
-        table = cast(Table, ModelFailure.__table__)
+        table = _TABLE
         dialect = self.db.dialect
-        if dialect in ("sqlite", "postgresql"):
+        if dialect in _UPSERTS:
             # One statement, so concurrent records of one model neither duplicate nor race each other.
-            insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
-            stmt = insert(table).values(**values)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[table.c.model_id], set_=_merge(table.c, stmt.excluded)
-            )
-            s.execute(stmt)
+            s.execute(_UPSERTS[dialect], values)
             return
         try:  # other databases: insert, or update the row another process inserted first
             with s.begin_nested():
@@ -271,8 +268,14 @@ def _merge(current: Any, new: Any) -> dict[str, Any]:
     }
 
 
-def _entry(row: ModelFailure) -> FailureEntry:
-    return FailureEntry(row.model_id, row.error_kind, row.message, row.since, row.until, row.failure_count)
+def _upsert_for(insert: Callable[[Table], Any]) -> Insert:
+    stmt = insert(_TABLE)
+    return cast(Insert, stmt.on_conflict_do_update(index_elements=[_TABLE.c.model_id],
+                                                   set_=_merge(_TABLE.c, stmt.excluded)))
+
+
+# Built once: building the statement per failure cost more than SQLite writing the row.
+_UPSERTS = {"sqlite": _upsert_for(sqlite.insert), "postgresql": _upsert_for(postgresql.insert)}
 
 
 def _as_datetime(when: When) -> datetime:
