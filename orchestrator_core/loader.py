@@ -67,6 +67,8 @@ class _Snapshot:
     error: OrchestratorError | None
     checked_at: datetime
     fetched: float
+    # Which listed model each requested name is: every fallback hop asks for every active model again.
+    found: dict[str, HostModel | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -174,7 +176,10 @@ class ModelManager:
             return ModelStatus(ref.id, ModelState.LOADING, f"loading for {elapsed:.0f}s", now, local=True)
         if snapshot.error is not None:
             return ModelStatus(ref.id, ModelState.HOST_DOWN, snapshot.error.message, snapshot.checked_at, local=True)
-        host_model = self._find(ref, snapshot.models or [])
+        if ref.name in snapshot.found:
+            host_model = snapshot.found[ref.name]
+        else:
+            host_model = snapshot.found[ref.name] = self._find(ref, snapshot.models or [])
         if host_model is None:
             detail = "not on the host's model list; download it on the host or check the name"
             return ModelStatus(ref.id, ModelState.NOT_LOADED, detail, snapshot.checked_at, local=True)

@@ -125,7 +125,7 @@ class ModelRef:
     provider: str
     name: str
 
-    @property
+    @functools.cached_property  # read for every model on every status list and fallback hop
     def id(self) -> str:
         return f"{self.provider}:{self.name}"
 
