@@ -236,14 +236,28 @@ def _new(before: dict[str, int], after: dict[str, int]) -> int:
 
 def status_requests(base: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(database_url=f"sqlite:///{tmp}/status.db", base_urls={"lmstudio": base},
-                            local_hosts=("lmstudio",))
+        settings = Settings(database_url=f"sqlite:///{tmp}/status.db",
+                            base_urls={"lmstudio": base, "custom": f"{base}/v1", "openai": refused_url()},
+                            env_keys={"openai": "sk-bench-not-a-real-key-000000"}, local_hosts=("lmstudio",),
+                            failure_cooldown_s=3600.0)
         with Orchestrator.from_settings(settings) as orch:
             before = hits(base)
             statuses = orch.manager.list_with_status(force=True)
             local = sum(1 for s in statuses if s.local)
             print(f"   status of {len(statuses)} models ({local} local): {_new(before, hits(base))} request(s) "
                   "to the host (target 1)")
+            orch.registry.add(DEAD, priority=10)
+            orch.registry.add(BACKUP, priority=20)
+            orch.chat(DEAD, MESSAGES)
+            paths: dict[str, Callable[[], object]] = {
+                "chat": lambda: orch.chat(BACKUP, MESSAGES, fallback=False),
+                "dead": lambda: orch.chat(DEAD, MESSAGES),
+            }
+            interleaved(paths, 50)
+            times = interleaved(paths, 300)[0]
+            extra = statistics.median(times["dead"]) - statistics.median(times["chat"])
+            print(f"   dead primary with {len(statuses) + 2} active models to rank: extra over the backup, median "
+                  f"{extra * 1000:.3f} ms")
 
 
 def import_time() -> None:
