@@ -1,8 +1,10 @@
 """ModelManager: live status, load / wait / unload of local models, alternatives and the failure cache.
 
 Status of every model costs ONE request per local host (its model list), served from a short-lived
-cache; hosted models are judged by their key without a request. Loads run on a background thread
-per model so a caller can show progress while ``wait_for_load`` polls.
+cache; hosted models are judged by their key without a request. Only hosts whose answer is stale are
+asked, on one long-lived thread pool; choosing a fallback during a call asks no host that has answered
+before. Loads run on a background thread per model so a caller can show progress while ``wait_for_load``
+polls.
 
 Waiting polls quickly first and backs off (50 ms doubling to POLL_INTERVAL_S), and wakes at once on
 the host's own signal where it has one: a blocking load call returning (LM Studio, Ollama) or a
@@ -17,7 +19,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import cast
@@ -92,6 +94,8 @@ class _Snapshot:
     error: OrchestratorError | None
     checked_at: datetime
     fetched: float
+    # Which listed model each requested name is: every fallback hop asks for every active model again.
+    found: dict[str, HostModel | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -168,6 +172,7 @@ class ModelManager:
         *,
         clock: Callable[[], float] = time.monotonic,
         pause: Pause = _wait,
+        pool: Executor | None = None,
     ) -> None:
         self.settings = settings
         self.factory = factory
@@ -181,6 +186,17 @@ class ModelManager:
         self._host_locks = {p: threading.Lock() for p in PROVIDERS if is_local(p)}
         self._jobs: dict[str, _LoadJob] = {}
         self._jobs_lock = threading.Lock()
+        # Probes of several stale hosts run here; a pool per status check would start threads every time.
+        self._pool = pool
+        self._own_pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Stop the probe threads this manager started (a pool passed in belongs to the caller)."""
+        with self._pool_lock:
+            pool, self._own_pool = self._own_pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     # -- status ---------------------------------------------------------------------------------
     def check_status(self, model_id: str, *, force: bool = False) -> ModelStatus:
@@ -191,9 +207,12 @@ class ModelManager:
         snapshot = self._snapshot(ref.provider, force) if probed else None
         return self._status(ref, snapshot, self.failures.active())
 
-    def list_with_status(self, *, force: bool = False) -> list[ModelStatus]:
-        """Every active model with its status: one request per local host, hosts checked concurrently."""
-        snapshots = self._all_snapshots(force)
+    def list_with_status(self, *, force: bool = False, cached: bool = False) -> list[ModelStatus]:
+        """Every active model with its status: one request per stale local host, hosts checked concurrently.
+
+        ``cached``: use every host's last answer however old, asking only a host never asked (for choosing
+        a fallback in the middle of a call, where a probe would add its time to the user's wait)."""
+        snapshots = self._all_snapshots(force, cached=cached)
         failures = self.failures.active()
         refs = [ModelRef.parse(e.model_id) for e in self.registry.list(active_only=True)]
         return [self._status(r, snapshots.get(r.provider), failures) for r in refs if r.provider in PROVIDERS]
@@ -240,7 +259,10 @@ class ModelManager:
             return ModelStatus(ref.id, ModelState.LOADING, f"loading for {elapsed:.0f}s", now, local=True)
         if snapshot.error is not None:
             return ModelStatus(ref.id, ModelState.HOST_DOWN, snapshot.error.message, snapshot.checked_at, local=True)
-        host_model = self._find(ref, snapshot.models or [])
+        if ref.name in snapshot.found:
+            host_model = snapshot.found[ref.name]
+        else:
+            host_model = snapshot.found[ref.name] = self._find(ref, snapshot.models or [])
         if host_model is None:
             detail = "not on the host's model list; download it on the host or check the name"
             return ModelStatus(ref.id, ModelState.NOT_LOADED, detail, snapshot.checked_at, local=True)
@@ -277,16 +299,38 @@ class ModelManager:
         return next((m for m in models if host.same_model(ref.name, m.name)), None)
 
     # -- host snapshots (the only network traffic of a status check) --------------------------------
-    def _all_snapshots(self, force: bool) -> dict[str, _Snapshot]:
-        hosts = list(self.settings.local_hosts)
-        if not hosts:
-            return {}
-        with ThreadPoolExecutor(max_workers=len(hosts), thread_name_prefix="host-status") as pool:
-            return dict(zip(hosts, pool.map(lambda p: self._snapshot(p, force), hosts)))
+    def _all_snapshots(self, force: bool, *, cached: bool = False) -> dict[str, _Snapshot]:
+        hosts = self.settings.local_hosts
+        found: dict[str, _Snapshot] = {}
+        stale: list[str] = []
+        for provider in hosts:
+            snap = self._snapshots.get(provider)
+            if snap is not None and not force and (cached or self._fresh(snap)):
+                found[provider] = snap
+            else:
+                stale.append(provider)
+        if stale:
+            # The first stale host is asked on this thread, the others at the same time on the pool.
+            futures = [(p, self._probe_pool().submit(self._snapshot, p, force)) for p in stale[1:]]
+            found[stale[0]] = self._snapshot(stale[0], force)
+            found.update((p, future.result()) for p, future in futures)
+        return {p: found[p] for p in hosts}
+
+    def _fresh(self, snap: _Snapshot) -> bool:
+        return self._clock() - snap.fetched < self.settings.status_cache_ttl_s
+
+    def _probe_pool(self) -> Executor:
+        if self._pool is not None:
+            return self._pool
+        with self._pool_lock:
+            if self._own_pool is None:
+                workers = max(1, len(self.settings.local_hosts) - 1)
+                self._own_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="host-status")
+            return self._own_pool
 
     def _snapshot(self, provider: str, force: bool) -> _Snapshot:
         snap = self._snapshots.get(provider)
-        if snap is not None and not force and self._clock() - snap.fetched < self.settings.status_cache_ttl_s:
+        if snap is not None and not force and self._fresh(snap):
             return snap
         lock = self._host_locks[provider]
         asked_at = self._clock()
@@ -498,12 +542,14 @@ class ModelManager:
     def alternatives(
         self, model_id: str, *, exclude: Iterable[str] = (), exclude_providers: Iterable[str] = ()
     ) -> list[str]:
-        """Every model worth trying instead of model_id, best first (see fallback.rank_alternatives)."""
+        """Every model worth trying instead of model_id, best first (see fallback.rank_alternatives).
+
+        Judged from the hosts' last answers: the model picked is checked (and loaded) before its prompt."""
         priorities = {e.model_id: e.priority for e in self.registry.list(active_only=True)}
         priorities.update(self.settings.priorities)
         return rank_alternatives(
             model_id,
-            self.list_with_status(),
+            self.list_with_status(cached=True),
             priorities=priorities,
             stats=self._stats(),
             exclude=exclude,

@@ -15,6 +15,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +35,7 @@ from .errors import (
 )
 from .fallback import cools_down, is_provider_wide
 from .loader import LoadProgress, ModelManager
-from .providers.registry import PROVIDERS, is_local, provider_class
+from .providers.registry import LOCAL_PROVIDERS, PROVIDERS, is_local, provider_class
 from .store.db import Database
 from .store.failures import FailureCache
 from .store.keys import KeyStore, load_fernet
@@ -62,6 +63,7 @@ MAX_PROMPT_CHARS = 2_000_000  # a guard against pasting a file by mistake, far a
 # rest of the facade on some machines.
 _ID_PREFIX = os.urandom(6).hex()
 _ID_COUNTER = itertools.count(1)
+STATS_MAX_AGE_S = 30.0  # ranking statistics older than this are refreshed in the background
 
 
 @dataclass(frozen=True)
@@ -96,8 +98,12 @@ class Orchestrator:
         if spool is not None and spool.pending():
             _ = self.metrics  # rows an earlier process spooled are written at this start, not at the first call
         self.factory = ProviderFactory(settings, self.keys.secret_for)
-        self.manager = ModelManager(settings, self.factory, self.registry, self.failures, self._model_stats)
-        self._stats_cache: tuple[float, dict[str, tuple[float, float]]] = (0.0, {})
+        # Long-lived: host probes and statistics refreshes must not start threads during a call.
+        self._pool = ThreadPoolExecutor(max_workers=len(LOCAL_PROVIDERS), thread_name_prefix="orchestrator")
+        self.manager = ModelManager(settings, self.factory, self.registry, self.failures, self._model_stats,
+                                    pool=self._pool)
+        self._stats_cache: tuple[float, dict[str, tuple[float, float]]] | None = None
+        self._stats_refreshing = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, *, check_writable: bool = True) -> Orchestrator:
@@ -134,6 +140,9 @@ class Orchestrator:
         """Flush metrics and release connections."""
         if self._metrics is not None:
             self._metrics.close()
+        self.failures.close()
+        self._pool.shutdown(wait=True)
+        self.manager.close()
         self.factory.close()
         self.db.dispose()
 
@@ -195,16 +204,35 @@ class Orchestrator:
 
     # -- metrics for the console --------------------------------------------------------------------
     def _model_stats(self) -> dict[str, tuple[float, float]]:
-        """(success rate, median latency) per model over the last 7 days, cached for 30 s."""
-        fetched, stats = self._stats_cache
-        if time.monotonic() - fetched < 30.0:
-            return stats
+        """(success rate, median latency) per model over the last 7 days, for ranking fallbacks.
+
+        A fallback hop never waits for the query: the figures are read in the background when first
+        needed and whenever they are older than STATS_MAX_AGE_S. Until the first read ends, ranking uses
+        tier and priority alone (the statistics only break ties after those)."""
+        cached = self._stats_cache
+        stale = cached is None or time.monotonic() - cached[0] >= STATS_MAX_AGE_S
+        if stale and self._stats_refreshing.acquire(blocking=False):
+            try:
+                self._pool.submit(self._refresh_stats_in_background)
+            except RuntimeError:  # the pool is shut down: the orchestrator is closing
+                self._stats_refreshing.release()
+        return cached[1] if cached is not None else {}
+
+    def _refresh_stats(self) -> None:
         from .store import metrics as metric_queries
 
         rows = metric_queries.model_stats(self.db, since=time.time() - 7 * 86400)
         stats = {m: (s.success_rate, s.p50_ms if s.p50_ms is not None else float("inf")) for m, s in rows.items()}
         self._stats_cache = (time.monotonic(), stats)
-        return stats
+
+    def _refresh_stats_in_background(self) -> None:
+        try:
+            self._refresh_stats()
+        except Exception:  # noqa: BLE001 - stale statistics only make the ranking a little older
+            log.warning("could not refresh the model statistics used for ranking", exc_info=True)
+            self._stats_cache = (time.monotonic(), self._stats_cache[1] if self._stats_cache else {})
+        finally:
+            self._stats_refreshing.release()
 
 
 class ChatStream:
@@ -252,8 +280,9 @@ class _Call:
         streamed: bool,
     ) -> None:
         self.orch = orch
-        self.requested = ModelRef.parse(model_id).id
-        provider_class(ModelRef.parse(model_id).provider)
+        ref = ModelRef.parse(model_id)
+        self.requested = ref.id
+        provider_class(ref.provider)
         self.messages = validate_messages(list(messages))
         _check_size(self.messages)
         self.params = _params(params)

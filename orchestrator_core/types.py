@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import functools
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Literal, TypedDict
@@ -133,7 +135,7 @@ class ModelRef:
     provider: str
     name: str
 
-    @property
+    @functools.cached_property  # read for every model on every status list and fallback hop
     def id(self) -> str:
         return f"{self.provider}:{self.name}"
 
@@ -143,19 +145,27 @@ class ModelRef:
     @classmethod
     def parse(cls, model_id: str) -> ModelRef:
         """Split ``provider:model``; the model part may itself contain colons (``ollama:llama3.2:3b``)."""
-        text = (model_id or "").strip()
-        provider, sep, name = text.partition(":")
-        if not sep or not provider.strip() or not name.strip() or any(c.isspace() for c in text):
-            raise InvalidModelIdError(
-                f"Model id {model_id[:MAX_MODEL_ID_LEN]!r} is not of the form provider:model "
-                "(for example lmstudio:qwen2.5-7b-instruct or openai:gpt-4o-mini)."
-            )
-        if len(text) > MAX_MODEL_ID_LEN:
-            raise InvalidModelIdError(
-                f"Model id {text[:60]!r}… is {len(text)} characters long, over the limit of {MAX_MODEL_ID_LEN}; "
-                "rename the model on its host (or use a shorter alias) to use it here."
-            )
-        return cls(provider.lower(), name)
+        return _parse_model_id(model_id)
+
+
+@functools.lru_cache(maxsize=4096)  # a call parses its model ids several times; there are few distinct ones
+def _parse_model_id(model_id: str) -> ModelRef:
+    text = (model_id or "").strip()
+    provider, sep, name = text.partition(":")
+    if not sep or not provider.strip() or not name.strip() or _WHITESPACE.search(text):
+        raise InvalidModelIdError(
+            f"Model id {model_id[:MAX_MODEL_ID_LEN]!r} is not of the form provider:model "
+            "(for example lmstudio:qwen2.5-7b-instruct or openai:gpt-4o-mini)."
+        )
+    if len(text) > MAX_MODEL_ID_LEN:
+        raise InvalidModelIdError(
+            f"Model id {text[:60]!r}… is {len(text)} characters long, over the limit of {MAX_MODEL_ID_LEN}; "
+            "rename the model on its host (or use a shorter alias) to use it here."
+        )
+    return ModelRef(provider.lower(), name)
+
+
+_WHITESPACE = re.compile(r"\s")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """API keys: encrypted at rest with Fernet, listed only masked, merged with keys from the environment.
 
-The Fernet key comes from ORCHESTRATOR_SECRET_KEY or, failing that, from ``secret.key`` beside the
+``secret_for`` runs on every call, so it reads the keys from memory; a write in this process or another
+reloads them (see generations.py). The Fernet key comes from ORCHESTRATOR_SECRET_KEY or, failing that, from ``secret.key`` beside the
 database (created once, mode 0600). Losing both makes stored keys unreadable: ``verify_secret``
 says so at start-up instead of keys silently disappearing.
 """
@@ -13,7 +14,7 @@ import binascii
 import hashlib
 import os
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ from ..config import HOSTED_PROVIDERS, LOCAL_PROVIDERS
 from ..errors import DatabaseBusyError, InvalidKeyInputError, SecretKeyError, mask_key
 from ..types import KeyCheck, KeyTestResult
 from .db import Database, upsert_insert
+from .generations import Generations, Token, generations_for
 from .tables import ApiKey, AppMeta, utcnow
 
 SECRET_FILE = "secret.key"
@@ -44,6 +46,8 @@ _UNDECRYPTABLE = (
 )
 
 KeyId = int | str
+AREA = "keys"
+SecretRows = Mapping[str, Sequence[tuple[str, str | None]]]  # provider -> (token, last test), newest first
 
 # The secret verifier in app_meta: a Fernet token of a constant, so any process can tell whether its
 # secret is the one this database was set up with, even before any key is stored.
@@ -58,10 +62,9 @@ _OTHER_SECRET = (
 )
 
 _KEYS = ApiKey.__table__
-# Built once, because building a statement costs more than running it and secret_for runs on every call.
 _SECRET_ROWS = (
-    select(_KEYS.c.encrypted_key, _KEYS.c.last_test_status)
-    .where(_KEYS.c.user_id == bindparam("user_id"), _KEYS.c.provider == bindparam("provider"))
+    select(_KEYS.c.provider, _KEYS.c.encrypted_key, _KEYS.c.last_test_status)
+    .where(_KEYS.c.user_id == bindparam("user_id"))
     .order_by(_KEYS.c.updated_at.desc(), _KEYS.c.id.desc())
 )
 
@@ -157,8 +160,11 @@ class KeyStore:
         env_keys: Mapping[str, str] | None = None,
         known_providers: Collection[str] = (*HOSTED_PROVIDERS, *LOCAL_PROVIDERS),
         user_id: str = "local",
+        generations: Generations | None = None,
     ) -> None:
         self.db = db
+        self._generations = generations or generations_for(db)
+        self._secrets: tuple[Token, SecretRows] | None = None
         self.fernet = fernet
         self.env_keys = {p: k for p, k in (env_keys or {}).items() if k}
         self.known_providers = tuple(known_providers)
@@ -176,7 +182,7 @@ class KeyStore:
         key = _check_key(key)
         row = ApiKey(provider=provider, label=label, encrypted_key=self._encrypt(key), user_id=self.user_id)
         try:
-            with self.db.session() as s:
+            with self._generations.writing(AREA) as s:
                 self._check_label_free(s, provider, label, None)
                 s.add(row)
                 s.flush()
@@ -190,7 +196,7 @@ class KeyStore:
         new_key = _check_key(key) if key is not None else None
         provider = ""
         try:
-            with self.db.session() as s:
+            with self._generations.writing(AREA) as s:
                 row = self._row(s, key_id)
                 provider = row.provider
                 if new_label is not None and new_label != row.label:
@@ -209,7 +215,7 @@ class KeyStore:
 
     def delete(self, key_id: KeyId) -> None:
         """Remove a stored key."""
-        with self.db.session() as s:
+        with self._generations.writing(AREA) as s:
             s.delete(self._row(s, key_id))
 
     def record_test(self, key_id: KeyId, result: KeyTestResult) -> None:
@@ -218,7 +224,7 @@ class KeyStore:
         if env_provider is not None:
             self._env_tests[env_provider] = result
             return
-        with self.db.session() as s:
+        with self._generations.writing(AREA) as s:
             row = self._row(s, key_id)
             row.last_tested_at = result.tested_at
             row.last_test_status = KeyCheck(result.status).value
@@ -242,8 +248,7 @@ class KeyStore:
         A stored key whose last test was "rejected" is used only when nothing else exists, so the call
         fails with a clear authentication error instead of "no key".
         """
-        with self.db.engine.connect() as conn:
-            rows = conn.execute(_SECRET_ROWS, {"user_id": self.user_id, "provider": provider}).all()
+        rows = self._secret_rows().get(provider, ())
         usable = [token for token, status in rows if status != KeyCheck.REJECTED.value]
         if usable:
             return self._decrypt(usable[0])
@@ -305,6 +310,19 @@ class KeyStore:
             self._check_verifier(stored)
 
     # -- helpers ---------------------------------------------------------------------------------
+    def _secret_rows(self) -> SecretRows:
+        """Every stored key of this user by provider, from memory unless a write changed them."""
+        token = self._generations.token(AREA)
+        loaded = self._secrets
+        if loaded is None or loaded[0] != token:
+            by_provider: dict[str, list[tuple[str, str | None]]] = {}
+            with self.db.engine.connect() as conn:
+                for provider, encrypted, status in conn.execute(_SECRET_ROWS, {"user_id": self.user_id}):
+                    by_provider.setdefault(provider, []).append((encrypted, status))
+            loaded = (token, by_provider)
+            self._secrets = loaded
+        return loaded[1]
+
     def _encrypt(self, key: str) -> str:
         return self.fernet.encrypt(key.encode()).decode("ascii")
 

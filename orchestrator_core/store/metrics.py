@@ -124,7 +124,6 @@ _STOP = object()
 # What rollup.aggregate raises for a row whose values are not numbers (or an infinite time).
 _MALFORMED = (TypeError, ValueError, KeyError, ArithmeticError)
 _WARN_AFTER_FAILURES = 3
-_MAX_BATCH = 5000
 _MAX_BACKOFF_S = 2.0
 EXIT_WAIT_S = 5.0  # how long close() waits for a busy database before the rows go to the spool
 # A write that has not finished after this long means the database is busy: readers stop waiting for it.
@@ -160,6 +159,7 @@ class MetricsRecorder:
         self.batch_window_s = batch_window_s
         self.spool = Spool.for_database(db)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._hurry = threading.Event()  # set by flush() and close(): end the batch window now
         self._closed = False
         self._give_up = threading.Event()  # set by close(): spool what is left instead of retrying
         self._failing = False
@@ -183,6 +183,7 @@ class MetricsRecorder:
             return not self._thread.is_alive()
         done = threading.Event()
         self._queue.put(done)
+        self._hurry.set()
         return done.wait(timeout)
 
     @property
@@ -202,6 +203,7 @@ class MetricsRecorder:
         atexit.unregister(self.close)
         _OPEN.discard(self)
         self._queue.put(_STOP)
+        self._hurry.set()
         self._thread.join(timeout)
         if not self._thread.is_alive():
             return
@@ -295,20 +297,12 @@ class MetricsRecorder:
                 return
 
     def _gather(self, pending: list[dict[str, Any]], waiters: list[Waiter]) -> bool:
-        """Keep collecting for batch_window_s, or until a flush, a stop or a full batch; True on stop."""
-        deadline = time.monotonic() + self.batch_window_s
-        while len(pending) < _MAX_BATCH and not waiters:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            try:
-                item = self._queue.get(timeout=remaining)
-            except queue.Empty:
-                return False
-            self._queue.put(item)  # let _collect sort it with everything else that is queued
-            if self._collect(pending, waiters, block=False):
-                return True
-        return False
+        """Let rows gather for batch_window_s, or until a flush or a stop; True on stop.
+
+        Rows queued meanwhile do not wake this thread: waking per row made every call hand the GIL over."""
+        self._hurry.wait(self.batch_window_s)
+        self._hurry.clear()
+        return self._collect(pending, waiters, block=False)
 
     def _collect(self, pending: list[dict[str, Any]], waiters: list[Waiter], *, block: bool) -> bool:
         """Move everything queued into pending/waiters; True when a stop was requested."""

@@ -203,3 +203,15 @@ class AppMeta(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+# -- in-memory caches (store/generations.py) ----------------------------------------------------------
+
+
+class CacheGeneration(Base):
+    """A change counter per cached area (failures, keys, registry), bumped with every write to it."""
+
+    __tablename__ = "cache_generations"
+
+    area: Mapped[str] = mapped_column(String(32), primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger, default=0)
