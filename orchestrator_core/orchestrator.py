@@ -32,7 +32,16 @@ from .errors import (
 from .fallback import is_provider_wide
 from .loader import LoadProgress, ModelManager
 from .providers.registry import PROVIDERS, is_local, provider_class
-from .store import Database, FailureCache, KeyStore, MetricRow, MetricsRecorder, ModelRegistry, load_fernet
+from .store import (
+    Database,
+    FailureCache,
+    KeyStore,
+    MetricRow,
+    MetricsRecorder,
+    ModelRegistry,
+    TokenStore,
+    load_fernet,
+)
 from .store import metrics as metric_queries
 from .types import (
     Attempt,
@@ -82,6 +91,7 @@ class Orchestrator:
         self.registry = ModelRegistry(database, known_providers=tuple(PROVIDERS))
         self.failures = FailureCache(database)
         self.metrics = MetricsRecorder(database)
+        self.tokens = TokenStore(database)  # gateway tokens of the HTTP API (api/)
         self.factory = ProviderFactory(settings, self.keys.secret_for)
         self.manager = ModelManager(settings, self.factory, self.registry, self.failures, self._model_stats)
         self._stats_cache: tuple[float, dict[str, tuple[float, float]]] = (0.0, {})

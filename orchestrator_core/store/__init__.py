@@ -14,6 +14,7 @@ from .failures import FailureCache, FailureEntry
 from .keys import KeyInfo, KeyStore, load_fernet
 from .metrics import MetricRow, MetricsRecorder, ModelStats
 from .registry import ModelEntry, ModelRegistry
+from .tokens import NewToken, TokenInfo, TokenStore
 
 __all__ = [
     "Database",
@@ -26,6 +27,9 @@ __all__ = [
     "ModelEntry",
     "ModelRegistry",
     "ModelStats",
+    "NewToken",
+    "TokenInfo",
+    "TokenStore",
     "load_fernet",
     "metrics",
 ]

@@ -41,7 +41,7 @@ def test_open_creates_every_table_indexes_and_seed_models(db: Database) -> None:
         seeds = conn.execute(text("SELECT model_id, source, active FROM ai_models")).all()
     assert {row.model_id for row in seeds} == SEED_IDS
     assert all(row.source == "seed" and row.active for row in seeds)
-    assert _scalar(db, "SELECT version_num FROM alembic_version") == db_module.head_revision() == "0002"
+    assert _scalar(db, "SELECT version_num FROM alembic_version") == db_module.head_revision() == "0006"
 
 
 def test_migrations_build_exactly_the_orm_schema(db: Database) -> None:
