@@ -55,6 +55,11 @@ class Settings:
     priorities: Mapping[str, int] = field(default_factory=dict)  # model id -> priority (lower first)
     fallback_enabled: bool = True
     local_hosts: tuple[str, ...] = LOCAL_PROVIDERS  # hosts whose status is probed (LOCAL_HOSTS)
+    # The HTTP API (api/): GET /metrics without a token, the SSE comment interval while a stream waits
+    # (a cold load), and how many threads run its provider calls (each stream holds one while it runs).
+    metrics_public: bool = False
+    stream_keepalive_s: float = 5.0
+    gateway_threads: int = 64
 
     def base_url(self, provider: str) -> str:
         return self.base_urls.get(provider, DEFAULT_BASE_URLS.get(provider, "")).rstrip("/")
@@ -105,6 +110,9 @@ class Settings:
             priorities=_priorities(env.get("MODEL_PRIORITIES", "")),
             fallback_enabled=env.get("FALLBACK_ENABLED", "true").lower() not in ("0", "false", "no", "off"),
             local_hosts=_hosts(env.get("LOCAL_HOSTS")),
+            metrics_public=env.get("METRICS_PUBLIC", "false").lower() in ("1", "true", "yes", "on"),
+            stream_keepalive_s=_number(env, "STREAM_KEEPALIVE_S", 5.0),
+            gateway_threads=int(_number(env, "GATEWAY_THREADS", 64, minimum=1.0)),
         )
 
 

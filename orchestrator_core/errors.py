@@ -6,7 +6,8 @@
     │   ├── UnknownProviderError           provider prefix not registered
     │   ├── EmptyPromptError               no messages, or only whitespace
     │   ├── InvalidKeyInputError           empty key, whitespace inside, unknown provider, duplicate label
-    │   └── UnsupportedParameterError      a request parameter the core cannot honour yet (names it: param)
+    │   └── InvalidParameterError          an HTTP API body field that does not fit (names it: param)
+    │       └── UnsupportedParameterError  a parameter the core cannot honour yet (tools, n > 1, ...)
     ├── ConfigurationError                 settings, database or secret problems found at start-up
     │   ├── DatabaseError                  path read-only, folder missing, corrupt file, bad URL
     │   └── SecretKeyError                 stored keys cannot be decrypted with this secret
@@ -225,14 +226,20 @@ class AllModelsFailedError(OrchestratorError):
         self.attempts = list(attempts)
 
 
-class UnsupportedParameterError(InputError):
-    """A request parameter the core cannot honour yet (tools, response_format, n > 1, ...): refused, never dropped."""
+class InvalidParameterError(InputError):
+    """A request parameter with a value that does not fit (an HTTP API body field); param names it."""
 
-    kind = "unsupported_parameter"
+    kind = "invalid_parameter"
 
     def __init__(self, message: str, *, param: str, **fields: Any) -> None:
         super().__init__(message, **fields)
         self.param = param
+
+
+class UnsupportedParameterError(InvalidParameterError):
+    """A request parameter the core cannot honour yet (tools, response_format, n > 1, ...): refused, never dropped."""
+
+    kind = "unsupported_parameter"
 
 
 class GatewayAccessError(OrchestratorError):

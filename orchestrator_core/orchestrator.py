@@ -193,6 +193,16 @@ class ChatStream:
         self.result: OrchestratedResult | None = None
         self._iter: Iterator[str] | None = None
 
+    @property
+    def request_id(self) -> str:
+        """The id every metric row of this call carries (known before the first token)."""
+        return self._call.request_id
+
+    @property
+    def requested_model(self) -> str:
+        """The model id asked for, normalised (provider lower-cased)."""
+        return self._call.requested
+
     def __iter__(self) -> Iterator[str]:
         if self._iter is None:
             self._iter = self._run()

@@ -1,0 +1,91 @@
+"""Who may call the API: a gateway token (``Authorization: Bearer ...``) on every route but /api/health.
+
+Scope ``chat`` may call /v1 and read /api; ``admin`` may also load, unload and reset, and read /metrics.
+Failed token checks are counted per client address; past the limit that address gets 429 with
+retry-after until the window has passed, whatever token it sends (guessing stops paying off).
+The count lives in this process: with N workers an address gets N times the tries (see README "API").
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from orchestrator_core.errors import GatewayAccessError, TokenScopeError, TooManyTokenFailuresError
+from orchestrator_core.store.tokens import Scope, TokenInfo
+
+HOW_TO_GET_ONE = ("create one on the console's API keys page (Gateway tokens) or with "
+                  "'python -m orchestrator_core tokens create NAME', and send it as 'Authorization: Bearer <token>'")
+bearer = HTTPBearer(auto_error=False, description="A gateway token: python -m orchestrator_core tokens create NAME")
+
+
+class FailureLimiter:
+    """Failed checks per client address in a sliding window; over the limit the address must wait."""
+
+    def __init__(self, limit: int = 10, window_s: float = 60.0, *, max_addresses: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self.max_addresses = max_addresses
+        self._clock = clock
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def locked_for(self, address: str) -> float:
+        """Seconds this address must wait before its next check; 0 when it may try."""
+        now = self._clock()
+        with self._lock:
+            times = self._failures.get(address)
+            if times is None:
+                return 0.0
+            while times and now - times[0] >= self.window_s:
+                times.popleft()
+            if not times:
+                del self._failures[address]
+                return 0.0
+            return times[0] + self.window_s - now if len(times) >= self.limit else 0.0
+
+    def failed(self, address: str) -> None:
+        with self._lock:
+            times = self._failures.setdefault(address, deque())
+            self._failures.move_to_end(address)
+            times.append(self._clock())
+            while len(times) > self.limit:
+                times.popleft()
+            while len(self._failures) > self.max_addresses:  # a flood of addresses cannot grow memory
+                self._failures.popitem(last=False)
+
+
+def require(scope: Scope) -> Callable[..., TokenInfo]:
+    """A dependency that lets a request through with a valid token of this scope (or admin)."""
+
+    def check(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> TokenInfo:
+        # A plain def: FastAPI runs it on a worker thread, so the token read never blocks the event loop.
+        backend = request.app.state.backend
+        limiter: FailureLimiter = backend.token_failures
+        address = request.client.host if request.client else "unknown"
+        wait = limiter.locked_for(address)
+        if wait > 0:
+            raise TooManyTokenFailuresError(
+                f"Too many wrong gateway tokens from {address}; try again in {wait:.0f} s.", retry_after=wait)
+        if credentials is None or not credentials.credentials:
+            raise GatewayAccessError(f"This API needs a gateway token: {HOW_TO_GET_ONE}.")
+        info = backend.orchestrator().tokens.verify(credentials.credentials)
+        if info is None:
+            limiter.failed(address)
+            raise GatewayAccessError(f"The gateway token is wrong or revoked: {HOW_TO_GET_ONE}.")
+        if scope == "admin" and info.scope != "admin":
+            raise TokenScopeError(f"The token {info.name!r} has scope {info.scope!r}; this route needs an 'admin' "
+                                  "token (python -m orchestrator_core tokens create NAME --scope admin).")
+        return info
+
+    return check
+
+
+chat_token = require("chat")
+admin_token = require("admin")
