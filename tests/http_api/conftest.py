@@ -3,6 +3,7 @@ real uvicorn on a free 127.0.0.1 port (a thread of the test process), tokens of 
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import threading
 import time
@@ -40,6 +41,7 @@ class Upstream:
     load_s: float = 0.0
     load_reply: Reply | None = None
     pieces: list[str] = field(default_factory=lambda: ["fi", "ne"])
+    piece_delay_s: float = 0.0
 
     def install(self) -> None:
         self.server.script(CUSTOM_CHAT, self.custom)
@@ -66,7 +68,7 @@ class Upstream:
 
     def _answer(self, body: dict[str, Any], model: str) -> Reply:
         if body.get("stream"):
-            return Reply.stream(openai_stream(self.pieces, model))
+            return dataclasses.replace(Reply.stream(openai_stream(self.pieces, model)), piece_delay_s=self.piece_delay_s)
         return Reply.json(200, openai_answer("".join(self.pieces), model))
 
     def load(self, _: Seen) -> Reply:
