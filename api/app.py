@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestrator_core import shared
 from orchestrator_core.errors import ConfigurationError, OrchestratorError
@@ -57,8 +58,11 @@ class Backend:
         return await loop.run_in_executor(self.pool, partial(_with_orchestrator, self, fn))
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop the worker threads; a later start (a second lifespan) makes a new pool."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _with_orchestrator(backend: Backend, fn: Callable[[Orchestrator], T]) -> T:
@@ -104,6 +108,7 @@ def create_api(
     app.include_router(management.metrics_router)
     app.add_exception_handler(OrchestratorError, errors.on_orchestrator_error)
     app.add_exception_handler(RequestValidationError, errors.on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, errors.on_http_error)
     app.add_exception_handler(Exception, errors.on_unexpected)
     return app
 

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestrator_core.errors import (
     AllModelsFailedError,
@@ -75,6 +76,17 @@ async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     param = ".".join(where) or "body"
     message = f"Invalid value for '{param}': {first.get('msg', 'invalid request')}; fix it and send again."
     return error_response(request, InvalidParameterError(message, param=param) if where else InputError(message))
+
+
+async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own answers (no such route, wrong method) in the route family's shape too."""
+    assert isinstance(exc, StarletteHTTPException)
+    message = f"{exc.detail}: {request.method} {request.url.path}; see /api/docs for the routes."
+    if request.url.path.startswith(OPENAI_PREFIX):
+        body: dict[str, Any] = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
+    else:
+        body = {"type": "http_error", "message": message, "model": None}
+    return JSONResponse({"error": body}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
 
 async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
