@@ -36,12 +36,25 @@ class Backend:
         self.token_failures = FailureLimiter()
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._built: Orchestrator | None = None
 
     def orchestrator(self) -> Orchestrator:
         """The orchestrator (built on first use; a configuration error is raised, as a 503)."""
         orch = self._orchestrator()
-        self.metrics.attach(orch)
+        if orch is not self._built:
+            self.metrics.attach(orch)
+            self._built = orch
         return orch
+
+    def orchestrator_if_built(self) -> Orchestrator | None:
+        """The orchestrator when it exists already (no build, no blocking), else None."""
+        orch = self._built
+        return orch
+
+    async def ready_orchestrator(self) -> Orchestrator:
+        """The orchestrator, without a thread hop once it is built (building it blocks: on a worker thread)."""
+        orch = self._built
+        return orch if orch is not None else await self.call(lambda o: o)
 
     @property
     def pool(self) -> ThreadPoolExecutor:
@@ -86,9 +99,8 @@ def create_api(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if outer_lifespan is not None:
-            async with outer_lifespan(app):
-                async with _own_lifespan(backend, close):
-                    yield
+            async with outer_lifespan(app), _own_lifespan(backend, close):
+                yield
         else:
             async with _own_lifespan(backend, close):
                 yield

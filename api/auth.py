@@ -11,17 +11,21 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
+import anyio
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from orchestrator_core.errors import GatewayAccessError, TokenScopeError, TooManyTokenFailuresError
+from orchestrator_core.orchestrator import Orchestrator
 from orchestrator_core.store.tokens import Scope, TokenInfo
 
 HOW_TO_GET_ONE = ("create one on the console's API keys page (Gateway tokens) or with "
                   "'python -m orchestrator_core tokens create NAME', and send it as 'Authorization: Bearer <token>'")
 bearer = HTTPBearer(auto_error=False, description="A gateway token: python -m orchestrator_core tokens create NAME")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
 class FailureLimiter:
@@ -61,31 +65,54 @@ class FailureLimiter:
                 self._failures.popitem(last=False)
 
 
-def require(scope: Scope) -> Callable[..., TokenInfo]:
+def require(scope: Scope) -> Callable[..., Awaitable[TokenInfo]]:
     """A dependency that lets a request through with a valid token of this scope (or admin)."""
 
-    def check(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> TokenInfo:
-        # A plain def: FastAPI runs it on a worker thread, so the token read never blocks the event loop.
+    async def check(request: Request, credentials: Credentials) -> TokenInfo:
         backend = request.app.state.backend
-        limiter: FailureLimiter = backend.token_failures
-        address = request.client.host if request.client else "unknown"
-        wait = limiter.locked_for(address)
-        if wait > 0:
-            raise TooManyTokenFailuresError(
-                f"Too many wrong gateway tokens from {address}; try again in {wait:.0f} s.", retry_after=wait)
-        if credentials is None or not credentials.credentials:
-            raise GatewayAccessError(f"This API needs a gateway token: {HOW_TO_GET_ONE}.")
-        info = backend.orchestrator().tokens.verify(credentials.credentials)
-        if info is None:
-            limiter.failed(address)
-            raise GatewayAccessError(f"The gateway token is wrong or revoked: {HOW_TO_GET_ONE}.")
-        if scope == "admin" and info.scope != "admin":
-            raise TokenScopeError(f"The token {info.name!r} has scope {info.scope!r}; this route needs an 'admin' "
-                                  "token (python -m orchestrator_core tokens create NAME --scope admin).")
-        return info
+        token = credentials.credentials if credentials is not None else ""
+        _not_locked(backend.token_failures, request)
+        orch: Orchestrator | None = backend.orchestrator_if_built()
+        info = orch.tokens.cached(token) if orch is not None and token else None
+        if info is None:  # not checked lately: the database read runs on a worker thread
+            info = await anyio.to_thread.run_sync(_check_token, backend, request, token)
+        return _in_scope(info, scope)
 
     return check
 
 
+def _not_locked(limiter: FailureLimiter, request: Request) -> None:
+    address = _address(request)
+    wait = limiter.locked_for(address)
+    if wait > 0:
+        raise TooManyTokenFailuresError(
+            f"Too many wrong gateway tokens from {address}; try again in {wait:.0f} s.", retry_after=wait)
+
+
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _check_token(backend: Any, request: Request, token: str) -> TokenInfo:
+    limiter: FailureLimiter = backend.token_failures
+    address = _address(request)
+    if not token:
+        raise GatewayAccessError(f"This API needs a gateway token: {HOW_TO_GET_ONE}.")
+    info: TokenInfo | None = backend.orchestrator().tokens.verify(token)
+    if info is None:
+        limiter.failed(address)
+        raise GatewayAccessError(f"The gateway token is wrong or revoked: {HOW_TO_GET_ONE}.")
+    return info
+
+
+def _in_scope(info: TokenInfo, scope: Scope) -> TokenInfo:
+    if scope == "admin" and info.scope != "admin":
+        raise TokenScopeError(f"The token {info.name!r} has scope {info.scope!r}; this route needs an 'admin' "
+                              "token (python -m orchestrator_core tokens create NAME --scope admin).")
+    return info
+
+
 chat_token = require("chat")
 admin_token = require("admin")
+ChatToken = Annotated[TokenInfo, Depends(chat_token)]
+AdminToken = Annotated[TokenInfo, Depends(admin_token)]

@@ -18,8 +18,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from orchestrator_core.errors import (
     AllModelsFailedError,
     InputError,
-    OrchestratorError,
     InvalidParameterError,
+    OrchestratorError,
 )
 
 OPENAI_PREFIX = "/v1"

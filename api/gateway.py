@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response
 
 from orchestrator_core.errors import InvalidParameterError, UnsupportedParameterError
-from orchestrator_core.store.tokens import TokenInfo
 from orchestrator_core.types import Message, OrchestratedResult
 
 from . import streaming
-from .auth import chat_token
+from .auth import ChatToken
 from .schemas import ChatCompletion, ChatCompletionRequest, ChatMessageIn, OpenAIModel, OpenAIModelList, openai_errors
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -34,7 +33,7 @@ CHAT_ERRORS = openai_errors(400, 401, 403, 404, 409, 429, 502, 503, 504)
 
 
 @router.get("/models", response_model=OpenAIModelList, responses=openai_errors(401, 429, 503))
-async def list_models(request: Request, ready: bool = False, _: TokenInfo = Depends(chat_token)) -> OpenAIModelList:
+async def list_models(request: Request, _: ChatToken, ready: bool = False) -> OpenAIModelList:
     """Every active model in OpenAI's list shape, with its state; ready=true: only those that can answer now."""
     statuses = await request.app.state.backend.call(lambda o: o.manager.list_with_status())
     return OpenAIModelList(data=[
@@ -48,8 +47,8 @@ async def list_models(request: Request, ready: bool = False, _: TokenInfo = Depe
 async def chat_completions(
     request: Request,
     body: ChatCompletionRequest,
-    x_orchestrator_fallback: str | None = Header(default=None, description="off: no fallback for this call"),
-    _: TokenInfo = Depends(chat_token),
+    _: ChatToken,
+    x_orchestrator_fallback: Annotated[str | None, Header(description="off: no fallback for this call")] = None,
 ) -> Response:
     """A chat completion, plain or streamed (stream: true), from the model asked for or its fallback."""
     messages = to_messages(body.messages)
@@ -64,7 +63,7 @@ async def chat_completions(
 
 async def _stream(request: Request, backend: Any, body: ChatCompletionRequest, messages: list[Message],
                   params: dict[str, Any], fallback: bool | None) -> Response:
-    orch = await backend.call(lambda o: o)
+    orch = await backend.ready_orchestrator()
     run = streaming.StreamRun(asyncio.get_running_loop())
     stream = orch.stream_chat(body.model, messages, fallback=fallback, on_event=run.on_event, **params)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)

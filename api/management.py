@@ -7,11 +7,10 @@ converter; ``%2F`` and ``%3A`` work as well as the plain characters.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -19,11 +18,10 @@ from orchestrator_core.errors import ConfigurationError
 from orchestrator_core.loader import HostStatus
 from orchestrator_core.orchestrator import Orchestrator
 from orchestrator_core.store import FailureEntry
-from orchestrator_core.store.tokens import TokenInfo
 from orchestrator_core.types import ModelStatus
 
 from . import prom
-from .auth import admin_token, bearer, chat_token
+from .auth import AdminToken, ChatToken, Credentials, admin_token
 from .schemas import (
     Alternative,
     FailureList,
@@ -84,72 +82,71 @@ async def health(request: Request) -> Response:
 
 
 @router.get("/models", response_model=ModelList, responses=READ)
-async def list_models(request: Request, refresh: bool = False, _: TokenInfo = Depends(chat_token)) -> ModelList:
+async def list_models(request: Request, _: ChatToken, refresh: bool = False) -> ModelList:
     """Every active model with its status; refresh=true asks the hosts again instead of the short cache."""
     statuses = await _backend(request).call(lambda o: o.manager.list_with_status(force=refresh))
     return ModelList(models=[status_out(s) for s in statuses])
 
 
 @router.get(MODEL + "/status", response_model=ModelStatusOut, responses=READ)
-async def model_status(request: Request, model_id: str, refresh: bool = False,
-                       _: TokenInfo = Depends(chat_token)) -> ModelStatusOut:
+async def model_status(request: Request, _: ChatToken, model_id: str, refresh: bool = False) -> ModelStatusOut:
     return status_out(await _backend(request).call(lambda o: o.manager.check_status(model_id, force=refresh)))
 
 
 @router.post(MODEL + "/load", response_model=ModelStatusOut, responses={**READ, **api_errors(409, 502, 504)})
-async def load_model(request: Request, model_id: str, _: TokenInfo = Depends(admin_token)) -> ModelStatusOut:
+async def load_model(request: Request, _: AdminToken, model_id: str) -> ModelStatusOut:
     """Start loading a local model; answers at once with state loading (or loaded). Follow with /wait."""
     return status_out(await _backend(request).call(lambda o: o.manager.load(model_id)))
 
 
 @router.post(MODEL + "/wait", response_model=ModelStatusOut, responses={**READ, **api_errors(409, 502, 504)})
-async def wait_for_model(request: Request, model_id: str, body: WaitBody | None = None,
-                         _: TokenInfo = Depends(chat_token)) -> ModelStatusOut:
+async def wait_for_model(request: Request, _: ChatToken, model_id: str,
+                         body: WaitBody | None = None) -> ModelStatusOut:
     """Answer once the model is loaded; 504 when timeout_s passes first, 409 when the load failed."""
     timeout = body.timeout_s if body else None
     return status_out(await _backend(request).call(lambda o: o.manager.wait_for_load(model_id, timeout_s=timeout)))
 
 
 @router.post(MODEL + "/unload", response_model=ModelStatusOut, responses={**READ, **api_errors(502, 504)})
-async def unload_model(request: Request, model_id: str, _: TokenInfo = Depends(admin_token)) -> ModelStatusOut:
+async def unload_model(request: Request, _: AdminToken, model_id: str) -> ModelStatusOut:
     return status_out(await _backend(request).call(lambda o: o.manager.unload(model_id)))
 
 
 @router.get(MODEL + "/alternative", response_model=Alternative, responses=READ)
-async def alternative(request: Request, model_id: str, _: TokenInfo = Depends(chat_token)) -> Alternative:
+async def alternative(request: Request, _: ChatToken, model_id: str) -> Alternative:
     """The model a call would fall back to from model_id, and the whole ranking."""
     ranked = await _backend(request).call(lambda o: o.manager.alternatives(model_id))
     return Alternative(model_id=model_id, alternative=ranked[0] if ranked else None, ranked=ranked)
 
 
 @router.post("/failures/reset", response_model=ResetAnswer, responses=READ)
-async def reset_failures(request: Request, body: ResetBody | None = None,
-                         _: TokenInfo = Depends(admin_token)) -> ResetAnswer:
+async def reset_failures(request: Request, _: AdminToken, body: ResetBody | None = None) -> ResetAnswer:
     """Clear the failure cache for one model, or for all when the body is empty."""
     model_id = body.model_id if body else None
     return ResetAnswer(cleared=await _backend(request).call(lambda o: o.manager.reset_failed(model_id)))
 
 
 @router.get("/failures", response_model=FailureList, responses=READ)
-async def failures(request: Request, _: TokenInfo = Depends(chat_token)) -> FailureList:
+async def failures(request: Request, _: ChatToken) -> FailureList:
     entries = await _backend(request).call(lambda o: o.manager.failure_list())
     return FailureList(failures=[failure_out(e) for e in entries])
 
 
 @router.get("/hosts", response_model=HostList, responses=READ)
-async def hosts(request: Request, refresh: bool = False, _: TokenInfo = Depends(chat_token)) -> HostList:
+async def hosts(request: Request, _: ChatToken, refresh: bool = False) -> HostList:
     return HostList(hosts=[host_out(h) for h in await _backend(request).call(lambda o: o.manager.hosts(force=refresh))])
 
 
-def metrics_access(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-    """An admin token, unless METRICS_PUBLIC opens /metrics to a scraper (a plain def: runs on a worker thread)."""
-    if not _backend(request).orchestrator().settings.metrics_public:
-        admin_token(request, credentials)
+async def metrics_access(request: Request, credentials: Credentials) -> None:
+    """An admin token, unless METRICS_PUBLIC opens /metrics to a scraper."""
+    orch = await _backend(request).ready_orchestrator()
+    if not orch.settings.metrics_public:
+        await admin_token(request, credentials)
 
 
 @metrics_router.get("/metrics", response_class=Response, responses={200: {"content": {prom.CONTENT_TYPE: {}}},
                                                                     **AUTH})
-async def metrics(request: Request, _: None = Depends(metrics_access)) -> Response:
+async def metrics(request: Request, _: Annotated[None, Depends(metrics_access)]) -> Response:
     """Prometheus text: calls, latency and time-to-first-token histograms, fallbacks, model states, cooldowns."""
     backend = _backend(request)
     body = await backend.call(lambda o: backend.metrics.render())

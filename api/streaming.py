@@ -71,7 +71,7 @@ class StreamRun:
             self._put(Item("done", result=stream.result))
         except OrchestratorError as exc:
             self._put(Item("error", error=exc))
-        except Exception as exc:  # noqa: BLE001 - a bug must still end the stream with an error event
+        except Exception as exc:
             log.error("stream failed unexpectedly", exc_info=exc)
             self._put(Item("error", error=OrchestratorError(f"The stream failed unexpectedly ({type(exc).__name__}).")))
 

@@ -62,11 +62,15 @@ class NewToken:
 class TokenStore:
     """Gateway tokens in the database, shared by every process on it."""
 
-    def __init__(self, db: Database, *, touch_every_s: float = 60.0) -> None:
+    def __init__(self, db: Database, *, touch_every_s: float = 60.0, recheck_s: float = 1.0) -> None:
         self.db = db
         # last_used_at is written at most this often per token: a write per request would cost more than the call.
         self.touch_every_s = touch_every_s
+        # A token checked against the database is trusted from memory for this long: a revoke in another
+        # process takes effect within it (in this process at once). Keyed by digest, never by the token.
+        self.recheck_s = recheck_s
         self._touched: dict[int, float] = {}
+        self._checked: dict[str, tuple[TokenInfo, float]] = {}
         self._lock = threading.Lock()
 
     def create(self, name: str, scope: str = "chat") -> NewToken:
@@ -106,10 +110,32 @@ class TokenStore:
                                  "'python -m orchestrator_core tokens list'.")
             row.revoked_at = utcnow()
             s.flush()
-            return _info(row)
+        with self._lock:
+            self._checked = {d: hit for d, hit in self._checked.items() if hit[0].id != row.id}
+        return _info(row)
+
+    def cached(self, token: str) -> TokenInfo | None:
+        """A valid token's info from memory if it was checked within recheck_s (no database, no blocking)."""
+        digest = _digest(token)
+        hit = self._checked.get(digest)
+        if hit is None or time.monotonic() - hit[1] >= self.recheck_s:
+            return None
+        return hit[0]
 
     def verify(self, token: str) -> TokenInfo | None:
         """The token's info when it is valid and not revoked, else None (constant-time comparison)."""
+        info = self._verify(token)
+        digest = _digest(token)
+        with self._lock:
+            if info is None:
+                self._checked.pop(digest, None)
+            else:
+                if len(self._checked) > 10_000:
+                    self._checked.clear()
+                self._checked[digest] = (info, time.monotonic())
+        return info
+
+    def _verify(self, token: str) -> TokenInfo | None:
         match = _TOKEN_RE.match(token)
         with self.db.engine.connect() as conn:
             row = conn.execute(_BY_TOKEN_ID, {"token_id": match.group(1)}).first() if match else None
@@ -147,7 +173,7 @@ def _check_scope(scope: str) -> Scope:
     if scope not in SCOPES:
         raise InputError(f"Scope {scope!r} is not one of {', '.join(SCOPES)}; 'chat' may call /v1, 'admin' may "
                          "also load, unload and reset.")
-    return cast(Scope, scope)
+    return scope  # narrowed to Scope by the membership test
 
 
 def _info(row: GatewayToken) -> TokenInfo:

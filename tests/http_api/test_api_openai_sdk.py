@@ -8,8 +8,8 @@ import openai
 import pytest
 
 from orchestrator_core.orchestrator import Orchestrator
-from tests.http_api.conftest import CUSTOM_CHAT, LMSTUDIO_CHAT, LMSTUDIO_LOAD, LiveServer, Upstream
 from tests.faults.fault_server import FaultServer
+from tests.http_api.conftest import CUSTOM_CHAT, LMSTUDIO_CHAT, LMSTUDIO_LOAD, LiveServer, Upstream
 
 HELLO = [{"role": "user", "content": "Say hello"}]
 

@@ -48,10 +48,10 @@ def test_a_reader_that_leaves_mid_stream_is_recorded_as_cancelled(live: LiveServ
     upstream.pieces = [f"p{i} " for i in range(200)]
     upstream.piece_delay_s = 0.02  # four seconds of answer: the reader leaves long before the end
     body = {**BODY, "model": "custom:healthy"}
-    with httpx.Client(base_url=live.url, headers={"authorization": f"Bearer {chat_token}"}) as client:
-        with client.stream("POST", "/v1/chat/completions", json=body) as answer:
-            request_id = answer.headers["x-request-id"]
-            next(answer.iter_lines())
+    client = httpx.Client(base_url=live.url, headers={"authorization": f"Bearer {chat_token}"})
+    with client, client.stream("POST", "/v1/chat/completions", json=body) as answer:
+        request_id = answer.headers["x-request-id"]
+        next(answer.iter_lines())
     deadline = time.monotonic() + 5
     rows: list[tuple[str, str | None]] = []
     while time.monotonic() < deadline and not rows:
