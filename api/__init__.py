@@ -7,6 +7,7 @@
     api/management.py  /api: health, models, status, load, wait, unload, alternative, failures, hosts
     api/gateway.py     /v1: models, chat/completions (plain and streamed)
     api/streaming.py   the thread that runs a stream and the SSE events it becomes
+    api/shapes.py      OpenAI's answer shapes (chat.completion, usage, finish reasons, headers)
     api/prom.py        /metrics in the Prometheus text format
 
 Routes are thin like pages: parse, call one facade verb on a worker thread, map the error class.

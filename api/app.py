@@ -25,6 +25,7 @@ from .auth import FailureLimiter
 log = logging.getLogger("api")
 T = TypeVar("T")
 Lifespan = Callable[[Any], AbstractAsyncContextManager[None]]
+DEFAULT_THREADS = 64  # until the orchestrator (and GATEWAY_THREADS) is known
 
 
 class Backend:
@@ -61,7 +62,8 @@ class Backend:
         if self._pool is None:
             with self._pool_lock:
                 if self._pool is None:
-                    size = self.orchestrator().settings.gateway_threads
+                    # Never build the orchestrator here: this may run on the event loop.
+                    size = self._built.settings.gateway_threads if self._built is not None else DEFAULT_THREADS
                     self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="api-call")
         return self._pool
 

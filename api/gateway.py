@@ -9,18 +9,18 @@ that names it, never silently dropped.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response
 
 from orchestrator_core.errors import InvalidParameterError, UnsupportedParameterError
-from orchestrator_core.types import Message, OrchestratedResult
+from orchestrator_core.types import Message
 
 from . import streaming
 from .auth import ChatToken
 from .schemas import ChatCompletion, ChatCompletionRequest, ChatMessageIn, OpenAIModel, OpenAIModelList, openai_errors
+from .shapes import completion, result_headers
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -135,40 +135,3 @@ def _fallback(header: str | None) -> bool | None:
         raise InvalidParameterError(f"x-orchestrator-fallback must be 'on' or 'off', not {header!r}.",
                                     param="x-orchestrator-fallback")
     return value
-
-
-# -- answers ---------------------------------------------------------------------------------------------
-def completion(result: OrchestratedResult) -> dict[str, Any]:
-    """OpenAI's chat.completion for an orchestrated result; model names who really answered."""
-    return {
-        "id": f"chatcmpl-{result.request_id}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": result.model_id,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
-                     "finish_reason": finish_reason(result.result.finish_reason), "logprobs": None}],
-        "usage": usage(result),
-    }
-
-
-def usage(result: OrchestratedResult) -> dict[str, int | None]:
-    u = result.result.usage
-    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
-
-
-def finish_reason(reason: str | None) -> str:
-    """Every provider's stop reason as one of OpenAI's (Anthropic end_turn, Gemini MAX_TOKENS, ...)."""
-    lowered = (reason or "stop").lower()
-    if lowered in ("length", "max_tokens", "max_output_tokens"):
-        return "length"
-    if "filter" in lowered or lowered in ("safety", "recitation", "blocklist", "prohibited_content"):
-        return "content_filter"
-    return "stop"
-
-
-def result_headers(result: OrchestratedResult) -> dict[str, str]:
-    headers = {"x-orchestrator-model": result.model_id, "x-orchestrator-attempts": str(len(result.attempts)),
-               "x-request-id": result.request_id}
-    if result.fell_back:
-        headers["x-orchestrator-fallback-from"] = result.requested_model
-    return headers

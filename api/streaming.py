@@ -27,6 +27,7 @@ from orchestrator_core.orchestrator import CallEvent, ChatStream
 from orchestrator_core.types import OrchestratedResult
 
 from . import errors
+from .shapes import finish_reason, usage
 
 log = logging.getLogger("api")
 Kind = Literal["answering", "loading", "failed", "text", "done", "error"]
@@ -192,8 +193,6 @@ class _Chunks:
         return []
 
     def _end(self, result: OrchestratedResult) -> list[ServerSentEvent]:
-        from .gateway import finish_reason, usage
-
         delta = {} if self.sent_role else {"role": "assistant", "content": ""}
         events = [self._chunk(result.model_id, [{"index": 0, "delta": delta,
                                                  "finish_reason": finish_reason(result.result.finish_reason)}])]
