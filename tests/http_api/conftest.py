@@ -117,7 +117,7 @@ def api_settings(db_url: str, server_url: str, **overrides: Any) -> Any:
     urls = {"custom": f"{server_url}/custom/v1", "lmstudio": f"{server_url}/lmstudio",
             "openai": f"{server_url}/openai/v1"}
     options: dict[str, Any] = {"base_urls": urls, "env_keys": dict(FAKE_KEYS), "local_hosts": ("lmstudio",),
-                               "stream_keepalive_s": 0.2, "load_timeout_s": 5.0, "poll_interval_s": 0.02,
+                               "stream_keepalive_s": 30.0, "load_timeout_s": 5.0, "poll_interval_s": 0.02,
                                "status_cache_ttl_s": 0.0, "max_fallback_hops": 3}
     options.update(overrides)
     return settings(db_url, **options)
@@ -173,6 +173,25 @@ def live(orch: Orchestrator) -> Iterator[LiveServer]:
     server = LiveServer(create_api(lambda: orch, close=None)).start()
     yield server
     server.stop()
+
+
+Served = tuple[LiveServer, Orchestrator, str]
+
+
+@pytest.fixture
+def serve(make_orch: Callable[..., Orchestrator], upstream: Upstream) -> Iterator[Callable[..., Served]]:
+    """Another orchestrator (settings overridden) behind its own live server, with a chat token."""
+    servers: list[LiveServer] = []
+
+    def start(**overrides: Any) -> Served:
+        orch = make_orch(**overrides)
+        server = LiveServer(create_api(lambda: orch, close=None)).start()
+        servers.append(server)
+        return server, orch, orch.tokens.create("served", "chat").token
+
+    yield start
+    for server in servers:
+        server.stop()
 
 
 @pytest.fixture

@@ -3,13 +3,15 @@ fallback from a dead model, a 429 upstream, everything failing; our errors becom
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import httpx
 import openai
 import pytest
 
 from orchestrator_core.orchestrator import Orchestrator
 from tests.faults.fault_server import FaultServer
-from tests.http_api.conftest import CUSTOM_CHAT, LMSTUDIO_CHAT, LMSTUDIO_LOAD, LiveServer, Upstream
+from tests.http_api.conftest import CUSTOM_CHAT, LMSTUDIO_CHAT, LMSTUDIO_LOAD, LiveServer, Served, Upstream
 
 HELLO = [{"role": "user", "content": "Say hello"}]
 
@@ -67,10 +69,13 @@ def test_a_cold_local_model_is_loaded_on_the_way(sdk: openai.OpenAI, upstream: U
     assert len(fault_server.requests_to(LMSTUDIO_CHAT)) == 1  # never sent to the model before it was loaded
 
 
-def test_a_cold_local_model_streams_after_loading(sdk: openai.OpenAI, upstream: Upstream) -> None:
+def test_a_cold_local_model_streams_after_loading(serve: Callable[..., Served], upstream: Upstream) -> None:
+    server, _, token = serve(stream_keepalive_s=0.2)
     upstream.load_s = 0.5  # longer than STREAM_KEEPALIVE_S: the stream starts with keep-alive comments
-    chunks = list(sdk.chat.completions.create(model="lmstudio:qwen", messages=HELLO, stream=True))  # type: ignore[arg-type]
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=token, max_retries=0, timeout=30)
+    chunks = list(client.chat.completions.create(model="lmstudio:qwen", messages=HELLO, stream=True))  # type: ignore[arg-type]
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "fine"
+    assert {c.model for c in chunks} == {"lmstudio:qwen"}
 
 
 def test_a_dead_model_falls_back_and_the_answer_names_who_answered(sdk: openai.OpenAI, orch: Orchestrator) -> None:
@@ -85,8 +90,9 @@ def test_a_dead_model_falls_back_and_the_answer_names_who_answered(sdk: openai.O
 
 def test_a_dead_model_falls_back_in_a_stream_too(sdk: openai.OpenAI) -> None:
     raw = sdk.chat.completions.with_raw_response.create(model="custom:dead", messages=HELLO, stream=True)  # type: ignore[arg-type]
-    assert raw.headers["x-orchestrator-fallback-from"] == "custom:dead"
     chunks = list(raw.parse())
+    assert raw.headers["x-orchestrator-fallback-from"] == "custom:dead"
+    assert raw.headers["x-orchestrator-model"] == "custom:healthy" and raw.headers["x-orchestrator-attempts"] == "2"
     assert {c.model for c in chunks} == {"custom:healthy"}
 
 

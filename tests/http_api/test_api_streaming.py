@@ -5,21 +5,24 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import httpx
 from sqlalchemy import select
 
 from orchestrator_core.orchestrator import Orchestrator
 from orchestrator_core.store.tables import CallMetric
-from tests.http_api.conftest import LiveServer, Upstream
+from tests.http_api.conftest import LiveServer, Served, Upstream
 
 BODY = {"model": "lmstudio:qwen", "messages": [{"role": "user", "content": "hi"}], "stream": True}
 
 
-def test_a_slow_load_sends_loading_comments_before_the_first_token(chat_client: httpx.Client,
+def test_a_slow_load_sends_loading_comments_before_the_first_token(serve: Callable[..., Served],
                                                                    upstream: Upstream) -> None:
+    server, _, token = serve(stream_keepalive_s=0.2)
     upstream.load_s = 1.0  # five keep-alive intervals of 0.2 s
-    with chat_client.stream("POST", "/v1/chat/completions", json=BODY) as answer:
+    client = httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {token}"}, timeout=30)
+    with client, client.stream("POST", "/v1/chat/completions", json=BODY) as answer:
         assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/event-stream")
         lines = [line for line in answer.iter_lines() if line]
     first_data = next(i for i, line in enumerate(lines) if line.startswith("data:"))
