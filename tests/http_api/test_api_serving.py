@@ -28,7 +28,7 @@ def running(tmp_path: Path) -> Iterator[str]:
                                stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while True:
             assert process.poll() is None, (tmp_path / "run.log").read_text()
             try:
