@@ -11,8 +11,10 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $(STAMP)
 
+# The console at / and the HTTP API (/api, /v1, /metrics) on one port, 127.0.0.1:8501 by default
+# (.streamlit/config.toml). `streamlit run streamlit_app.py` still serves the console alone.
 run: $(STAMP)
-	$(PY) -m streamlit run streamlit_app.py
+	$(PY) -m api
 
 test: $(STAMP)
 	$(PY) -m pytest -n auto --cov=orchestrator_core --cov-report=term --cov-fail-under=85

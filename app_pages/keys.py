@@ -7,7 +7,7 @@ import streamlit as st
 from console import state, views
 from orchestrator_core.errors import OrchestratorError
 from orchestrator_core.providers.registry import HOSTED_PROVIDERS, PROVIDERS
-from orchestrator_core.store import KeyInfo
+from orchestrator_core.store import KeyInfo, TokenInfo
 from orchestrator_core.types import KeyCheck, KeyTestResult
 
 KEY_PROVIDERS = (*HOSTED_PROVIDERS, "lmstudio")  # LM Studio only with "Require Authentication" on
@@ -143,3 +143,74 @@ with st.form("add_key_form", clear_on_submit=False):
     cols[2].text_input("Key", type="password", key="new_key_value", placeholder="paste the key")
     st.form_submit_button("Save key", type="primary", on_click=add_key)
 st.caption("Keys are encrypted at rest and only ever shown masked (the last 4 characters).")
+
+
+# -- gateway tokens (the HTTP API) ------------------------------------------------------------------------
+st.subheader("Gateway tokens")
+st.caption("Programs call the HTTP API (/v1, /api) with `Authorization: Bearer <token>`. Scope **chat** may call "
+           "/v1 and read /api; **admin** may also load, unload, reset and read /metrics. Only a hash is stored: "
+           "a token is shown once, when it is created.")
+
+
+def create_token() -> None:
+    ss = st.session_state
+    try:
+        new = orch.tokens.create(ss.get("new_token_name", ""), ss.get("new_token_scope", "chat"))
+    except OrchestratorError as exc:
+        state.flash("error", exc.message)
+        return
+    ss["new_token_name"] = ""
+    ss["created_token"] = (new.info.name, new.token)  # shown on this render only, then forgotten
+
+
+def ask_revoke(token_id: int) -> None:
+    st.session_state["pending_revoke"] = token_id
+
+
+def cancel_revoke() -> None:
+    st.session_state.pop("pending_revoke", None)
+
+
+@st.dialog("Revoke this token?", on_dismiss=cancel_revoke)
+def confirm_revoke(token: TokenInfo) -> None:
+    st.text(f"Programs using the token “{token.name}” ({token.scope}) are refused from their next request on.")
+    cols = st.columns(2)
+    if cols[0].button("Revoke", type="primary", key="confirm_revoke"):
+        cancel_revoke()
+        try:
+            orch.tokens.revoke(token.id)
+        except OrchestratorError as exc:
+            state.flash("error", exc.message)
+        else:
+            state.flash("success", f"Revoked the gateway token “{token.name}”.")
+        st.rerun()
+    if cols[1].button("Cancel", key="cancel_revoke"):
+        cancel_revoke()
+        st.rerun()
+
+
+created = st.session_state.pop("created_token", None)
+if created is not None:
+    st.success(f"Token “{created[0]}” created. Copy it now: it is not shown again.")
+    st.code(created[1], language=None)
+
+tokens = orch.tokens.list_tokens()
+if tokens:
+    st.dataframe(views.token_rows(tokens), hide_index=True, width="stretch", key="tokens_table")
+    active = {t.id: t for t in tokens if t.active}
+    if active:
+        cols = st.columns([3, 1], vertical_alignment="bottom")
+        pick = cols[0].selectbox("Token", list(active), key="token_pick",
+                                 format_func=lambda i: f"{active[i].name} ({active[i].scope})")
+        cols[1].button("Revoke", key="token_revoke", on_click=ask_revoke, args=(pick,))
+    pending_token = st.session_state.get("pending_revoke")
+    if pending_token in active:
+        confirm_revoke(active[pending_token])
+else:
+    st.info("No gateway token yet: the API refuses every call but /api/health until you create one.")
+
+with st.form("add_token_form", clear_on_submit=False):
+    cols = st.columns([2, 1])
+    cols[0].text_input("Name", key="new_token_name", placeholder="who uses it, e.g. ci")
+    cols[1].selectbox("Scope", ("chat", "admin"), key="new_token_scope")
+    st.form_submit_button("Create token", type="primary", on_click=create_token)

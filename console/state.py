@@ -8,7 +8,7 @@ from typing import Any
 
 import streamlit as st
 
-from orchestrator_core.config import Settings
+from orchestrator_core import shared
 from orchestrator_core.errors import ConfigurationError, DatabaseError, SecretKeyError
 from orchestrator_core.orchestrator import Orchestrator
 from orchestrator_core.store import metrics as metric_queries
@@ -25,14 +25,9 @@ _STARTUP_FIXES = {
 }
 
 
-def _close(orch: Orchestrator) -> None:
-    orch.close()
-
-
-@st.cache_resource(show_spinner=False, on_release=_close)
 def get_orchestrator() -> Orchestrator:
-    """The orchestrator of this process, built once from the environment (and .env)."""
-    return Orchestrator.from_settings(Settings.from_env())
+    """The orchestrator of this process, shared with the HTTP API (not a Streamlit cache a client could clear)."""
+    return shared.orchestrator()
 
 
 def startup_error() -> ConfigurationError | None:

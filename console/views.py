@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from orchestrator_core.loader import HostStatus
     from orchestrator_core.store.keys import KeyInfo
     from orchestrator_core.store.metrics import ModelStats
+    from orchestrator_core.store.tokens import TokenInfo
 
 STATE_ICONS: dict[ModelState, str] = {
     ModelState.EXTERNAL_READY: "🌐",
@@ -218,6 +219,20 @@ def key_rows(keys: Sequence[KeyInfo]) -> list[dict[str, Any]]:
             "Detail": _short(k.last_test_detail or "", 160),
         }
         for k in keys
+    ]
+
+
+def token_rows(tokens: Sequence[TokenInfo]) -> list[dict[str, Any]]:
+    """The gateway tokens table: name, scope, created, last used, state; never the token."""
+    return [
+        {
+            "Name": t.name,
+            "Scope": t.scope,
+            "Created": local_time(t.created_at),
+            "Last used": local_time(t.last_used_at) if t.last_used_at else "never",
+            "State": "active" if t.active else f"revoked {local_time(t.revoked_at)}",
+        }
+        for t in tokens
     ]
 
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m orchestrator_core status|load|unload|chat|keys ...`` (``--json`` for scripts).
+"""Command line: ``python -m orchestrator_core status|load|unload|chat|keys|tokens ...`` (``--json`` for scripts).
 
 Start-up is part of every command's cost, so modules load when a command needs them: parsing the
 arguments imports nothing of the core, and only chat or load ever import the metrics module.
@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("key_id", nargs="?", default=None)
 
     sub.add_parser("reset", help="clear the failure cache").add_argument("model", nargs="?", default=None)
+    _add_tokens_parser(sub)
     return parser
 
 
@@ -124,6 +125,8 @@ def _dispatch(orch: Orchestrator, args: argparse.Namespace) -> int:
     if args.command == "reset":
         cleared = orch.manager.reset_failed(args.model)
         return _out(args, {"cleared": cleared}, f"Cleared {cleared} failure entries.")
+    if args.command == "tokens":
+        return _tokens(orch, args)
     return _keys(orch, args)
 
 
@@ -179,6 +182,41 @@ def _keys(orch: Orchestrator, args: argparse.Namespace) -> int:
     for key_id, r in results.items():
         print(f"{key_id:<14} {r.status.value:<17} {r.latency_ms:6.0f} ms  {r.detail}")
     return 0 if all(r.status.value != "rejected" for r in results.values()) else 1
+
+
+# -- gateway tokens of the HTTP API (api/) -----------------------------------------------------------------
+def _add_tokens_parser(sub: Any) -> None:
+    tokens = sub.add_parser("tokens", help="gateway tokens for the HTTP API").add_subparsers(
+        dest="tokens_command", required=True)
+    create = tokens.add_parser("create", help="make a token; it is printed once and never shown again")
+    create.add_argument("name", help="who or what uses it, e.g. ci or notebook")
+    create.add_argument("--scope", choices=("chat", "admin"), default="chat",
+                        help="chat: /v1 and reading /api; admin: also load, unload, reset and /metrics")
+    tokens.add_parser("list", help="name, scope, created, last used (never the token)")
+    revoke = tokens.add_parser("revoke", help="revoke a token by id or name")
+    revoke.add_argument("token", help="the id or name from 'tokens list'")
+
+
+def _tokens(orch: Orchestrator, args: argparse.Namespace) -> int:
+    if args.tokens_command == "create":
+        new = orch.tokens.create(args.name, args.scope)
+        if args.json:
+            return _print_json({"name": new.info.name, "scope": new.info.scope, "token": new.token})
+        print(new.token)
+        print(f"Gateway token {new.info.name!r} (scope {new.info.scope}) created. It is shown only now: store it "
+              "where the client reads it, e.g. OPENAI_API_KEY.", file=sys.stderr)
+        return 0
+    if args.tokens_command == "revoke":
+        info = orch.tokens.revoke(args.token)
+        return _out(args, dataclasses.asdict(info), f"Revoked gateway token {info.name!r}.")
+    infos = orch.tokens.list_tokens()
+    if args.json:
+        return _print_json([dataclasses.asdict(i) | {"active": i.active} for i in infos])
+    for i in infos:
+        used = f"{i.last_used_at:%Y-%m-%d %H:%M}" if i.last_used_at else "never"
+        state = "active" if i.active else f"revoked {i.revoked_at:%Y-%m-%d %H:%M}"
+        print(f"{i.id:<5} {i.name:<24} {i.scope:<6} created {i.created_at:%Y-%m-%d %H:%M}  last used {used:<16} {state}")
+    return 0
 
 
 def _key_id(raw: str) -> int | str:

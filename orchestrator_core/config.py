@@ -59,6 +59,11 @@ class Settings:
     fallback_enabled: bool = True
     fallback_on_content_filter: bool = True  # a refusal or safety block tries another model (another may answer)
     local_hosts: tuple[str, ...] = LOCAL_PROVIDERS  # hosts whose status is probed (LOCAL_HOSTS)
+    # The HTTP API (api/): GET /metrics without a token, the SSE comment interval while a stream waits
+    # (a cold load), and how many threads run its provider calls (each stream holds one while it runs).
+    metrics_public: bool = False
+    stream_keepalive_s: float = 5.0
+    gateway_threads: int = 64
 
     def base_url(self, provider: str) -> str:
         return self.base_urls.get(provider, DEFAULT_BASE_URLS.get(provider, "")).rstrip("/")
@@ -112,6 +117,9 @@ class Settings:
             fallback_enabled=_flag(env, "FALLBACK_ENABLED"),
             fallback_on_content_filter=_flag(env, "FALLBACK_ON_CONTENT_FILTER"),
             local_hosts=_hosts(local_hosts),
+            metrics_public=env.get("METRICS_PUBLIC", "false").strip().lower() in ("1", "true", "yes", "on"),
+            stream_keepalive_s=_number(env, "STREAM_KEEPALIVE_S", 5.0),
+            gateway_threads=_whole(env, "GATEWAY_THREADS", 64, minimum=1),
         )
 
 

@@ -5,7 +5,9 @@
     │   ├── InvalidModelIdError            not "provider:model"
     │   ├── UnknownProviderError           provider prefix not registered
     │   ├── EmptyPromptError               no messages, or only whitespace
-    │   └── InvalidKeyInputError           empty key, whitespace inside, unknown provider, duplicate label
+    │   ├── InvalidKeyInputError           empty key, whitespace inside, unknown provider, duplicate label
+    │   └── InvalidParameterError          an HTTP API body field that does not fit (names it: param)
+    │       └── UnsupportedParameterError  a parameter the core cannot honour yet (tools, n > 1, ...)
     ├── ConfigurationError                 settings, database or secret problems found at start-up
     │   ├── DatabaseError                  path read-only, folder missing, corrupt file, bad URL
     │   └── SecretKeyError                 stored keys cannot be decrypted with this secret
@@ -28,7 +30,13 @@
     │   │                                  Anthropic stop_reason refusal, Gemini SAFETY..., blockReason
     │   └── UnsupportedOperationError      the host has no such endpoint (e.g. unload on vLLM)
     ├── StreamInterruptedError             a stream failed after its first token (no fallback then)
-    └── AllModelsFailedError               every model in the fallback chain failed; lists attempts
+    ├── AllModelsFailedError               every model in the fallback chain failed; lists attempts
+    └── GatewayAccessError                 HTTP API: no, wrong or revoked gateway token (401)
+        ├── TokenScopeError                the token's scope does not allow the route (403)
+        └── TooManyTokenFailuresError      too many failed token checks from one address (429)
+
+Each class carries its policy: ``http_status`` and ``openai_type`` say how the HTTP API answers it
+(400 input, 401/403 access, 404 unknown model, 409 wrong state, 429 rate limits, 502/503/504 upstream).
 
 Messages say what happened and what fixes it, and never contain a key: ``classify_response``
 scrubs every secret it is given from provider text before it reaches a message.
@@ -56,6 +64,10 @@ class OrchestratorError(Exception):
     """Base of every error orchestrator_core raises on purpose."""
 
     kind: ClassVar[str] = "error"
+    # How an HTTP route answers this error (api/errors.py reads only these two): the status, and the
+    # OpenAI error "type" the /v1 gateway puts in its body (its "code" is ``kind``). Subclasses inherit.
+    http_status: ClassVar[int] = 500
+    openai_type: ClassVar[str] = "server_error"
 
     def __init__(
         self,
@@ -76,6 +88,8 @@ class OrchestratorError(Exception):
 
 class InputError(OrchestratorError):
     kind = "bad_input"
+    http_status = 400
+    openai_type = "invalid_request_error"
 
 
 class InvalidModelIdError(InputError):
@@ -84,6 +98,8 @@ class InvalidModelIdError(InputError):
 
 class UnknownProviderError(InputError):
     kind = "unknown_provider"
+    http_status = 404
+    openai_type = "invalid_request_error"
 
 
 class EmptyPromptError(InputError):
@@ -96,6 +112,8 @@ class InvalidKeyInputError(InputError):
 
 class ConfigurationError(OrchestratorError):
     kind = "configuration"
+    http_status = 503
+    openai_type = "server_error"
 
 
 class DatabaseError(ConfigurationError):
@@ -114,6 +132,8 @@ class DatabaseBusyError(OrchestratorError):
 
 class ProviderError(OrchestratorError):
     kind = "provider_error"
+    http_status = 502
+    openai_type = "upstream_error"
 
 
 class AuthenticationError(ProviderError):
@@ -126,30 +146,44 @@ class MissingKeyError(ProviderError):
 
 class RateLimitError(ProviderError):
     kind = "rate_limit"
+    http_status = 429
+    openai_type = "rate_limit_error"
 
 
 class QuotaExceededError(ProviderError):
     kind = "quota"
+    http_status = 429
+    openai_type = "insufficient_quota"
 
 
 class ModelNotFoundError(ProviderError):
     kind = "model_not_found"
+    http_status = 404
+    openai_type = "invalid_request_error"
 
 
 class ModelNotLoadedError(ProviderError):
     kind = "not_loaded"
+    http_status = 409
+    openai_type = "invalid_request_error"
 
 
 class ModelLoadError(ProviderError):
     kind = "load_failed"
+    http_status = 409
+    openai_type = "upstream_error"
 
 
 class ModelLoadTimeoutError(ModelLoadError):
     kind = "load_timeout"
+    http_status = 504
+    openai_type = "timeout"
 
 
 class BadRequestError(ProviderError):
     kind = "bad_request"
+    http_status = 400
+    openai_type = "invalid_request_error"
 
 
 class ContextLengthError(BadRequestError):
@@ -158,10 +192,14 @@ class ContextLengthError(BadRequestError):
 
 class ProviderUnavailableError(ProviderError):
     kind = "unavailable"
+    http_status = 503
+    openai_type = "upstream_error"
 
 
 class ProviderTimeoutError(ProviderError):
     kind = "timeout"
+    http_status = 504
+    openai_type = "timeout"
 
 
 class BadResponseError(ProviderError):
@@ -170,6 +208,8 @@ class BadResponseError(ProviderError):
 
 class UnsupportedOperationError(ProviderError):
     kind = "unsupported"
+    http_status = 400
+    openai_type = "invalid_request_error"
 
 
 class ContentFilteredError(ProviderError):
@@ -192,6 +232,8 @@ class ContentFilteredError(ProviderError):
 
 class StreamInterruptedError(OrchestratorError):
     kind = "stream_interrupted"
+    http_status = 502
+    openai_type = "upstream_error"
 
     def __init__(self, message: str, *, cause: OrchestratorError | None = None, **fields: Any) -> None:
         super().__init__(message, **fields)
@@ -200,6 +242,8 @@ class StreamInterruptedError(OrchestratorError):
 
 class AllModelsFailedError(OrchestratorError):
     kind = "all_failed"
+    http_status = 503
+    openai_type = "upstream_error"
 
     def __init__(self, attempts: Sequence[Attempt], *, model: str | None = None) -> None:
         lines = [f"  {a.model}: {a.error_kind or a.outcome} - {a.error or ''}".rstrip(" -") for a in attempts]
@@ -207,6 +251,46 @@ class AllModelsFailedError(OrchestratorError):
         message += "\nFix the first failure above, add a key, start the local host, or reset the failure cache."
         super().__init__(message, model=model)
         self.attempts = list(attempts)
+
+
+class InvalidParameterError(InputError):
+    """A request parameter with a value that does not fit (an HTTP API body field); param names it."""
+
+    kind = "invalid_parameter"
+
+    def __init__(self, message: str, *, param: str, **fields: Any) -> None:
+        super().__init__(message, **fields)
+        self.param = param
+
+
+class UnsupportedParameterError(InvalidParameterError):
+    """A request parameter the core cannot honour yet (tools, response_format, n > 1, ...): refused, never dropped."""
+
+    kind = "unsupported_parameter"
+
+
+class GatewayAccessError(OrchestratorError):
+    """The HTTP API refused the caller: no token, a wrong or revoked one (401)."""
+
+    kind = "invalid_token"
+    http_status = 401
+    openai_type = "invalid_request_error"
+
+
+class TokenScopeError(GatewayAccessError):
+    """A valid token whose scope does not allow the route (a chat token on load / unload / reset)."""
+
+    kind = "insufficient_scope"
+    http_status = 403
+    openai_type = "permission_error"
+
+
+class TooManyTokenFailuresError(GatewayAccessError):
+    """Too many failed token checks from one client address; retry_after says when it may try again."""
+
+    kind = "too_many_token_failures"
+    http_status = 429
+    openai_type = "rate_limit_error"
 
 
 # Failures another model could fix: the orchestrator records them, cools the model down and falls back.

@@ -41,6 +41,7 @@ from .store.failures import FailureCache
 from .store.keys import KeyStore, load_fernet
 from .store.registry import ModelRegistry
 from .store.spool import Spool
+from .store.tokens import TokenStore
 from .types import (
     Attempt,
     ChatParams,
@@ -97,6 +98,7 @@ class Orchestrator:
         spool = Spool.for_database(database)
         if spool is not None and spool.pending():
             _ = self.metrics  # rows an earlier process spooled are written at this start, not at the first call
+        self.tokens = TokenStore(database)  # gateway tokens of the HTTP API (api/)
         self.factory = ProviderFactory(settings, self.keys.secret_for)
         # Long-lived: host probes and statistics refreshes must not start threads during a call.
         self._pool = ThreadPoolExecutor(max_workers=len(LOCAL_PROVIDERS), thread_name_prefix="orchestrator")
@@ -242,6 +244,16 @@ class ChatStream:
         self._call = call
         self.result: OrchestratedResult | None = None
         self._iter: Generator[str, None, None] | None = None
+
+    @property
+    def request_id(self) -> str:
+        """The id every metric row of this call carries (known before the first token)."""
+        return self._call.request_id
+
+    @property
+    def requested_model(self) -> str:
+        """The model id asked for, normalised (provider lower-cased)."""
+        return self._call.requested
 
     def __iter__(self) -> Generator[str, None, None]:
         if self._iter is None:

@@ -18,6 +18,7 @@ from .db import Database
 from .failures import FailureCache, FailureEntry
 from .keys import KeyInfo, KeyStore, load_fernet
 from .registry import ModelEntry, ModelRegistry
+from .tokens import NewToken, TokenInfo, TokenStore
 
 if TYPE_CHECKING:
     from . import metrics
@@ -45,6 +46,9 @@ __all__ = [
     "ModelEntry",
     "ModelRegistry",
     "ModelStats",
+    "NewToken",
+    "TokenInfo",
+    "TokenStore",
     "load_fernet",
     "metrics",
 ]

@@ -25,7 +25,7 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -164,14 +164,29 @@ class MetricsRecorder:
         self._give_up = threading.Event()  # set by close(): spool what is left instead of retrying
         self._failing = False
         self._writing_since: float | None = None
+        self._listeners: list[Callable[[MetricRow], None]] = []
         self._thread = threading.Thread(target=self._run, name="orchestrator-metrics-writer", daemon=True)
         self._replay_spool()
         self._thread.start()
         atexit.register(self.close)  # rows still queued at interpreter exit get written (or spooled)
         _OPEN.add(self)
 
+    def add_listener(self, listener: Callable[[MetricRow], None]) -> None:
+        """Also hand every recorded row to listener (the HTTP API's Prometheus counters); it must be quick."""
+        self._listeners.append(listener)
+
+    @property
+    def queued(self) -> int:
+        """Rows (and flush markers) waiting for the writer thread."""
+        return self._queue.qsize()
+
     def record(self, row: MetricRow) -> None:
         """Queue one row; returns at once and never raises."""
+        for listener in self._listeners:
+            try:
+                listener(row)
+            except Exception:  # noqa: BLE001 - an observer must never fail the call it observes
+                log.warning("a metrics listener failed", exc_info=True)
         if self._closed:
             self._write_late(row)
             return

@@ -215,3 +215,21 @@ class CacheGeneration(Base):
 
     area: Mapped[str] = mapped_column(String(32), primary_key=True)
     generation: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+# -- Gateway tokens (the HTTP API, issue 12) -----------------------------------------------------------
+
+
+class GatewayToken(Base):
+    """A bearer token for the HTTP API. Only its SHA-256 is stored; token_id (public) finds the row."""
+
+    __tablename__ = "gateway_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_id: Mapped[str] = mapped_column(String(32), unique=True)  # the public part inside the token
+    name: Mapped[str] = mapped_column(String(100))
+    scope: Mapped[str] = mapped_column(String(16))  # chat | admin
+    token_hash: Mapped[str] = mapped_column(String(64))  # hex SHA-256 of the whole token
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
