@@ -23,14 +23,13 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ..config import HOSTED_PROVIDERS, LOCAL_PROVIDERS
+from ..config import DEFAULT_DATA_DIR, HOSTED_PROVIDERS, LOCAL_PROVIDERS, home_dir
 from ..errors import InvalidKeyInputError, SecretKeyError, mask_key
 from ..types import KeyCheck, KeyTestResult
 from .db import Database
 from .tables import ApiKey, utcnow
 
 SECRET_FILE = "secret.key"
-DEFAULT_KEY_DIR = Path("data")
 MAX_KEY_LEN = 500
 MAX_LABEL_LEN = 100
 DEFAULT_LABEL = "default"
@@ -61,8 +60,13 @@ def load_fernet(secret: str | None, key_dir: Path | None) -> Fernet:
     """
     if secret is not None and secret.strip():
         return Fernet(_fernet_key_from_secret(secret.strip()))
-    path = (key_dir or DEFAULT_KEY_DIR) / SECRET_FILE
+    path = (key_dir or default_key_dir()) / SECRET_FILE
     return Fernet(_read_or_create_key_file(path))
+
+
+def default_key_dir() -> Path:
+    """Where secret.key lives when the database has no folder of its own (PostgreSQL, in-memory SQLite)."""
+    return home_dir() / DEFAULT_DATA_DIR
 
 
 def _fernet_key_from_secret(secret: str) -> bytes:
