@@ -1,4 +1,8 @@
-"""Streamlit glue shared by the pages: the one orchestrator per process, flash messages, the sidebar."""
+"""Streamlit glue shared by the pages: the orchestrator behind the gate, metric queries, flash messages, the sidebar.
+
+The one orchestrator per process lives in console/shared.py, out of reach of Streamlit's clear-cache message.
+The metric queries are an st.cache_data: a client that clears it only makes the next render query again.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,11 @@ from typing import Any
 
 import streamlit as st
 
-from orchestrator_core.config import Settings
 from orchestrator_core.errors import ConfigurationError, DatabaseError, SecretKeyError
 from orchestrator_core.orchestrator import Orchestrator
 from orchestrator_core.store import metrics as metric_queries
 
-from . import gate, views
+from . import gate, shared, views
 
 _FLASH = "_flash"
 METRICS_TTL_S = 30.0
@@ -24,20 +27,10 @@ _STARTUP_FIXES = {
 }
 
 
-def _close(orch: Orchestrator) -> None:
-    orch.close()
-
-
-@st.cache_resource(show_spinner=False, on_release=_close)
-def get_orchestrator() -> Orchestrator:
-    """The orchestrator of this process, built once from the environment (and .env)."""
-    return Orchestrator.from_settings(Settings.from_env())
-
-
 def startup_error() -> ConfigurationError | None:
-    """Build the orchestrator; the configuration error that stops it, if any (not cached, so a fix is seen)."""
+    """Build the orchestrator; the configuration error that stops it, if any (not kept, so a fix is seen)."""
     try:
-        get_orchestrator()
+        shared.orchestrator()
     except ConfigurationError as exc:
         return exc
     return None
@@ -53,17 +46,17 @@ def render_startup_error(exc: ConfigurationError) -> None:
 
 
 def orchestrator() -> Orchestrator:
-    """The cached orchestrator for a page; stops the page if the gate has not been passed (defence in depth)."""
+    """The process's orchestrator for a page; stops the page if the gate has not been passed (defence in depth)."""
     if not gate.allowed():
         st.stop()
-    return get_orchestrator()
+    return shared.orchestrator()
 
 
 # -- metric queries: cached briefly, so reruns and auto-refresh do not repeat a GROUP BY over every row -----
 @st.cache_data(ttl=METRICS_TTL_S, max_entries=128, show_spinner="Aggregating call metrics…")
 def _metric(name: str, database: str, args: tuple[Any, ...]) -> Any:
     # database is only part of the cache key: two databases never share an entry.
-    return getattr(metric_queries, name)(get_orchestrator().db, *args)
+    return getattr(metric_queries, name)(shared.orchestrator().db, *args)
 
 
 def metric(orch: Orchestrator, name: str, *args: Any) -> Any:

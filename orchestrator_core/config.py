@@ -34,6 +34,9 @@ HOME_ENV = "ORCHESTRATOR_HOME"
 # A relative SQLite path is taken from home_dir(), never from the current folder.
 DEFAULT_DATABASE_URL = "sqlite:///data/orchestrator.db"
 DEFAULT_DATA_DIR = "data"
+# The console's password gate: this many wrong passwords in a row, then sign-in is locked for this long.
+SIGN_IN_MAX_FAILURES = 5
+SIGN_IN_LOCKOUT_S = 60.0
 
 
 def home_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -69,6 +72,8 @@ class Settings:
     priorities: Mapping[str, int] = field(default_factory=dict)  # model id -> priority (lower first)
     fallback_enabled: bool = True
     local_hosts: tuple[str, ...] = LOCAL_PROVIDERS  # hosts whose status is probed (LOCAL_HOSTS)
+    sign_in_max_failures: int = SIGN_IN_MAX_FAILURES  # wrong console passwords in a row before the lockout
+    sign_in_lockout_s: float = SIGN_IN_LOCKOUT_S  # how long sign-in then stays locked, for every session
 
     def base_url(self, provider: str) -> str:
         return self.base_urls.get(provider, DEFAULT_BASE_URLS.get(provider, "")).rstrip("/")
@@ -119,6 +124,8 @@ class Settings:
             priorities=_priorities(env.get("MODEL_PRIORITIES", "")),
             fallback_enabled=env.get("FALLBACK_ENABLED", "true").lower() not in ("0", "false", "no", "off"),
             local_hosts=_hosts(env.get("LOCAL_HOSTS")),
+            sign_in_max_failures=int(_number(env, "SIGN_IN_MAX_FAILURES", SIGN_IN_MAX_FAILURES, minimum=1.0)),
+            sign_in_lockout_s=_number(env, "SIGN_IN_LOCKOUT_S", SIGN_IN_LOCKOUT_S, minimum=1.0),
         )
 
 

@@ -12,10 +12,12 @@ from . import metrics
 from .db import Database
 from .failures import FailureCache, FailureEntry
 from .keys import KeyInfo, KeyStore, load_fernet
+from .logins import Attempt, SignInLimiter
 from .metrics import MetricRow, MetricsRecorder, ModelStats
 from .registry import ModelEntry, ModelRegistry
 
 __all__ = [
+    "Attempt",
     "Database",
     "FailureCache",
     "FailureEntry",
@@ -26,6 +28,7 @@ __all__ = [
     "ModelEntry",
     "ModelRegistry",
     "ModelStats",
+    "SignInLimiter",
     "load_fernet",
     "metrics",
 ]

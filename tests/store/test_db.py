@@ -34,14 +34,14 @@ def _scalar(db: Database, sql: str) -> object:
 
 def test_open_creates_every_table_indexes_and_seed_models(db: Database) -> None:
     tables = set(inspect(db.engine).get_table_names())
-    assert {"ai_models", "api_keys", "call_metrics", "model_failures", "alembic_version"} <= tables
+    assert {"ai_models", "api_keys", "call_metrics", "model_failures", "sign_in_limits", "alembic_version"} <= tables
     indexes = {ix["name"] for ix in inspect(db.engine).get_indexes("call_metrics")}
     assert {"ix_call_metrics_ts", "ix_call_metrics_model_ts", "ix_call_metrics_fallback_from_ts"} <= indexes
     with db.engine.connect() as conn:
         seeds = conn.execute(text("SELECT model_id, source, active FROM ai_models")).all()
     assert {row.model_id for row in seeds} == SEED_IDS
     assert all(row.source == "seed" and row.active for row in seeds)
-    assert _scalar(db, "SELECT version_num FROM alembic_version") == db_module.head_revision() == "0002"
+    assert _scalar(db, "SELECT version_num FROM alembic_version") == db_module.head_revision() == "0003"
 
 
 def test_migrations_build_exactly_the_orm_schema(db: Database) -> None:
