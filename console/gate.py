@@ -80,7 +80,7 @@ def _password_form(check: PasswordCheck) -> None:
         problem = try_password(check, password, shared.limiter())
     except ConfigurationError as exc:
         # Fail closed: no count, no check. The reason (paths, a database URL) is for the operator's log only.
-        log.error("The console's sign-in limiter is unavailable: %s", exc.message)
+        log.error("The console's sign-in limiter is unavailable: %s (%s)", exc.message, exc.__cause__ or "")
         st.error(_UNAVAILABLE)
         return
     if problem is not None:

@@ -18,6 +18,7 @@ An attempt whose process died mid-check stays counted, and its lockout expires l
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -64,10 +65,17 @@ class SignInLimiter:
         self.lockout_s = lockout_s
         self.scope = scope
         self._clock = clock
+        self._serial = threading.Lock()
 
     def reserve(self) -> Attempt:
         """Count one attempt before it is checked; refused while locked, and for every try past the limit."""
-        self._ensure_row()
+        # Threads of this process queue here rather than on the database's write lock: thirty sign-ins at
+        # once in one busy process kept that lock long enough (each holder waiting for the GIL) to exceed
+        # SQLite's busy timeout. Other processes still meet at the atomic UPDATE.
+        with self._serial:
+            return self._reserve()
+
+    def _reserve(self) -> Attempt:
         now = self._clock()
         counted = case((_TABLE.c.failures >= self.max_failures, 1), else_=_TABLE.c.failures + 1)
         reserve = (
@@ -75,12 +83,16 @@ class SignInLimiter:
             .where(_TABLE.c.scope == self.scope, _TABLE.c.locked_until <= now)
             .values(failures=counted,
                     locked_until=case((counted >= self.max_failures, now + self.lockout_s), else_=0.0))
+            .returning(_TABLE.c.failures)
         )
         with self._session() as s:
-            if s.connection().execute(reserve).rowcount == 1:
-                failures = s.scalar(select(_TABLE.c.failures).where(_TABLE.c.scope == self.scope)) or 0
+            failures = s.connection().execute(reserve).scalar()
+            if failures is not None:
                 return Attempt(True, left=max(0, self.max_failures - failures))
-            locked_until = s.scalar(select(_TABLE.c.locked_until).where(_TABLE.c.scope == self.scope)) or 0.0
+            locked_until = s.scalar(select(_TABLE.c.locked_until).where(_TABLE.c.scope == self.scope))
+        if locked_until is None:  # the first attempt ever on this database
+            self._add_row()
+            return self._reserve()
         return Attempt(False, wait_s=max(0.0, locked_until - now))
 
     def failed(self, attempt: Attempt) -> None:
@@ -92,12 +104,12 @@ class SignInLimiter:
             .where(_TABLE.c.scope == self.scope, _TABLE.c.failures >= self.max_failures)
             .values(locked_until=self._clock() + self.lockout_s)
         )
-        with self._session() as s:
+        with self._serial, self._session() as s:
             s.execute(relock)
 
     def succeeded(self) -> None:
         """A correct password: the count and any lockout end."""
-        with self._session() as s:
+        with self._serial, self._session() as s:
             s.execute(update(_TABLE).where(_TABLE.c.scope == self.scope).values(failures=0, locked_until=0.0))
 
     def locked_for(self) -> float:
@@ -106,7 +118,7 @@ class SignInLimiter:
             locked_until = s.scalar(select(_TABLE.c.locked_until).where(_TABLE.c.scope == self.scope)) or 0.0
         return max(0.0, locked_until - self._clock())
 
-    def _ensure_row(self) -> None:
+    def _add_row(self) -> None:
         try:
             with self.db.session() as s:
                 if s.get(SignInLimit, self.scope) is None:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from orchestrator_core.orchestrator import Orchestrator
-from tests.e2e.live import Console, Page, chat_value, free_port, isolated_env
+from tests.e2e.live import UNLOCK, Console, Page, chat_value, free_port, isolated_env, text_value, trigger
 
 PASSWORD = "the operator's password"
 PIECES = ["Still ", "streaming ", "after ", "the ", "clear."]
@@ -144,3 +144,31 @@ def test_an_unsigned_clear_cache_neither_resets_the_limiter_nor_breaks_a_signed_
         assert conn.execute("SELECT COUNT(*) FROM model_failures").fetchone()[0] == 0  # no cooldown
     attacker.close()
     operator.close()
+
+
+def test_thirty_clients_guessing_at_the_same_instant_get_at_most_five_checks(console: Console,
+                                                                            tmp_path: Path) -> None:
+    clients = [console.session() for _ in range(30)]
+    forms = [client.rerun() for client in clients]
+    start = threading.Barrier(30)
+    answers: list[str] = []
+
+    def guess(number: int) -> None:
+        client, form = clients[number], forms[number]
+        widgets = [text_value(form.widget_id("text_input", "console_password"), f"guess {number}"),
+                   trigger(form.widget_id("button", UNLOCK))]
+        start.wait()
+        answers.extend(errors(client.rerun(widgets)))
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(30)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    checked = [a for a in answers if a.startswith("Wrong password")]
+    refused = [a for a in answers if a.startswith("Too many wrong passwords")]
+    assert [a for a in answers if a not in checked + refused] == []
+    assert len(checked) <= 5 and len(checked) + len(refused) == 30
+    assert failures_in_db(tmp_path) == 5
+    for client in clients:
+        client.close()
