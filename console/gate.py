@@ -15,7 +15,7 @@ from streamlit.errors import StreamlitAPIException
 
 from orchestrator_core.errors import ConfigurationError
 
-from . import shared
+from . import shared, views
 from .auth import PasswordCheck, password_check_from_env, try_password
 
 UNLOCKED = "console_unlocked"
@@ -53,7 +53,7 @@ def sign_in() -> None:
     try:
         check = password_check_from_env(os.environ)
     except ConfigurationError as exc:
-        st.error(exc.message)
+        st.error(views.plain(exc.message))
         return
     if check is not None:
         _password_form(check)
@@ -94,7 +94,7 @@ def account_controls() -> None:
     """Sidebar: who is signed in and how to leave."""
     if auth_section() is not None:
         name = st.user.get("email") or st.user.get("name") or "signed in"
-        st.sidebar.caption(f"Signed in as {name}")
+        st.sidebar.caption(f"Signed in as {views.plain(str(name))}")  # the identity provider's text
         st.sidebar.button("Log out", key="oidc_logout", on_click=st.logout)
     elif st.session_state.get(UNLOCKED):
         st.sidebar.button("🔒 Lock console", key="lock_console", on_click=_lock)

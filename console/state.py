@@ -39,7 +39,7 @@ def startup_error() -> ConfigurationError | None:
 def render_startup_error(exc: ConfigurationError) -> None:
     """A page that says what is wrong and what to change, instead of a traceback."""
     st.title("The console cannot start")
-    st.error(exc.message)
+    st.error(views.plain(exc.message))
     fix = next((text for cls, text in _STARTUP_FIXES.items() if isinstance(exc, cls)), None)
     st.info(fix or "Fix the setting named above in the environment or .env, then reload this page.")
     st.caption("Every setting is listed with its default in .env.example.")
@@ -81,10 +81,10 @@ def flash(kind: str, text: str) -> None:
 
 
 def show_flash() -> None:
-    """Render and forget queued messages, each also as a toast."""
+    """Render and forget queued messages, each also as a toast; they quote hosts, so they show as plain text."""
     for kind, text in st.session_state.pop(_FLASH, []):
-        getattr(st, kind)(text)
-        st.toast(text, icon="✅" if kind == "success" else "⚠️" if kind == "error" else "ℹ️")
+        getattr(st, kind)(views.plain(text))
+        st.toast(views.plain(text), icon="✅" if kind == "success" else "⚠️" if kind == "error" else "ℹ️")
 
 
 def session_list(name: str) -> list[Any]:
@@ -101,7 +101,7 @@ def sidebar(orch: Orchestrator) -> None:
     with st.sidebar:
         st.caption("Local hosts")
         for host in hosts:
-            st.markdown(views.host_line(host), help=f"{host.base_url} — {host.detail}")
+            st.markdown(views.host_line(host), help=views.plain(f"{host.base_url} — {host.detail}"))
         if not hosts:
             st.markdown("No local host configured (LOCAL_HOSTS is empty).")
         st.caption("Models")
