@@ -72,7 +72,7 @@ class LoadView:
     def on_event(self, event: CallEvent) -> None:
         if event.kind == "loading":
             box = self.slot.status(views.load_label(event.model_id, 0.0), expanded=True)
-            box.write(event.detail)
+            box.markdown(views.plain(event.detail))
             self.boxes[event.model_id] = (box, event.elapsed_s)
             return
         if event.model_id not in self.boxes:
@@ -82,25 +82,35 @@ class LoadView:
         if event.kind == "load_progress":
             box.update(label=views.load_label(event.model_id, elapsed, event.detail))
         elif event.kind == "answering":
-            box.update(label=f"{event.model_id} is loaded ({elapsed:.1f} s)", state="complete", expanded=False)
+            box.update(label=views.plain(f"{event.model_id} is loaded ({elapsed:.1f} s)"), state="complete",
+                       expanded=False)
         elif event.kind == "attempt_failed":
-            box.write(event.detail)
-            box.update(label=f"{event.model_id} could not be used ({elapsed:.1f} s)", state="error")
+            box.markdown(views.plain(event.detail))
+            box.update(label=views.plain(f"{event.model_id} could not be used ({elapsed:.1f} s)"), state="error")
 
 
 def render(item: dict[str, Any], index: int) -> None:
     if item["role"] == "notice":
         with st.chat_message("system", avatar=item.get("icon", "⚠️")):
-            st.markdown(item["content"])
+            st.markdown(views.plain(item["content"]))  # notices quote hosts: model ids, error messages
             target = item.get("switch_to")
             if target and index == len(st.session_state[HISTORY]) - 1:
-                st.button(f"Switch to {target} and retry", key=f"switch_{index}", on_click=switch_and_retry,
-                          args=(target,))
+                st.button(f"Switch to {views.plain(target)} and retry", key=f"switch_{index}",
+                          on_click=switch_and_retry, args=(target,))
         return
     with st.chat_message(item["role"]):
-        st.markdown(item["content"])
+        st.markdown(views.answer_markdown(item["content"]))
         if item.get("caption"):
-            st.caption(item["caption"])
+            st.caption(views.plain(item["caption"]))
+
+
+def show_stream(stream: Iterator[str]) -> None:
+    """Like st.write_stream, but every rendering goes through views.answer_markdown (no image is fetched)."""
+    slot = st.empty()
+    text = ""
+    for piece in stream:
+        text += piece
+        slot.markdown(views.answer_markdown(text))
 
 
 def answer(history: list[dict[str, Any]]) -> None:
@@ -123,7 +133,7 @@ def answer(history: list[dict[str, Any]]) -> None:
         try:
             stream = orch.stream_chat(model_id, conversation(history), fallback=auto, on_event=loads.on_event,
                                       **params())
-            st.write_stream(collect(iter(stream)))
+            show_stream(collect(iter(stream)))
         except OrchestratorError as exc:
             error: OrchestratorError | None = exc
         else:
@@ -131,7 +141,7 @@ def answer(history: list[dict[str, Any]]) -> None:
             result = stream.result
             assert result is not None  # the stream ended without an error, so it set its result
             caption = views.answer_caption(result)
-            st.caption(caption)
+            st.caption(views.plain(caption))
     if error is not None:
         if not pieces and not loads.boxes:
             bubble.empty()  # a refusal or a failure is a notice, never an empty assistant bubble
@@ -224,9 +234,9 @@ with compare_tab:
     if results:
         for column, item in zip(st.columns(len(results)), results):
             with column:
-                st.markdown(f"**{item['model']}**")
+                st.markdown(f"**{views.plain(item['model'])}**")
                 if item["text"] is None:
-                    st.error(item["caption"])
+                    st.error(views.plain(item["caption"]))
                 else:
-                    st.markdown(item["text"])
-                    st.caption(item["caption"])
+                    st.markdown(views.answer_markdown(item["text"]))
+                    st.caption(views.plain(item["caption"]))

@@ -59,7 +59,7 @@ def cancel_delete() -> None:
 
 @st.dialog("Delete this key?", on_dismiss=cancel_delete)
 def confirm_delete(key: KeyInfo) -> None:
-    st.markdown(f"The {key.provider} key **{key.label}** ({key.masked}) is removed for good.")
+    st.markdown(f"The {key.provider} key **{views.plain(key.label)}** ({views.plain(key.masked)}) is removed for good.")
     cols = st.columns(2)
     if cols[0].button("Delete", type="primary", key="confirm_delete"):
         cancel_delete()
@@ -98,7 +98,7 @@ if keys:
                   help="Environment keys are removed by unsetting their variable" if picked.read_only else None)
     test_all = top[3].button("Test all", key="key_test_all")
     if test_one:
-        with st.spinner(f"Testing {views.key_option(picked)}…"):
+        with st.spinner(f"Testing {views.plain(views.key_option(picked))}…"):
             try:
                 report(picked, orch.test_key(key_id))
             except OrchestratorError as exc:
@@ -118,10 +118,10 @@ if keys:
                                 "verified.")
         st.rerun()
 
-    with st.expander(f"Edit “{picked.label}”", expanded=False):
+    with st.expander(f"Edit “{views.plain(picked.label)}”", expanded=False):
         if picked.read_only:
-            st.caption(f"This key comes from the environment ({picked.label}); change the variable and restart "
-                       "to edit it.")
+            st.caption(f"This key comes from the environment ({views.plain(picked.label)}); change the variable and "
+                       "restart to edit it.")
         else:
             with st.form(f"edit_key_form_{key_id}", clear_on_submit=False):
                 st.text_input("Label", value=picked.label, key=f"edit_key_label_{key_id}")

@@ -85,10 +85,10 @@ def load_and_wait(model_id: str) -> None:
                 model_id, on_progress=lambda p: box.update(label=views.load_label(model_id, p.elapsed_s, p.detail))
             )
         except OrchestratorError as exc:
-            box.update(label=f"Loading {model_id} failed", state="error")
-            st.error(exc.message)
+            box.update(label=views.plain(f"Loading {model_id} failed"), state="error")
+            st.error(views.plain(exc.message))
             return
-        box.update(label=f"{model_id} is loaded ({time.monotonic() - started:.1f} s)", state="complete")
+        box.update(label=views.plain(f"{model_id} is loaded ({time.monotonic() - started:.1f} s)"), state="complete")
 
 
 statuses: dict[str, ModelStatus] = {s.model_id: s for s in orch.manager.list_with_status()}

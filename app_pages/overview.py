@@ -42,7 +42,7 @@ with left:
     for host in hosts:
         st.markdown(f"{views.host_line(host)}  \n`{host.base_url}`")
         if not host.reachable:
-            st.caption(host.detail)
+            st.caption(views.plain(host.detail))
 with right:
     st.subheader("API keys")
     st.dataframe(pd.DataFrame(views.provider_key_rows(keys)), hide_index=True, width="stretch")

@@ -1,4 +1,4 @@
-"""The console's password gate, without Streamlit: hash parsing, constant-time checks, an attempt limiter.
+"""The console's password gate, without Streamlit: hash parsing, constant-time checks under the sign-in limiter.
 
 Configure one of (the hash wins when both are set):
 
@@ -7,7 +7,8 @@ Configure one of (the hash wins when both are set):
     CONSOLE_PASSWORD_HASH=pbkdf2_sha256$<iterations>$<salt>$<hex digest>
 
 ``python -m console.auth`` prints a PBKDF2 hash for a password typed at the prompt. A malformed
-hash fails closed: the console refuses everyone until it is fixed.
+hash fails closed: the console refuses everyone until it is fixed. Failed attempts are counted in the
+database (orchestrator_core.store.logins): SIGN_IN_MAX_FAILURES in a row, then SIGN_IN_LOCKOUT_S for everyone.
 """
 
 from __future__ import annotations
@@ -15,17 +16,15 @@ from __future__ import annotations
 import getpass
 import hashlib
 import hmac
+import math
 import secrets
-import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from orchestrator_core.errors import ConfigurationError
+from orchestrator_core.store import SignInLimiter
 
 PBKDF2_ITERATIONS = 600_000  # OWASP's 2023 figure for PBKDF2-HMAC-SHA256
-MAX_FAILURES = 5
-LOCKOUT_S = 60.0
 _MIN_PBKDF2_ITERATIONS = 1_000
 
 
@@ -105,44 +104,23 @@ def make_pbkdf2_hash(password: str, *, iterations: int = PBKDF2_ITERATIONS, salt
     return f"pbkdf2_sha256${iterations}${salt}${digest.hex()}"
 
 
-class AttemptLimiter:
-    """Counts failed attempts per process; after max_failures in a row everyone waits lockout_s.
+def try_password(check: PasswordCheck, password: str, limiter: SignInLimiter) -> str | None:
+    """Check a typed password under the limiter: None when it is right, else what to tell the visitor.
 
-    One counter for the whole process, not per browser session: opening a new tab must not reset it.
+    The attempt is reserved before the password is hashed, so tries past the limit are never checked, even
+    when many arrive at the same instant.
     """
-
-    def __init__(
-        self,
-        max_failures: int = MAX_FAILURES,
-        lockout_s: float = LOCKOUT_S,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.max_failures = max_failures
-        self.lockout_s = lockout_s
-        self._clock = clock
-        self._failures = 0
-        self._locked_until = 0.0
-        self._lock = threading.Lock()
-
-    def locked_for(self) -> float:
-        """Seconds until attempts are allowed again; 0 when they are allowed now."""
-        with self._lock:
-            return max(0.0, self._locked_until - self._clock())
-
-    def record_failure(self) -> int:
-        """Count a failed attempt; returns attempts left before the lockout (0: locked now)."""
-        with self._lock:
-            self._failures += 1
-            if self._failures >= self.max_failures:
-                self._failures = 0
-                self._locked_until = self._clock() + self.lockout_s
-                return 0
-            return self.max_failures - self._failures
-
-    def record_success(self) -> None:
-        """A correct password clears the count."""
-        with self._lock:
-            self._failures = 0
+    attempt = limiter.reserve()
+    if not attempt.granted:
+        return f"Too many wrong passwords; try again in {math.ceil(attempt.wait_s)} s."
+    if password and check.verify(password):
+        limiter.succeeded()
+        return None
+    limiter.failed(attempt)
+    lock = f"{limiter.lockout_s:.0f} s"
+    if attempt.left:
+        return f"Wrong password; {attempt.left} more attempt{'s' if attempt.left > 1 else ''} before a {lock} lock."
+    return f"Wrong password; sign-in is locked for {lock}."
 
 
 def _main() -> None:

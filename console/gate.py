@@ -6,7 +6,7 @@ The router asks ``allowed()`` before it registers the real pages; until it is Tr
 
 from __future__ import annotations
 
-import math
+import logging
 import os
 from collections.abc import Mapping
 
@@ -15,15 +15,12 @@ from streamlit.errors import StreamlitAPIException
 
 from orchestrator_core.errors import ConfigurationError
 
-from .auth import AttemptLimiter, PasswordCheck, password_check_from_env
+from . import shared, views
+from .auth import PasswordCheck, password_check_from_env, try_password
 
 UNLOCKED = "console_unlocked"
-
-
-@st.cache_resource(show_spinner=False)
-def limiter() -> AttemptLimiter:
-    """One failed-attempt counter per process, shared by every session."""
-    return AttemptLimiter()
+_UNAVAILABLE = "Sign-in is unavailable right now: the sign-in count cannot be kept. The server log says why."
+log = logging.getLogger(__name__)
 
 
 def auth_section() -> Mapping[str, object] | None:
@@ -56,7 +53,7 @@ def sign_in() -> None:
     try:
         check = password_check_from_env(os.environ)
     except ConfigurationError as exc:
-        st.error(exc.message)
+        st.error(views.plain(exc.message))
         return
     if check is not None:
         _password_form(check)
@@ -74,32 +71,30 @@ def _oidc_login(section: Mapping[str, object]) -> None:
 
 
 def _password_form(check: PasswordCheck) -> None:
-    gate = limiter()
     with st.form("console_sign_in", clear_on_submit=True):
         password = st.text_input("Password", type="password", key="console_password")
         submitted = st.form_submit_button("Unlock", type="primary")
     if not submitted:
         return
-    wait = gate.locked_for()
-    if wait > 0:
-        st.error(f"Too many wrong passwords; try again in {math.ceil(wait)} s.")
+    try:
+        problem = try_password(check, password, shared.limiter())
+    except ConfigurationError as exc:
+        # Fail closed: no count, no check. The reason (paths, a database URL) is for the operator's log only.
+        log.error("The console's sign-in limiter is unavailable: %s (%s)", exc.message, exc.__cause__ or "")
+        st.error(_UNAVAILABLE)
         return
-    if password and check.verify(password):
-        gate.record_success()
-        st.session_state[UNLOCKED] = True
-        st.rerun()
-    left = gate.record_failure()
-    if left:
-        st.error(f"Wrong password; {left} more attempt{'s' if left > 1 else ''} before a {gate.lockout_s:.0f} s lock.")
-    else:
-        st.error(f"Wrong password; sign-in is locked for {gate.lockout_s:.0f} s.")
+    if problem is not None:
+        st.error(problem)
+        return
+    st.session_state[UNLOCKED] = True
+    st.rerun()
 
 
 def account_controls() -> None:
     """Sidebar: who is signed in and how to leave."""
     if auth_section() is not None:
         name = st.user.get("email") or st.user.get("name") or "signed in"
-        st.sidebar.caption(f"Signed in as {name}")
+        st.sidebar.caption(f"Signed in as {views.plain(str(name))}")  # the identity provider's text
         st.sidebar.button("Log out", key="oidc_logout", on_click=st.logout)
     elif st.session_state.get(UNLOCKED):
         st.sidebar.button("🔒 Lock console", key="lock_console", on_click=_lock)

@@ -1,4 +1,8 @@
-"""Streamlit glue shared by the pages: the one orchestrator per process, flash messages, the sidebar."""
+"""Streamlit glue shared by the pages: the orchestrator behind the gate, metric queries, flash messages, the sidebar.
+
+The one orchestrator per process lives in console/shared.py, out of reach of Streamlit's clear-cache message.
+The metric queries are an st.cache_data: a client that clears it only makes the next render query again.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,11 @@ from typing import Any
 
 import streamlit as st
 
-from orchestrator_core import shared
 from orchestrator_core.errors import ConfigurationError, DatabaseError, SecretKeyError
 from orchestrator_core.orchestrator import Orchestrator
 from orchestrator_core.store import metrics as metric_queries
 
-from . import gate, views
+from . import gate, shared, views
 
 _FLASH = "_flash"
 METRICS_TTL_S = 30.0
@@ -25,15 +28,10 @@ _STARTUP_FIXES = {
 }
 
 
-def get_orchestrator() -> Orchestrator:
-    """The orchestrator of this process, shared with the HTTP API (not a Streamlit cache a client could clear)."""
-    return shared.orchestrator()
-
-
 def startup_error() -> ConfigurationError | None:
-    """Build the orchestrator; the configuration error that stops it, if any (not cached, so a fix is seen)."""
+    """Build the orchestrator; the configuration error that stops it, if any (not kept, so a fix is seen)."""
     try:
-        get_orchestrator()
+        shared.orchestrator()
     except ConfigurationError as exc:
         return exc
     return None
@@ -42,24 +40,24 @@ def startup_error() -> ConfigurationError | None:
 def render_startup_error(exc: ConfigurationError) -> None:
     """A page that says what is wrong and what to change, instead of a traceback."""
     st.title("The console cannot start")
-    st.error(exc.message)
+    st.error(views.plain(exc.message))
     fix = next((text for cls, text in _STARTUP_FIXES.items() if isinstance(exc, cls)), None)
     st.info(fix or "Fix the setting named above in the environment or .env, then reload this page.")
     st.caption("Every setting is listed with its default in .env.example.")
 
 
 def orchestrator() -> Orchestrator:
-    """The cached orchestrator for a page; stops the page if the gate has not been passed (defence in depth)."""
+    """The process's orchestrator for a page; stops the page if the gate has not been passed (defence in depth)."""
     if not gate.allowed():
         st.stop()
-    return get_orchestrator()
+    return shared.orchestrator()
 
 
 # -- metric queries: cached briefly, so reruns and auto-refresh do not repeat a GROUP BY over every row -----
 @st.cache_data(ttl=METRICS_TTL_S, max_entries=128, show_spinner="Aggregating call metrics…")
 def _metric(name: str, database: str, args: tuple[Any, ...]) -> Any:
     # database is only part of the cache key: two databases never share an entry.
-    return getattr(metric_queries, name)(get_orchestrator().db, *args)
+    return getattr(metric_queries, name)(shared.orchestrator().db, *args)
 
 
 def metric(orch: Orchestrator, name: str, *args: Any) -> Any:
@@ -89,10 +87,10 @@ def flash(kind: str, text: str) -> None:
 
 
 def show_flash() -> None:
-    """Render and forget queued messages, each also as a toast."""
+    """Render and forget queued messages, each also as a toast; they quote hosts, so they show as plain text."""
     for kind, text in st.session_state.pop(_FLASH, []):
-        getattr(st, kind)(text)
-        st.toast(text, icon="✅" if kind == "success" else "⚠️" if kind == "error" else "ℹ️")
+        getattr(st, kind)(views.plain(text))
+        st.toast(views.plain(text), icon="✅" if kind == "success" else "⚠️" if kind == "error" else "ℹ️")
 
 
 def session_list(name: str) -> list[Any]:
@@ -109,7 +107,7 @@ def sidebar(orch: Orchestrator) -> None:
     with st.sidebar:
         st.caption("Local hosts")
         for host in hosts:
-            st.markdown(views.host_line(host), help=f"{host.base_url} — {host.detail}")
+            st.markdown(views.host_line(host), help=views.plain(f"{host.base_url} — {host.detail}"))
         if not hosts:
             st.markdown("No local host configured (LOCAL_HOSTS is empty).")
         st.caption("Models")

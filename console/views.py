@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
@@ -60,6 +61,48 @@ KEY_CHECK_TEXT: dict[KeyCheck, str] = {
     KeyCheck.UNVERIFIED: "⚠️ could not verify",
 }
 INACTIVE = "➖ inactive"
+
+
+# -- text from hosts and models ---------------------------------------------------------------------
+# Signs that Markdown, GFM, Streamlit's directives (:red[..]) or HTML read as syntax wherever they stand; the
+# rest only at the start of a line (lists, headings by underline) or as a bare link (http://, www.).
+# CommonMark shows a backslash-escaped ASCII punctuation character as itself.
+_SIGNS_ANYWHERE = re.compile(r"([\\`*_\[\]<>#|~$&])")
+_SIGNS_AT_LINE_START = re.compile(r"^([ \t]*)([-+=]|\d+)([.)]?)", re.MULTILINE)
+_BARE_LINK = re.compile(r"(:(?=//)|(?<=\bwww)\.)", re.IGNORECASE)
+# An image needs one of these right after its ] (inline, reference, or a reference's definition).
+_IMAGE_TAILS = ("](", "][", "]:")
+_EMPTY_ALT = re.compile(r"!\[\s*\]")
+_NOT_AN_IMAGE = "!\u200b["  # a zero-width space between ! and [: the same text, but only ever a link
+
+
+def plain(text: str) -> str:
+    """Text from a host or a model (ids, names, error messages) as Markdown that shows it literally."""
+    text = _SIGNS_ANYWHERE.sub(r"\\\1", text)
+    text = _SIGNS_AT_LINE_START.sub(_escape_line_start, text)
+    return _BARE_LINK.sub(r"\\\1", text)
+
+
+def _escape_line_start(match: re.Match[str]) -> str:
+    indent, sign, dot = match.groups()
+    if sign.isdigit():  # "1." or "1)" starts an ordered list; a bare number does not
+        return f"{indent}{sign}\\{dot}" if dot else match.group(0)
+    return f"{indent}\\{sign}{dot}"
+
+
+def answer_markdown(text: str) -> str:
+    """A model's answer with its Markdown kept, but no image the browser would fetch by itself.
+
+    ``![alt](url)`` (and reference-style images) become the link ``[alt](url)`` after a visible "!" (an empty
+    alt reads "image"): a prompt-injected answer can no longer send the conversation to a host in an image
+    URL, and the operator sees the link. Raw HTML needs no change: without unsafe_allow_html Streamlit shows
+    it as text. Code blocks are not spared: a parser that disagreed with the browser's about where a block
+    ends would let an image through. Without any ``](``, ``][`` or ``]:`` there can be no image, so code such
+    as Rust's ``vec![1, 2]`` is then left exactly as written.
+    """
+    if not any(tail in text for tail in _IMAGE_TAILS):
+        return text
+    return _EMPTY_ALT.sub(_NOT_AN_IMAGE + "image]", text).replace("![", _NOT_AN_IMAGE)
 
 
 # -- times ------------------------------------------------------------------------------------------
@@ -350,9 +393,9 @@ def failure_notice(model_id: str, exc: OrchestratorError, alternative: str | Non
 
 
 def load_label(model_id: str, elapsed_s: float, detail: str = "") -> str:
-    """The st.status label while a model loads."""
+    """The st.status label while a model loads (Markdown: the id and the host's detail are escaped)."""
     tail = f" — {_short(detail, 60)}" if detail else ""
-    return f"Loading {model_id}… {elapsed_s:.1f} s{tail}"
+    return plain(f"Loading {model_id}… {elapsed_s:.1f} s{tail}")
 
 
 # -- CSV --------------------------------------------------------------------------------------------

@@ -28,7 +28,24 @@ DEFAULT_BASE_URLS: dict[str, str] = {
     "llamacpp": "http://127.0.0.1:8080",
 }
 
+# The project's folder: the repository root, which holds orchestrator_core/. It, or ORCHESTRATOR_HOME, holds
+# .env, data/orchestrator.db and data/secret.key, so a console or CLI started from any folder (a service unit,
+# `streamlit run /path/to/streamlit_app.py`) reads the same password and writes the same data.
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+HOME_ENV = "ORCHESTRATOR_HOME"
+# A relative SQLite path is taken from home_dir(), never from the current folder.
 DEFAULT_DATABASE_URL = "sqlite:///data/orchestrator.db"
+DEFAULT_DATA_DIR = "data"
+# The console's password gate: this many wrong passwords in a row, then sign-in is locked for this long.
+SIGN_IN_MAX_FAILURES = 5
+SIGN_IN_LOCKOUT_S = 60.0
+
+
+def home_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where .env, the default database and secret.key live: ORCHESTRATOR_HOME if set, else the project folder."""
+    raw = (os.environ if environ is None else environ).get(HOME_ENV, "").strip()
+    # An explicit relative ORCHESTRATOR_HOME (e.g. ".") is the operator's choice of the starting folder.
+    return Path(raw).expanduser().absolute() if raw else PROJECT_DIR
 
 
 def _env_name(provider: str, suffix: str) -> str:
@@ -64,6 +81,8 @@ class Settings:
     metrics_public: bool = False
     stream_keepalive_s: float = 5.0
     gateway_threads: int = 64
+    sign_in_max_failures: int = SIGN_IN_MAX_FAILURES  # wrong console passwords in a row before the lockout
+    sign_in_lockout_s: float = SIGN_IN_LOCKOUT_S  # how long sign-in then stays locked, for every session
 
     def base_url(self, provider: str) -> str:
         return self.base_urls.get(provider, DEFAULT_BASE_URLS.get(provider, "")).rstrip("/")
@@ -75,8 +94,8 @@ class Settings:
         return Settings(**values)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, *, dotenv_path: str | None = ".env") -> Settings:
-        """Read settings from ``environ`` (default: os.environ after loading an optional .env file)."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, dotenv_path: str | Path | None = None) -> Settings:
+        """Read settings from ``environ`` (default: os.environ after loading home_dir()/.env, if present)."""
         if environ is None:
             load_env_file(dotenv_path)
             environ = os.environ
@@ -120,12 +139,15 @@ class Settings:
             metrics_public=env.get("METRICS_PUBLIC", "false").strip().lower() in ("1", "true", "yes", "on"),
             stream_keepalive_s=_number(env, "STREAM_KEEPALIVE_S", 5.0),
             gateway_threads=_whole(env, "GATEWAY_THREADS", 64, minimum=1),
+            sign_in_max_failures=_whole(env, "SIGN_IN_MAX_FAILURES", SIGN_IN_MAX_FAILURES, minimum=1),
+            sign_in_lockout_s=_number(env, "SIGN_IN_LOCKOUT_S", SIGN_IN_LOCKOUT_S, minimum=1.0),
         )
 
 
-def load_env_file(path: str | None = ".env") -> None:
-    """Load a .env file into os.environ (real environment variables win); nothing if it is absent."""
-    if path and Path(path).is_file():
+def load_env_file(path: str | Path | None = None) -> None:
+    """Load a .env file (default: home_dir()/.env) into os.environ; real environment variables win."""
+    path = Path(path) if path is not None else home_dir() / ".env"
+    if path.is_file():
         from dotenv import load_dotenv
 
         load_dotenv(path, override=False)

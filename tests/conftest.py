@@ -1,4 +1,8 @@
-"""Every test is isolated: no provider variables from the machine, a fresh database in tmp_path."""
+"""Every test is isolated: no provider variables from the machine, a fresh database in tmp_path.
+
+ORCHESTRATOR_HOME is tmp_path, so no test reads the developer's .env, data/orchestrator.db or data/secret.key
+(those resolve against the project folder, whatever the current folder is).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ from orchestrator_core.providers.lmstudio import forget_hosts
 
 _ISOLATED_SUFFIXES = ("_API_KEY", "_BASE_URL")
 _ISOLATED_NAMES = ("DATABASE_URL", "ORCHESTRATOR_SECRET_KEY", "LM_API_TOKEN", "CONSOLE_PASSWORD",
-                   "CONSOLE_PASSWORD_HASH", "MODEL_PRIORITIES", "GEMINI_API_VERSION", "ANTHROPIC_VERSION")
+                   "CONSOLE_PASSWORD_HASH", "SIGN_IN_MAX_FAILURES", "SIGN_IN_LOCKOUT_S", "MODEL_PRIORITIES",
+                   "GEMINI_API_VERSION", "ANTHROPIC_VERSION")
 
 
 @pytest.fixture(autouse=True)
@@ -21,7 +26,8 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[No
     for name in list(os.environ):
         if name.endswith(_ISOLATED_SUFFIXES) or name in _ISOLATED_NAMES:
             monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)  # a stray .env or ./data of the developer is never read
+    monkeypatch.setenv("ORCHESTRATOR_HOME", str(tmp_path))  # .env, data/ and secret.key: this test's own
+    monkeypatch.chdir(tmp_path)
     forget_hosts()
     yield
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .db import Database
 from .failures import FailureCache, FailureEntry
 from .keys import KeyInfo, KeyStore, load_fernet
+from .logins import Attempt, SignInLimiter
 from .registry import ModelEntry, ModelRegistry
 from .tokens import NewToken, TokenInfo, TokenStore
 
@@ -36,6 +37,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Attempt",
     "Database",
     "FailureCache",
     "FailureEntry",
@@ -49,6 +51,7 @@ __all__ = [
     "NewToken",
     "TokenInfo",
     "TokenStore",
+    "SignInLimiter",
     "load_fernet",
     "metrics",
 ]

@@ -27,7 +27,7 @@ from sqlalchemy.engine import URL, ExceptionContext, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from ..config import DEFAULT_DATABASE_URL
+from ..config import DEFAULT_DATABASE_URL, home_dir
 from ..errors import DatabaseBusyError, DatabaseError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -75,7 +75,7 @@ class Database:
         """
         parsed = _parse_url(url)
         if parsed.get_backend_name() == "sqlite":
-            _check_sqlite_location(parsed, create_folder=url == DEFAULT_DATABASE_URL)
+            _check_sqlite_location(parsed, create_folder=_sqlite_path(parsed) == default_sqlite_path())
         engine = _create_engine(parsed)
         try:
             _migrate(engine, check_writable=check_writable)
@@ -146,14 +146,28 @@ class Database:
 # Start-up checks
 
 
+def default_sqlite_path() -> Path:
+    """Where DEFAULT_DATABASE_URL points: data/orchestrator.db under home_dir()."""
+    return home_dir() / (make_url(DEFAULT_DATABASE_URL).database or "")
+
+
 def _parse_url(url: str) -> URL:
     try:
-        return make_url(url)
+        parsed = make_url(url)
     except exc.ArgumentError:
         raise DatabaseError(
             f"DATABASE_URL {_hide_password(url)!r} is not a database URL; use a SQLAlchemy URL such as "
             f"{DEFAULT_DATABASE_URL} or postgresql+psycopg://user:password@host/dbname."
         ) from None
+    return _anchor_sqlite_path(parsed)
+
+
+def _anchor_sqlite_path(url: URL) -> URL:
+    """A relative SQLite file is taken from home_dir(), not the current folder, so every start finds the same data."""
+    if _sqlite_path(url) is None:
+        return url
+    path = Path(url.database or "").expanduser()
+    return url if path.is_absolute() else url.set(database=str(home_dir() / path))
 
 
 def _hide_password(url: str) -> str:
@@ -179,7 +193,7 @@ def _check_sqlite_location(url: URL, *, create_folder: bool) -> None:
     folder = path.parent
     elsewhere = "or set DATABASE_URL to a file in a writable folder"
     if create_folder and not folder.exists():
-        # The default ./data/ folder is made on first start so a fresh clone just works.
+        # The default data/ folder (under home_dir()) is made on first start so a fresh clone just works.
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:

@@ -25,7 +25,7 @@ from sqlalchemy import Table, bindparam, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from ..config import HOSTED_PROVIDERS, LOCAL_PROVIDERS
+from ..config import DEFAULT_DATA_DIR, HOSTED_PROVIDERS, LOCAL_PROVIDERS, home_dir
 from ..errors import DatabaseBusyError, InvalidKeyInputError, SecretKeyError, mask_key
 from ..types import KeyCheck, KeyTestResult
 from .db import Database, upsert_insert
@@ -33,7 +33,6 @@ from .generations import Generations, Token, generations_for
 from .tables import ApiKey, AppMeta, utcnow
 
 SECRET_FILE = "secret.key"
-DEFAULT_KEY_DIR = Path("data")
 MAX_KEY_LEN = 500
 MAX_LABEL_LEN = 100
 DEFAULT_LABEL = "default"
@@ -77,8 +76,13 @@ def load_fernet(secret: str | None, key_dir: Path | None) -> Fernet:
     """
     if secret is not None and secret.strip():
         return Fernet(_fernet_key_from_secret(secret.strip()))
-    path = (key_dir or DEFAULT_KEY_DIR) / SECRET_FILE
+    path = (key_dir or default_key_dir()) / SECRET_FILE
     return Fernet(_read_or_create_key_file(path))
+
+
+def default_key_dir() -> Path:
+    """Where secret.key lives when the database has no folder of its own (PostgreSQL, in-memory SQLite)."""
+    return home_dir() / DEFAULT_DATA_DIR
 
 
 def _fernet_key_from_secret(secret: str) -> bytes:

@@ -42,10 +42,10 @@ class Spool:
             return cls(db.dir, f"{Path(db.url.database or 'db').name}.metrics-spool")
         if db.dialect == "sqlite":
             return None
-        from .keys import DEFAULT_KEY_DIR  # the data folder that holds secret.key
+        from .keys import default_key_dir  # the data folder that holds secret.key
 
         where = db.url.render_as_string(hide_password=True)
-        return cls(Path(DEFAULT_KEY_DIR), f"metrics-spool-{hashlib.sha256(where.encode()).hexdigest()[:12]}")
+        return cls(default_key_dir(), f"metrics-spool-{hashlib.sha256(where.encode()).hexdigest()[:12]}")
 
     def write(self, rows: Iterable[dict[str, Any]]) -> Path:
         """Save rows (MetricRow values) to a new spool file; returns its path."""

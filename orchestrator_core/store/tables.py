@@ -233,3 +233,15 @@ class GatewayToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+# -- the console's access gate --------------------------------------------------------------------
+class SignInLimit(Base):
+    """Failed sign-ins in a row and the lockout, per scope (the console's password is one scope)."""
+
+    __tablename__ = "sign_in_limits"
+
+    scope: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Attempts reserved since the last success or expired lockout, the one being checked included.
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[float] = mapped_column(Float, default=0.0)  # epoch seconds; 0: not locked

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -72,3 +73,8 @@ def all_values(at: AppTest) -> str:
     for status in at.status:
         parts.append(str(status.label))
     return "\n".join(parts)
+
+
+def shown(markdown: str) -> str:
+    """What CommonMark displays for Markdown whose only syntax is backslash escapes (views.plain's output)."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown)

@@ -10,7 +10,7 @@ import pytest
 import respx
 import streamlit as st
 
-from orchestrator_core import shared
+from console import shared
 from orchestrator_core.orchestrator import Orchestrator
 from orchestrator_core.store import Database
 from tests.helpers import FAKE_OPENAI_KEY, other_hosts_down
@@ -18,13 +18,11 @@ from tests.helpers import FAKE_OPENAI_KEY, other_hosts_down
 
 @pytest.fixture(autouse=True)
 def fresh_caches() -> Iterator[None]:
-    """Each test builds its own orchestrator; clearing the cache closes the previous one (on_release)."""
-    st.cache_resource.clear()
-    shared.close()
+    """Each test builds its own orchestrator and limiter; reset closes the previous ones."""
+    shared.reset()
     st.cache_data.clear()
     yield
-    st.cache_resource.clear()
-    shared.close()
+    shared.reset()
     st.cache_data.clear()
 
 

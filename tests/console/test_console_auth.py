@@ -1,4 +1,4 @@
-"""The password gate without Streamlit: hash formats, constant-time checks, the attempt limiter."""
+"""The password gate without Streamlit: hash formats, constant-time checks (the limiter: test_sign_in_race.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from console.auth import AttemptLimiter, make_pbkdf2_hash, parse_password_hash, password_check_from_env
+from console.auth import make_pbkdf2_hash, parse_password_hash, password_check_from_env
 from orchestrator_core.errors import ConfigurationError
 
 
@@ -52,25 +52,3 @@ def test_env_plain_password_works_and_a_hash_takes_precedence() -> None:
     both = password_check_from_env({"CONSOLE_PASSWORD": "letmein",
                                     "CONSOLE_PASSWORD_HASH": "sha256:" + hashlib.sha256(b"other").hexdigest()})
     assert both is not None and both.verify("other") and not both.verify("letmein")
-
-
-def test_limiter_locks_after_five_failures_and_opens_after_the_lockout() -> None:
-    now = [1000.0]
-    limiter = AttemptLimiter(max_failures=5, lockout_s=60, clock=lambda: now[0])
-    assert [limiter.record_failure() for _ in range(4)] == [4, 3, 2, 1]
-    assert limiter.locked_for() == 0
-    assert limiter.record_failure() == 0
-    assert limiter.locked_for() == pytest.approx(60)
-    now[0] += 59
-    assert limiter.locked_for() == pytest.approx(1)
-    now[0] += 1.5
-    assert limiter.locked_for() == 0
-    assert limiter.record_failure() == 4  # a fresh count after the lockout
-
-
-def test_a_correct_password_clears_the_failure_count() -> None:
-    limiter = AttemptLimiter(max_failures=3, lockout_s=60, clock=lambda: 0.0)
-    limiter.record_failure()
-    limiter.record_failure()
-    limiter.record_success()
-    assert limiter.record_failure() == 2

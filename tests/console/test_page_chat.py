@@ -9,7 +9,7 @@ import pytest
 import respx
 from streamlit.testing.v1 import AppTest
 
-from tests.console.apptools import lmstudio_down, start, texts
+from tests.console.apptools import lmstudio_down, shown, start, texts
 from tests.helpers import ANTHROPIC, LMSTUDIO, OPENAI, lmstudio_models, openai_sse
 
 SSE = {"content-type": "text/event-stream"}
@@ -168,7 +168,7 @@ def test_when_every_model_fails_the_conversation_says_why_without_an_exception(w
     route = wire.post(f"{OPENAI}/chat/completions").respond(json={})
     at = send(chat_page(), "anyone there?")  # no key anywhere, no local host
     assert not at.exception
-    notice = next(t for t in texts(at) if t.startswith("No model could answer"))
+    notice = next(shown(t) for t in texts(at) if t.startswith("No model could answer"))
     assert "No OpenAI key: add one on the API Keys page or set OPENAI_API_KEY" in notice
     assert notice.endswith("No other model is usable right now; see the Models page.")
     assert route.call_count == 0

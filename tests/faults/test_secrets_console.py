@@ -11,7 +11,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from orchestrator_core import shared
+from console import shared
 from orchestrator_core.errors import mask_key
 from tests.faults.conftest import OrchFactory
 from tests.faults.fault_server import FaultServer, Reply, Seen
@@ -73,12 +73,10 @@ def app_env(server: FaultServer, make_orch: OrchFactory, monkeypatch: pytest.Mon
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    st.cache_resource.clear()
-    shared.close()
+    shared.reset()
     st.cache_data.clear()
     yield url
-    st.cache_resource.clear()
-    shared.close()  # the app's orchestrator
+    shared.reset()  # closes the app's orchestrator
     st.cache_data.clear()
 
 

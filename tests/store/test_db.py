@@ -34,7 +34,7 @@ def _scalar(db: Database, sql: str) -> object:
 
 def test_open_creates_every_table_indexes_and_seed_models(db: Database) -> None:
     tables = set(inspect(db.engine).get_table_names())
-    assert {"ai_models", "api_keys", "call_metrics", "model_failures", "alembic_version"} <= tables
+    assert {"ai_models", "api_keys", "call_metrics", "model_failures", "sign_in_limits", "alembic_version"} <= tables
     indexes = {ix["name"] for ix in inspect(db.engine).get_indexes("call_metrics")}
     assert {"ix_call_metrics_ts", "ix_call_metrics_model_ts", "ix_call_metrics_fallback_from_ts"} <= indexes
     with db.engine.connect() as conn:
