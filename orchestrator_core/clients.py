@@ -10,6 +10,7 @@ import httpx
 
 from .config import Settings
 from .providers.base import LocalHost, Provider
+from .providers.guard import CallLimits
 from .providers.registry import provider_class
 
 KeyLookup = Callable[[str], "str | None"]
@@ -72,7 +73,15 @@ class ProviderFactory:
             api_version=self.settings.gemini_api_version,
             default_max_tokens=self.settings.default_max_tokens,
             load_timeout_s=self.settings.load_timeout_s,
+            limits=self._limits(purpose),
         )
+
+    def _limits(self, purpose: str) -> CallLimits:
+        s = self.settings
+        # A status probe has one small whole budget; everything else the call deadline.
+        deadline, setting = (s.status_timeout_s, "STATUS_TIMEOUT_S") if purpose == "status" else (
+            s.call_deadline_s, "CALL_DEADLINE_S")
+        return CallLimits(deadline, s.stream_idle_timeout_s, s.max_response_bytes, s.max_answer_chars, setting)
 
     def host(self, provider: str, purpose: str = "call") -> LocalHost:
         """The provider as a local host (status, load, unload)."""

@@ -55,6 +55,12 @@ class Settings:
     priorities: Mapping[str, int] = field(default_factory=dict)  # model id -> priority (lower first)
     fallback_enabled: bool = True
     local_hosts: tuple[str, ...] = LOCAL_PROVIDERS  # hosts whose status is probed (LOCAL_HOSTS)
+    # A hostile or broken host: whole-call and stream idle deadlines, size caps (see providers/guard.py).
+    call_deadline_s: float = 600.0  # a whole call, not one read; loads have LOAD_TIMEOUT_S instead
+    stream_idle_timeout_s: float = 120.0  # a stream with no new data (keep-alive comments do not count)
+    max_response_bytes: int = 8 * 1024 * 1024  # a JSON answer after decompression; one line of a stream
+    max_answer_chars: int = 1_000_000  # one streamed answer
+    db_connect_timeout_s: float = 10.0  # connecting to a database server (PostgreSQL, MySQL)
 
     def base_url(self, provider: str) -> str:
         return self.base_urls.get(provider, DEFAULT_BASE_URLS.get(provider, "")).rstrip("/")
@@ -105,6 +111,11 @@ class Settings:
             priorities=_priorities(env.get("MODEL_PRIORITIES", "")),
             fallback_enabled=env.get("FALLBACK_ENABLED", "true").lower() not in ("0", "false", "no", "off"),
             local_hosts=_hosts(env.get("LOCAL_HOSTS")),
+            call_deadline_s=_number(env, "CALL_DEADLINE_S", 600.0),
+            stream_idle_timeout_s=_number(env, "STREAM_IDLE_TIMEOUT_S", 120.0),
+            max_response_bytes=int(_number(env, "MAX_RESPONSE_BYTES", 8 * 1024 * 1024, minimum=1024)),
+            max_answer_chars=int(_number(env, "MAX_ANSWER_CHARS", 1_000_000, minimum=1)),
+            db_connect_timeout_s=_number(env, "DB_CONNECT_TIMEOUT_S", 10.0, minimum=1.0),
         )
 
 

@@ -90,7 +90,7 @@ class Orchestrator:
     def from_settings(cls, settings: Settings | None = None) -> Orchestrator:
         """Build from Settings (default: the environment and .env), opening and migrating the database."""
         settings = settings or Settings.from_env()
-        database = Database.open(settings.database_url)
+        database = Database.open(settings.database_url, connect_timeout_s=settings.db_connect_timeout_s)
         try:
             return cls(settings, database)
         except OrchestratorError:

@@ -15,7 +15,6 @@ from ..errors import (
     RateLimitError,
     bad_response,
     classify_response,
-    classify_transport,
     error_text,
 )
 from ..types import HostModel, ModelState
@@ -98,12 +97,11 @@ class OllamaProvider(OpenAICompatibleProvider, LocalHost):
 
     def _generate(self, model: str, body: dict[str, Any]) -> httpx.Response:
         """An empty /api/generate request: Ollama loads (or, with keep_alive 0, unloads) and answers."""
-        try:
-            return self.client.request(
-                "POST", "/api/generate", headers=self.headers(), json=body, timeout=self._load_timeout()
-            )
-        except httpx.HTTPError as exc:
-            raise classify_transport(exc, provider=self.name, model=model, base_url=self.base_url) from exc
+        total = float(self.options.get("load_timeout_s", DEFAULT_LOAD_TIMEOUT_S))
+        return self.send_read(
+            "POST", "/api/generate", model=model, total_s=total, setting="LOAD_TIMEOUT_S", headers=self.headers(),
+            json=body, timeout=self._load_timeout(),
+        )
 
     def _load_timeout(self) -> httpx.Timeout:
         """The client's timeouts, with a read timeout long enough for a model to load."""

@@ -65,7 +65,7 @@ class OpenAICompatibleProvider(Provider):
         )
 
     def stream_chat(self, model: str, messages: list[Message], params: ChatParams) -> Iterator[StreamEvent]:
-        parts: list[str] = []
+        parts = self.answer_text(model)
         finish: str | None = None
         usage = Usage()
         answered_by = model
@@ -94,12 +94,12 @@ class OpenAICompatibleProvider(Provider):
                     delta = choice.get("delta") or {}
                     text = _content_text(delta.get("content"))
                     if text:
-                        parts.append(text)
+                        parts.add(text)
                         yield TextDelta(text)
                     finish = choice.get("finish_reason") or finish
         if not done:
             raise bad_response(self.name, model, "the stream ended without its [DONE] marker")
-        yield ChatResult("".join(parts), finish, usage, answered_by, self.name)
+        yield ChatResult(str(parts), finish, usage, answered_by, self.name)
 
     def list_models(self) -> list[str]:
         data = self.request_json("GET", self.models_path, headers=self.headers())

@@ -6,6 +6,8 @@ Each path is scripted with a ``Reply`` (or a function of the request returning o
     Reply.stall()                                            read the request, never answer
     Reply.partial(body, sent=10, then="stall" | "cut")       Content-Length promised, part sent
     Reply.stream([b"data: ...\\n\\n", ...], then="end" | "stall" | "cut")   chunked pieces
+    Reply.trickle(body, every_s=0.05)                        Content-Length, then one byte at a time
+    Reply.endless(b": keep-alive\\n\\n", first=[...])         chunked: first pieces, then one piece forever
 
 A stalled connection waits until the client hangs up (or the server stops), so a client timeout
 frees it. The server counts open connections, so a test can check that none is left behind.
@@ -15,12 +17,13 @@ Socket-level faults live beside it: ``refused_port`` (bound, never listening) an
 
 from __future__ import annotations
 
+import itertools
 import json
 import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
@@ -50,7 +53,7 @@ class Reply:
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
-    mode: Literal["full", "stall", "partial", "stream"] = "full"
+    mode: Literal["full", "stall", "partial", "stream", "trickle", "endless"] = "full"
     pieces: tuple[bytes, ...] = ()
     sent: int = 0  # partial: bytes of the body actually sent
     then: Then = "end"
@@ -63,6 +66,18 @@ class Reply:
     @classmethod
     def text(cls, status: int, text: str, content_type: str = "text/plain") -> Reply:
         return cls(status, text.encode(), {"content-type": content_type})
+
+    @classmethod
+    def trickle(cls, body: bytes, *, every_s: float, content_type: str = "application/json") -> Reply:
+        return cls(200, body, {"content-type": content_type}, mode="trickle", piece_delay_s=every_s)
+
+    @classmethod
+    def endless(
+        cls, piece: bytes, *, first: Iterable[bytes] = (), every_s: float = 0.0,
+        content_type: str = "text/event-stream",
+    ) -> Reply:
+        return cls(200, piece, {"content-type": content_type}, mode="endless", pieces=tuple(first),
+                   piece_delay_s=every_s)
 
     @classmethod
     def stall(cls) -> Reply:
@@ -198,6 +213,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(reply.status)
         for name, value in reply.headers.items():
             self.send_header(name, value)
+        if reply.mode in ("trickle", "endless"):
+            self._play_forever(reply)
+            return
         if reply.mode == "stream":
             self.send_header("transfer-encoding", "chunked")
             self.end_headers()
@@ -217,6 +235,28 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.wfile.write(reply.body)
         self.wfile.flush()
+
+    def _play_forever(self, reply: Reply) -> None:
+        """Trickle a body a byte at a time, or stream one piece forever, until the client hangs up."""
+        self.close_connection = True
+        if reply.mode == "trickle":
+            self.send_header("content-length", str(len(reply.body)))
+            self.end_headers()
+            pieces: Iterator[bytes] = (reply.body[i : i + 1] for i in range(len(reply.body)))
+        else:
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            pieces = (b"%x\r\n%s\r\n" % (len(p), p) for p in itertools.chain(reply.pieces, itertools.repeat(reply.body)))
+        try:
+            for piece in pieces:
+                if self.server.stopping.is_set():
+                    return
+                self.wfile.write(piece)
+                self.wfile.flush()
+                if reply.piece_delay_s:
+                    time.sleep(reply.piece_delay_s)
+        except OSError:  # the client hung up: that is how these replies end
+            return
 
     def _then(self, then: Then, ending: bytes) -> None:
         if then == "end":

@@ -1,0 +1,236 @@
+"""The budget of one provider call: a whole-call deadline, a stream idle deadline and size caps.
+
+httpx's timeouts are per read, so a host that trickles a byte a second, sends only SSE comments
+(``: keep-alive``, which the SSE parser swallows) or never stops streaming would hold a call
+forever. Every provider request therefore reads its body only through ``guarded``: the clock is
+checked on every chunk that arrives, the bytes are counted against a cap, and gzip/deflate are
+decoded here with a bounded output per step, so a small compression bomb never expands in memory.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import httpx
+
+from ..errors import BadResponseError, ProviderTimeoutError
+
+ERROR_BODY_BYTES = 64 * 1024  # an error body is read only as far as a message needs
+_DECODED_STEP = 256 * 1024  # most bytes one decompression step may produce
+_FRAMING_HEADERS = ("content-encoding", "content-length", "transfer-encoding")
+
+
+@dataclass(frozen=True)
+class CallLimits:
+    """The limits of every call a provider makes (Settings: CALL_DEADLINE_S, STREAM_IDLE_TIMEOUT_S, ...)."""
+
+    call_deadline_s: float = 600.0
+    stream_idle_timeout_s: float = 120.0
+    max_response_bytes: int = 8 * 1024 * 1024
+    max_answer_chars: int = 1_000_000
+    deadline_setting: str = "CALL_DEADLINE_S"  # named in the message; status probes run on STATUS_TIMEOUT_S
+
+
+class Deadline:
+    """The clock of one call: its whole deadline and, for streams, the longest wait for new data."""
+
+    def __init__(
+        self,
+        total_s: float,
+        *,
+        setting: str,
+        where: str,
+        idle_s: float | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.total_s = total_s
+        self.idle_s = idle_s
+        self.setting = setting
+        self.where = where
+        self.provider = provider
+        self.model = model
+        self._clock = clock
+        self._ends = clock() + total_s
+        self._last_progress = clock()
+
+    def progress(self) -> None:
+        """New data arrived (an SSE event, a stream line): the idle clock starts again."""
+        self._last_progress = self._clock()
+
+    def remaining(self) -> float:
+        """Seconds until the nearer of the two deadlines."""
+        now = self._clock()
+        left = self._ends - now
+        if self.idle_s is not None:
+            left = min(left, self._last_progress + self.idle_s - now)
+        return left
+
+    def expired(self) -> bool:
+        return self.remaining() <= 0
+
+    def check(self) -> None:
+        """Raise ProviderTimeoutError once either deadline has passed."""
+        if self.expired():
+            raise self.error()
+
+    def error(self) -> ProviderTimeoutError:
+        if self._clock() >= self._ends:
+            return ProviderTimeoutError(
+                f"{self.where} did not finish within {self.total_s:g}s (the whole-call limit {self.setting}); "
+                f"the host may be trickling or endlessly sending its answer. Raise {self.setting} if answers "
+                "this long are expected, or use another model.",
+                provider=self.provider, model=self.model,
+            )
+        return ProviderTimeoutError(
+            f"{self.where} sent no new data for {self.idle_s:g}s (the stream idle limit STREAM_IDLE_TIMEOUT_S; "
+            "keep-alive comments do not count); the host may be stuck. Raise STREAM_IDLE_TIMEOUT_S if the "
+            "model is slow to start answering, or use another model.",
+            provider=self.provider, model=self.model,
+        )
+
+
+def guarded(
+    response: httpx.Response,
+    deadline: Deadline,
+    *,
+    limit: int,
+    over: Literal["raise", "truncate"],
+    what: str,
+    line_limit: int | None = None,
+) -> httpx.Response:
+    """A response whose body is the decoded body of ``response``, read under the deadline and the caps.
+
+    ``over="raise"`` ends the read with BadResponseError naming the cap; ``"truncate"`` (error bodies)
+    just stops there. ``line_limit`` caps one line of a stream, so a line that never ends cannot fill memory.
+    """
+    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _FRAMING_HEADERS]
+    stream = _GuardedStream(response, deadline, limit=limit, over=over, what=what, line_limit=line_limit)
+    return httpx.Response(
+        response.status_code, headers=headers, stream=stream, request=response.request,
+        extensions=response.extensions,
+    )
+
+
+def read_error_body(response: httpx.Response, deadline: Deadline) -> httpx.Response:
+    """The first ERROR_BODY_BYTES of an error answer, read, as a response ``classify_response`` can take."""
+    view = guarded(response, deadline, limit=ERROR_BODY_BYTES, over="truncate", what="error body")
+    view.read()
+    return view
+
+
+class _GuardedStream(httpx.SyncByteStream):
+    def __init__(
+        self, response: httpx.Response, deadline: Deadline, *, limit: int, over: Literal["raise", "truncate"],
+        what: str, line_limit: int | None,
+    ) -> None:
+        self._response = response
+        self._deadline = deadline
+        self._limit = limit
+        self._over = over
+        self._what = what
+        self._line_limit = line_limit
+        self._total = 0
+        self._open_line = 0  # bytes since the last newline
+
+    def __iter__(self) -> Iterator[bytes]:
+        truncate = self._over == "truncate"
+        decode = _decoder(self._response.headers.get("content-encoding", ""), self._refuse)
+        # iter_raw() without a chunk size yields each read as it arrives; with one it would wait to fill it.
+        for raw in self._response.iter_raw():
+            if truncate and self._deadline.expired():
+                return  # what arrived of an error body is enough for its message
+            self._deadline.check()
+            for piece in decode(raw):
+                if self._total + len(piece) > self._limit:
+                    if truncate:
+                        yield piece[: self._limit - self._total]
+                        return
+                    raise self._refuse(
+                        f"the {self._what} is larger than the limit of {self._limit} bytes (MAX_RESPONSE_BYTES); "
+                        "raise MAX_RESPONSE_BYTES if answers this large are expected"
+                    )
+                self._total += len(piece)
+                self._check_line(piece)
+                yield piece
+
+    def close(self) -> None:
+        self._response.close()
+
+    def _check_line(self, piece: bytes) -> None:
+        if self._line_limit is None:
+            return
+        newline = piece.rfind(b"\n")
+        self._open_line = self._open_line + len(piece) if newline < 0 else len(piece) - newline - 1
+        if self._open_line > self._line_limit:
+            raise self._refuse(
+                f"one stream line is longer than the limit of {self._line_limit} bytes (MAX_RESPONSE_BYTES)"
+            )
+
+    def _refuse(self, reason: str) -> BadResponseError:
+        return BadResponseError(
+            f"{self._deadline.where} sent a response that was refused: {reason}. The host may be broken or hostile.",
+            provider=self._deadline.provider, model=self._deadline.model,
+        )
+
+
+Decode = Callable[[bytes], Iterator[bytes]]
+
+
+def _decoder(content_encoding: str, refuse: Callable[[str], BadResponseError]) -> Decode:
+    """Undo the codings in reverse order of application, each step producing at most _DECODED_STEP bytes."""
+    codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip()]
+    stages: list[Decode] = []
+    for coding in reversed(codings):
+        if coding == "identity":
+            continue
+        if coding in ("gzip", "x-gzip"):
+            stages.append(_Inflate(zlib.MAX_WBITS | 16, refuse).decode)
+        elif coding == "deflate":
+            stages.append(_Inflate(zlib.MAX_WBITS, refuse, raw_fallback=True).decode)
+        else:
+            raise refuse(f"its content-encoding {coding!r} was not asked for")
+
+    def decode(data: bytes) -> Iterator[bytes]:
+        pieces: Iterator[bytes] = iter((data,))
+        for stage in stages:
+            pieces = _chain(stage, pieces)
+        yield from pieces
+
+    return decode
+
+
+def _chain(stage: Decode, pieces: Iterator[bytes]) -> Iterator[bytes]:
+    for piece in pieces:
+        yield from stage(piece)
+
+
+class _Inflate:
+    """zlib decompression with a bounded output per step (``max_length``), unlike httpx's decoders."""
+
+    def __init__(self, wbits: int, refuse: Callable[[str], BadResponseError], *, raw_fallback: bool = False) -> None:
+        self._z = zlib.decompressobj(wbits)
+        self._refuse = refuse
+        self._raw_fallback = raw_fallback  # "deflate" is sometimes sent without its zlib header
+        self._started = False
+
+    def decode(self, data: bytes) -> Iterator[bytes]:
+        while not self._z.eof:
+            try:
+                out = self._z.decompress(data, _DECODED_STEP)
+            except zlib.error:
+                if self._raw_fallback and not self._started:
+                    self._z, self._raw_fallback = zlib.decompressobj(-zlib.MAX_WBITS), False
+                    continue
+                raise self._refuse("its compressed body does not decompress") from None
+            self._started = True
+            data = self._z.unconsumed_tail
+            if out:
+                yield out
+            if not data and len(out) < _DECODED_STEP:
+                return
