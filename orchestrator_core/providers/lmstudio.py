@@ -27,7 +27,7 @@ from ..errors import (
     bad_response,
     classify_response,
     error_text,
-    scrub,
+    host_message,
 )
 from ..types import ChatParams, HostModel, Message, ModelState
 from .base import LocalHost
@@ -208,7 +208,7 @@ class LMStudioProvider(OpenAICompatibleProvider, LocalHost):
         return [i for m in listed if self.same_model(model, m.name) for i in m.instance_ids]
 
     def _host_message(self, response: httpx.Response, body: Any) -> str:
-        return scrub(error_text(body, response.text)[0], self.secrets)
+        return host_message(body, response.text, self.secrets)
 
     def _load_refused(self, model: str, response: httpx.Response, body: Any, status: int | None) -> ModelLoadError:
         message = self._host_message(response, body)

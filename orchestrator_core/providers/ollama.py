@@ -15,7 +15,7 @@ from ..errors import (
     RateLimitError,
     bad_response,
     classify_response,
-    error_text,
+    host_message,
 )
 from ..types import HostModel, ModelState
 from .base import LocalHost
@@ -76,10 +76,10 @@ class OllamaProvider(OpenAICompatibleProvider, LocalHost):
             error = classify_response(response, provider=self.name, model=model)
             if isinstance(error, _PASS_THROUGH):
                 raise error
-            raise self._load_failed(model, error_text(data, response.text)[0], response.status_code)
+            raise self._load_failed(model, host_message(data, response.text, self.secrets), response.status_code)
         if not isinstance(data, dict) or data.get("error"):
             # Ollama reports a failure after the 200 status line as a body {"error": "..."}.
-            raise self._load_failed(model, error_text(data, response.text)[0], response.status_code)
+            raise self._load_failed(model, host_message(data, response.text, self.secrets), response.status_code)
 
     def unload_model(self, model: str) -> None:
         """Unload a model now; Ollama answers the same way when it was not loaded."""
