@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -86,11 +87,12 @@ class Settings:
         if "GEMINI_BASE_URL" in env and "GOOGLE_BASE_URL" not in env:
             base_urls["google"] = _check_url("GEMINI_BASE_URL", env["GEMINI_BASE_URL"])
 
-        env_keys = {p: env[_env_name(p, "API_KEY")].strip() for p in HOSTED_PROVIDERS if _env_name(p, "API_KEY") in env}
-        if "google" not in env_keys and "GEMINI_API_KEY" in env:
-            env_keys["google"] = env["GEMINI_API_KEY"].strip()
+        key_vars = {p: _env_name(p, "API_KEY") for p in HOSTED_PROVIDERS if _env_name(p, "API_KEY") in env}
+        if "google" not in key_vars and "GEMINI_API_KEY" in env:
+            key_vars["google"] = "GEMINI_API_KEY"
         if "LM_API_TOKEN" in env:  # LM Studio 0.4+ with "Require Authentication" on
-            env_keys["lmstudio"] = env["LM_API_TOKEN"].strip()
+            key_vars["lmstudio"] = "LM_API_TOKEN"
+        env_keys = {p: _env_key(var, env[var]) for p, var in key_vars.items()}
 
         return cls(
             database_url=env.get("DATABASE_URL", DEFAULT_DATABASE_URL),
@@ -138,6 +140,34 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
     if value < minimum:
         raise ConfigurationError(f"{name}={raw!r} is too small; it must be at least {minimum}.")
     return value
+
+
+def key_text_problem(key: str) -> str | None:
+    """Why a key cannot be sent in an HTTP header (a control, invisible or non-ASCII character), or None.
+
+    The answer names the character's code point and position, never the key's text.
+    """
+    for position, char in enumerate(key, start=1):
+        if char.isascii() and char.isprintable():
+            continue
+        name = f"U+{ord(char):04X} at position {position}"
+        if unicodedata.category(char) in _INVISIBLE_CATEGORIES or char.isspace():
+            return f"a control, invisible or space character ({name})"
+        return f"a non-ASCII character ({name}); API keys are plain ASCII"
+    return None
+
+
+# Control, format (zero-width, BOM), line and paragraph separators, private use, unassigned.
+_INVISIBLE_CATEGORIES = ("Cc", "Cf", "Zl", "Zp", "Co", "Cn")
+
+
+def _env_key(name: str, raw: str) -> str:
+    key = raw.strip()
+    problem = key_text_problem(key)
+    if problem:
+        raise ConfigurationError(f"{name} contains {problem}; set it to the key alone, copied again from the "
+                                 "provider's console.")
+    return key
 
 
 def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:

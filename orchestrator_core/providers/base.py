@@ -133,10 +133,7 @@ class Provider(abc.ABC):
                   ) -> httpx.Response:
         """One request whose whole answer, of any status, is read within ``total_s`` and the size caps (loads)."""
         deadline = Deadline(total_s, setting=setting, where=self._where(model), provider=self.name, model=model)
-        try:
-            response = self.client.send(self.client.build_request(method, path, **kwargs), stream=True)
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc, model) from exc
+        response = self._send_request(method, path, model, kwargs)
         try:
             if response.status_code >= 400:
                 return read_error_body(response, deadline)
@@ -165,10 +162,7 @@ class Provider(abc.ABC):
         self, method: str, path: str, deadline: Deadline, *, model: str | None, stream: bool = False, **kwargs: Any
     ) -> Iterator[httpx.Response]:
         """Send one request and yield its 2xx response with the body guarded by the deadline and the caps."""
-        try:
-            response = self.client.send(self.client.build_request(method, path, **kwargs), stream=True)
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc, model) from exc
+        response = self._send_request(method, path, model, kwargs)
         try:
             if response.status_code >= 400:
                 error_body = read_error_body(response, deadline)
@@ -184,6 +178,20 @@ class Provider(abc.ABC):
         finally:
             response.close()
 
+
+    def _send_request(self, method: str, path: str, model: str | None, kwargs: dict[str, Any]) -> httpx.Response:
+        try:
+            return self.client.send(self.client.build_request(method, path, **kwargs), stream=True)
+        except (UnicodeEncodeError, httpx.LocalProtocolError):
+            pass  # raised below, outside this block, unchained: these exceptions quote the header, key and all
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, model) from exc
+        raise AuthenticationError(
+            f"The request to {self._where(model)} could not be sent: a header holds a character HTTP cannot "
+            f"carry, most likely a hidden or non-ASCII character in the {self.display_name} key; paste the key "
+            "again on the API Keys page.",
+            provider=self.name, model=model,
+        )
 
     def _transport_error(self, exc: httpx.HTTPError, model: str | None) -> ProviderError:
         # A read that timed out is the per-read limit (READ_TIMEOUT_S); the deadlines raise their own error.

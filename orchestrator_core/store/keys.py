@@ -12,6 +12,7 @@ import builtins
 import binascii
 import hashlib
 import os
+import stat
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ..config import HOSTED_PROVIDERS, LOCAL_PROVIDERS
+from ..config import HOSTED_PROVIDERS, LOCAL_PROVIDERS, key_text_problem
 from ..errors import InvalidKeyInputError, SecretKeyError, mask_key
 from ..types import KeyCheck, KeyTestResult
 from .db import Database
@@ -109,7 +110,20 @@ def _read_key_file(path: Path) -> bytes:
         raise SecretKeyError(
             f"The key file {path} is not a valid key; restore it from a backup or set ORCHESTRATOR_SECRET_KEY."
         ) from None
+    _check_private(path)
     return key
+
+
+def _check_private(path: Path) -> None:
+    """Refuse a key file other users can read: whoever reads it can decrypt every stored key."""
+    if os.name == "nt":  # Windows has no POSIX mode bits; its ACLs are out of reach here
+        return
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise SecretKeyError(
+            f"The key file {path} can be read or changed by other users (mode {mode:04o}); run "
+            f"`chmod 600 {path}` so only its owner can, then start again."
+        )
 
 
 @dataclass(frozen=True)
@@ -371,6 +385,10 @@ def _check_key(key: str | None) -> str:
         raise InvalidKeyInputError(
             "The key contains a space or a line break; paste only the key itself, on one line."
         )
+    problem = key_text_problem(text)
+    if problem:
+        # Such a key would fail in the HTTP header, and that exception would carry the key with it.
+        raise InvalidKeyInputError(f"The key contains {problem}; copy it again from the provider's console.")
     if len(text) > MAX_KEY_LEN:
         raise InvalidKeyInputError(
             f"The key is longer than {MAX_KEY_LEN} characters; paste only the key, not surrounding text."

@@ -219,3 +219,18 @@ def test_key_echoed_in_any_shape_leaves_no_piece_of_it_in_the_error_its_causes_o
         assert leaked == [], f"pieces of the key in the {where}: {leaked}"
         assert PLANTED[:6].lower() not in lowered, f"the key's head is in the {where}"
     assert mask_key(PLANTED) in str(info.value)  # the mask stands where the key was
+
+
+@pytest.mark.parametrize("char", ["\x00", "\n", "é", "\u200b"], ids=["nul", "newline", "non-ascii", "zero-width"])
+def test_key_no_header_can_carry_that_predates_validation_fails_without_quoting_the_key(
+    char: str, server: FaultServer, make_orch: OrchFactory
+) -> None:
+    bad = PLANTED[:12] + char + PLANTED[12:]  # e.g. stored by an older version, before keys were checked
+    server.script(OPENAI.call_path(False), healthy(OPENAI))
+    orch = make_orch(env_keys={"openai": bad})
+    with pytest.raises(AuthenticationError, match="paste the key again") as info:
+        orch.chat(OPENAI.model_id, HELLO, fallback=False)
+    texts = "\n".join(exception_texts(info.value)) + repr([[getattr(r, c) for c in EXPORT_COLUMNS]
+                                                          for r in metric_rows(orch)])
+    assert not [p for p in pieces_of(PLANTED) if p in texts.lower()]
+    assert "Illegal header value" not in texts and "codec can't encode" not in texts
