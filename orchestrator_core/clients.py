@@ -10,7 +10,7 @@ import httpx
 
 from .config import Settings
 from .providers.base import LocalHost, Provider
-from .providers.guard import CallLimits
+from .providers.guard import CallLimits, cut_reads_at_deadlines
 from .providers.registry import provider_class
 
 KeyLookup = Callable[[str], "str | None"]
@@ -45,13 +45,13 @@ class ProviderFactory:
         with self._lock:
             client = self._clients.get((provider, purpose))
             if client is None:
-                client = httpx.Client(
+                client = cut_reads_at_deadlines(httpx.Client(  # a blocked read ends at the call's deadline
                     base_url=self.settings.base_url(provider),
                     timeout=self._timeout(purpose),
                     limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
                     follow_redirects=False,
                     verify=shared_ssl_context(),
-                )
+                ))
                 self._clients[(provider, purpose)] = client
             return client
 

@@ -29,7 +29,7 @@ from ..errors import (
     scrub,
 )
 from ..types import ChatParams, ChatResult, HostModel, KeyCheck, KeyTestResult, Message, StreamEvent
-from .guard import CallLimits, Deadline, guarded, read_error_body
+from .guard import CallLimits, Deadline, guarded, read_error_body, reads_under
 
 
 class Provider(abc.ABC):
@@ -133,7 +133,7 @@ class Provider(abc.ABC):
                   ) -> httpx.Response:
         """One request whose whole answer, of any status, is read within ``total_s`` and the size caps (loads)."""
         deadline = Deadline(total_s, setting=setting, where=self._where(model), provider=self.name, model=model)
-        response = self._send_request(method, path, model, kwargs)
+        response = self._send_request(method, path, deadline, model, kwargs)
         try:
             if response.status_code >= 400:
                 return read_error_body(response, deadline)
@@ -162,7 +162,7 @@ class Provider(abc.ABC):
         self, method: str, path: str, deadline: Deadline, *, model: str | None, stream: bool = False, **kwargs: Any
     ) -> Iterator[httpx.Response]:
         """Send one request and yield its 2xx response with the body guarded by the deadline and the caps."""
-        response = self._send_request(method, path, model, kwargs)
+        response = self._send_request(method, path, deadline, model, kwargs)
         try:
             if response.status_code >= 400:
                 error_body = read_error_body(response, deadline)
@@ -179,11 +179,16 @@ class Provider(abc.ABC):
             response.close()
 
 
-    def _send_request(self, method: str, path: str, model: str | None, kwargs: dict[str, Any]) -> httpx.Response:
+    def _send_request(
+        self, method: str, path: str, deadline: Deadline, model: str | None, kwargs: dict[str, Any]
+    ) -> httpx.Response:
         try:
-            return self.client.send(self.client.build_request(method, path, **kwargs), stream=True)
+            with reads_under(deadline):
+                return self.client.send(self.client.build_request(method, path, **kwargs), stream=True)
         except (UnicodeEncodeError, httpx.LocalProtocolError):
             pass  # raised below, outside this block, unchained: these exceptions quote the header, key and all
+        except httpx.TimeoutException as exc:
+            raise (deadline.error() if deadline.expired() else self._transport_error(exc, model)) from exc
         except httpx.HTTPError as exc:
             raise self._transport_error(exc, model) from exc
         raise AuthenticationError(

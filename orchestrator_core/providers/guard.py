@@ -5,16 +5,24 @@ httpx's timeouts are per read, so a host that trickles a byte a second, sends on
 forever. Every provider request therefore reads its body only through ``guarded``: the clock is
 checked on every chunk that arrives, the bytes are counted against a cap, and gzip/deflate are
 decoded here with a bounded output per step, so a small compression bomb never expands in memory.
+
+A read that blocks is cut at the deadline too, on clients passed through ``cut_reads_at_deadlines``
+(the ProviderFactory's): their sockets cap every read's timeout at the time the current call has left,
+so a host that goes silent (or trickles its headers) near the deadline cannot add READ_TIMEOUT_S.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ssl
+import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+import httpcore
 import httpx
 
 from ..errors import BadResponseError, ProviderTimeoutError
@@ -142,7 +150,8 @@ class _GuardedStream(httpx.SyncByteStream):
         truncate = self._over == "truncate"
         decode = _decoder(self._response.headers.get("content-encoding", ""), self._refuse)
         # iter_raw() without a chunk size yields each read as it arrives; with one it would wait to fill it.
-        for raw in self._response.iter_raw():
+        raws = self._response.iter_raw()
+        while (raw := self._next(raws)) is not None:
             if truncate and self._deadline.expired():
                 return  # what arrived of an error body is enough for its message
             self._deadline.check()
@@ -161,6 +170,17 @@ class _GuardedStream(httpx.SyncByteStream):
 
     def close(self) -> None:
         self._response.close()
+
+    def _next(self, raws: Iterator[bytes]) -> bytes | None:
+        try:
+            with reads_under(self._deadline):
+                return next(raws, None)
+        except httpx.TimeoutException as exc:
+            if self._deadline.expired():
+                if self._over == "truncate":
+                    return None
+                raise self._deadline.error() from exc
+            raise
 
     def _check_line(self, piece: bytes) -> None:
         if self._line_limit is None:
@@ -234,3 +254,83 @@ class _Inflate:
                 yield out
             if not data and len(out) < _DECODED_STEP:
                 return
+
+
+# ---------------------------------------------------------------------------------------------
+# Cutting a blocked read at the deadline
+
+_reading = threading.local()  # the deadline of the call this thread is reading for
+
+
+@contextlib.contextmanager
+def reads_under(deadline: Deadline) -> Iterator[None]:
+    """Socket reads in this block time out when ``deadline`` passes (on a ``deadline_transport``)."""
+    previous = getattr(_reading, "deadline", None)
+    _reading.deadline = deadline
+    try:
+        yield
+    finally:
+        _reading.deadline = previous
+
+
+def cut_reads_at_deadlines(client: httpx.Client) -> httpx.Client:
+    """Make the client's connections honour ``reads_under`` (before its first request); returns the client."""
+    # httpx takes no network backend, but httpcore's pools do; patching the built client (not passing
+    # transport=) keeps httpx's proxy support from the environment.
+    transports = [client._transport, *client._mounts.values()]
+    for transport in transports:
+        pool = getattr(transport, "_pool", None)
+        if isinstance(pool, httpcore.ConnectionPool):
+            pool._network_backend = _DeadlineBackend(pool._network_backend)
+    return client
+
+
+def _capped(timeout: float | None) -> float | None:
+    deadline: Deadline | None = getattr(_reading, "deadline", None)
+    if deadline is None:
+        return timeout
+    left = deadline.remaining()
+    if left <= 0:
+        raise httpcore.ReadTimeout(f"{deadline.where}: the call's deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _capped(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _capped(timeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self, inner: httpcore.NetworkBackend) -> None:
+        self._inner = inner
+
+    def connect_tcp(
+        self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.connect_tcp(host, port, timeout, local_address, socket_options))
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.connect_unix_socket(path, timeout, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)

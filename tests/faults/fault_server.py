@@ -7,6 +7,7 @@ Each path is scripted with a ``Reply`` (or a function of the request returning o
     Reply.partial(body, sent=10, then="stall" | "cut")       Content-Length promised, part sent
     Reply.stream([b"data: ...\\n\\n", ...], then="end" | "stall" | "cut")   chunked pieces
     Reply.trickle(body, every_s=0.05)                        Content-Length, then one byte at a time
+    Reply.trickle(body, every_s=0.05, headers_too=True)      the status line and headers a byte at a time too
     Reply.endless(b": keep-alive\\n\\n", first=[...])         chunked: first pieces, then one piece forever
 
 A stalled connection waits until the client hangs up (or the server stops), so a client timeout
@@ -68,8 +69,12 @@ class Reply:
         return cls(status, text.encode(), {"content-type": content_type})
 
     @classmethod
-    def trickle(cls, body: bytes, *, every_s: float, content_type: str = "application/json") -> Reply:
-        return cls(200, body, {"content-type": content_type}, mode="trickle", piece_delay_s=every_s)
+    def trickle(
+        cls, body: bytes, *, every_s: float, headers_too: bool = False, headers: dict[str, str] | None = None
+    ) -> Reply:
+        # then="stall" marks "headers too": a trickle never ends any other way than by its last byte.
+        return cls(200, body, {"content-type": "application/json", **(headers or {})}, mode="trickle",
+                   piece_delay_s=every_s, then="stall" if headers_too else "end")
 
     @classmethod
     def endless(
@@ -207,6 +212,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- playing a reply ----------------------------------------------------------------------
     def _play(self, reply: Reply) -> None:
+        if reply.mode == "trickle" and reply.then == "stall":
+            self._trickle_everything(reply)
+            return
         if reply.mode == "stall":
             self._wait_for_hangup()
             return
@@ -235,6 +243,22 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.wfile.write(reply.body)
         self.wfile.flush()
+
+    def _trickle_everything(self, reply: Reply) -> None:
+        """Status line, headers and body, one byte at a time (BaseHTTPRequestHandler would send them at once)."""
+        self.close_connection = True
+        head = f"HTTP/1.1 {reply.status} OK\r\ncontent-length: {len(reply.body)}\r\n" + "".join(
+            f"{k}: {v}\r\n" for k, v in reply.headers.items()) + "\r\n"
+        raw = head.encode() + reply.body
+        try:
+            for i in range(len(raw)):
+                if self.server.stopping.is_set():
+                    return
+                self.wfile.write(raw[i : i + 1])
+                self.wfile.flush()
+                time.sleep(reply.piece_delay_s)
+        except OSError:
+            return
 
     def _play_forever(self, reply: Reply) -> None:
         """Trickle a body a byte at a time, or stream one piece forever, until the client hangs up."""

@@ -106,6 +106,32 @@ def test_body_trickled_a_byte_at_a_time_ends_at_the_call_deadline(server: FaultS
     assert_nothing_left_behind(server, baseline)
 
 
+def test_headers_trickled_a_byte_at_a_time_end_at_the_call_deadline(server: FaultServer, make_orch: OrchFactory) -> None:
+    body = json.dumps(openai_answer("hi", OPENAI.model)).encode()
+    padding = {"x-padding": "p" * 2000}  # the headers alone take 40 s
+    server.script(OPENAI.call_path(False), Reply.trickle(body, every_s=0.02, headers_too=True, headers=padding))
+    baseline = running_threads()
+    orch = make_orch(**HOSTILE)
+    error = run(lambda: orch.chat(OPENAI.model_id, HELLO, fallback=False))
+    assert type(error) is ProviderTimeoutError, repr(error)
+    assert "CALL_DEADLINE_S" in str(error)
+    orch.close()
+    assert_nothing_left_behind(server, baseline)
+
+
+def test_host_that_goes_silent_mid_body_is_cut_at_the_call_deadline_not_the_read_timeout(
+    server: FaultServer, make_orch: OrchFactory
+) -> None:
+    server.script(OPENAI.call_path(False), Reply.partial(openai_answer("hi", OPENAI.model), sent=10, then="stall"))
+    baseline = running_threads()
+    orch = make_orch(**{**HOSTILE, "read_timeout_s": 30.0})  # the read alone would wait 30 s
+    error = run(lambda: orch.chat(OPENAI.model_id, HELLO, fallback=False))
+    assert type(error) is ProviderTimeoutError, repr(error)
+    assert "CALL_DEADLINE_S" in str(error)
+    orch.close()
+    assert_nothing_left_behind(server, baseline)
+
+
 @pytest.mark.parametrize("shape", [OPENAI, ANTHROPIC, GOOGLE], ids=lambda s: s.provider)
 def test_stream_of_only_keep_alive_comments_ends_at_the_idle_deadline(
     shape: Any, server: FaultServer, make_orch: OrchFactory
