@@ -14,6 +14,7 @@ from .providers.guard import CallLimits, cut_reads_at_deadlines
 from .providers.registry import provider_class
 
 KeyLookup = Callable[[str], "str | None"]
+STATUS_DEADLINE_FLOOR_S = 1.0
 
 _SSL_CONTEXT: ssl.SSLContext | None = None
 _SSL_LOCK = threading.Lock()
@@ -78,9 +79,10 @@ class ProviderFactory:
 
     def _limits(self, purpose: str) -> CallLimits:
         s = self.settings
-        # A status probe has one small whole budget; everything else the call deadline.
-        deadline, setting = (s.status_timeout_s, "STATUS_TIMEOUT_S") if purpose == "status" else (
-            s.call_deadline_s, "CALL_DEADLINE_S")
+        # A status probe has one small whole budget (its reads keep STATUS_TIMEOUT_S each); below a second it
+        # would fail healthy probes on a loaded machine. Everything else has the call deadline.
+        deadline, setting = (max(s.status_timeout_s, STATUS_DEADLINE_FLOOR_S), "STATUS_TIMEOUT_S") if (
+            purpose == "status") else (s.call_deadline_s, "CALL_DEADLINE_S")
         return CallLimits(deadline, s.stream_idle_timeout_s, s.max_response_bytes, s.max_answer_chars, setting)
 
     def host(self, provider: str, purpose: str = "call") -> LocalHost:

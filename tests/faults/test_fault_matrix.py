@@ -132,9 +132,8 @@ ROWS: list[Row] = [
         cooldown_s=BASE_COOLDOWN),
     Row("read-timeout-lmstudio-chat", "lmstudio", {"call": Reply.stall()}, ProviderTimeoutError, "ReadTimeout",
         True, cooldown_s=BASE_COOLDOWN),
-    # STATUS_TIMEOUT_S is the probe's whole budget: the stalled read is cut when it runs out.
     Row("read-timeout-lmstudio-status", "lmstudio", {LMSTUDIO_STATUS: Reply.stall()}, ProviderUnavailableError,
-        "STATUS_TIMEOUT_S", True, cooldown_s=BASE_COOLDOWN),
+        "ReadTimeout", True, cooldown_s=BASE_COOLDOWN),
     Row("body-stalls-google", "google", {"call": Reply.partial({"candidates": []}, sent=5, then="stall")},
         ProviderTimeoutError, "ReadTimeout", True, cooldown_s=BASE_COOLDOWN),
     Row("body-cut-mistral", "mistral", {"call": Reply.partial(openai_answer("x" * 100, "m"), sent=20, then="cut")},
