@@ -29,7 +29,7 @@ from ..errors import (
     scrub,
 )
 from ..types import ChatParams, ChatResult, HostModel, KeyCheck, KeyTestResult, Message, StreamEvent
-from .guard import CallLimits, Deadline, guarded, read_error_body, reads_under
+from .guard import CallLimits, Deadline, guarded, read_body, read_error_body, reads_under
 
 
 class Provider(abc.ABC):
@@ -90,8 +90,13 @@ class Provider(abc.ABC):
 
     def request_json(self, method: str, path: str, *, model: str | None = None, **kwargs: Any) -> Any:
         """One request; a non-2xx or non-JSON answer becomes the right error class."""
-        with self._exchange(method, path, self.deadline(model), model=model, **kwargs) as response:
-            return parse_json(response, provider=self.name, model=model)
+        deadline = self.deadline(model)
+        with self._exchange(method, path, deadline, model=model, guard=False, **kwargs) as response:
+            body = read_body(response, deadline, limit=self.limits.max_response_bytes)
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise bad_response(self.name, model, "the body is not JSON") from None
 
     @contextlib.contextmanager
     def open_stream(
@@ -159,14 +164,19 @@ class Provider(abc.ABC):
 
     @contextlib.contextmanager
     def _exchange(
-        self, method: str, path: str, deadline: Deadline, *, model: str | None, stream: bool = False, **kwargs: Any
+        self, method: str, path: str, deadline: Deadline, *, model: str | None, stream: bool = False,
+        guard: bool = True, **kwargs: Any,
     ) -> Iterator[httpx.Response]:
-        """Send one request and yield its 2xx response with the body guarded by the deadline and the caps."""
+        """Send one request and yield its 2xx response with the body guarded by the deadline and the caps
+        (``guard=False``: as it came, for a caller that reads it with ``read_body``)."""
         response = self._send_request(method, path, deadline, model, kwargs)
         try:
             if response.status_code >= 400:
                 error_body = read_error_body(response, deadline)
                 raise classify_response(error_body, provider=self.name, model=model, secrets=self.secrets)
+            if not guard:
+                yield response
+                return
             cap = self.limits.max_response_bytes
             # An event stream is bounded by the answer cap and the deadlines, one line of it by the body cap;
             # any other body (also one answering a stream request) by the body cap.

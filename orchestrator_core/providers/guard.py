@@ -125,6 +125,11 @@ def guarded(
     )
 
 
+def read_body(response: httpx.Response, deadline: Deadline, *, limit: int) -> bytes:
+    """The decoded body of ``response`` read under the deadline and the cap (no second Response: the hot path)."""
+    return b"".join(_GuardedStream(response, deadline, limit=limit, over="raise", what="body", line_limit=None))
+
+
 def read_error_body(response: httpx.Response, deadline: Deadline) -> httpx.Response:
     """The first ERROR_BODY_BYTES of an error answer, read, as a response ``classify_response`` can take."""
     view = guarded(response, deadline, limit=ERROR_BODY_BYTES, over="truncate", what="error body")
