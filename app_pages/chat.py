@@ -116,7 +116,9 @@ def answer(history: list[dict[str, Any]]) -> None:
             pieces.append(piece)
             yield piece
 
-    with st.chat_message("assistant"):
+    bubble = st.empty()  # emptied again when a call ends without a word or a load to show
+    box = bubble.chat_message("assistant")
+    with box:
         loads = LoadView(st.container())
         try:
             stream = orch.stream_chat(model_id, conversation(history), fallback=auto, on_event=loads.on_event,
@@ -131,17 +133,20 @@ def answer(history: list[dict[str, Any]]) -> None:
             caption = views.answer_caption(result)
             st.caption(caption)
     if error is not None:
-        failed(history, prompt_item, model_id, error, "".join(pieces))
+        if not pieces and not loads.boxes:
+            bubble.empty()  # a refusal or a failure is a notice, never an empty assistant bubble
+        failed(history, prompt_item, model_id, error, "".join(pieces), box)
         return
     history.append({"role": "assistant", "content": result.text, "caption": caption})
     if result.fell_back:
-        notice = {"role": "notice", "content": views.fallback_notice(result), "icon": "🔀"}
+        notice = {"role": "notice", "content": views.fallback_notice(result),
+                  "icon": views.REFUSED_ICON if views.refused(result) else "🔀"}
         history.append(notice)
         render(notice, len(history) - 1)
 
 
 def failed(history: list[dict[str, Any]], prompt: dict[str, Any], model_id: str, exc: OrchestratorError,
-           partial: str) -> None:
+           partial: str, box: Any) -> None:
     """Say why in the conversation and offer the best alternative with a one-click switch."""
     if isinstance(exc, InputError):  # the prompt itself is the problem: another model would refuse it too
         prompt["failed"] = True
@@ -150,11 +155,14 @@ def failed(history: list[dict[str, Any]], prompt: dict[str, Any], model_id: str,
         render(notice, len(history) - 1)
         return
     if isinstance(exc, StreamInterruptedError) and partial:
-        history.append({"role": "assistant", "content": partial, "caption": f"{model_id} · broke off"})
+        caption = views.cut_caption(model_id, exc)
+        box.caption(caption)
+        history.append({"role": "assistant", "content": partial, "caption": caption})
     else:
         prompt["failed"] = True
     alternative = orch.manager.suggest_alternative(model_id)
     notice = {"role": "notice", "content": views.failure_notice(model_id, exc, alternative),
+              "icon": views.notice_icon(exc),
               "switch_to": alternative if not isinstance(exc, StreamInterruptedError) else None}
     history.append(notice)
     render(notice, len(history) - 1)

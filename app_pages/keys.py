@@ -106,10 +106,16 @@ if keys:
         st.rerun()
     if test_all:
         with st.spinner(f"Testing {len(keys)} keys…"):
-            results = orch.test_all_keys()
-        counts = {check: sum(r.status is check for r in results.values()) for check in KeyCheck}
-        state.flash("info", f"Tested {len(results)} keys: {counts[KeyCheck.OK]} OK, {counts[KeyCheck.REJECTED]} "
-                            f"rejected, {counts[KeyCheck.UNVERIFIED]} could not be verified.")
+            try:
+                results = orch.test_all_keys()
+            except OrchestratorError as exc:  # e.g. the database is busy: the results could not be saved
+                state.flash("error", exc.message)
+                results = None
+        if results is not None:
+            counts = {check: sum(r.status is check for r in results.values()) for check in KeyCheck}
+            state.flash("info", f"Tested {len(results)} keys: {counts[KeyCheck.OK]} OK, "
+                                f"{counts[KeyCheck.REJECTED]} rejected, {counts[KeyCheck.UNVERIFIED]} could not be "
+                                "verified.")
         st.rerun()
 
     with st.expander(f"Edit “{picked.label}”", expanded=False):

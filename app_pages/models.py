@@ -12,7 +12,7 @@ import streamlit as st
 from console import charts, state, views
 from orchestrator_core.errors import OrchestratorError
 from orchestrator_core.store import metrics
-from orchestrator_core.types import ModelStatus
+from orchestrator_core.types import ModelState, ModelStatus
 
 INTERVALS: dict[str, float | None] = {"Off": None, "2 s": 2.0, "5 s": 5.0, "10 s": 10.0, "30 s": 30.0}
 STATS_WINDOW_S = 86400.0
@@ -61,8 +61,12 @@ def run_action(action: str, model_id: str | None) -> None:
             manager.load(model_id)
             state.flash("success", f"Loading {model_id} started; the table shows 🔄 until it is loaded.")
         elif action == "unload" and model_id:
-            manager.unload(model_id)
-            state.flash("success", f"{model_id} unloaded.")
+            status = manager.unload(model_id)
+            if status.state is ModelState.UNLOADING:
+                state.flash("warning", f"{model_id}: unload requested; {status.detail}. "
+                            "The table shows ⏏️ until it is gone.")
+            else:
+                state.flash("success", f"{model_id} unloaded.")
         elif action == "reset":
             cleared = manager.reset_failed(model_id)
             state.flash("success", f"{model_id}: failure cleared." if cleared else f"{model_id} had no failure.")

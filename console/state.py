@@ -17,6 +17,7 @@ from . import gate, views
 
 _FLASH = "_flash"
 METRICS_TTL_S = 30.0
+FLUSH_WAIT_S = 1.0  # at most this long for the newest rows before a chart reads
 _STARTUP_FIXES = {
     DatabaseError: "Fix DATABASE_URL (or the folder and file it points at) in the environment or .env, then reload.",
     SecretKeyError: "Set ORCHESTRATOR_SECRET_KEY to the secret the keys were saved with, or restore data/secret.key; "
@@ -67,8 +68,13 @@ def _metric(name: str, database: str, args: tuple[Any, ...]) -> Any:
 
 
 def metric(orch: Orchestrator, name: str, *args: Any) -> Any:
-    """metrics.<name>(db, *args), shared by every session for METRICS_TTL_S; newest rows flushed first."""
-    orch.metrics.flush()
+    """metrics.<name>(db, *args), shared by every session for METRICS_TTL_S; newest rows flushed first.
+
+    While the database is busy (another process holds the write lock) the writer cannot flush, so the
+    page reads what is stored instead of waiting for every chart.
+    """
+    if not orch.metrics.stalled:
+        orch.metrics.flush(timeout=FLUSH_WAIT_S)
     return _metric(name, orch.db.url.render_as_string(hide_password=True), args)
 
 

@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from orchestrator_core.errors import AllModelsFailedError, OrchestratorError
+from orchestrator_core.errors import (
+    AllModelsFailedError,
+    ContentFilteredError,
+    OrchestratorError,
+    StreamInterruptedError,
+)
 from orchestrator_core.providers.registry import HOSTED_PROVIDERS, PROVIDERS
 from orchestrator_core.types import KeyCheck, ModelState, ModelStatus, OrchestratedResult
 
@@ -25,8 +30,12 @@ if TYPE_CHECKING:
 STATE_ICONS: dict[ModelState, str] = {
     ModelState.EXTERNAL_READY: "🌐",
     ModelState.LOADED: "✅",
+    ModelState.SLEEPING: "😴",
     ModelState.LOADING: "🔄",
+    ModelState.DOWNLOADING: "⬇️",
     ModelState.NOT_LOADED: "💤",
+    ModelState.UNLOADING: "⏏️",
+    ModelState.LOAD_FAILED: "⛔",
     ModelState.COOLING_DOWN: "⏸️",
     ModelState.HOST_DOWN: "❌",
     ModelState.EXTERNAL_NO_KEY: "❌",
@@ -34,8 +43,12 @@ STATE_ICONS: dict[ModelState, str] = {
 STATE_WORDS: dict[ModelState, str] = {
     ModelState.EXTERNAL_READY: "hosted, ready",
     ModelState.LOADED: "loaded",
+    ModelState.SLEEPING: "sleeping (wakes on request)",
     ModelState.LOADING: "loading",
+    ModelState.DOWNLOADING: "downloading",
     ModelState.NOT_LOADED: "not loaded",
+    ModelState.UNLOADING: "unloading",
+    ModelState.LOAD_FAILED: "load failed",
     ModelState.COOLING_DOWN: "cooling down",
     ModelState.HOST_DOWN: "host down",
     ModelState.EXTERNAL_NO_KEY: "no key",
@@ -110,6 +123,8 @@ def state_text(status: ModelStatus) -> str:
     words = STATE_WORDS.get(status.state, status.state.value)
     if status.state is ModelState.COOLING_DOWN and status.cooldown_until is not None:
         words += f" until {clock_time(status.cooldown_until)}"
+    elif status.progress is not None:
+        words += f" {status.progress:.0f}%"
     return f"{state_icon(status.state)} {words}"
 
 
@@ -127,7 +142,7 @@ def ready_count(statuses: Iterable[ModelStatus]) -> int:
 def state_counts(statuses: Iterable[ModelStatus]) -> dict[str, int]:
     """Counts for the overview: ready, loaded (local), cooling down, unavailable, total."""
     items = list(statuses)
-    unavailable = (ModelState.HOST_DOWN, ModelState.EXTERNAL_NO_KEY)
+    unavailable = (ModelState.HOST_DOWN, ModelState.EXTERNAL_NO_KEY, ModelState.LOAD_FAILED)
     return {
         "total": len(items),
         "ready": sum(s.state.ready for s in items),
@@ -269,11 +284,38 @@ def answer_caption(result: OrchestratedResult) -> str:
     return " · ".join(parts)
 
 
+REFUSED_ICON = "🛡️"  # a refusal or a safety block: the model works, the prompt was turned down
+
+
+def refused(result: OrchestratedResult) -> bool:
+    """True when a model tried before the one that answered refused the prompt or blocked it for safety."""
+    return any(a.error_kind == ContentFilteredError.kind for a in result.attempts)
+
+
 def fallback_notice(result: OrchestratedResult) -> str:
     """The system message after an automatic fallback: what failed and which model answered instead."""
     failed = [a for a in result.attempts if a.outcome != "ok"]
     reasons = "; ".join(f"{a.model}: {_short(a.error or a.error_kind or a.outcome, 160)}" for a in failed)
-    return f"{result.requested_model} could not answer ({reasons}). {result.model_id} answered instead."
+    first = failed[0] if failed else None
+    verb = "declined" if first and first.error_kind == ContentFilteredError.kind else "could not answer"
+    return f"{result.requested_model} {verb} ({reasons}). {result.model_id} answered instead."
+
+
+def _content_filter(exc: OrchestratorError) -> bool:
+    cause = exc.cause if isinstance(exc, StreamInterruptedError) else exc
+    return isinstance(cause, ContentFilteredError)
+
+
+def notice_icon(exc: OrchestratorError) -> str:
+    """The avatar of a failure notice: a shield for a refusal or a safety block, a warning otherwise."""
+    if isinstance(exc, AllModelsFailedError) and exc.attempts:
+        return REFUSED_ICON if all(a.error_kind == ContentFilteredError.kind for a in exc.attempts) else "⚠️"
+    return REFUSED_ICON if _content_filter(exc) else "⚠️"
+
+
+def cut_caption(model_id: str, exc: StreamInterruptedError) -> str:
+    """Under a partial answer: that it is cut short, and whether a safety stop cut it."""
+    return f"{model_id} · {'cut by a safety stop' if _content_filter(exc) else 'broke off'}"
 
 
 def failure_notice(model_id: str, exc: OrchestratorError, alternative: str | None) -> str:
@@ -281,6 +323,8 @@ def failure_notice(model_id: str, exc: OrchestratorError, alternative: str | Non
     if isinstance(exc, AllModelsFailedError) and exc.attempts:
         reasons = "; ".join(f"{a.model}: {_short(a.error or a.error_kind or a.outcome, 160)}" for a in exc.attempts)
         text = f"No model could answer ({reasons})."
+    elif _content_filter(exc):
+        text = exc.message  # it names the model and the provider's reason itself
     else:
         text = f"{model_id} failed: {exc.message}"
     if alternative:

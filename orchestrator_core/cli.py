@@ -1,4 +1,8 @@
-"""Command line: ``python -m orchestrator_core status|load|unload|chat|keys ...`` (``--json`` for scripts)."""
+"""Command line: ``python -m orchestrator_core status|load|unload|chat|keys ...`` (``--json`` for scripts).
+
+Start-up is part of every command's cost, so modules load when a command needs them: parsing the
+arguments imports nothing of the core, and only chat or load ever import the metrics module.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +13,19 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .config import Settings
-from .errors import AllModelsFailedError, OrchestratorError
-from .orchestrator import CallEvent, Orchestrator
-from .types import Message
+if TYPE_CHECKING:
+    from .errors import OrchestratorError
+    from .orchestrator import CallEvent, Orchestrator
+    from .loader import LoadProgress
+    from .types import Message, ModelStatus
 
-STATE_ICONS = {
-    "loaded": "✅", "loading": "🔄", "not_loaded": "💤", "host_down": "❌",
-    "cooling_down": "⏸️", "external_ready": "🌐", "external_no_key": "❌",
+# Keyed by ModelState value, so the module imports no core type before a command needs it.
+STATE_ICONS: dict[str, str] = {
+    "loaded": "✅", "sleeping": "😴", "loading": "🔄", "downloading": "⬇️", "not_loaded": "💤",
+    "unloading": "⏏️", "load_failed": "⛔", "host_down": "❌", "cooling_down": "⏸️", "external_ready": "🌐",
+    "external_no_key": "❌",
 }
 
 
@@ -60,8 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _skip_httpx_cli()
+    from .errors import OrchestratorError
+
     try:
-        orch = Orchestrator.from_settings(Settings.from_env())
+        orch = _open(args)
     except OrchestratorError as exc:
         return _fail(args, exc)
     try:
@@ -72,6 +82,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         orch.close()
+
+
+def _open(args: argparse.Namespace) -> Orchestrator:
+    from .config import Settings
+    from .orchestrator import Orchestrator
+
+    # Read-only commands open without the write check, so they work while another process writes.
+    read_only = args.command == "status" or (args.command == "keys" and args.keys_command == "list")
+    return Orchestrator.from_settings(Settings.from_env(), check_writable=not read_only)
+
+
+def _skip_httpx_cli() -> None:
+    """httpx imports its own command line (click, rich, pygments) when they are installed: a third of a
+    second of start-up for a tool this CLI never runs. An absent module makes httpx skip it."""
+    if "httpx" not in sys.modules and "httpx._main" not in sys.modules:
+        sys.modules["httpx._main"] = None  # type: ignore[assignment]
 
 
 def _dispatch(orch: Orchestrator, args: argparse.Namespace) -> int:
@@ -87,13 +113,12 @@ def _dispatch(orch: Orchestrator, args: argparse.Namespace) -> int:
         return 0
     if args.command == "load":
         orch.manager.load(args.model)
-        status = orch.manager.wait_for_load(args.model, timeout_s=args.timeout, on_progress=None if args.json else
-                                            lambda p: print(f"  {p.elapsed_s:5.1f}s {p.state.value} {p.detail}",
-                                                            file=sys.stderr))
-        return _out(args, dataclasses.asdict(status), f"{args.model} is loaded.")
+        status = orch.manager.wait_for_load(args.model, timeout_s=args.timeout,
+                                            on_progress=None if args.json else _print_progress)
+        return _out(args, dataclasses.asdict(status), _state_line(args.model, status))
     if args.command == "unload":
         status = orch.manager.unload(args.model)
-        return _out(args, dataclasses.asdict(status), f"{args.model}: {status.state.value}.")
+        return _out(args, dataclasses.asdict(status), _state_line(args.model, status))
     if args.command == "chat":
         return _chat(orch, args)
     if args.command == "reset":
@@ -113,8 +138,11 @@ def _chat(orch: Orchestrator, args: argparse.Namespace) -> int:
     fallback = not args.no_fallback
     if args.stream and not args.json:
         stream = orch.stream_chat(args.model, messages, fallback=fallback, on_event=on_event, **params)
-        for piece in stream:
-            print(piece, end="", flush=True)
+        try:
+            for piece in stream:
+                print(piece, end="", flush=True)
+        finally:
+            stream.close()  # Ctrl-C or SIGTERM mid-answer: the attempt is recorded as cancelled before exit
         print()
         result = stream.result
     else:
@@ -157,6 +185,17 @@ def _key_id(raw: str) -> int | str:
     return int(raw) if raw.isdigit() else raw
 
 
+def _print_progress(progress: LoadProgress) -> None:
+    percent = f" {progress.percent:3.0f}%" if progress.percent is not None else ""
+    print(f"  {progress.elapsed_s:5.1f}s {progress.state.value}{percent} {progress.detail}", file=sys.stderr)
+
+
+def _state_line(model_id: str, status: ModelStatus) -> str:
+    """E.g. "llamacpp:tiny-b: not_loaded." or "…: unloading (unload requested 3.0s ago; …)"."""
+    detail = f" ({status.detail})" if status.state.value == "unloading" else ""
+    return f"{model_id}: {status.state.value}{detail}."
+
+
 def _print_event(event: CallEvent) -> None:
     if event.kind in ("loading", "attempt_failed", "fallback"):
         print(f"[{event.elapsed_s:5.1f}s] {event.detail}", file=sys.stderr)
@@ -183,6 +222,8 @@ def _json_default(value: Any) -> Any:
 
 
 def _fail(args: argparse.Namespace, exc: OrchestratorError) -> int:
+    from .errors import AllModelsFailedError
+
     if args.json:
         payload: dict[str, Any] = {"error": exc.kind, "message": exc.message}
         if isinstance(exc, AllModelsFailedError):

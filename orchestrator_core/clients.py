@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import httpx
 
+from . import USER_AGENT
 from .config import Settings
 from .providers.base import LocalHost, Provider
 from .providers.guard import CallLimits, cut_reads_at_deadlines
@@ -52,6 +53,7 @@ class ProviderFactory:
                     limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
                     follow_redirects=False,
                     verify=shared_ssl_context(),
+                    headers={"User-Agent": USER_AGENT},  # who calls, instead of the bare python-httpx/x.y
                 ))
                 self._clients[(provider, purpose)] = client
             return client

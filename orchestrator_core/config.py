@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -42,8 +44,9 @@ class Settings:
     base_urls: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_BASE_URLS))
     env_keys: Mapping[str, str] = field(default_factory=dict)  # provider -> key from <PROVIDER>_API_KEY
     secret_key: str | None = None  # ORCHESTRATOR_SECRET_KEY; else a key file beside the database
-    anthropic_version: str = "2023-06-01"
-    gemini_api_version: str = "v1beta"
+    # None: the provider's current default (AnthropicProvider.default_version, GeminiProvider.default_api_version)
+    anthropic_version: str | None = None  # ANTHROPIC_VERSION pins another anthropic-version header
+    gemini_api_version: str | None = None  # GEMINI_API_VERSION: v1 or v1beta
     connect_timeout_s: float = 2.0
     read_timeout_s: float = 120.0
     status_timeout_s: float = 2.0  # whole budget of one status probe
@@ -55,6 +58,7 @@ class Settings:
     default_max_tokens: int = 1024  # Anthropic requires max_tokens; used when the caller gives none
     priorities: Mapping[str, int] = field(default_factory=dict)  # model id -> priority (lower first)
     fallback_enabled: bool = True
+    fallback_on_content_filter: bool = True  # a refusal or safety block tries another model (another may answer)
     local_hosts: tuple[str, ...] = LOCAL_PROVIDERS  # hosts whose status is probed (LOCAL_HOSTS)
     # A hostile or broken host: whole-call and stream idle deadlines, size caps (see providers/guard.py).
     call_deadline_s: float = 600.0  # a whole call, not one read; loads have LOAD_TIMEOUT_S instead
@@ -79,6 +83,8 @@ class Settings:
             load_env_file(dotenv_path)
             environ = os.environ
         env = {k: v for k, v in environ.items() if v is not None and v.strip() != ""}
+        # An empty LOCAL_HOSTS is a choice ("probe none"), not an unset variable, so it is read before the filter.
+        local_hosts = environ.get("LOCAL_HOSTS")
 
         base_urls = dict(DEFAULT_BASE_URLS)
         for provider in (*HOSTED_PROVIDERS, *LOCAL_PROVIDERS):
@@ -98,9 +104,9 @@ class Settings:
             database_url=env.get("DATABASE_URL", DEFAULT_DATABASE_URL),
             base_urls=base_urls,
             env_keys=env_keys,
-            secret_key=env.get("ORCHESTRATOR_SECRET_KEY"),
-            anthropic_version=env.get("ANTHROPIC_VERSION", "2023-06-01"),
-            gemini_api_version=_choice(env, "GEMINI_API_VERSION", ("v1beta", "v1"), "v1beta"),
+            secret_key=_secret(environ.get("ORCHESTRATOR_SECRET_KEY")),
+            anthropic_version=env.get("ANTHROPIC_VERSION"),
+            gemini_api_version=_choice(env, "GEMINI_API_VERSION", ("v1", "v1beta")),
             connect_timeout_s=_number(env, "CONNECT_TIMEOUT_S", 2.0),
             read_timeout_s=_number(env, "READ_TIMEOUT_S", 120.0),
             status_timeout_s=_number(env, "STATUS_TIMEOUT_S", 2.0),
@@ -108,15 +114,16 @@ class Settings:
             poll_interval_s=_number(env, "POLL_INTERVAL_S", 1.0),
             status_cache_ttl_s=_number(env, "STATUS_CACHE_TTL_S", 5.0, minimum=0.0),
             failure_cooldown_s=_number(env, "FAILURE_COOLDOWN_S", 60.0, minimum=0.0),
-            max_fallback_hops=int(_number(env, "MAX_FALLBACK_HOPS", 3, minimum=0.0)),
-            default_max_tokens=int(_number(env, "DEFAULT_MAX_TOKENS", 1024)),
+            max_fallback_hops=_whole(env, "MAX_FALLBACK_HOPS", 3, minimum=0),
+            default_max_tokens=_whole(env, "DEFAULT_MAX_TOKENS", 1024, minimum=1),
             priorities=_priorities(env.get("MODEL_PRIORITIES", "")),
-            fallback_enabled=env.get("FALLBACK_ENABLED", "true").lower() not in ("0", "false", "no", "off"),
-            local_hosts=_hosts(env.get("LOCAL_HOSTS")),
+            fallback_enabled=_flag(env, "FALLBACK_ENABLED"),
+            fallback_on_content_filter=_flag(env, "FALLBACK_ON_CONTENT_FILTER"),
+            local_hosts=_hosts(local_hosts),
             call_deadline_s=_number(env, "CALL_DEADLINE_S", 600.0),
             stream_idle_timeout_s=_number(env, "STREAM_IDLE_TIMEOUT_S", 120.0),
-            max_response_bytes=int(_number(env, "MAX_RESPONSE_BYTES", 8 * 1024 * 1024, minimum=1024)),
-            max_answer_chars=int(_number(env, "MAX_ANSWER_CHARS", 1_000_000, minimum=1)),
+            max_response_bytes=_whole(env, "MAX_RESPONSE_BYTES", 8 * 1024 * 1024, minimum=1024),
+            max_answer_chars=_whole(env, "MAX_ANSWER_CHARS", 1_000_000, minimum=1),
             db_connect_timeout_s=_number(env, "DB_CONNECT_TIMEOUT_S", 10.0, minimum=1.0),
         )
 
@@ -137,6 +144,8 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
         value = float(raw)
     except ValueError:
         raise ConfigurationError(f"{name}={raw!r} is not a number; set it to a number such as {default}.") from None
+    if not math.isfinite(value):
+        raise ConfigurationError(f"{name}={raw!r} is not a finite number; set it to a number such as {default}.")
     if value < minimum:
         raise ConfigurationError(f"{name}={raw!r} is too small; it must be at least {minimum}.")
     return value
@@ -170,11 +179,43 @@ def _env_key(name: str, raw: str) -> str:
     return key
 
 
-def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
-    value = env.get(name, default)
-    if value not in allowed:
+def _whole(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+    """A whole-number setting: "3" is fine; "3.5", "nan", "inf", "1e3" and negatives below minimum are refused."""
+    raw = env.get(name)
+    if raw is None:
+        return default
+    text = raw.strip()
+    if not re.fullmatch(r"[+-]?[0-9]+", text):
+        raise ConfigurationError(f"{name}={raw!r} is not a whole number; set it to a whole number such as {default}.")
+    value = int(text)
+    if value < minimum:
+        raise ConfigurationError(f"{name}={raw!r} is too small; it must be a whole number of at least {minimum}.")
+    return value
+
+
+def _secret(raw: str | None) -> str | None:
+    """ORCHESTRATOR_SECRET_KEY: empty means unset (the key file is used); only spaces is a mistake, refused."""
+    if raw is None or raw == "":
+        return None
+    if not raw.strip():
+        raise ConfigurationError(
+            "ORCHESTRATOR_SECRET_KEY contains only whitespace; set it to the secret the keys were saved with, "
+            "or remove the variable to use the key file secret.key."
+        )
+    return raw.strip()
+
+
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str | None:
+    """The value of a setting with a fixed set of values; None when unset (the default applies)."""
+    value = env.get(name)
+    if value is not None and value not in allowed:
         raise ConfigurationError(f"{name}={value!r} is not one of {', '.join(allowed)}.")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    """A switch that is on unless set to 0, false, no or off."""
+    return env.get(name, "true").strip().lower() not in ("0", "false", "no", "off")
 
 
 def _check_url(name: str, url: str) -> str:
@@ -186,6 +227,7 @@ def _check_url(name: str, url: str) -> str:
 def _hosts(raw: str | None) -> tuple[str, ...]:
     if raw is None:
         return LOCAL_PROVIDERS
+    # LOCAL_HOSTS="" (or only commas and spaces) means "probe no local host".
     hosts = tuple(h.strip().lower() for h in raw.split(",") if h.strip())
     unknown = [h for h in hosts if h not in LOCAL_PROVIDERS]
     if unknown:

@@ -9,6 +9,7 @@
     ├── ConfigurationError                 settings, database or secret problems found at start-up
     │   ├── DatabaseError                  path read-only, folder missing, corrupt file, bad URL
     │   └── SecretKeyError                 stored keys cannot be decrypted with this secret
+    ├── DatabaseBusyError                  another process holds the database's write lock; try again
     ├── ProviderError                      a call to a provider or host failed
     │   ├── AuthenticationError            401, 403, Gemini 400 API_KEY_INVALID
     │   ├── MissingKeyError                hosted provider without a usable key
@@ -23,6 +24,8 @@
     │   ├── ProviderUnavailableError       refused, DNS, 5xx, Anthropic 529
     │   ├── ProviderTimeoutError           connect / read / pool timeouts
     │   ├── BadResponseError               non-JSON, HTML page, missing fields, broken SSE stream
+    │   ├── ContentFilteredError           a refusal or safety block: OpenAI refusal / content_filter,
+    │   │                                  Anthropic stop_reason refusal, Gemini SAFETY..., blockReason
     │   └── UnsupportedOperationError      the host has no such endpoint (e.g. unload on vLLM)
     ├── StreamInterruptedError             a stream failed after its first token (no fallback then)
     └── AllModelsFailedError               every model in the fallback chain failed; lists attempts
@@ -103,6 +106,12 @@ class SecretKeyError(ConfigurationError):
     kind = "secret_key"
 
 
+class DatabaseBusyError(OrchestratorError):
+    """Another process held the write lock past the busy wait; nothing was changed, so trying again is safe."""
+
+    kind = "database_busy"
+
+
 class ProviderError(OrchestratorError):
     kind = "provider_error"
 
@@ -163,6 +172,24 @@ class UnsupportedOperationError(ProviderError):
     kind = "unsupported"
 
 
+class ContentFilteredError(ProviderError):
+    """The provider refused the prompt or stopped the answer for safety: the model works, this prompt did not.
+
+    ``reason`` is the provider's own word (``refusal``, ``content_filter``, ``SAFETY``...), ``refusal`` the
+    refusal sentence when the provider gave one, ``partial_text`` whatever answer text came before the stop.
+    """
+
+    kind = "content_filter"
+
+    def __init__(
+        self, message: str, *, reason: str, refusal: str | None = None, partial_text: str = "", **fields: Any
+    ) -> None:
+        super().__init__(message, **fields)
+        self.reason = reason
+        self.refusal = refusal
+        self.partial_text = partial_text
+
+
 class StreamInterruptedError(OrchestratorError):
     kind = "stream_interrupted"
 
@@ -197,8 +224,14 @@ FALLBACK_ERRORS: tuple[type[OrchestratorError], ...] = (
 )
 
 
-def should_fall_back(exc: BaseException) -> bool:
-    """True when another model could succeed where this one failed."""
+def should_fall_back(exc: BaseException, *, on_content_filter: bool = True) -> bool:
+    """True when another model could succeed where this one failed.
+
+    A refusal or safety block falls back only when ``on_content_filter`` (the FALLBACK_ON_CONTENT_FILTER
+    setting) says so: another provider may well answer, but an operator may want a refusal to stand.
+    """
+    if isinstance(exc, ContentFilteredError):
+        return on_content_filter
     return isinstance(exc, FALLBACK_ERRORS)
 
 
@@ -498,6 +531,51 @@ def map_http_errors(
         raise classify_response(exc.response, provider=provider, model=model, secrets=secrets) from exc
     except httpx.HTTPError as exc:
         raise classify_transport(exc, provider=provider, model=model, base_url=base_url) from exc
+
+
+def content_filtered(
+    provider: str,
+    model: str | None,
+    *,
+    reason: str,
+    field: str,
+    refusal: str | None = None,
+    partial_text: str = "",
+    detail: str = "",
+    what: str = "",
+    secrets: Sequence[str | None] = (),
+) -> ContentFilteredError:
+    """A ContentFilteredError whose message names the provider's reason (``field`` is where it was read)."""
+    where = f"{provider}:{model}" if model else provider
+    if not what and (refusal or reason == "refusal"):
+        what = "declined to go on" if partial_text else "refused to answer"
+    what = what or _FILTER_WORDS.get(reason, "stopped the answer")
+    cut = f" after {len(partial_text):,} characters" if partial_text else ""
+    said = f": \"{_short(scrub(refusal, secrets))}\"" if refusal else ""
+    source = field if field.endswith(reason) else f"{field} {reason}"  # "message.refusal", "finishReason SAFETY"
+    source += f"; {scrub(detail, secrets)}" if detail else ""
+    return ContentFilteredError(
+        f"{where} {what}{cut}{said} ({source}). Rephrase the prompt, or send it to another model.",
+        reason=reason,
+        refusal=refusal,
+        partial_text=partial_text,
+        provider=provider,
+        model=model,
+    )
+
+
+# The provider's reason in words; the reason itself is always quoted beside them.
+_FILTER_WORDS: dict[str, str] = {
+    "content_filter": "stopped the answer at its content filter",
+    "SAFETY": "blocked the answer for safety",
+    "RECITATION": "blocked the answer as recitation of existing text",
+    "PROHIBITED_CONTENT": "blocked the answer as prohibited content",
+    "BLOCKLIST": "blocked the answer for a blocklisted term",
+    "SPII": "blocked the answer for sensitive personal information",
+    "IMAGE_SAFETY": "blocked the image for safety",
+    "IMAGE_PROHIBITED_CONTENT": "blocked the image as prohibited content",
+    "IMAGE_RECITATION": "blocked the image as recitation",
+}
 
 
 def bad_response(provider: str, model: str | None, what: str) -> BadResponseError:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from .errors import (
     AuthenticationError,
+    ContentFilteredError,
     MissingKeyError,
     ModelLoadError,
     ModelNotFoundError,
@@ -28,7 +29,8 @@ PROVIDER_WIDE_ERRORS: tuple[type[OrchestratorError], ...] = (
 # Tiers of suggest_alternative: lower is tried first.
 TIER_HOSTED_READY = 0
 TIER_LOCAL_LOADED = 1
-TIER_LOCAL_OTHER = 2
+TIER_LOCAL_SLEEPING = 2  # answers without a load, but its first answer waits for the weights to come back
+TIER_LOCAL_OTHER = 3
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,11 @@ def cooldown_seconds(exc: OrchestratorError, base_s: float) -> float:
     return base_s
 
 
+def cools_down(exc: OrchestratorError) -> bool:
+    """False for a refusal or safety block: the prompt was refused, the model itself is fine."""
+    return not isinstance(exc, ContentFilteredError)
+
+
 def is_provider_wide(exc: OrchestratorError, model_id: str) -> bool:
     """True when the failure means every model of this provider would fail the same way now."""
     if isinstance(exc, PROVIDER_WIDE_ERRORS):
@@ -66,9 +73,13 @@ def tier_of(status: ModelStatus) -> int | None:
         return TIER_HOSTED_READY
     if status.state is ModelState.LOADED:
         return TIER_LOCAL_LOADED
+    if status.state is ModelState.SLEEPING:
+        return TIER_LOCAL_SLEEPING
     if status.state in (ModelState.NOT_LOADED, ModelState.LOADING):
         return TIER_LOCAL_OTHER
-    return None  # host down, no key, cooling down
+    # Host down, no key, cooling down; a failed load (it would fail again), an unload under way (the
+    # user wants it gone), a download (minutes, not a load): none of these answers soon.
+    return None
 
 
 def rank_alternatives(
@@ -82,8 +93,8 @@ def rank_alternatives(
 ) -> list[str]:
     """Models to try instead of failed_model, best first.
 
-    Order: hosted models with a usable key, then local models already loaded, then other local
-    models; never the failed model, one in cooldown, or an excluded one. Ties: priority (lower
+    Order: hosted models with a usable key, then local models already loaded, then sleeping ones,
+    then other local models; never the failed model, one in cooldown, or an excluded one. Ties: priority (lower
     first), then success rate (higher first), then median latency (lower first), then model id.
     ``stats`` maps model id -> (success_rate, median_latency_ms) from the call metrics.
     """

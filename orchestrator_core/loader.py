@@ -1,16 +1,25 @@
 """ModelManager: live status, load / wait / unload of local models, alternatives and the failure cache.
 
 Status of every model costs ONE request per local host (its model list), served from a short-lived
-cache; hosted models are judged by their key without a request. Loads run on a background thread
-per model so a caller can show progress while ``wait_for_load`` polls.
+cache; hosted models are judged by their key without a request. Only hosts whose answer is stale are
+asked, on one long-lived thread pool; choosing a fallback during a call asks no host that has answered
+before. Loads run on a background thread per model so a caller can show progress while ``wait_for_load``
+polls.
+
+Waiting polls quickly first and backs off (50 ms doubling to POLL_INTERVAL_S), and wakes at once on
+the host's own signal where it has one: a blocking load call returning (LM Studio, Ollama) or a
+status event (llama-server's /models/sse, which also carries load progress). Unloads are
+asynchronous on llama-server and Ollama, so ``unload`` waits until the host agrees, and a model the
+host still lists after that is UNLOADING, never "loaded".
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import cast
@@ -22,6 +31,7 @@ from .config import Settings
 from .errors import (
     ModelLoadError,
     ModelLoadTimeoutError,
+    ModelNotLoadedError,
     OrchestratorError,
     ProviderError,
     ProviderTimeoutError,
@@ -35,6 +45,24 @@ from .store import FailureCache, FailureEntry, ModelRegistry
 from .types import HostModel, ModelRef, ModelState, ModelStatus
 
 StatsSource = Callable[[], Mapping[str, tuple[float, float]]]
+Pause = Callable[[threading.Event, float], object]  # wait up to n seconds, or until the event is set
+
+FIRST_POLL_S = 0.05  # a model that loads in 20 ms is seen after ~50 ms, not after a whole POLL_INTERVAL_S
+UNLOAD_WAIT_S = 3.0  # how long unload() waits for an asynchronous host (llama-server, Ollama) to agree
+UNLOADING_SHOWN_S = 60.0  # past this, a model the host still lists after an unload shows as the host says
+_IN_MEMORY = (ModelState.LOADED, ModelState.SLEEPING, ModelState.LOADING)
+
+
+def poll_delays(cap_s: float, first_s: float | None = None) -> Iterator[float]:
+    """Pauses between status checks: FIRST_POLL_S, doubling up to cap_s (POLL_INTERVAL_S), then cap_s."""
+    delay = min(FIRST_POLL_S if first_s is None else first_s, cap_s)
+    while True:
+        yield delay
+        delay = min(delay * 2, cap_s)
+
+
+def _wait(event: threading.Event, seconds: float) -> object:
+    return event.wait(seconds)
 
 
 @dataclass(frozen=True)
@@ -57,6 +85,7 @@ class LoadProgress:
     elapsed_s: float
     state: ModelState
     detail: str
+    percent: float | None = None  # where the host reports it (llama-server load and download progress)
 
 
 @dataclass
@@ -65,6 +94,8 @@ class _Snapshot:
     error: OrchestratorError | None
     checked_at: datetime
     fetched: float
+    # Which listed model each requested name is: every fallback hop asks for every active model again.
+    found: dict[str, HostModel | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -73,6 +104,59 @@ class _LoadJob:
     started: float
     done: threading.Event = field(default_factory=threading.Event)
     error: OrchestratorError | None = None
+    _wakers: list[threading.Event] = field(default_factory=list)
+
+    def wake_on_done(self, event: threading.Event) -> None:
+        """Set event when the job ends (at once if it has): a blocking load returning ends a wait."""
+        self._wakers.append(event)
+        if self.done.is_set():
+            event.set()
+
+    def finish(self) -> None:
+        self.done.set()  # before the wakers are read, so wake_on_done never misses the end
+        for event in list(self._wakers):
+            event.set()
+
+
+class _HostWatch:
+    """Listens to a host's own stream of model states (llama-server's /models/sse) while a wait runs.
+
+    Every event about the model wakes the waiter at once, and the latest one carries the load
+    progress that GET /models lacks. Best effort: without a stream, the polling alone serves.
+    """
+
+    def __init__(self, host: LocalHost, ref: ModelRef, wake: threading.Event) -> None:
+        self.host, self.ref, self.wake = host, ref, wake
+        self.latest: HostModel | None = None
+        self._stop = threading.Event()
+        if host.pushes_model_events:
+            threading.Thread(target=self._listen, name=f"watch-{ref.id}", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()  # the thread ends at its next event or read timeout (it is a daemon)
+
+    def merge(self, status: ModelStatus) -> ModelStatus:
+        """The polled status, with the detail and percent of the latest pushed event in the same state."""
+        latest = self.latest
+        if latest is None or latest.progress is None or latest.state is not status.state:
+            return status
+        return dataclasses.replace(status, detail=latest.detail, progress=latest.progress)
+
+    def _listen(self) -> None:
+        same = type(self.host).same_model
+        while not self._stop.is_set():
+            try:
+                for update in self.host.model_events():
+                    if self._stop.is_set():
+                        return
+                    if same(self.ref.name, update.name):
+                        self.latest = update
+                        self.wake.set()
+            except ProviderTimeoutError:
+                continue  # no event within the read timeout: listen again
+            except Exception:  # noqa: BLE001 - no stream here (older server, single mode): polling serves
+                return
+            return  # the host closed the stream
 
 
 class ModelManager:
@@ -87,6 +171,8 @@ class ModelManager:
         stats: StatsSource | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        pause: Pause = _wait,
+        pool: Executor | None = None,
     ) -> None:
         self.settings = settings
         self.factory = factory
@@ -94,10 +180,23 @@ class ModelManager:
         self.failures = failures
         self._stats = stats or (lambda: {})
         self._clock = clock
+        self._pause = pause
+        self._unloading: dict[str, float] = {}  # model id -> when its unload was asked for
         self._snapshots: dict[str, _Snapshot] = {}
         self._host_locks = {p: threading.Lock() for p in PROVIDERS if is_local(p)}
         self._jobs: dict[str, _LoadJob] = {}
         self._jobs_lock = threading.Lock()
+        # Probes of several stale hosts run here; a pool per status check would start threads every time.
+        self._pool = pool
+        self._own_pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Stop the probe threads this manager started (a pool passed in belongs to the caller)."""
+        with self._pool_lock:
+            pool, self._own_pool = self._own_pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     # -- status ---------------------------------------------------------------------------------
     def check_status(self, model_id: str, *, force: bool = False) -> ModelStatus:
@@ -108,9 +207,12 @@ class ModelManager:
         snapshot = self._snapshot(ref.provider, force) if probed else None
         return self._status(ref, snapshot, self.failures.active())
 
-    def list_with_status(self, *, force: bool = False) -> list[ModelStatus]:
-        """Every active model with its status: one request per local host, hosts checked concurrently."""
-        snapshots = self._all_snapshots(force)
+    def list_with_status(self, *, force: bool = False, cached: bool = False) -> list[ModelStatus]:
+        """Every active model with its status: one request per stale local host, hosts checked concurrently.
+
+        ``cached``: use every host's last answer however old, asking only a host never asked (for choosing
+        a fallback in the middle of a call, where a probe would add its time to the user's wait)."""
+        snapshots = self._all_snapshots(force, cached=cached)
         failures = self.failures.active()
         refs = [ModelRef.parse(e.model_id) for e in self.registry.list(active_only=True)]
         return [self._status(r, snapshots.get(r.provider), failures) for r in refs if r.provider in PROVIDERS]
@@ -157,12 +259,31 @@ class ModelManager:
             return ModelStatus(ref.id, ModelState.LOADING, f"loading for {elapsed:.0f}s", now, local=True)
         if snapshot.error is not None:
             return ModelStatus(ref.id, ModelState.HOST_DOWN, snapshot.error.message, snapshot.checked_at, local=True)
-        host_model = self._find(ref, snapshot.models or [])
+        if ref.name in snapshot.found:
+            host_model = snapshot.found[ref.name]
+        else:
+            host_model = snapshot.found[ref.name] = self._find(ref, snapshot.models or [])
         if host_model is None:
             detail = "not on the host's model list; download it on the host or check the name"
             return ModelStatus(ref.id, ModelState.NOT_LOADED, detail, snapshot.checked_at, local=True)
+        unloading = self._unloading_status(ref, host_model, snapshot.checked_at)
+        if unloading is not None:
+            return unloading
         detail = host_model.detail or host_model.state.value.replace("_", " ")
-        return ModelStatus(ref.id, host_model.state, detail, snapshot.checked_at, local=True)
+        return ModelStatus(ref.id, host_model.state, detail, snapshot.checked_at, local=True,
+                           progress=host_model.progress)
+
+    def _unloading_status(self, ref: ModelRef, host_model: HostModel, checked_at: datetime) -> ModelStatus | None:
+        """UNLOADING while the host still lists a model whose unload was asked for (llama-server, Ollama)."""
+        asked = self._unloading.get(ref.id)
+        if asked is None:
+            return None
+        age = self._clock() - asked
+        if host_model.state not in _IN_MEMORY or age >= UNLOADING_SHOWN_S:
+            self._unloading.pop(ref.id, None)  # the host agrees (or never will): show what it says
+            return None
+        detail = f"unload requested {age:.1f}s ago; the host still lists it as {host_model.state.value}"
+        return ModelStatus(ref.id, ModelState.UNLOADING, detail, checked_at, local=True)
 
     def _hosted_status(self, ref: ModelRef, now: datetime) -> ModelStatus:
         cls = provider_class(ref.provider)
@@ -178,16 +299,38 @@ class ModelManager:
         return next((m for m in models if host.same_model(ref.name, m.name)), None)
 
     # -- host snapshots (the only network traffic of a status check) --------------------------------
-    def _all_snapshots(self, force: bool) -> dict[str, _Snapshot]:
-        hosts = list(self.settings.local_hosts)
-        if not hosts:
-            return {}
-        with ThreadPoolExecutor(max_workers=len(hosts), thread_name_prefix="host-status") as pool:
-            return dict(zip(hosts, pool.map(lambda p: self._snapshot(p, force), hosts)))
+    def _all_snapshots(self, force: bool, *, cached: bool = False) -> dict[str, _Snapshot]:
+        hosts = self.settings.local_hosts
+        found: dict[str, _Snapshot] = {}
+        stale: list[str] = []
+        for provider in hosts:
+            snap = self._snapshots.get(provider)
+            if snap is not None and not force and (cached or self._fresh(snap)):
+                found[provider] = snap
+            else:
+                stale.append(provider)
+        if stale:
+            # The first stale host is asked on this thread, the others at the same time on the pool.
+            futures = [(p, self._probe_pool().submit(self._snapshot, p, force)) for p in stale[1:]]
+            found[stale[0]] = self._snapshot(stale[0], force)
+            found.update((p, future.result()) for p, future in futures)
+        return {p: found[p] for p in hosts}
+
+    def _fresh(self, snap: _Snapshot) -> bool:
+        return self._clock() - snap.fetched < self.settings.status_cache_ttl_s
+
+    def _probe_pool(self) -> Executor:
+        if self._pool is not None:
+            return self._pool
+        with self._pool_lock:
+            if self._own_pool is None:
+                workers = max(1, len(self.settings.local_hosts) - 1)
+                self._own_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="host-status")
+            return self._own_pool
 
     def _snapshot(self, provider: str, force: bool) -> _Snapshot:
         snap = self._snapshots.get(provider)
-        if snap is not None and not force and self._clock() - snap.fetched < self.settings.status_cache_ttl_s:
+        if snap is not None and not force and self._fresh(snap):
             return snap
         lock = self._host_locks[provider]
         asked_at = self._clock()
@@ -220,13 +363,25 @@ class ModelManager:
     def load(self, model_id: str) -> ModelStatus:
         """Start loading a local model (returns at once; state is loading while it runs)."""
         ref = self._local_ref(model_id, "load")
-        status = self.check_status(model_id, force=True)
-        if status.state is ModelState.LOADED:
+        status = self._loadable(ref, self.check_status(model_id, force=True))
+        if status.state.ready:
             return status
-        if status.state is ModelState.HOST_DOWN:
-            raise ProviderUnavailableError(status.detail, provider=ref.provider, model=model_id)
         self._start_job(ref)
         return self.check_status(model_id)
+
+    def _loadable(self, ref: ModelRef, status: ModelStatus) -> ModelStatus:
+        """The status a load starts from: an unload in progress is let finish; a host down or a download raises."""
+        if status.state is ModelState.UNLOADING:
+            status = self._wait_until_unloaded(ref, UNLOAD_WAIT_S)
+        if status.state is ModelState.HOST_DOWN:
+            raise ProviderUnavailableError(status.detail, provider=ref.provider, model=ref.id)
+        if status.state is ModelState.DOWNLOADING:
+            raise ModelNotLoadedError(
+                f"{ref.id} is still downloading ({status.detail}); wait for the download to finish on the "
+                "host, then load it, or pick another model.",
+                provider=ref.provider, model=ref.id,
+            )
+        return status
 
     def _start_job(self, ref: ModelRef) -> _LoadJob:
         with self._jobs_lock:
@@ -235,6 +390,7 @@ class ModelManager:
                 return job  # never a second load of the same model (LM Studio would stack ":2")
             job = _LoadJob(ref.id, self._clock())
             self._jobs[ref.id] = job
+            self._unloading.pop(ref.id, None)
         threading.Thread(target=self._run_job, args=(job, ref), name=f"load-{ref.id}", daemon=True).start()
         return job
 
@@ -249,7 +405,7 @@ class ModelManager:
             job.error = ModelLoadError(f"Loading {ref.id} failed unexpectedly: {type(exc).__name__}", model=ref.id)
         finally:
             self.invalidate(ref.provider)
-            job.done.set()
+            job.finish()
 
     def _load_timed_out(self, ref: ModelRef, exc: ProviderTimeoutError) -> ProviderError:
         """A blocking load request (LM Studio, Ollama) whose read timeout is the load timeout ran out: that is
@@ -269,43 +425,66 @@ class ModelManager:
         poll_s: float | None = None,
         on_progress: Callable[[LoadProgress], None] | None = None,
     ) -> ModelStatus:
-        """Poll until the model is loaded; ModelLoadError if the load failed, ModelLoadTimeoutError on time-out."""
+        """Wait until the model is ready; ModelLoadError if the load failed, ModelLoadTimeoutError on time-out.
+
+        Checks back off from FIRST_POLL_S to poll_s (POLL_INTERVAL_S); a blocking load returning or a
+        status event pushed by the host ends a pause at once.
+        """
         ref = self._local_ref(model_id, "wait for")
         timeout = self.settings.load_timeout_s if timeout_s is None else timeout_s
-        poll = self.settings.poll_interval_s if poll_s is None else poll_s
+        cap = self.settings.poll_interval_s if poll_s is None else poll_s
+        delays = poll_delays(cap)
         started = self._clock()
-        not_loaded_after_job = 0
-        while True:
-            job = self._jobs.get(ref.id)
-            if job is not None and job.done.is_set() and job.error is not None:
-                raise job.error
-            status = self.check_status(model_id, force=True)
-            elapsed = self._clock() - started
-            if on_progress is not None:
-                on_progress(LoadProgress(model_id, elapsed, status.state, status.detail))
-            if status.state is ModelState.LOADED:
-                return status
-            if status.state is ModelState.HOST_DOWN:
-                raise ProviderUnavailableError(status.detail, provider=ref.provider, model=model_id)
-            if status.state is ModelState.NOT_LOADED and (job is None or job.done.is_set()):
-                not_loaded_after_job += 1
-                if not_loaded_after_job >= 3:
-                    raise ModelLoadError(
-                        f"{model_id} is still not loaded after the load request ({status.detail}); "
-                        "check the host's log for why it failed (memory, a broken file).",
+        not_loaded: list[float] = []  # when the model was seen not loaded with no load running
+        wake = threading.Event()
+        watch = _HostWatch(self.factory.host(ref.provider, "status"), ref, wake)
+        try:
+            while True:
+                wake.clear()
+                job = self._jobs.get(ref.id)
+                if job is not None and job.done.is_set() and job.error is not None:
+                    raise job.error
+                running = job is not None and not job.done.is_set()
+                status = watch.merge(self.check_status(model_id, force=True))
+                elapsed = self._clock() - started
+                if on_progress is not None:
+                    on_progress(LoadProgress(model_id, elapsed, status.state, status.detail, status.progress))
+                if status.state.ready:
+                    return status
+                if not running:
+                    self._raise_if_load_ended(ref, status, not_loaded, cap)
+                if elapsed >= timeout:
+                    raise ModelLoadTimeoutError(
+                        f"{model_id} did not finish loading within {timeout:.0f}s; raise LOAD_TIMEOUT_S, "
+                        "or pick a smaller model.",
                         provider=ref.provider, model=model_id,
                     )
-            if elapsed >= timeout:
-                raise ModelLoadTimeoutError(
-                    f"{model_id} did not finish loading within {timeout:.0f}s; raise LOAD_TIMEOUT_S, "
-                    "or pick a smaller model.",
-                    provider=ref.provider, model=model_id,
-                )
-            wait = min(poll, max(0.0, timeout - elapsed))
-            if job is not None and not job.done.is_set():
-                job.done.wait(wait)  # wake as soon as a blocking load returns
-            else:
-                time.sleep(wait)
+                if job is not None and running:
+                    job.wake_on_done(wake)  # a blocking load returning ends the pause
+                self._pause(wake, min(next(delays), max(0.0, timeout - elapsed)))
+        finally:
+            watch.stop()
+
+    def _raise_if_load_ended(self, ref: ModelRef, status: ModelStatus, not_loaded: list[float], cap: float) -> None:
+        """With no load request running, a host down, a failed load or a model that stays unloaded ends the wait."""
+        if status.state is ModelState.HOST_DOWN:
+            raise ProviderUnavailableError(status.detail, provider=ref.provider, model=ref.id)
+        if status.state is ModelState.LOAD_FAILED:
+            raise ModelLoadError(
+                f"{ref.id} did not load: {status.detail}. Common causes: too little memory, a broken or "
+                "unsupported model file.",
+                provider=ref.provider, model=ref.id,
+            )
+        if status.state is not ModelState.NOT_LOADED:
+            return
+        not_loaded.append(self._clock())
+        # Three looks spread over at least one poll interval: a host may take a moment to show a new load.
+        if len(not_loaded) >= 3 and not_loaded[-1] - not_loaded[0] >= cap:
+            raise ModelLoadError(
+                f"{ref.id} is still not loaded after the load request ({status.detail}); "
+                "check the host's log for why it failed (memory, a broken file).",
+                provider=ref.provider, model=ref.id,
+            )
 
     def ensure_ready(
         self, model_id: str, on_progress: Callable[[LoadProgress], None] | None = None
@@ -314,21 +493,41 @@ class ModelManager:
         status = self.check_status(model_id)
         if status.state.ready or not status.local:
             return status
-        if status.state is ModelState.HOST_DOWN:
-            raise ProviderUnavailableError(status.detail, provider=ModelRef.parse(model_id).provider, model=model_id)
+        ref = ModelRef.parse(model_id)
+        status = self._loadable(ref, status)
+        if status.state.ready:
+            return status
         if status.state is not ModelState.LOADING:
-            self._start_job(ModelRef.parse(model_id))
+            self._start_job(ref)  # also after a failed load: the user asked for this model, so try again
         return self.wait_for_load(model_id, on_progress=on_progress)
 
-    def unload(self, model_id: str) -> ModelStatus:
-        """Unload a local model through the host's unload endpoint."""
+    def unload(self, model_id: str, *, wait_s: float | None = None) -> ModelStatus:
+        """Unload a local model; waits (up to UNLOAD_WAIT_S) for the host to agree, else reports UNLOADING."""
         ref = self._local_ref(model_id, "unload")
         host = self.factory.host(ref.provider)
         try:
             host.unload_model(ref.name)
         finally:
             self.invalidate(ref.provider)
-        return self.check_status(model_id, force=True)
+        self._unloading[ref.id] = self._clock()
+        return self._wait_until_unloaded(ref, UNLOAD_WAIT_S if wait_s is None else wait_s)
+
+    def _wait_until_unloaded(self, ref: ModelRef, wait_s: float) -> ModelStatus:
+        """Poll quickly (and wake on pushed events) until the host no longer lists the model in memory."""
+        delays = poll_delays(self.settings.poll_interval_s)
+        started = self._clock()
+        wake = threading.Event()
+        watch = _HostWatch(self.factory.host(ref.provider, "status"), ref, wake)
+        try:
+            while True:
+                wake.clear()
+                status = self.check_status(ref.id, force=True)
+                left = wait_s - (self._clock() - started)
+                if status.state is not ModelState.UNLOADING or left <= 0:
+                    return status
+                self._pause(wake, min(next(delays), left))
+        finally:
+            watch.stop()
 
     def _local_ref(self, model_id: str, action: str) -> ModelRef:
         ref = ModelRef.parse(model_id)
@@ -343,12 +542,14 @@ class ModelManager:
     def alternatives(
         self, model_id: str, *, exclude: Iterable[str] = (), exclude_providers: Iterable[str] = ()
     ) -> list[str]:
-        """Every model worth trying instead of model_id, best first (see fallback.rank_alternatives)."""
+        """Every model worth trying instead of model_id, best first (see fallback.rank_alternatives).
+
+        Judged from the hosts' last answers: the model picked is checked (and loaded) before its prompt."""
         priorities = {e.model_id: e.priority for e in self.registry.list(active_only=True)}
         priorities.update(self.settings.priorities)
         return rank_alternatives(
             model_id,
-            self.list_with_status(),
+            self.list_with_status(cached=True),
             priorities=priorities,
             stats=self._stats(),
             exclude=exclude,

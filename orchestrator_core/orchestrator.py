@@ -12,28 +12,35 @@ import itertools
 import logging
 import os
 import sqlite3
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from . import exits
 from .clients import ProviderFactory
 from .config import Settings
 from .errors import (
     AllModelsFailedError,
     BadResponseError,
+    ContentFilteredError,
     OrchestratorError,
     ProviderError,
     StreamInterruptedError,
     should_fall_back,
 )
-from .fallback import is_provider_wide
+from .fallback import cools_down, is_provider_wide
 from .loader import LoadProgress, ModelManager
-from .providers.registry import PROVIDERS, is_local, provider_class
-from .store import Database, FailureCache, KeyStore, MetricRow, MetricsRecorder, ModelRegistry, load_fernet
-from .store import metrics as metric_queries
+from .providers.registry import LOCAL_PROVIDERS, PROVIDERS, is_local, provider_class
+from .store.db import Database
+from .store.failures import FailureCache
+from .store.keys import KeyStore, load_fernet
+from .store.registry import ModelRegistry
+from .store.spool import Spool
 from .types import (
     Attempt,
     ChatParams,
@@ -41,11 +48,13 @@ from .types import (
     KeyTestResult,
     Message,
     ModelRef,
-    ModelState,
     OrchestratedResult,
     TextDelta,
     validate_messages,
 )
+
+if TYPE_CHECKING:
+    from .store.metrics import MetricsRecorder
 
 log = logging.getLogger("orchestrator_core")
 
@@ -54,6 +63,7 @@ MAX_PROMPT_CHARS = 2_000_000  # a guard against pasting a file by mistake, far a
 # rest of the facade on some machines.
 _ID_PREFIX = os.urandom(6).hex()
 _ID_COUNTER = itertools.count(1)
+STATS_MAX_AGE_S = 30.0  # ranking statistics older than this are refreshed in the background
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,7 @@ class Orchestrator:
     """Runs prompts on any registered model with check-and-load, automatic fallback and metrics."""
 
     def __init__(self, settings: Settings, database: Database) -> None:
+        exits.install()  # SIGTERM / SIGHUP unwind like Ctrl-C, so queued metric rows are written or spooled
         self.settings = settings
         self.db = database
         fernet = load_fernet(settings.secret_key, database.dir)
@@ -81,16 +92,28 @@ class Orchestrator:
         self.keys.verify_secret()
         self.registry = ModelRegistry(database, known_providers=tuple(PROVIDERS))
         self.failures = FailureCache(database)
-        self.metrics = MetricsRecorder(database)
+        self._metrics: MetricsRecorder | None = None
+        self._metrics_lock = threading.Lock()
+        spool = Spool.for_database(database)
+        if spool is not None and spool.pending():
+            _ = self.metrics  # rows an earlier process spooled are written at this start, not at the first call
         self.factory = ProviderFactory(settings, self.keys.secret_for)
-        self.manager = ModelManager(settings, self.factory, self.registry, self.failures, self._model_stats)
-        self._stats_cache: tuple[float, dict[str, tuple[float, float]]] = (0.0, {})
+        # Long-lived: host probes and statistics refreshes must not start threads during a call.
+        self._pool = ThreadPoolExecutor(max_workers=len(LOCAL_PROVIDERS), thread_name_prefix="orchestrator")
+        self.manager = ModelManager(settings, self.factory, self.registry, self.failures, self._model_stats,
+                                    pool=self._pool)
+        self._stats_cache: tuple[float, dict[str, tuple[float, float]]] | None = None
+        self._stats_refreshing = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> Orchestrator:
-        """Build from Settings (default: the environment and .env), opening and migrating the database."""
+    def from_settings(cls, settings: Settings | None = None, *, check_writable: bool = True) -> Orchestrator:
+        """Build from Settings (default: the environment and .env), opening and migrating the database.
+
+        check_writable=False is for read-only commands: they start while another process writes.
+        """
         settings = settings or Settings.from_env()
-        database = Database.open(settings.database_url, connect_timeout_s=settings.db_connect_timeout_s)
+        database = Database.open(settings.database_url, check_writable=check_writable,
+                                 connect_timeout_s=settings.db_connect_timeout_s)
         try:
             return cls(settings, database)
         except OrchestratorError:
@@ -101,9 +124,26 @@ class Orchestrator:
             database.dispose()
             raise database.startup_error(exc) from exc
 
+    @property
+    def metrics(self) -> MetricsRecorder:
+        """The metrics recorder, started on first use (a status check records nothing and need not load it)."""
+        recorder = self._metrics
+        if recorder is None:
+            with self._metrics_lock:
+                if self._metrics is None:
+                    from .store.metrics import MetricsRecorder
+
+                    self._metrics = MetricsRecorder(self.db)
+                recorder = self._metrics
+        return recorder
+
     def close(self) -> None:
         """Flush metrics and release connections."""
-        self.metrics.close()
+        if self._metrics is not None:
+            self._metrics.close()
+        self.failures.close()
+        self._pool.shutdown(wait=True)
+        self.manager.close()
         self.factory.close()
         self.db.dispose()
 
@@ -165,14 +205,35 @@ class Orchestrator:
 
     # -- metrics for the console --------------------------------------------------------------------
     def _model_stats(self) -> dict[str, tuple[float, float]]:
-        """(success rate, median latency) per model over the last 7 days, cached for 30 s."""
-        fetched, stats = self._stats_cache
-        if time.monotonic() - fetched < 30.0:
-            return stats
+        """(success rate, median latency) per model over the last 7 days, for ranking fallbacks.
+
+        A fallback hop never waits for the query: the figures are read in the background when first
+        needed and whenever they are older than STATS_MAX_AGE_S. Until the first read ends, ranking uses
+        tier and priority alone (the statistics only break ties after those)."""
+        cached = self._stats_cache
+        stale = cached is None or time.monotonic() - cached[0] >= STATS_MAX_AGE_S
+        if stale and self._stats_refreshing.acquire(blocking=False):
+            try:
+                self._pool.submit(self._refresh_stats_in_background)
+            except RuntimeError:  # the pool is shut down: the orchestrator is closing
+                self._stats_refreshing.release()
+        return cached[1] if cached is not None else {}
+
+    def _refresh_stats(self) -> None:
+        from .store import metrics as metric_queries
+
         rows = metric_queries.model_stats(self.db, since=time.time() - 7 * 86400)
         stats = {m: (s.success_rate, s.p50_ms if s.p50_ms is not None else float("inf")) for m, s in rows.items()}
         self._stats_cache = (time.monotonic(), stats)
-        return stats
+
+    def _refresh_stats_in_background(self) -> None:
+        try:
+            self._refresh_stats()
+        except Exception:  # noqa: BLE001 - stale statistics only make the ranking a little older
+            log.warning("could not refresh the model statistics used for ranking", exc_info=True)
+            self._stats_cache = (time.monotonic(), self._stats_cache[1] if self._stats_cache else {})
+        finally:
+            self._stats_refreshing.release()
 
 
 class ChatStream:
@@ -181,19 +242,28 @@ class ChatStream:
     def __init__(self, call: _Call) -> None:
         self._call = call
         self.result: OrchestratedResult | None = None
-        self._iter: Iterator[str] | None = None
+        self._iter: Generator[str, None, None] | None = None
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Generator[str, None, None]:
         if self._iter is None:
             self._iter = self._run()
         return self._iter
 
-    def _run(self) -> Iterator[str]:
-        for item in self._call.run_stream():
-            if isinstance(item, OrchestratedResult):
-                self.result = item
-            else:
-                yield item
+    def close(self) -> None:
+        """Stop reading: a stream still running records its attempt as cancelled."""
+        if self._iter is not None:
+            self._iter.close()
+
+    def _run(self) -> Generator[str, None, None]:
+        inner = self._call.run_stream()
+        try:
+            for item in inner:
+                if isinstance(item, OrchestratedResult):
+                    self.result = item
+                else:
+                    yield item
+        finally:
+            inner.close()  # at once, not when garbage is collected: the cancelled attempt is recorded now
 
 
 class _Call:
@@ -211,8 +281,9 @@ class _Call:
         streamed: bool,
     ) -> None:
         self.orch = orch
-        self.requested = ModelRef.parse(model_id).id
-        provider_class(ModelRef.parse(model_id).provider)
+        ref = ModelRef.parse(model_id)
+        self.requested = ref.id
+        provider_class(ref.provider)
         self.messages = validate_messages(list(messages))
         _check_size(self.messages)
         self.params = _params(params)
@@ -263,7 +334,7 @@ class _Call:
             return self.finish(model_id, result, ttft=None)
         raise AllModelsFailedError(self.attempts, model=self.requested)
 
-    def run_stream(self) -> Iterator[str | OrchestratedResult]:
+    def run_stream(self) -> Generator[str | OrchestratedResult, None, None]:
         for model_id in self.chain():
             if self.skip_if_cooling(model_id):
                 continue
@@ -292,14 +363,15 @@ class _Call:
                     # failed() raises when no other model may be tried; after the first token the caller
                     # must still learn that the text it has is cut short, whatever the fallback setting.
                 if first is not None:  # text already reached the reader: switching models would garble it
+                    how = "was cut by a safety stop" if isinstance(exc, ContentFilteredError) else "broke off"
                     raise StreamInterruptedError(
-                        f"The answer from {model_id} broke off after it started: {exc.message}",
+                        f"The answer from {model_id} {how} after it started: {exc.message}",
                         cause=exc, provider=exc.provider, model=model_id,
                     ) from exc
                 continue
-            except GeneratorExit:  # the reader stopped early (closed tab, "stop" button)
-                self.add_attempt(Attempt(model_id, "error", _ms(started), "cancelled", "stopped by the reader",
-                                         first, self._from()))
+            except BaseException as stop:  # the reader stopped early (closed tab, "stop" button, Ctrl-C, SIGTERM)
+                reason = "interrupted" if isinstance(stop, (KeyboardInterrupt, SystemExit)) else "stopped by the reader"
+                self.add_attempt(Attempt(model_id, "error", _ms(started), "cancelled", reason, first, self._from()))
                 raise
             self.succeeded(model_id, result, _ms(started), ttft=first)
             yield self.finish(model_id, result, ttft=first)
@@ -311,7 +383,7 @@ class _Call:
         """A model in cooldown costs no network attempt: record it as skipped and move on."""
         try:
             entry = self.orch.failures.get(model_id)
-        except Exception:  # noqa: BLE001 - a broken failure cache must not stop the call itself
+        except Exception:
             log.warning("could not read the failure cache for %s", model_id, exc_info=True)
             return False
         if entry is None:
@@ -328,7 +400,7 @@ class _Call:
         if is_local(ref.provider):
             manager = self.orch.manager
             status = manager.check_status(model_id)
-            if status.state is not ModelState.LOADED:
+            if not status.state.ready:  # a sleeping llama-server model wakes on the prompt itself
                 self.emit("loading", model_id, f"{model_id} is {status.state.value}; loading it first")
                 manager.ensure_ready(model_id, on_progress=self._progress)
         self.emit("answering", model_id, f"sending the prompt to {model_id}")
@@ -337,10 +409,11 @@ class _Call:
     def failed(self, model_id: str, exc: OrchestratorError, started: float, ttft: float | None) -> None:
         self.add_attempt(Attempt(model_id, "error", _ms(started), exc.kind, exc.message, ttft, self._from()))
         self.emit("attempt_failed", model_id, exc.message, error=exc)
-        if not should_fall_back(exc):
+        if not should_fall_back(exc, on_content_filter=self.orch.settings.fallback_on_content_filter):
             raise exc  # the caller must fix the request: another model would fail the same way
         try:
-            self.orch.manager.record_failure(model_id, exc)
+            if cools_down(exc):
+                self.orch.manager.record_failure(model_id, exc)
         except Exception:  # noqa: BLE001 - as with metrics, bookkeeping never breaks the call
             log.warning("could not record the failure of %s", model_id, exc_info=True)
         if is_provider_wide(exc, model_id):
@@ -376,6 +449,8 @@ class _Call:
         """Keep the attempt and write its call_metrics row; recording never breaks a call."""
         self.attempts.append(attempt)
         try:
+            from .store.metrics import MetricRow
+
             usage = result.usage if result else None
             self.orch.metrics.record(
                 MetricRow.from_attempt(
@@ -388,7 +463,7 @@ class _Call:
                     streamed=self.streamed,
                 )
             )
-        except Exception:  # noqa: BLE001 - a metrics failure must never fail the user's call
+        except Exception:
             log.warning("could not record a call metric for %s", attempt.model, exc_info=True)
 
     def emit(self, kind: str, model_id: str, detail: str, *, error: OrchestratorError | None = None) -> None:

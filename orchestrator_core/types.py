@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import functools
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Literal, TypedDict
@@ -78,8 +80,12 @@ class KeyTestResult:
 
 class ModelState(enum.StrEnum):
     LOADED = "loaded"
+    SLEEPING = "sleeping"  # llama-server --sleep-idle-seconds: weights freed, process kept, wakes on a request
     LOADING = "loading"
+    DOWNLOADING = "downloading"  # llama-server router fetching the model's files
     NOT_LOADED = "not_loaded"
+    UNLOADING = "unloading"  # unload requested, the host still lists the model as in memory
+    LOAD_FAILED = "load_failed"  # the host's last load of this model failed (llama-server: exit code)
     HOST_DOWN = "host_down"
     COOLING_DOWN = "cooling_down"
     EXTERNAL_READY = "external_ready"
@@ -87,13 +93,13 @@ class ModelState(enum.StrEnum):
 
     @property
     def ready(self) -> bool:
-        """A prompt may be sent right away."""
-        return self in (ModelState.LOADED, ModelState.EXTERNAL_READY)
+        """A prompt may be sent right away (a sleeping llama-server model wakes on that prompt; nothing can load it)."""
+        return self in (ModelState.LOADED, ModelState.SLEEPING, ModelState.EXTERNAL_READY)
 
     @property
     def usable(self) -> bool:
         """A prompt may be sent, after a load if needed."""
-        return self in (ModelState.LOADED, ModelState.EXTERNAL_READY, ModelState.NOT_LOADED, ModelState.LOADING)
+        return self.ready or self in (ModelState.NOT_LOADED, ModelState.LOADING)
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,7 @@ class ModelStatus:
     checked_at: datetime
     cooldown_until: datetime | None = None
     local: bool = False
+    progress: float | None = None  # percent, while loading or downloading, where the host reports it
 
 
 @dataclass(frozen=True)
@@ -111,9 +118,14 @@ class HostModel:
     """One model as a local host lists it (one request per host gives all of them)."""
 
     name: str
-    state: ModelState  # LOADED, LOADING or NOT_LOADED
+    state: ModelState  # one of the host-reported states (never COOLING_DOWN, HOST_DOWN, UNLOADING, EXTERNAL_*)
     instance_ids: tuple[str, ...] = ()
     detail: str = ""
+    progress: float | None = None  # percent, while loading or downloading, where the host reports it
+
+
+# Every column holding a model id (ai_models, call_metrics, model_failures, the rollups) is VARCHAR(255).
+MAX_MODEL_ID_LEN = 255
 
 
 @dataclass(frozen=True)
@@ -123,7 +135,7 @@ class ModelRef:
     provider: str
     name: str
 
-    @property
+    @functools.cached_property  # read for every model on every status list and fallback hop
     def id(self) -> str:
         return f"{self.provider}:{self.name}"
 
@@ -133,14 +145,27 @@ class ModelRef:
     @classmethod
     def parse(cls, model_id: str) -> ModelRef:
         """Split ``provider:model``; the model part may itself contain colons (``ollama:llama3.2:3b``)."""
-        text = (model_id or "").strip()
-        provider, sep, name = text.partition(":")
-        if not sep or not provider.strip() or not name.strip() or any(c.isspace() for c in text):
-            raise InvalidModelIdError(
-                f"Model id {model_id!r} is not of the form provider:model "
-                "(for example lmstudio:qwen2.5-7b-instruct or openai:gpt-4o-mini)."
-            )
-        return cls(provider.lower(), name)
+        return _parse_model_id(model_id)
+
+
+@functools.lru_cache(maxsize=4096)  # a call parses its model ids several times; there are few distinct ones
+def _parse_model_id(model_id: str) -> ModelRef:
+    text = (model_id or "").strip()
+    provider, sep, name = text.partition(":")
+    if not sep or not provider.strip() or not name.strip() or _WHITESPACE.search(text):
+        raise InvalidModelIdError(
+            f"Model id {model_id[:MAX_MODEL_ID_LEN]!r} is not of the form provider:model "
+            "(for example lmstudio:qwen2.5-7b-instruct or openai:gpt-4o-mini)."
+        )
+    if len(text) > MAX_MODEL_ID_LEN:
+        raise InvalidModelIdError(
+            f"Model id {text[:60]!r}… is {len(text)} characters long, over the limit of {MAX_MODEL_ID_LEN}; "
+            "rename the model on its host (or use a shorter alias) to use it here."
+        )
+    return ModelRef(provider.lower(), name)
+
+
+_WHITESPACE = re.compile(r"\s")
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,25 @@ def test_alternatives_never_include_failed_cooling_down_no_key_or_host_down() ->
     assert not {"lmstudio:cool", "anthropic:claude-haiku-4-5", "ollama:phi"} & set(ranked)
 
 
+def test_sleeping_ranks_after_loaded_and_failed_unloading_or_downloading_are_never_suggested() -> None:
+    statuses = [
+        status("llamacpp:cold", ModelState.NOT_LOADED),
+        status("llamacpp:asleep", ModelState.SLEEPING),
+        status("llamacpp:warm", ModelState.LOADED),
+        status("llamacpp:broken", ModelState.LOAD_FAILED),
+        status("llamacpp:going", ModelState.UNLOADING),
+        status("llamacpp:fetching", ModelState.DOWNLOADING),
+    ]
+    ranked = rank_alternatives("openai:gpt-4.1-mini", statuses, priorities={}, stats={})
+    assert ranked == ["llamacpp:warm", "llamacpp:asleep", "llamacpp:cold"]
+
+
+def test_ready_and_usable_of_the_host_states() -> None:
+    assert {s for s in ModelState if s.ready} == {ModelState.LOADED, ModelState.SLEEPING, ModelState.EXTERNAL_READY}
+    assert {s for s in ModelState if s.usable} == {
+        ModelState.LOADED, ModelState.SLEEPING, ModelState.EXTERNAL_READY, ModelState.NOT_LOADED, ModelState.LOADING}
+
+
 def test_priority_breaks_ties_before_success_rate() -> None:
     ranked = rank_alternatives(
         "x:y", STATUSES, priorities={"openai:gpt-4.1-mini": 1, "google:gemini-2.5-flash": 5},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -12,6 +13,7 @@ from sqlalchemy import select
 from orchestrator_core.errors import (
     AllModelsFailedError,
     BadRequestError,
+    ContentFilteredError,
     EmptyPromptError,
     InvalidModelIdError,
     RateLimitError,
@@ -23,6 +25,7 @@ from orchestrator_core.store.tables import CallMetric
 from tests.helpers import (
     ANTHROPIC,
     FAKE_OPENAI_KEY,
+    LLAMACPP,
     LMSTUDIO,
     OPENAI,
     lmstudio_models,
@@ -253,3 +256,105 @@ def test_a_broken_failure_cache_never_breaks_the_call(
     wire.post(f"{OPENAI}/chat/completions").respond(json=openai_answer("still here"))
     result = orch.chat("lmstudio:qwen", HELLO)
     assert result.text == "still here" and result.fell_back
+
+
+# -- refusals and safety blocks -----------------------------------------------------------------------
+SORRY = "I'm sorry, but I can't help with that."
+REFUSAL = {**openai_answer(), "choices": [{"index": 0, "finish_reason": "stop", "message": {
+    "role": "assistant", "content": None, "refusal": SORRY}}]}
+CLAUDE = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-haiku-4-5",
+          "content": [{"type": "text", "text": "Claude answers"}], "stop_reason": "end_turn",
+          "usage": {"input_tokens": 3, "output_tokens": 2}}
+TWO_KEYS = {"openai": FAKE_OPENAI_KEY, "anthropic": "sk-ant-test-0123456789"}
+
+
+@pytest.fixture
+def two_providers(db_url: str, wire: respx.MockRouter) -> Iterator[Orchestrator]:
+    wire.route(host="127.0.0.1", port=1234).mock(side_effect=httpx.ConnectError("refused"))
+    with Orchestrator.from_settings(settings(db_url, env_keys=TWO_KEYS)) as o:
+        yield o
+
+
+def test_a_refusal_is_recorded_as_content_filter_and_falls_back_without_a_cooldown(
+    two_providers: Orchestrator, wire: respx.MockRouter
+) -> None:
+    wire.post(f"{OPENAI}/chat/completions").respond(json=REFUSAL)
+    wire.post(f"{ANTHROPIC}/v1/messages").respond(json=CLAUDE)
+    result = two_providers.chat("openai:gpt-4.1-mini", HELLO)
+    assert result.text == "Claude answers" and result.model_id == "anthropic:claude-haiku-4-5"
+    refused = result.attempts[0]
+    assert (refused.outcome, refused.error_kind) == ("error", "content_filter")
+    assert refused.error is not None and SORRY in refused.error
+    rows = metric_rows(two_providers)
+    assert [(r.model, r.outcome, r.error_kind) for r in rows] == [
+        ("openai:gpt-4.1-mini", "error", "content_filter"), ("anthropic:claude-haiku-4-5", "ok", None)]
+    assert two_providers.failures.get("openai:gpt-4.1-mini") is None  # the model is fine; the prompt was refused
+
+
+def test_with_fallback_on_content_filter_off_the_refusal_stands(db_url: str, wire: respx.MockRouter) -> None:
+    wire.route(host="127.0.0.1", port=1234).mock(side_effect=httpx.ConnectError("refused"))
+    wire.post(f"{OPENAI}/chat/completions").respond(json=REFUSAL)
+    claude = wire.post(f"{ANTHROPIC}/v1/messages").respond(json=CLAUDE)
+    with Orchestrator.from_settings(settings(db_url, env_keys=TWO_KEYS, fallback_on_content_filter=False)) as orch:
+        with pytest.raises(ContentFilteredError, match="refused to answer") as info:
+            orch.chat("openai:gpt-4.1-mini", HELLO)
+        assert info.value.refusal == SORRY
+        assert claude.call_count == 0
+        assert [(r.outcome, r.error_kind) for r in metric_rows(orch)] == [("error", "content_filter")]
+        assert orch.failures.get("openai:gpt-4.1-mini") is None
+
+
+def test_a_streamed_refusal_before_any_text_falls_back(two_providers: Orchestrator, wire: respx.MockRouter) -> None:
+    refusal = {"model": "gpt-4.1-mini", "choices": [{"index": 0, "delta": {"refusal": SORRY}, "finish_reason": "stop"}]}
+    wire.post(f"{OPENAI}/chat/completions").respond(
+        headers={"content-type": "text/event-stream"}, content=f"data: {json.dumps(refusal)}\n\ndata: [DONE]\n\n")
+    wire.post(f"{ANTHROPIC}/v1/messages").respond(
+        headers={"content-type": "text/event-stream"}, content=claude_stream("Claude streams"))
+    stream = two_providers.stream_chat("openai:gpt-4.1-mini", HELLO)
+    assert "".join(stream) == "Claude streams"
+    assert stream.result is not None and stream.result.fell_back
+    assert [(r.outcome, r.error_kind) for r in metric_rows(two_providers)] == [("error", "content_filter"), ("ok", None)]
+
+
+def test_a_stream_cut_by_a_safety_stop_keeps_its_text_and_says_it_was_cut(
+    two_providers: Orchestrator, wire: respx.MockRouter
+) -> None:
+    cut = openai_sse(["Once", " upon"]).replace(b'"finish_reason": "stop"', b'"finish_reason": "content_filter"')
+    wire.post(f"{OPENAI}/chat/completions").respond(headers={"content-type": "text/event-stream"}, content=cut)
+    claude = wire.post(f"{ANTHROPIC}/v1/messages").respond(json=CLAUDE)
+    pieces: list[str] = []
+    with pytest.raises(StreamInterruptedError) as info:
+        pieces.extend(two_providers.stream_chat("openai:gpt-4.1-mini", HELLO))
+    assert pieces == ["Once", " upon"]  # the text already shown stays; no other model is spliced in
+    assert "was cut by a safety stop" in info.value.message and "content_filter" in info.value.message
+    assert isinstance(info.value.cause, ContentFilteredError) and info.value.cause.partial_text == "Once upon"
+    assert claude.call_count == 0
+    row = metric_rows(two_providers)[0]
+    assert (row.outcome, row.error_kind) == ("error", "content_filter") and row.ttft_ms is not None
+
+
+def claude_stream(text: str) -> bytes:
+    events = [
+        ("message_start", {"type": "message_start", "message": {"model": "claude-haiku-4-5",
+                                                                "usage": {"input_tokens": 3, "output_tokens": 1}}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                 "delta": {"type": "text_delta", "text": text}}),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+                           "usage": {"output_tokens": 2}}),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    return "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events).encode()
+
+
+def test_a_sleeping_llamacpp_model_gets_the_prompt_without_a_load_step(db_url: str) -> None:
+    # llama-server wakes a sleeping model on the request itself; a load request would answer "already running".
+    with respx.mock(assert_all_called=False) as wire, Orchestrator.from_settings(
+        settings(db_url, local_hosts=("llamacpp",))
+    ) as orch:
+        wire.get(f"{LLAMACPP}/models").respond(json={"data": [{"id": "tiny", "status": {"value": "sleeping"}}]})
+        load = wire.post(f"{LLAMACPP}/models/load").respond(json={"success": True})
+        wire.post(f"{LLAMACPP}/v1/chat/completions").respond(json=openai_answer("awake", model="tiny"))
+        events: list[CallEvent] = []
+        result = orch.chat("llamacpp:tiny", HELLO, fallback=False, on_event=events.append)
+    assert result.text == "awake" and load.call_count == 0
+    assert [e.kind for e in events] == ["answering"]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
-from ..errors import EmptyPromptError, bad_response
+from ..errors import EmptyPromptError, bad_response, content_filtered
 from ..types import ChatParams, ChatResult, Message, StreamEvent, TextDelta, Usage
 from .base import Provider, event_json, system_and_turns
 
@@ -23,19 +23,29 @@ class AnthropicProvider(Provider):
     display_name = "Anthropic"
     needs_key = True
     key_env_var = "ANTHROPIC_API_KEY"
+    # The anthropic-version the current SDK sends (anthropic 2.13 to 2.15, _constants.py); ANTHROPIC_VERSION
+    # pins another one, such as 2023-06-01 for an older gateway.
+    default_version: ClassVar[str] = "2026-10-21"
+    # Model-name prefixes whose family rejects temperature, top_p and top_k with a 400. Source: the wire reference
+    # (shared/reference/providers.md §2.2: "removed" for Opus 4.7 / 4.8 / Opus 5 / Fable 5 and 5.1, per Anthropic's
+    # anthropics/skills; §9-10: anthropic 2.x messages.create has no temperature, the newest models reject
+    # sampling, hence Sonnet 5 and Mythos 5 too). Sampling fields are never sent to these; others get them.
+    fixed_sampling_models: ClassVar[tuple[str, ...]] = (
+        "claude-opus-4-7", "claude-opus-4-8", "claude-opus-5", "claude-fable-5", "claude-sonnet-5",
+        "claude-mythos-5",
+    )
 
     def __init__(
         self,
         client: httpx.Client,
         api_key: str | None = None,
         *,
-        anthropic_version: str = "2023-06-01",
+        anthropic_version: str | None = None,
         default_max_tokens: int = 1024,
         **options: Any,
     ) -> None:
         super().__init__(client, api_key, **options)
-        # Configurable because newer SDKs send newer versions (2026-10-21 in anthropic 2.13).
-        self.anthropic_version = anthropic_version
+        self.anthropic_version = anthropic_version or self.default_version
         self.default_max_tokens = default_max_tokens
 
     # -- request building ---------------------------------------------------------------------
@@ -69,15 +79,26 @@ class AnthropicProvider(Provider):
             body["messages"][-1]["content"] = body["messages"][-1]["content"].rstrip()
         if system:
             body["system"] = system
-        if params.temperature is not None:
-            body["temperature"] = params.temperature
-        if params.top_p is not None:
-            body["top_p"] = params.top_p
+        if self.takes_sampling(model):
+            if params.temperature is not None:
+                body["temperature"] = params.temperature
+            if params.top_p is not None:
+                body["top_p"] = params.top_p
         if params.stop:
             body["stop_sequences"] = list(params.stop)
         if stream:
             body["stream"] = True
         return body
+
+    def takes_sampling(self, model: str) -> bool:
+        """False for the Claude families that reject sampling parameters (see ``fixed_sampling_models``)."""
+        return not model.lower().startswith(self.fixed_sampling_models)
+
+    def raise_for_refusal(self, model: str, stop_reason: Any, text: str) -> None:
+        """``stop_reason: "refusal"``: the model declined (the partial text, if any, goes with the error)."""
+        if stop_reason == "refusal":
+            raise content_filtered(self.name, model, reason="refusal", field="stop_reason", partial_text=text,
+                                   secrets=self.secrets)
 
     # -- operations ---------------------------------------------------------------------------
     def chat(self, model: str, messages: list[Message], params: ChatParams) -> ChatResult:
@@ -90,8 +111,10 @@ class AnthropicProvider(Provider):
         content = data.get("content") if isinstance(data, dict) else None
         if not isinstance(content, list):
             raise bad_response(self.name, model, "no content blocks in the answer")
+        text = "".join(_block_text(block) for block in content)
+        self.raise_for_refusal(model, data.get("stop_reason"), text)
         return ChatResult(
-            text="".join(_block_text(block) for block in content),
+            text=text,
             finish_reason=data.get("stop_reason"),
             usage=_usage(data.get("usage")),
             model=str(data.get("model") or model),
@@ -122,6 +145,7 @@ class AnthropicProvider(Provider):
                 if text:
                     parts.add(text)
                     yield TextDelta(text)
+        self.raise_for_refusal(model, state.stop_reason, str(parts))
         if not state.done:
             raise bad_response(self.name, model, "the stream ended without its message_stop event")
         usage = Usage(state.input_tokens, state.output_tokens)

@@ -246,6 +246,7 @@ class LocalHost(abc.ABC):
 
     supports_load: ClassVar[bool] = True
     supports_unload: ClassVar[bool] = True
+    pushes_model_events: ClassVar[bool] = False  # model_events() streams state changes (llama-server router)
 
     @abc.abstractmethod
     def host_models(self) -> list[HostModel]:
@@ -260,6 +261,10 @@ class LocalHost(abc.ABC):
         raise UnsupportedOperationError(
             f"{type(self).__name__} has no unload endpoint; unload the model on the host itself.",
         )
+
+    def model_events(self) -> Iterator[HostModel]:
+        """State changes as the host pushes them, for hosts that do (pushes_model_events); none by default."""
+        return iter(())
 
     @classmethod
     def same_model(cls, requested: str, listed: str) -> bool:

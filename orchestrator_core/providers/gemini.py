@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
-from ..errors import BadRequestError, bad_response
+from ..errors import bad_response, content_filtered
 from ..types import ChatParams, ChatResult, Message, StreamEvent, TextDelta, Usage
 from .base import Provider, system_and_turns
 
@@ -23,13 +23,21 @@ class GeminiProvider(Provider):
     display_name = "Google Gemini"
     needs_key = True
     key_env_var = "GOOGLE_API_KEY"  # config also accepts GEMINI_API_KEY
+    # google-genai 3.x calls /v1 by default (GOOGLE_AI_API_DEFAULT_VERSION); v1beta, the default before it,
+    # stays selectable with GEMINI_API_VERSION and serves the same generateContent shapes.
+    default_api_version: ClassVar[str] = "v1"
+    # Candidate finishReasons that mean the answer was blocked, not finished: never a blank success.
+    # (MAX_TOKENS, LANGUAGE, OTHER and the tool-call reasons are not safety stops.)
+    blocked_finish_reasons: ClassVar[frozenset[str]] = frozenset({
+        "SAFETY", "RECITATION", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII",
+        "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION",
+    })
 
     def __init__(
-        self, client: httpx.Client, api_key: str | None = None, *, api_version: str = "v1beta", **options: Any
+        self, client: httpx.Client, api_key: str | None = None, *, api_version: str | None = None, **options: Any
     ) -> None:
         super().__init__(client, api_key, **options)
-        # v1beta was the SDK default until google-genai 3.x, which moved to v1.
-        self.api_version = api_version
+        self.api_version = api_version or self.default_api_version
 
     # -- request building ---------------------------------------------------------------------
     def headers(self) -> dict[str, str]:
@@ -74,9 +82,11 @@ class GeminiProvider(Provider):
         candidate = self._first_candidate(data, model)
         if candidate is None:
             raise bad_response(self.name, model, "no candidates in the answer")
+        text = _candidate_text(candidate)
+        self.raise_for_block(model, candidate, text)
         # An empty text with finishReason MAX_TOKENS is a truncated answer (thinking used the budget), not an error.
         return ChatResult(
-            text=_candidate_text(candidate),
+            text=text,
             finish_reason=candidate.get("finishReason"),
             usage=_usage(data.get("usageMetadata")),
             model=str(data.get("modelVersion") or model),
@@ -85,7 +95,7 @@ class GeminiProvider(Provider):
 
     def stream_chat(self, model: str, messages: list[Message], params: ChatParams) -> Iterator[StreamEvent]:
         parts = self.answer_text(model)
-        finish: str | None = None
+        last: dict[str, Any] = {}  # the latest candidate that said why it stopped
         usage = Usage()
         answered_by = model
         seen_any = False
@@ -104,22 +114,28 @@ class GeminiProvider(Provider):
                 if text:
                     parts.add(text)
                     yield TextDelta(text)
-                finish = (candidate or {}).get("finishReason") or finish
+                last = candidate if candidate and candidate.get("finishReason") else last
                 usage = _usage(chunk["usageMetadata"]) if chunk.get("usageMetadata") else usage
                 answered_by = str(chunk.get("modelVersion") or answered_by)
         # Gemini has no end marker: the stream ends with the body, so only a stream with no events is broken.
         if not seen_any:
             raise bad_response(self.name, model, "the stream ended without any event")
-        yield ChatResult(str(parts), finish, usage, answered_by, self.name)
+        self.raise_for_block(model, last, str(parts))
+        yield ChatResult(str(parts), last.get("finishReason"), usage, answered_by, self.name)
 
     def list_models(self) -> list[str]:
         names: list[str] = []
         params: dict[str, Any] = {"pageSize": 1000}
-        for _ in range(_MAX_MODEL_PAGES):
+        for page in range(_MAX_MODEL_PAGES):
             data = self.request_json("GET", f"/{self.api_version}/models", headers=self.headers(), params=params)
             if not isinstance(data, dict):
                 raise bad_response(self.name, None, "the model list is not a JSON object")
-            names += [_model_name(m) for m in data.get("models") or [] if _generates_content(m)]
+            # A first page without a "models" array is not a model list (a proxy's or another API's 200);
+            # a later page may leave out an empty one (proto3 JSON drops empty lists).
+            models = data.get("models", [] if page else None)
+            if not isinstance(models, list):
+                raise bad_response(self.name, None, "the model list has no 'models' array")
+            names += [_model_name(m) for m in models if _generates_content(m)]
             if not data.get("nextPageToken"):
                 break
             params = {"pageSize": 1000, "pageToken": data["nextPageToken"]}
@@ -127,19 +143,23 @@ class GeminiProvider(Provider):
 
     # -- helpers --------------------------------------------------------------------------------
     def _first_candidate(self, data: dict[str, Any], model: str) -> dict[str, Any] | None:
-        """candidates[0]; a blocked prompt (promptFeedback.blockReason, no candidates) is BadRequestError."""
+        """candidates[0]; a blocked prompt (promptFeedback.blockReason, no candidates) is ContentFilteredError."""
         candidates = data.get("candidates")
         if isinstance(candidates, list) and candidates and isinstance(candidates[0], dict):
             return candidates[0]
-        reason = (data.get("promptFeedback") or {}).get("blockReason")
-        if reason:
-            raise BadRequestError(
-                f"{self.name}:{model} blocked the prompt (blockReason {reason}) and gave no answer; "
-                "rephrase the prompt or send it to another model.",
-                provider=self.name,
-                model=model,
-            )
+        feedback = data.get("promptFeedback") or {}
+        if reason := feedback.get("blockReason"):
+            detail = str(feedback.get("blockReasonMessage") or "") or _blocked_categories(feedback)
+            raise content_filtered(self.name, model, reason=str(reason), field="promptFeedback.blockReason",
+                                   what="blocked the prompt", detail=detail, secrets=self.secrets)
         return None
+
+    def raise_for_block(self, model: str, candidate: dict[str, Any], text: str) -> None:
+        """A candidate stopped for safety (SAFETY, RECITATION, ...) is never a blank or silently cut success."""
+        reason = candidate.get("finishReason")
+        if reason in self.blocked_finish_reasons:
+            raise content_filtered(self.name, model, reason=str(reason), field="finishReason", partial_text=text,
+                                   detail=_blocked_categories(candidate), secrets=self.secrets)
 
 
 def _stream_payloads(lines: Iterable[str], provider: str, model: str) -> Iterator[dict[str, Any]]:
@@ -178,6 +198,14 @@ def _candidate_text(candidate: dict[str, Any]) -> str:
     """The answer text: every part's text except thought summaries (what the SDK's ``.text`` does)."""
     parts = (candidate.get("content") or {}).get("parts") or []
     return "".join(str(p.get("text") or "") for p in parts if isinstance(p, dict) and not p.get("thought"))
+
+
+def _blocked_categories(rated: dict[str, Any]) -> str:
+    """The harm categories a candidate or prompt was blocked for, from its safetyRatings."""
+    ratings = rated.get("safetyRatings")
+    blocked = [str(r.get("category")) for r in ratings if isinstance(r, dict) and r.get("blocked")] if isinstance(
+        ratings, list) else []
+    return ", ".join(blocked)
 
 
 def _usage(raw: Any) -> Usage:

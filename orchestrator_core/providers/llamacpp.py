@@ -1,7 +1,8 @@
 """llama.cpp llama-server: chat over its OpenAI-compatible /v1; model state in two modes.
 
 Router mode (started without -m) runs each model in a child process and manages them over HTTP:
-GET /models carries a ``status`` per model, POST /models/load and /models/unload act on one.
+GET /models carries a ``status`` per model, POST /models/load and /models/unload act on one
+(both answer at once; the change shows in GET /models and is pushed on GET /models/sse).
 Single-model mode (started with -m) serves one fixed model: /health says whether it is ready,
 and nothing can be loaded or unloaded over HTTP. GET /models answers in both modes (in single
 mode without ``status``; very old servers lack the route), so the mode is told from its shape.
@@ -10,6 +11,7 @@ mode without ``status``; very old servers lack the route), so the mode is told f
 from __future__ import annotations
 
 import weakref
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import httpx
@@ -24,7 +26,7 @@ from ..errors import (
     bad_response,
 )
 from ..types import HostModel, ModelState
-from .base import LocalHost
+from .base import LocalHost, event_json
 from .openai_compat import OpenAICompatibleProvider
 
 Mode = Literal["router", "single"]
@@ -46,6 +48,7 @@ class LlamaCppProvider(OpenAICompatibleProvider, LocalHost):
     key_env_var = None
     chat_path = "/v1/chat/completions"
     models_path = "/v1/models"
+    pushes_model_events = True
 
     def __init__(self, client: httpx.Client, api_key: str | None = None, **options: Any) -> None:
         super().__init__(client, api_key, **options)
@@ -77,6 +80,13 @@ class LlamaCppProvider(OpenAICompatibleProvider, LocalHost):
             return [HostModel(n, ModelState.LOADED, detail="single-model mode") for n in names]
         return [HostModel(n, ModelState.LOADING, detail="loading (GET /health answers 503)") for n in names]
 
+    def model_events(self) -> Iterator[HostModel]:
+        """Model state changes as the router pushes them on GET /models/sse (with load progress)."""
+        for event in self.stream_events("GET", "/models/sse", headers=self.headers()):
+            update = _event_model(event_json(event, provider=self.name, model=None), event.event)
+            if update is not None:
+                yield update
+
     # -- load / unload ----------------------------------------------------------------------------
     def load_model(self, model: str) -> None:
         """Ask the router to start a model; returns at once, poll host_models() until it is LOADED."""
@@ -95,7 +105,11 @@ class LlamaCppProvider(OpenAICompatibleProvider, LocalHost):
             )
 
     def unload_model(self, model: str) -> None:
-        """Ask the router to stop a model; a no-op when it is not running."""
+        """Ask the router to stop a model; a no-op when it is not running.
+
+        The router answers before the child has exited: the model stays "loaded" for tens of ms
+        (up to the child's stop timeout), so callers watch the state to see it go.
+        """
         self._require_router(model, "unload")
         try:
             self.request_json("POST", "/models/unload", model=model, headers=self.headers(), json={"model": model})
@@ -141,37 +155,92 @@ class LlamaCppProvider(OpenAICompatibleProvider, LocalHost):
 
 
 def _router_model(item: dict[str, Any]) -> HostModel:
-    name = str(item["id"])
     raw_status = item.get("status")
     status: dict[str, Any] = raw_status if isinstance(raw_status, dict) else {}
+    if status.get("value") == "downloading" and "progress" not in status:
+        status = {**status, "progress": item.get("progress")}  # some builds put it beside the status
+    return _host_model(str(item["id"]), status)
+
+
+def _host_model(name: str, status: dict[str, Any]) -> HostModel:
+    """One router status (``{"value": ..., "failed": ..., "exit_code": ..., "progress": ...}``) as a HostModel."""
     value = str(status.get("value") or "")
     if value == "loaded":
         return HostModel(name, ModelState.LOADED)
     if value == "sleeping":
-        return HostModel(name, ModelState.LOADED, detail="sleeping (wakes on first request)")
+        return HostModel(name, ModelState.SLEEPING, detail="sleeping: the first request wakes it")
     if value == "loading":
-        return HostModel(name, ModelState.LOADING, detail="loading")
+        percent = _load_percent(status.get("progress"))
+        return HostModel(name, ModelState.LOADING, detail=_with_percent("loading", percent), progress=percent)
     if value == "downloading":
-        return HostModel(name, ModelState.LOADING, detail=_download_detail(status.get("progress")))
+        percent = _download_percent(status.get("progress"))
+        return HostModel(name, ModelState.DOWNLOADING, detail=_with_percent("downloading", percent), progress=percent)
     if status.get("failed"):
-        return HostModel(name, ModelState.NOT_LOADED, detail=_failure_detail(status))
+        return HostModel(name, ModelState.LOAD_FAILED, detail=_failure_detail(status))
     detail = "" if value == "unloaded" else f"unknown status {value!r}"
     return HostModel(name, ModelState.NOT_LOADED, detail=detail)
 
 
-def _download_detail(progress: Any) -> str:
+def _event_model(payload: Any, event_name: str) -> HostModel | None:
+    """A /models/sse frame as the HostModel it reports, or None when it is about no model's state.
+
+    Frames are ``data: {"model": m, "event": e, "data": {...}}``: ``model_status`` when a load starts,
+    ``status_change`` on every change (``exit_code`` once unloaded, non-zero for a failed load; load
+    ``progress``), ``download_progress`` while the router fetches the files.
+    """
+    if not isinstance(payload, dict) or not isinstance(payload.get("model"), str) or payload["model"] == "*":
+        return None
+    kind = str(payload.get("event") or event_name)
+    raw_data = payload.get("data")
+    data: dict[str, Any] = raw_data if isinstance(raw_data, dict) else {}
+    if kind == "download_progress":
+        return _host_model(payload["model"], {"value": "downloading", "progress": data.get("progress")})
+    if kind not in ("model_status", "status_change"):
+        return None
+    raw = data.get("status")
+    status: dict[str, Any] = dict(raw) if isinstance(raw, dict) else {"value": raw, "progress": data.get("progress")}
+    code = data.get("exit_code", status.get("exit_code"))
+    if status.get("value") == "unloaded" and isinstance(code, int) and code != 0:
+        status.update(failed=True, exit_code=code)
+    return _host_model(payload["model"], status)
+
+
+def _load_percent(progress: Any) -> float | None:
+    """Percent of a load: ``{"stages": ["text_model", ...], "current": "text_model", "value": 0.4}``.
+
+    Each stage (the model, a draft model, a projector) reports 0..1 in turn, so the overall share
+    is (stages done + value of the current one) / number of stages.
+    """
+    if not isinstance(progress, dict) or not isinstance(progress.get("value"), (int, float)):
+        return None
+    stages, current = progress.get("stages"), progress.get("current")
+    if isinstance(stages, list):
+        count, index = len(stages), stages.index(current) if current in stages else 0
+    else:
+        count = stages if isinstance(stages, int) else 1
+        index = current if isinstance(current, int) else 0
+    count = max(count, index + 1)
+    share = (index + min(max(float(progress["value"]), 0.0), 1.0)) / count
+    return round(100 * share, 1)
+
+
+def _download_percent(progress: Any) -> float | None:
     """Percent over every file being downloaded (progress maps each URL to done/total bytes)."""
     files = [p for p in progress.values() if isinstance(p, dict)] if isinstance(progress, dict) else []
     done = sum(p.get("done") or 0 for p in files)
     total = sum(p.get("total") or 0 for p in files)
-    return f"downloading {100 * done / total:.0f}%" if total else "downloading"
+    return round(100 * done / total, 1) if total else None
+
+
+def _with_percent(word: str, percent: float | None) -> str:
+    return word if percent is None else f"{word} {percent:.0f}%"
 
 
 def _failure_detail(status: dict[str, Any]) -> str:
-    detail = f"last load failed (exit code {status.get('exit_code')})"
+    detail = f"load failed (exit code {status.get('exit_code')})"
     if status.get("last_error"):
         detail += f": {status['last_error']}"
-    return detail + "; see the llama-server log"
+    return detail + "; see the llama-server log for why"
 
 
 def _says(message: str, markers: tuple[str, ...]) -> bool:

@@ -11,3 +11,6 @@ class OpenAIProvider(OpenAICompatibleProvider):
     needs_key = True
     key_env_var = "OPENAI_API_KEY"
     max_tokens_field = "max_completion_tokens"
+    # GPT-5 and the o-series reasoning models accept only the default temperature (and no top_p): "Unsupported
+    # value: 'temperature' does not support 0.7 with this model. Only the default (1) value is supported."
+    fixed_sampling_models = ("gpt-5", "o1", "o3", "o4")

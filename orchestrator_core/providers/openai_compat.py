@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from ..errors import bad_response
+from ..errors import bad_response, content_filtered
 from ..types import ChatParams, ChatResult, Message, StreamEvent, TextDelta, Usage
 from .base import Provider, event_json
 
@@ -23,6 +23,9 @@ class OpenAICompatibleProvider(Provider):
     max_tokens_field: ClassVar[str] = "max_tokens"
     forbidden_list_means_restricted = True  # OpenAI project keys without the models scope
     send_stream_usage_option: ClassVar[bool] = True  # stream_options.include_usage (Mistral rejects it)
+    # Model-name prefixes that answer a non-default temperature or top_p with a 400: sampling is dropped there,
+    # so a fallback hop never turns a good request into a bad one. Endpoints we know nothing about send it.
+    fixed_sampling_models: ClassVar[tuple[str, ...]] = ()
 
     # -- request building ---------------------------------------------------------------------
     def headers(self) -> dict[str, str]:
@@ -33,15 +36,20 @@ class OpenAICompatibleProvider(Provider):
         body: dict[str, Any] = {"model": model, "messages": [dict(m) for m in messages], "stream": stream}
         if params.max_tokens is not None:
             body[self.max_tokens_field] = params.max_tokens
-        if params.temperature is not None:
-            body["temperature"] = params.temperature
-        if params.top_p is not None:
-            body["top_p"] = params.top_p
+        if self.takes_sampling(model):
+            if params.temperature is not None:
+                body["temperature"] = params.temperature
+            if params.top_p is not None:
+                body["top_p"] = params.top_p
         if params.stop:
             body["stop"] = list(params.stop)
         if stream and self.send_stream_usage_option:
             body["stream_options"] = {"include_usage": True}
         return body
+
+    def takes_sampling(self, model: str) -> bool:
+        """False for models whose family rejects temperature / top_p (see ``fixed_sampling_models``)."""
+        return not model.lower().startswith(self.fixed_sampling_models)
 
     # -- operations ---------------------------------------------------------------------------
     def chat(self, model: str, messages: list[Message], params: ChatParams) -> ChatResult:
@@ -56,9 +64,11 @@ class OpenAICompatibleProvider(Provider):
         message = choices[0].get("message")
         if not isinstance(message, dict):
             raise bad_response(self.name, model, "missing choices[0].message")
+        text, finish = _content_text(message.get("content")), choices[0].get("finish_reason")
+        self.raise_for_refusal(model, _content_text(message.get("refusal")), finish, text)
         return ChatResult(
-            text=_content_text(message.get("content")),
-            finish_reason=choices[0].get("finish_reason"),
+            text=text,
+            finish_reason=finish,
             usage=_usage(data.get("usage")),
             model=str(data.get("model") or model),
             provider=self.name,
@@ -66,6 +76,7 @@ class OpenAICompatibleProvider(Provider):
 
     def stream_chat(self, model: str, messages: list[Message], params: ChatParams) -> Iterator[StreamEvent]:
         parts = self.answer_text(model)
+        refusal: list[str] = []  # delta.refusal pieces: kept for the error, never yielded as answer text
         finish: str | None = None
         usage = Usage()
         answered_by = model
@@ -96,7 +107,9 @@ class OpenAICompatibleProvider(Provider):
                     if text:
                         parts.add(text)
                         yield TextDelta(text)
+                    refusal.append(_content_text(delta.get("refusal")))
                     finish = choice.get("finish_reason") or finish
+        self.raise_for_refusal(model, "".join(refusal), finish, str(parts), field="delta.refusal")
         if not done:
             raise bad_response(self.name, model, "the stream ended without its [DONE] marker")
         yield ChatResult(str(parts), finish, usage, answered_by, self.name)
@@ -109,6 +122,17 @@ class OpenAICompatibleProvider(Provider):
         return [str(m["id"]) for m in items if isinstance(m, dict) and m.get("id")]
 
     # -- errors inside a 200 ------------------------------------------------------------------
+    def raise_for_refusal(
+        self, model: str, refusal: str, finish: str | None, text: str, *, field: str = "message.refusal"
+    ) -> None:
+        """A refusal (``message.refusal`` / ``delta.refusal``) or a ``content_filter`` stop is never a blank answer."""
+        if refusal.strip():
+            raise content_filtered(self.name, model, reason="refusal", field=field, refusal=refusal,
+                                   partial_text=text, secrets=self.secrets)
+        if finish == "content_filter":
+            raise content_filtered(self.name, model, reason="content_filter", field="finish_reason",
+                                   partial_text=text, secrets=self.secrets)
+
     def raise_for_error_payload(self, data: Any, model: str) -> None:
         """OpenAI-style servers may put ``{"error": ...}`` in a 200 body or a stream chunk."""
         if isinstance(data, dict) and data.get("error"):

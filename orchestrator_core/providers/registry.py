@@ -31,14 +31,14 @@ HOSTED_PROVIDERS: tuple[str, ...] = tuple(n for n in PROVIDERS if n not in LOCAL
 
 def provider_class(name: str) -> type[Provider]:
     """The class for a provider prefix, or UnknownProviderError naming the known ones."""
+    found = PROVIDERS.get(name)
+    if found is not None:
+        return found
     from ..errors import UnknownProviderError
 
-    try:
-        return PROVIDERS[name]
-    except KeyError:
-        raise UnknownProviderError(
-            f"Unknown provider {name!r}; use one of: {', '.join(PROVIDERS)}.", provider=name
-        ) from None
+    raise UnknownProviderError(
+        f"Unknown provider {name!r}; use one of: {', '.join(PROVIDERS)}.", provider=name
+    )
 
 
 def is_local(name: str) -> bool:

@@ -2,13 +2,19 @@
 
 ``Database.open(url)`` checks the location, connects, applies SQLite pragmas and upgrades the
 schema to the newest migration. Every start-up failure becomes ``errors.DatabaseError`` with a
-message that says what to fix.
+message that says what to fix. After start-up, a statement that meets another process's write lock
+past the busy wait raises ``errors.DatabaseBusyError`` (classified once, in ``_classify_busy``), never
+a raw OperationalError carrying SQL and bound values.
+
+The schema revision is read with plain SQL and compared with the newest migration file's revision
+line (``head_revision``); Alembic is imported only when an upgrade is due.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -18,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, exc, text
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, ExceptionContext, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from ..config import DEFAULT_DATABASE_URL
-from ..errors import DatabaseError
+from ..errors import DatabaseBusyError, DatabaseError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 BUSY_TIMEOUT_MS = 5000
@@ -31,6 +37,12 @@ DEFAULT_CONNECT_TIMEOUT_S = 10.0
 # Driver -> its connect-timeout argument (seconds). sqlite has none: it opens a file.
 _CONNECT_TIMEOUT_ARGS = {"psycopg": "connect_timeout", "psycopg2": "connect_timeout", "pymysql": "connect_timeout",
                          "mysqldb": "connect_timeout", "pg8000": "timeout"}
+# Best-effort writes (discovered models, the secret verifier) wait this long for a busy database, then skip.
+SHORT_BUSY_TIMEOUT_MS = 200
+BUSY_MESSAGE = ("The database is busy: another process is writing to it. Nothing was changed; try again in a "
+                "moment.")
+# PostgreSQL SQLSTATEs that mean "someone else holds the lock": lock_not_available, deadlock_detected.
+_PG_BUSY_STATES = ("55P03", "40P01")
 # Any constant shared by every process: the PostgreSQL advisory lock that serialises migrations.
 _PG_MIGRATION_LOCK = 727_001
 # Alembic's ``op`` and ``context`` are module-wide proxies, so two threads must never migrate at once.
@@ -60,8 +72,13 @@ class Database:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     @classmethod
-    def open(cls, url: str, *, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> Database:
+    def open(
+        cls, url: str, *, check_writable: bool = True, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    ) -> Database:
         """Connect to ``url``, upgrade the schema to the newest migration and return the database.
+
+        check_writable=False (read-only commands such as ``status``) opens a database that is at the
+        newest migration without taking the write lock, so it works while another process writes.
 
         A database server is given ``connect_timeout_s`` (DB_CONNECT_TIMEOUT_S) to answer, so one that
         accepts connections and never speaks fails start-up instead of hanging it.
@@ -71,10 +88,13 @@ class Database:
             _check_sqlite_location(parsed, create_folder=url == DEFAULT_DATABASE_URL)
         engine = _create_engine(parsed, connect_timeout_s)
         try:
-            _migrate(engine)
+            _migrate(engine, check_writable=check_writable)
         except DatabaseError:
             engine.dispose()
             raise
+        except DatabaseBusyError as error:
+            engine.dispose()
+            raise _translate(error.__cause__ or error, parsed, connect_timeout_s) from error
         except (exc.SQLAlchemyError, sqlite3.Error, OSError) as error:
             engine.dispose()
             raise _translate(error, parsed, connect_timeout_s) from error
@@ -99,6 +119,30 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+    @contextmanager
+    def quick_write(self) -> Iterator[Connection]:
+        """A transaction that waits only SHORT_BUSY_TIMEOUT_MS for a busy database (then DatabaseBusyError).
+
+        For best-effort writes a reader triggers (discovery during a status check): a page or a
+        read-only command must not stall for the full busy wait because another process writes.
+        """
+        with self.engine.connect() as conn:
+            sqlite_db = conn.dialect.name == "sqlite"
+            if sqlite_db:
+                conn.exec_driver_sql(f"PRAGMA busy_timeout={SHORT_BUSY_TIMEOUT_MS}")
+            elif conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = {SHORT_BUSY_TIMEOUT_MS}")
+            try:
+                yield conn
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+            finally:
+                if sqlite_db:  # the connection goes back to the pool: give it the normal wait again
+                    conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                    conn.rollback()
 
     def startup_error(self, error: BaseException) -> DatabaseError:
         """A failure of the first reads after open (e.g. a corrupt table page) as a DatabaseError saying what to fix."""
@@ -198,7 +242,36 @@ def _create_engine(url: URL, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_
         raise DatabaseError(f"DATABASE_URL is not usable: {error}; fix the URL.") from None
     if url.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+    event.listen(engine, "handle_error", _classify_busy)
     return engine
+
+
+def upsert_insert(dialect: str) -> Any:
+    """The dialect's insert() that has on_conflict_do_nothing (SQLite or PostgreSQL), imported on first use:
+    the PostgreSQL dialect alone costs a CLI start about 50 ms."""
+    if dialect == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert
+    from sqlalchemy.dialects import postgresql
+
+    return postgresql.insert
+
+
+def is_busy(error: BaseException) -> bool:
+    """True for "another process holds the lock" (SQLite locked/busy, PostgreSQL lock timeout or deadlock)."""
+    original = getattr(error, "orig", None) or error
+    if isinstance(original, sqlite3.OperationalError):
+        text = str(original).lower()
+        return "database is locked" in text or "database is busy" in text or "database table is locked" in text
+    return getattr(original, "sqlstate", None) in _PG_BUSY_STATES or getattr(original, "pgcode", None) in _PG_BUSY_STATES
+
+
+def _classify_busy(context: ExceptionContext) -> None:
+    # One place for every statement on the engine: the SQLAlchemy error would carry the SQL and its
+    # bound values (an encrypted key, a prompt's metadata) into any message that shows it.
+    if is_busy(context.original_exception):
+        raise DatabaseBusyError(BUSY_MESSAGE) from context.sqlalchemy_exception
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -277,13 +350,36 @@ def alembic_config(connection: Connection | None = None, url: str | None = None)
 
 
 def head_revision() -> str | None:
-    """The newest migration shipped with this code."""
+    """The newest migration shipped with this code, read from the revision lines of the version files.
+
+    Importing Alembic costs more than the rest of a CLI start; it is asked only when the files do not
+    name exactly one head (a merge migration with a tuple, an unusual layout).
+    """
     global _HEAD
     if _HEAD is None:
-        from alembic.script import ScriptDirectory
-
-        _HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
+        _HEAD = _head_from_files() or _head_from_alembic()
     return _HEAD
+
+
+_REVISION_LINE = re.compile(r"^(down_revision|revision)\b[^=]*=\s*(.+)$", re.MULTILINE)
+
+
+def _head_from_files() -> str | None:
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        for name, value in _REVISION_LINE.findall(path.read_text(encoding="utf-8")):
+            found = re.findall(r"[\"']([^\"']+)[\"']", value)
+            (revisions if name == "revision" else parents).update(found)
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+def _head_from_alembic() -> str | None:
+    from alembic.script import ScriptDirectory
+
+    head: str | None = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    return head
 
 
 def current_revision(connection: Connection) -> str | None:
@@ -293,14 +389,25 @@ def current_revision(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-def _migrate(engine: Engine) -> None:
-    # Runs on every start, even at head, so a read-only SQLite file fails here rather than on first write.
+def _stored_revisions(conn: Connection) -> tuple[str, ...]:
+    """alembic_version read with plain SQL: () for a database that has never been migrated."""
+    if not conn.dialect.has_table(conn, "alembic_version"):
+        return ()
+    return tuple(str(row[0]) for row in conn.exec_driver_sql("SELECT version_num FROM alembic_version"))
+
+
+def _migrate(engine: Engine, *, check_writable: bool = True) -> None:
     with _MIGRATION_THREAD_LOCK, engine.connect() as conn:
+        head = head_revision()
+        if not check_writable and _stored_revisions(conn) == (head,):
+            conn.rollback()
+            return  # at head, and the caller only reads: no lock, no write
+        # Runs on every writable start, even at head, so a read-only SQLite file fails here, not on first write.
         _lock_for_migration(conn)
         # Another process may have finished the upgrade while this one waited for the lock.
-        current = current_revision(conn)
-        if current != head_revision():
-            _upgrade(conn, current)
+        stored = _stored_revisions(conn)
+        if stored != (head,):
+            _upgrade(conn, stored[0] if stored else None)
         elif conn.dialect.name == "sqlite":
             # A no-op write: SQLite grants BEGIN IMMEDIATE even on a read-only file and fails only here.
             conn.exec_driver_sql("UPDATE alembic_version SET version_num = version_num")

@@ -1,6 +1,7 @@
 """API keys: encrypted at rest with Fernet, listed only masked, merged with keys from the environment.
 
-The Fernet key comes from ORCHESTRATOR_SECRET_KEY or, failing that, from ``secret.key`` beside the
+``secret_for`` runs on every call, so it reads the keys from memory; a write in this process or another
+reloads them (see generations.py). The Fernet key comes from ORCHESTRATOR_SECRET_KEY or, failing that, from ``secret.key`` beside the
 database (created once, mode 0600). Losing both makes stored keys unreadable: ``verify_secret``
 says so at start-up instead of keys silently disappearing.
 """
@@ -14,21 +15,23 @@ import hashlib
 import os
 import stat
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import cast
 
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import bindparam, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Table, bindparam, select
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from ..config import HOSTED_PROVIDERS, LOCAL_PROVIDERS, key_text_problem
-from ..errors import InvalidKeyInputError, SecretKeyError, mask_key
+from ..errors import DatabaseBusyError, InvalidKeyInputError, SecretKeyError, mask_key
 from ..types import KeyCheck, KeyTestResult
-from .db import Database
-from .tables import ApiKey, utcnow
+from .db import Database, upsert_insert
+from .generations import Generations, Token, generations_for
+from .tables import ApiKey, AppMeta, utcnow
 
 SECRET_FILE = "secret.key"
 DEFAULT_KEY_DIR = Path("data")
@@ -44,12 +47,25 @@ _UNDECRYPTABLE = (
 )
 
 KeyId = int | str
+AREA = "keys"
+SecretRows = Mapping[str, Sequence[tuple[str, str | None]]]  # provider -> (token, last test), newest first
+
+# The secret verifier in app_meta: a Fernet token of a constant, so any process can tell whether its
+# secret is the one this database was set up with, even before any key is stored.
+VERIFIER_KEY = "secret_verifier"
+_VERIFIER_PLAINTEXT = b"orchestrator_core: the secret of this database, v1"
+_VERIFIER = select(AppMeta.__table__.c.value).where(AppMeta.__table__.c.key == VERIFIER_KEY)
+_OTHER_SECRET = (
+    "Stored keys cannot be decrypted with this secret: this database was set up with a different secret "
+    "(ORCHESTRATOR_SECRET_KEY, or the secret.key file of the folder its first process ran in). Every process "
+    "that uses this database needs the same secret: set ORCHESTRATOR_SECRET_KEY to the same value everywhere, "
+    "or copy that secret.key into this process's data folder."
+)
 
 _KEYS = ApiKey.__table__
-# Built once, because building a statement costs more than running it and secret_for runs on every call.
 _SECRET_ROWS = (
-    select(_KEYS.c.encrypted_key, _KEYS.c.last_test_status)
-    .where(_KEYS.c.user_id == bindparam("user_id"), _KEYS.c.provider == bindparam("provider"))
+    select(_KEYS.c.provider, _KEYS.c.encrypted_key, _KEYS.c.last_test_status)
+    .where(_KEYS.c.user_id == bindparam("user_id"))
     .order_by(_KEYS.c.updated_at.desc(), _KEYS.c.id.desc())
 )
 
@@ -158,8 +174,11 @@ class KeyStore:
         env_keys: Mapping[str, str] | None = None,
         known_providers: Collection[str] = (*HOSTED_PROVIDERS, *LOCAL_PROVIDERS),
         user_id: str = "local",
+        generations: Generations | None = None,
     ) -> None:
         self.db = db
+        self._generations = generations or generations_for(db)
+        self._secrets: tuple[Token, SecretRows] | None = None
         self.fernet = fernet
         self.env_keys = {p: k for p, k in (env_keys or {}).items() if k}
         self.known_providers = tuple(known_providers)
@@ -177,7 +196,7 @@ class KeyStore:
         key = _check_key(key)
         row = ApiKey(provider=provider, label=label, encrypted_key=self._encrypt(key), user_id=self.user_id)
         try:
-            with self.db.session() as s:
+            with self._generations.writing(AREA) as s:
                 self._check_label_free(s, provider, label, None)
                 s.add(row)
                 s.flush()
@@ -191,7 +210,7 @@ class KeyStore:
         new_key = _check_key(key) if key is not None else None
         provider = ""
         try:
-            with self.db.session() as s:
+            with self._generations.writing(AREA) as s:
                 row = self._row(s, key_id)
                 provider = row.provider
                 if new_label is not None and new_label != row.label:
@@ -210,7 +229,7 @@ class KeyStore:
 
     def delete(self, key_id: KeyId) -> None:
         """Remove a stored key."""
-        with self.db.session() as s:
+        with self._generations.writing(AREA) as s:
             s.delete(self._row(s, key_id))
 
     def record_test(self, key_id: KeyId, result: KeyTestResult) -> None:
@@ -219,7 +238,7 @@ class KeyStore:
         if env_provider is not None:
             self._env_tests[env_provider] = result
             return
-        with self.db.session() as s:
+        with self._generations.writing(AREA) as s:
             row = self._row(s, key_id)
             row.last_tested_at = result.tested_at
             row.last_test_status = KeyCheck(result.status).value
@@ -243,8 +262,7 @@ class KeyStore:
         A stored key whose last test was "rejected" is used only when nothing else exists, so the call
         fails with a clear authentication error instead of "no key".
         """
-        with self.db.engine.connect() as conn:
-            rows = conn.execute(_SECRET_ROWS, {"user_id": self.user_id, "provider": provider}).all()
+        rows = self._secret_rows().get(provider, ())
         usable = [token for token, status in rows if status != KeyCheck.REJECTED.value]
         if usable:
             return self._decrypt(usable[0])
@@ -261,12 +279,64 @@ class KeyStore:
             return self._decrypt(self._row(s, key_id).encrypted_key)
 
     def verify_secret(self) -> None:
-        """Raise SecretKeyError unless every stored key decrypts with the current secret."""
+        """Raise SecretKeyError unless this secret is the database's: its verifier and every stored key decrypt.
+
+        The first process on a database records the verifier, so a second one with another secret (another
+        folder's secret.key on a shared PostgreSQL) is refused before it stores a key nobody else can read.
+        """
+        with self.db.engine.connect() as conn:
+            verifier = conn.scalar(_VERIFIER)
+        if verifier is not None:
+            self._check_verifier(verifier)
         with self.db.session() as s:
             for token in s.scalars(select(ApiKey.encrypted_key)):
                 self._decrypt(token)
+        if verifier is None:
+            self._record_verifier()
+
+    def _check_verifier(self, token: str) -> None:
+        try:
+            ok = self.fernet.decrypt(token.encode("ascii")) == _VERIFIER_PLAINTEXT
+        except (InvalidToken, ValueError):
+            ok = False
+        if not ok:
+            raise SecretKeyError(_OTHER_SECRET)
+
+    def _record_verifier(self) -> None:
+        """Insert the verifier unless another process did first; then it must match ours."""
+        table = cast(Table, AppMeta.__table__)
+        row = {"key": VERIFIER_KEY, "value": self.fernet.encrypt(_VERIFIER_PLAINTEXT).decode("ascii")}
+        try:
+            with self.db.engine.begin() as conn:  # the full busy wait: two first starts at once must agree
+                if self.db.dialect in ("sqlite", "postgresql"):
+                    insert = upsert_insert(self.db.dialect)
+                    conn.execute(insert(table).on_conflict_do_nothing(index_elements=["key"]), [row])
+                elif conn.scalar(_VERIFIER) is None:
+                    conn.execute(table.insert(), [row])
+                stored = conn.scalar(_VERIFIER)
+        except (DatabaseBusyError, IntegrityError):
+            return  # recorded on a later start; stored keys were checked above
+        except OperationalError as exc:
+            if "readonly" in str(exc.orig).lower():
+                return
+            raise
+        if stored is not None:
+            self._check_verifier(stored)
 
     # -- helpers ---------------------------------------------------------------------------------
+    def _secret_rows(self) -> SecretRows:
+        """Every stored key of this user by provider, from memory unless a write changed them."""
+        token = self._generations.token(AREA)
+        loaded = self._secrets
+        if loaded is None or loaded[0] != token:
+            by_provider: dict[str, list[tuple[str, str | None]]] = {}
+            with self.db.engine.connect() as conn:
+                for provider, encrypted, status in conn.execute(_SECRET_ROWS, {"user_id": self.user_id}):
+                    by_provider.setdefault(provider, []).append((encrypted, status))
+            loaded = (token, by_provider)
+            self._secrets = loaded
+        return loaded[1]
+
     def _encrypt(self, key: str) -> str:
         return self.fernet.encrypt(key.encode()).decode("ascii")
 
@@ -400,3 +470,4 @@ def _duplicate(provider: str, label: str) -> InvalidKeyInputError:
     return InvalidKeyInputError(
         f"A {provider} key labelled {label!r} already exists; choose another label or edit that key."
     )
+

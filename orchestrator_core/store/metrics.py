@@ -1,7 +1,9 @@
 """Call metrics: a non-blocking recorder and the SQL aggregations behind the charts.
 
 ``MetricsRecorder.record`` only puts the row on a queue; a daemon thread batches inserts, and in the
-same transaction adds the batch to the per-minute and per-hour rollups (store/rollup.py). Readers call
+same transaction adds the batch to the per-minute and per-hour rollups (store/rollup.py). Rows the
+database does not take before the recorder closes go to a spool file (store/spool.py) that the next
+recorder on the same database writes. Readers call
 ``recorder.flush()`` first when they must see the newest rows. Every query aggregates in SQL and
 returns only aggregates.
 
@@ -22,15 +24,18 @@ import logging
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
     Integer,
+    String,
     and_,
     case,
     cast,
@@ -42,16 +47,22 @@ from sqlalchemy import (
 )
 from sqlalchemy import exc as sa_exc
 
-from ..errors import InputError
+from ..errors import DatabaseBusyError, InputError
 from ..types import Attempt
 from . import rollup
-from .db import Database
+from .db import BUSY_TIMEOUT_MS, Database
+from .spool import Spool, read_rows
 from .tables import LATENCY_BUCKETS, TTFT_BUCKETS, CallMetric
 
 log = logging.getLogger("orchestrator_core.metrics")
 
 OUTCOMES = ("ok", "error", "skipped")
 MAX_ERROR_LEN = 1000
+TRUNCATED_MARK = "…"
+# Lengths of the VARCHAR columns of call_metrics (the rollups use the same lengths for the same names).
+_COLUMN_LIMITS = {
+    c.name: c.type.length for c in CallMetric.__table__.columns if isinstance(c.type, String) and c.type.length
+}
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,14 @@ class MetricRow:
         values["requested_model"] = self.requested_model or self.model
         if self.error:
             values["error"] = self.error[:MAX_ERROR_LEN]
+        for name, limit in _COLUMN_LIMITS.items():
+            value = values.get(name)
+            if isinstance(value, str) and len(value) > limit:
+                # PostgreSQL refuses the whole row for one long value ("value too long for type character
+                # varying"): keep the row, cut the value and mark the cut, and say so in the log.
+                values[name] = value[: limit - 1] + TRUNCATED_MARK
+                log.warning("Metrics: %s of a row was %d characters, over its column's %d; stored cut short "
+                            "and ending in %r.", name, len(value), limit, TRUNCATED_MARK)
         return values
 
 
@@ -105,12 +124,32 @@ _STOP = object()
 # What rollup.aggregate raises for a row whose values are not numbers (or an infinite time).
 _MALFORMED = (TypeError, ValueError, KeyError, ArithmeticError)
 _WARN_AFTER_FAILURES = 3
-_MAX_BATCH = 5000
 _MAX_BACKOFF_S = 2.0
+EXIT_WAIT_S = 5.0  # how long close() waits for a busy database before the rows go to the spool
+# A write that has not finished after this long means the database is busy: readers stop waiting for it.
+_STALLED_AFTER_S = 0.25
+
+
+class _Claimed:
+    """Spool files whose rows are queued just before this marker: deleted once those rows are written."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+
+    def set(self) -> None:
+        for path in self.paths:
+            path.unlink(missing_ok=True)
+
+
+Waiter = threading.Event | _Claimed
 
 
 class MetricsRecorder:
-    """Queue rows from any thread; one daemon thread writes them in batches and never drops them."""
+    """Queue rows from any thread; one daemon thread writes them in batches and never drops them.
+
+    Rows that cannot be written by the time the recorder closes (at exit, on SIGTERM or SIGHUP) go to
+    the spool (store/spool.py) and are written by the next recorder on the same database.
+    """
 
     def __init__(self, db: Database, *, first_backoff_s: float = 0.05, batch_window_s: float = 0.2) -> None:
         self.db = db
@@ -118,11 +157,18 @@ class MetricsRecorder:
         # Rows arriving within this window share one transaction: a commit per call would cost the
         # calling threads several milliseconds of GIL and disk time each. flush() skips the wait.
         self.batch_window_s = batch_window_s
+        self.spool = Spool.for_database(db)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._hurry = threading.Event()  # set by flush() and close(): end the batch window now
         self._closed = False
+        self._give_up = threading.Event()  # set by close(): spool what is left instead of retrying
+        self._failing = False
+        self._writing_since: float | None = None
         self._thread = threading.Thread(target=self._run, name="orchestrator-metrics-writer", daemon=True)
+        self._replay_spool()
         self._thread.start()
-        atexit.register(self.close)  # rows still queued at interpreter exit get written
+        atexit.register(self.close)  # rows still queued at interpreter exit get written (or spooled)
+        _OPEN.add(self)
 
     def record(self, row: MetricRow) -> None:
         """Queue one row; returns at once and never raises."""
@@ -137,19 +183,36 @@ class MetricsRecorder:
             return not self._thread.is_alive()
         done = threading.Event()
         self._queue.put(done)
+        self._hurry.set()
         return done.wait(timeout)
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Write what is queued and stop the writer thread."""
+    @property
+    def stalled(self) -> bool:
+        """The database is not taking rows right now (the last write failed, or one has hung for a while).
+
+        A page that wants the newest rows skips its flush then, and shows what is already stored.
+        """
+        since = self._writing_since
+        return self._failing or (since is not None and time.monotonic() - since > _STALLED_AFTER_S)
+
+    def close(self, timeout: float = EXIT_WAIT_S) -> None:
+        """Write what is queued and stop the writer thread; rows the database will not take are spooled."""
         if self._closed:
             return
         self._closed = True
         atexit.unregister(self.close)
+        _OPEN.discard(self)
         self._queue.put(_STOP)
+        self._hurry.set()
         self._thread.join(timeout)
+        if not self._thread.is_alive():
+            return
+        # The write in progress ends within the busy wait; then the writer spools instead of retrying.
+        self._give_up.set()
+        self._thread.join(BUSY_TIMEOUT_MS / 1000 + 2.0)
         if self._thread.is_alive():
-            log.warning("Metrics: rows could not be written within %.0f s at shutdown; the database "
-                        "may be locked or unwritable, so the newest call metrics may be missing.", timeout)
+            log.warning("Metrics: the writer did not stop within %.0f s of shutdown; the database may hang, so the "
+                        "newest call metrics may be missing.", timeout + BUSY_TIMEOUT_MS / 1000 + 2.0)
 
     def __enter__(self) -> MetricsRecorder:
         return self
@@ -157,10 +220,51 @@ class MetricsRecorder:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    # -- the spool -----------------------------------------------------------------------------
+    def _replay_spool(self) -> None:
+        """Queue the rows an earlier process could not write, before anything this process records."""
+        if self.spool is None:
+            return
+        try:
+            paths = self.spool.claim()
+        except OSError as exc:
+            log.warning("Metrics: cannot look for spooled rows in %s (%s).", self.spool.folder, exc.strerror)
+            return
+        count = 0
+        for path in paths:
+            for values in read_rows(path):
+                try:
+                    self._queue.put(MetricRow(**values))
+                    count += 1
+                except TypeError as exc:
+                    log.warning("Metrics: skipped a spooled row of %s that is not a metric row (%s).", path, exc)
+        if paths:
+            self._queue.put(_Claimed(paths))
+            log.info("Metrics: writing %d rows spooled by an earlier process.", count)
+
+    def _spool_rest(self, pending: list[dict[str, Any]], waiters: list[Waiter]) -> None:
+        """close() gave up on the database: save every unwritten row to a new spool file."""
+        self._collect(pending, waiters, block=False)
+        claimed = [w for w in waiters if isinstance(w, _Claimed)]
+        if pending:
+            try:
+                if self.spool is None:
+                    raise OSError(0, "an in-memory database has no spool")
+                path = self.spool.write(pending)
+            except OSError as exc:
+                log.error("Metrics: %d rows could not be written to the database nor to the spool (%s); they are "
+                          "lost.", len(pending), exc.strerror or exc)
+                return  # keep the claimed files: their rows are still in them
+            log.warning("Metrics: the database did not take %d rows before exit; they were saved to %s and are "
+                        "written on the next start.", len(pending), path)
+        for marker in claimed:  # their rows are written or in the new spool file now
+            marker.set()
+        pending.clear()
+
     # -- the writer thread ---------------------------------------------------------------------
     def _run(self) -> None:
         pending: list[dict[str, Any]] = []
-        waiters: list[threading.Event] = []
+        waiters: list[Waiter] = []
         stopping = False
         failures = 0
         while True:
@@ -168,40 +272,39 @@ class MetricsRecorder:
             if pending and not waiters and not stopping:
                 stopping = self._gather(pending, waiters)
             if pending:
+                self._writing_since = time.monotonic()
                 try:
                     self._write(pending)
                 except Exception as exc:  # noqa: BLE001 - the writer must outlive any database failure
                     failures += 1
+                    self._failing = True
                     self._on_failure(exc, failures, len(pending))
-                    time.sleep(min(self.first_backoff_s * 2 ** min(failures - 1, 16), _MAX_BACKOFF_S))
+                    if self._give_up.wait(min(self.first_backoff_s * 2 ** min(failures - 1, 16), _MAX_BACKOFF_S)):
+                        self._spool_rest(pending, waiters)
+                        return
                     continue
+                finally:
+                    self._writing_since = None
                 if failures >= _WARN_AFTER_FAILURES:
                     log.info("Metrics: writing works again; %d queued rows were written.", len(pending))
                 pending.clear()
                 failures = 0
+                self._failing = False
             for waiter in waiters:
                 waiter.set()
             waiters.clear()
             if stopping:
                 return
 
-    def _gather(self, pending: list[dict[str, Any]], waiters: list[threading.Event]) -> bool:
-        """Keep collecting for batch_window_s, or until a flush, a stop or a full batch; True on stop."""
-        deadline = time.monotonic() + self.batch_window_s
-        while len(pending) < _MAX_BATCH and not waiters:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            try:
-                item = self._queue.get(timeout=remaining)
-            except queue.Empty:
-                return False
-            self._queue.put(item)  # let _collect sort it with everything else that is queued
-            if self._collect(pending, waiters, block=False):
-                return True
-        return False
+    def _gather(self, pending: list[dict[str, Any]], waiters: list[Waiter]) -> bool:
+        """Let rows gather for batch_window_s, or until a flush or a stop; True on stop.
 
-    def _collect(self, pending: list[dict[str, Any]], waiters: list[threading.Event], *, block: bool) -> bool:
+        Rows queued meanwhile do not wake this thread: waking per row made every call hand the GIL over."""
+        self._hurry.wait(self.batch_window_s)
+        self._hurry.clear()
+        return self._collect(pending, waiters, block=False)
+
+    def _collect(self, pending: list[dict[str, Any]], waiters: list[Waiter], *, block: bool) -> bool:
         """Move everything queued into pending/waiters; True when a stop was requested."""
         stop = False
         try:
@@ -212,7 +315,7 @@ class MetricsRecorder:
                         pending.append(item.as_values())
                     except Exception as exc:  # noqa: BLE001 - a broken row must not stop the writer
                         log.warning("Metrics: skipped a malformed row (%s: %s).", type(exc).__name__, exc)
-                elif isinstance(item, threading.Event):
+                elif isinstance(item, (threading.Event, _Claimed)):
                     waiters.append(item)
                 elif item is _STOP:
                     stop = True
@@ -259,14 +362,46 @@ class MetricsRecorder:
                         pending, failures, _first_line(exc))
 
     def _write_late(self, row: MetricRow) -> None:
+        """A row recorded after close() (a stream ended by a signal): written now, else spooled."""
         try:
-            self._write([row.as_values()])
+            values = row.as_values()
         except Exception as exc:  # noqa: BLE001 - record() never raises into the caller
-            log.warning("Metrics: a row recorded after close() could not be written: %s", _first_line(exc))
+            log.warning("Metrics: skipped a malformed row (%s: %s).", type(exc).__name__, exc)
+            return
+        try:
+            self._write([values])
+            return
+        except Exception as exc:  # noqa: BLE001
+            reason = _first_line(exc)
+        try:
+            if self.spool is not None:
+                self.spool.write([values])
+                return
+        except OSError:
+            pass
+        log.warning("Metrics: a row recorded after close() could not be written: %s", reason)
+
+
+_OPEN: weakref.WeakSet[MetricsRecorder] = weakref.WeakSet()
+
+
+def flush_all(timeout: float) -> None:
+    """Flush every open recorder of this process (a signal arrived and another handler will exit)."""
+    for recorder in list(_OPEN):
+        if not recorder.stalled:
+            recorder.flush(timeout)
+
+
+def close_all() -> None:
+    """Close every open recorder of this process: rows written, or spooled."""
+    for recorder in list(_OPEN):
+        recorder.close()
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
+    # A DatabaseBusyError wraps the driver's own words ("database is locked"), which say more in a log.
+    driver = exc.__cause__ if isinstance(exc, DatabaseBusyError) else None
+    text = str(getattr(exc, "orig", None) or driver or exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 

@@ -1,4 +1,8 @@
-"""The model registry: which models the console offers, in what order, and which are switched on."""
+"""The model registry: which models the console offers, in what order, and which are switched on.
+
+Status checks and fallback read it on every call, so it is read from memory; a write in this process or
+another reloads it (see generations.py).
+"""
 
 from __future__ import annotations
 
@@ -9,26 +13,24 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Table, select
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from ..config import HOSTED_PROVIDERS, LOCAL_PROVIDERS
-from ..errors import InputError, InvalidModelIdError, UnknownProviderError
+from ..errors import DatabaseBusyError, InputError, InvalidModelIdError, UnknownProviderError
 from ..types import ModelRef
-from .db import Database
+from .db import Database, upsert_insert
+from .generations import Generations, Token, generations_for
 from .tables import AIModel, utcnow
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("seed", "user", "discovered")
+AREA = "registry"
 
-# Built once: status and routing read the registry often, and building a statement costs more than running it.
 _TABLE = AIModel.__table__
 _ALL = select(_TABLE).order_by(_TABLE.c.priority, _TABLE.c.model_id)
-_ACTIVE = _ALL.where(_TABLE.c.active.is_(True))
-_ONE = select(_TABLE).where(_TABLE.c.model_id == bindparam("model_id"))
 DISCOVERED_PRIORITY = 200  # below the hosted defaults and the operator's own models
 
 
@@ -49,21 +51,36 @@ class ModelRegistry:
     """Registered models in the database; every process sees the same list."""
 
     def __init__(
-        self, db: Database, known_providers: Collection[str] = (*HOSTED_PROVIDERS, *LOCAL_PROVIDERS)
+        self,
+        db: Database,
+        known_providers: Collection[str] = (*HOSTED_PROVIDERS, *LOCAL_PROVIDERS),
+        *,
+        generations: Generations | None = None,
     ) -> None:
         self.db = db
         self.known_providers = tuple(known_providers)
+        self._generations = generations or generations_for(db)
+        self._loaded: tuple[Token, tuple[ModelEntry, ...], dict[str, ModelEntry]] | None = None
 
     def list(self, active_only: bool = False) -> builtins.list[ModelEntry]:
         """Models by priority, then model id."""
-        with self.db.engine.connect() as conn:
-            return [_entry(row) for row in conn.execute(_ACTIVE if active_only else _ALL)]
+        entries = self._entries()[0]
+        return [e for e in entries if e.active] if active_only else builtins.list(entries)
 
     def get(self, model_id: str) -> ModelEntry | None:
         """One model, or None when it is not registered."""
-        with self.db.engine.connect() as conn:
-            row = conn.execute(_ONE, {"model_id": model_id}).first()
-        return _entry(row) if row else None
+        return self._entries()[1].get(model_id)
+
+    def _entries(self) -> tuple[tuple[ModelEntry, ...], dict[str, ModelEntry]]:
+        """Every entry in order and by id, from memory unless a write changed them."""
+        token = self._generations.token(AREA)
+        loaded = self._loaded
+        if loaded is None or loaded[0] != token:
+            with self.db.engine.connect() as conn:
+                entries = tuple(_entry(row) for row in conn.execute(_ALL))
+            loaded = (token, entries, {e.model_id: e for e in entries})
+            self._loaded = loaded
+        return loaded[1], loaded[2]
 
     def add(
         self,
@@ -87,7 +104,7 @@ class ModelRegistry:
             source=source,
         )
         try:
-            with self.db.session() as s:
+            with self._generations.writing(AREA) as s:
                 if s.scalar(select(AIModel.id).where(AIModel.model_id == ref.id)) is not None:
                     raise _already(ref.id)
                 s.add(row)
@@ -98,19 +115,19 @@ class ModelRegistry:
 
     def remove(self, model_id: str) -> None:
         """Unregister a model (a discovered one comes back on the next discovery; deactivate it instead)."""
-        with self.db.session() as s:
+        with self._generations.writing(AREA) as s:
             s.delete(_row(s, model_id))
 
     def set_active(self, model_id: str, active: bool) -> ModelEntry:
         """Switch a model on or off for routing and fallback."""
-        with self.db.session() as s:
+        with self._generations.writing(AREA) as s:
             row = _row(s, model_id)
             row.active, row.updated_at = bool(active), utcnow()
             return _entry(row)
 
     def set_priority(self, model_id: str, priority: int) -> ModelEntry:
         """Change a model's place in the order (lower = preferred)."""
-        with self.db.session() as s:
+        with self._generations.writing(AREA) as s:
             row = _row(s, model_id)
             row.priority, row.updated_at = int(priority), utcnow()
             return _entry(row)
@@ -126,34 +143,54 @@ class ModelRegistry:
         for name in dict.fromkeys(names):
             try:
                 ids.append(ModelRef.parse(f"{provider}:{name}").id)
-            except InvalidModelIdError:
-                log.info("Skipping a model with an unusable name from %s: %r", provider, name)
+            except InvalidModelIdError as exc:
+                # One odd name (too long for the model columns, spaces) must not keep the rest unregistered.
+                log.warning("Skipping a model %s lists: %s", provider, exc.message)
+        registered = self._entries()[1]
+        ids = [i for i in ids if i not in registered]  # every status check lands here: no SQL when all are known
         if not ids:
             return []
-        now = utcnow()
-        with self.db.session() as s:
-            known = set(s.scalars(select(AIModel.model_id).where(AIModel.model_id.in_(ids))))
-            new: builtins.list[dict[str, Any]] = [
-                {"model_id": i, "provider": provider, "display_name": None, "active": True,
-                 "priority": DISCOVERED_PRIORITY, "source": "discovered", "created_at": now, "updated_at": now}
-                for i in ids
-                if i not in known
-            ]
-            if new:
-                self._insert_ignoring_existing(s, new)
+        try:
+            return self._register_new(provider, ids)
+        except DatabaseBusyError:
+            log.info("Discovery of %s models skipped: the database is busy; the next status check tries again.",
+                     provider)
+        except OperationalError as exc:
+            if "readonly" not in str(exc.orig).lower():
+                raise
+            log.info("Discovery of %s models skipped: the database is read-only.", provider)
+        return []
+
+    def _register_new(self, provider: str, ids: builtins.list[str]) -> builtins.list[str]:
+        # Best effort, with a short busy wait: a status check is a read and must not stall on another writer.
+        try:
+            with self.db.quick_write() as conn:
+                known = set(conn.scalars(select(_TABLE.c.model_id).where(_TABLE.c.model_id.in_(ids))))
+                now = utcnow()
+                new: builtins.list[dict[str, Any]] = [
+                    {"model_id": i, "provider": provider, "display_name": None, "active": True,
+                     "priority": DISCOVERED_PRIORITY, "source": "discovered", "created_at": now, "updated_at": now}
+                    for i in ids
+                    if i not in known
+                ]
+                if new:
+                    self._insert_ignoring_existing(conn, new)
+                    self._generations.bump(conn, AREA)  # commits with the rows
+        finally:
+            self._generations.changed(AREA)
         return [str(row["model_id"]) for row in new]
 
-    def _insert_ignoring_existing(self, s: Session, rows: builtins.list[dict[str, Any]]) -> None:
+    def _insert_ignoring_existing(self, conn: Connection, rows: builtins.list[dict[str, Any]]) -> None:
         table = cast(Table, AIModel.__table__)
         if self.db.dialect in ("sqlite", "postgresql"):
             # Two processes discovering at once must not fail on the unique model_id.
-            insert = sqlite.insert if self.db.dialect == "sqlite" else postgresql.insert
-            s.execute(insert(table).on_conflict_do_nothing(index_elements=[table.c.model_id]), rows)
+            insert = upsert_insert(self.db.dialect)
+            conn.execute(insert(table).on_conflict_do_nothing(index_elements=[table.c.model_id]), rows)
             return
         for row in rows:
             try:
-                with s.begin_nested():
-                    s.execute(table.insert(), [row])
+                with conn.begin_nested():
+                    conn.execute(table.insert(), [row])
             except IntegrityError:
                 pass
 
@@ -194,3 +231,4 @@ def _entry(row: Any) -> ModelEntry:
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
+

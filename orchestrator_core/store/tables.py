@@ -193,3 +193,25 @@ class CallMetricHour(Base):
     """call_metrics per hour, kept the same way."""
 
     __table__ = call_metrics_hour
+
+
+# -- exits (issue 7 §6): facts about the whole installation, shared by every process on the database ------
+class AppMeta(Base):
+    """Key-value facts of the installation, e.g. a verifier of the secret that encrypts stored keys."""
+
+    __tablename__ = "app_meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+# -- in-memory caches (store/generations.py) ----------------------------------------------------------
+
+
+class CacheGeneration(Base):
+    """A change counter per cached area (failures, keys, registry), bumped with every write to it."""
+
+    __tablename__ = "cache_generations"
+
+    area: Mapped[str] = mapped_column(String(32), primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -48,11 +48,27 @@ def result(model_id: str, requested: str, attempts: tuple[Attempt, ...], ttft: f
 def test_every_model_state_has_the_icon_the_issue_names() -> None:
     expected = {ModelState.EXTERNAL_READY: "🌐", ModelState.LOADED: "✅", ModelState.LOADING: "🔄",
                 ModelState.NOT_LOADED: "💤", ModelState.COOLING_DOWN: "⏸️", ModelState.HOST_DOWN: "❌",
-                ModelState.EXTERNAL_NO_KEY: "❌"}
+                ModelState.EXTERNAL_NO_KEY: "❌", ModelState.SLEEPING: "😴", ModelState.DOWNLOADING: "⬇️",
+                ModelState.UNLOADING: "⏏️", ModelState.LOAD_FAILED: "⛔"}
     assert {s: views.state_icon(s) for s in ModelState} == expected
+    assert set(views.STATE_WORDS) == set(ModelState)
     until = NOW + timedelta(minutes=5)
     text = views.state_text(status("openai:x", ModelState.COOLING_DOWN, cooldown_until=until))
     assert text == f"⏸️ cooling down until {views.clock_time(until)}"
+
+
+def test_state_text_names_the_new_host_states_and_the_percent() -> None:
+    assert views.state_text(status("llamacpp:a", ModelState.LOAD_FAILED, "exit code 1")) == "⛔ load failed"
+    assert views.state_text(status("llamacpp:a", ModelState.UNLOADING)) == "⏏️ unloading"
+    assert views.state_text(status("llamacpp:a", ModelState.SLEEPING)) == "😴 sleeping (wakes on request)"
+    assert views.state_text(status("llamacpp:a", ModelState.LOADING, progress=42.4)) == "🔄 loading 42%"
+    assert views.state_text(status("llamacpp:a", ModelState.DOWNLOADING, progress=7.0)) == "⬇️ downloading 7%"
+
+
+def test_a_failed_load_counts_as_unavailable_in_the_overview() -> None:
+    counts = views.state_counts([status("llamacpp:a", ModelState.LOAD_FAILED),
+                                 status("llamacpp:b", ModelState.SLEEPING)])
+    assert (counts["unavailable"], counts["ready"]) == (1, 1)
 
 
 def test_model_option_shows_icon_id_and_reason() -> None:

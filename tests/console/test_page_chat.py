@@ -173,3 +173,72 @@ def test_when_every_model_fails_the_conversation_says_why_without_an_exception(w
     assert notice.endswith("No other model is usable right now; see the Models page.")
     assert route.call_count == 0
     assert not [b for b in at.button if b.label.startswith("Switch to")]
+
+
+# -- refusals and safety blocks -------------------------------------------------------------------
+SORRY = "I'm sorry, but I can't help with that."
+
+
+def refusal_sse() -> bytes:
+    chunk = {"model": "gpt-4.1-mini", "choices": [{"index": 0, "delta": {"refusal": SORRY}, "finish_reason": "stop"}]}
+    return f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode()
+
+
+def assistant_bubbles(at: AppTest) -> list[str]:
+    """The text of each assistant bubble on the page ("" for one with nothing in it)."""
+    return [" ".join(str(m.value) for m in bubble.markdown) for bubble in at.chat_message if bubble.name == "assistant"]
+
+
+def test_a_refusal_is_a_notice_with_the_providers_reason_not_an_empty_bubble(
+        wire: respx.MockRouter, with_openai_key: str) -> None:
+    lmstudio_down(wire)
+    wire.post(f"{OPENAI}/chat/completions").respond(headers=SSE, content=refusal_sse())
+    at = chat_page()
+    at.toggle(key="chat_auto_fallback").set_value(False)
+    send(at, "something it refuses")
+    assert not at.exception
+    assert assistant_bubbles(at) == []
+    notice = next(m for m in at.chat_message if m.name == "system")
+    assert notice.avatar == "🛡️"
+    assert notice.markdown[0].value.startswith(f'{GPT} refused to answer: "{SORRY}" (delta.refusal).')
+    at.run()  # and so it stays on the next rerun
+    assert not at.exception and assistant_bubbles(at) == []
+
+
+def test_a_refusal_that_fell_back_says_why_in_the_fallback_notice(
+        wire: respx.MockRouter, with_openai_key: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-0123456789")
+    lmstudio_down(wire)
+    wire.post(f"{OPENAI}/chat/completions").respond(headers=SSE, content=refusal_sse())
+    claude = [("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                       "delta": {"type": "text_delta", "text": "Claude answers"}}),
+              ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}}),
+              ("message_stop", {"type": "message_stop"})]
+    wire.post(f"{ANTHROPIC}/v1/messages").respond(
+        headers=SSE, content="".join(f"event: {e}\ndata: {json.dumps(d)}\n\n" for e, d in claude).encode())
+    at = send(chat_page(), "something one model refuses")
+    assert not at.exception
+    assert assistant_bubbles(at) == ["Claude answers"]
+    notice = next(m for m in at.chat_message if m.name == "system")
+    assert notice.avatar == "🛡️"
+    text = notice.markdown[0].value
+    assert text.startswith(f"{GPT} declined ({GPT}: {GPT} refused to answer: \"{SORRY}\" (delta.refusal).")
+    assert text.endswith("anthropic:claude-haiku-4-5 answered instead.")
+
+
+def test_a_stream_cut_by_a_safety_stop_keeps_its_text_and_says_it_was_cut(
+        wire: respx.MockRouter, with_openai_key: str) -> None:
+    lmstudio_down(wire)
+    cut = openai_sse(["Once", " upon"]).replace(b'"finish_reason": "stop"', b'"finish_reason": "content_filter"')
+    wire.post(f"{OPENAI}/chat/completions").respond(headers=SSE, content=cut)
+    at = send(chat_page(), "tell me a story")
+    assert not at.exception
+    assert f"{GPT} · cut by a safety stop" in captions(at)
+    notice = next(m for m in at.chat_message if m.name == "system")
+    assert notice.avatar == "🛡️"
+    assert notice.markdown[0].value.startswith(
+        f"The answer from {GPT} was cut by a safety stop after it started: {GPT} stopped the answer at its content "
+        "filter after 9 characters (finish_reason content_filter).")
+    at.run()
+    assert assistant_bubbles(at) == ["Once upon"]
+    assert f"{GPT} · cut by a safety stop" in captions(at)

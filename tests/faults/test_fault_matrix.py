@@ -19,6 +19,7 @@ from orchestrator_core.errors import (
     AuthenticationError,
     BadRequestError,
     BadResponseError,
+    ContentFilteredError,
     ContextLengthError,
     ModelLoadError,
     ModelLoadTimeoutError,
@@ -243,6 +244,24 @@ ROWS: list[Row] = [
     Row("sse-answered-with-json-error-mistral", "mistral",
         {"call": J(200, {"object": "error", "message": "Service unavailable", "type": "service_unavailable"})},
         BadResponseError, "expected an event stream", True, cooldown_s=BASE_COOLDOWN, stream=True),
+    # -- refusals and safety blocks: the model is fine, so no cooldown; another model may answer ------------
+    Row("200-refusal-openai", "openai", {"call": J(200, {"id": "c", "model": "gpt-fault", "choices": [{
+        "index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": None,
+                                                         "refusal": "I can't help with that."}}]})},
+        ContentFilteredError, "refused to answer: \"I can't help with that.\"", True),
+    Row("200-stop-reason-refusal-anthropic", "anthropic",
+        {"call": J(200, {"id": "m", "type": "message", "content": [], "stop_reason": "refusal"})},
+        ContentFilteredError, "(stop_reason refusal)", True),
+    Row("200-finish-safety-google", "google", {"call": J(200, {"candidates": [{"finishReason": "SAFETY"}]})},
+        ContentFilteredError, "blocked the answer for safety (finishReason SAFETY)", True),
+    Row("prompt-blocked-google-stream", "google",
+        {"call": Reply.stream(sse({"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}}))},
+        ContentFilteredError, "blocked the prompt (promptFeedback.blockReason PROHIBITED_CONTENT)", True, stream=True),
+    Row("stream-cut-by-content-filter-after-text-mistral", "mistral",
+        {"call": Reply.stream([*OPENAI_TOKEN, *sse({"model": "m", "choices": [
+            {"index": 0, "delta": {}, "finish_reason": "content_filter"}]}, "[DONE]")])},
+        StreamInterruptedError, "cut by a safety stop", False, kind="content_filter", cause=ContentFilteredError,
+        stream=True),
     # -- LM Studio ---------------------------------------------------------------------------------------
     Row("lmstudio-no-models-loaded-400-string", "lmstudio", {"call": J(400, {"error": NO_MODELS})},
         ModelNotLoadedError, "not loaded on the host", True, cooldown_s=BASE_COOLDOWN),

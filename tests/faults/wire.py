@@ -34,7 +34,7 @@ class Shape:
         if self.provider == "anthropic":
             return f"{self.base}/v1/messages"
         if self.provider == "google":
-            return f"{self.base}/v1beta/models/{self.model}:{'streamGenerateContent' if stream else 'generateContent'}"
+            return f"{self.base}/v1/models/{self.model}:{'streamGenerateContent' if stream else 'generateContent'}"
         if self.provider == "lmstudio":
             return f"{self.base}/v1/chat/completions"
         return f"{self.base}/chat/completions"
@@ -43,7 +43,7 @@ class Shape:
         if self.provider in ("anthropic", "lmstudio"):
             return f"{self.base}/v1/models"
         if self.provider == "google":
-            return f"{self.base}/v1beta/models"
+            return f"{self.base}/v1/models"
         return f"{self.base}/models"
 
 

@@ -13,6 +13,7 @@ from orchestrator_core.errors import (
     AuthenticationError,
     BadRequestError,
     BadResponseError,
+    ContentFilteredError,
     ContextLengthError,
     EmptyPromptError,
     MissingKeyError,
@@ -83,7 +84,7 @@ def test_anthropic_chat_sends_key_version_and_top_level_system(
     request = route.calls.last.request
     assert request.url.path == "/v1/messages"
     assert request.headers["x-api-key"] == KEY
-    assert request.headers["anthropic-version"] == "2023-06-01"
+    assert request.headers["anthropic-version"] == "2026-10-21"  # what the current SDK sends
     assert request.headers["content-type"] == "application/json"
     assert "authorization" not in request.headers
     assert json.loads(request.content) == {
@@ -96,14 +97,14 @@ def test_anthropic_chat_uses_default_max_tokens_and_configured_version(
     client: httpx.Client, respx_mock: respx.MockRouter
 ) -> None:
     route = respx_mock.post(MESSAGES).respond(json=ANSWER)
-    provider = AnthropicProvider(client, api_key=KEY, anthropic_version="2026-10-21", default_max_tokens=333,
+    provider = AnthropicProvider(client, api_key=KEY, anthropic_version="2023-06-01", default_max_tokens=333,
                                  api_version="v1", load_timeout_s=5.0)  # the factory passes every option
     provider.chat("claude-sonnet-5", HELLO, ChatParams())
     request = route.calls.last.request
     body = json.loads(request.content)
     assert body["max_tokens"] == 333
     assert not {"temperature", "top_p", "stop_sequences", "stream"} & body.keys()
-    assert request.headers["anthropic-version"] == "2026-10-21"
+    assert request.headers["anthropic-version"] == "2023-06-01"  # ANTHROPIC_VERSION pins an older one
 
 
 def test_anthropic_chat_sends_sampling_params_only_when_given(
@@ -113,6 +114,19 @@ def test_anthropic_chat_sends_sampling_params_only_when_given(
     provider.chat("claude-haiku-4-5", HELLO, ChatParams(temperature=0.2, top_p=0.9, stop=("###",)))
     body = json.loads(route.calls.last.request.content)
     assert (body["temperature"], body["top_p"], body["stop_sequences"]) == (0.2, 0.9, ["###"])
+
+
+@pytest.mark.parametrize("model", ["claude-opus-4-7", "claude-opus-4-8-20261001", "claude-opus-5", "claude-fable-5",
+                                   "claude-fable-5-1", "claude-sonnet-5", "claude-mythos-5"])
+def test_anthropic_families_without_sampling_never_get_temperature_or_top_p(
+    provider: AnthropicProvider, respx_mock: respx.MockRouter, model: str
+) -> None:
+    # These answer temperature / top_p with a 400: a fallback hop must not turn a good request into one.
+    route = respx_mock.post(MESSAGES).respond(json=ANSWER)
+    provider.chat(model, HELLO, ChatParams(temperature=0.2, top_p=0.9, stop=("###",)))
+    body = json.loads(route.calls.last.request.content)
+    assert not {"temperature", "top_p", "top_k"} & body.keys()
+    assert body["stop_sequences"] == ["###"]
 
 
 def test_anthropic_merges_systems_and_consecutive_turns(
@@ -192,6 +206,36 @@ def test_anthropic_chat_non_json_200_is_bad_response(provider: AnthropicProvider
     respx_mock.post(MESSAGES).respond(200, text="<html></html>")
     with pytest.raises(BadResponseError):
         provider.chat("claude-sonnet-4-5", HELLO, ChatParams())
+
+
+# -- refusals --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("content", "words"), [
+    ([], "anthropic:claude-sonnet-4-5 refused to answer (stop_reason refusal)."),
+    ([{"type": "text", "text": "Here is the first"}], "anthropic:claude-sonnet-4-5 declined to go on after 17 characters"),
+])
+def test_anthropic_stop_reason_refusal_is_content_filtered(
+    provider: AnthropicProvider, respx_mock: respx.MockRouter, content: list[object], words: str
+) -> None:
+    respx_mock.post(MESSAGES).respond(json={**ANSWER, "content": content, "stop_reason": "refusal"})
+    with pytest.raises(ContentFilteredError) as info:
+        provider.chat("claude-sonnet-4-5", HELLO, ChatParams())
+    err = info.value
+    assert (err.kind, err.reason, err.provider) == ("content_filter", "refusal", "anthropic")
+    assert err.message.startswith(words) and "(stop_reason refusal)" in err.message
+    assert err.partial_text == "".join(str(block["text"]) for block in content)  # type: ignore[index]
+
+
+def test_anthropic_stream_stopped_by_refusal_yields_its_text_then_says_it_was_cut(
+    provider: AnthropicProvider, respx_mock: respx.MockRouter
+) -> None:
+    refusal = ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "refusal", "stop_sequence": None},
+                                 "usage": {"output_tokens": 4}})
+    respx_mock.post(MESSAGES).mock(return_value=sse(START, BLOCK_START, delta("Sure, the"), refusal, STOP))
+    events: list[object] = []
+    with pytest.raises(ContentFilteredError) as info:
+        events.extend(provider.stream_chat("claude-sonnet-4-5", HELLO, ChatParams()))
+    assert events == [TextDelta("Sure, the")]
+    assert info.value.partial_text == "Sure, the" and "stop_reason refusal" in info.value.message
 
 
 # -- streaming ------------------------------------------------------------------------------------

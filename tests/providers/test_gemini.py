@@ -11,8 +11,8 @@ import respx
 
 from orchestrator_core.errors import (
     AuthenticationError,
-    BadRequestError,
     BadResponseError,
+    ContentFilteredError,
     ContextLengthError,
     MissingKeyError,
     ModelNotFoundError,
@@ -25,9 +25,9 @@ from orchestrator_core.types import ChatParams, ChatResult, KeyCheck, Message, T
 from tests.helpers import sse_response
 
 BASE = "https://generativelanguage.googleapis.com"
-GENERATE = f"{BASE}/v1beta/models/gemini-2.5-flash:generateContent"
-STREAM = f"{BASE}/v1beta/models/gemini-2.5-flash:streamGenerateContent"
-MODELS = f"{BASE}/v1beta/models"
+GENERATE = f"{BASE}/v1/models/gemini-2.5-flash:generateContent"  # v1 is the default, as in google-genai 3.x
+STREAM = f"{BASE}/v1/models/gemini-2.5-flash:streamGenerateContent"
+MODELS = f"{BASE}/v1/models"
 KEY = "AIzaSyTest0123456789abcdef"
 HELLO: list[Message] = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi"}]
 
@@ -77,7 +77,7 @@ def test_gemini_chat_sends_key_header_roles_and_generation_config(
     messages: list[Message] = [*HELLO, {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Bye"}]
     provider.chat("gemini-2.5-flash", messages, ChatParams(max_tokens=256, temperature=0.7, top_p=0.5, stop=("X",)))
     request = route.calls.last.request
-    assert request.url.path == "/v1beta/models/gemini-2.5-flash:generateContent"
+    assert request.url.path == "/v1/models/gemini-2.5-flash:generateContent"
     assert request.headers["x-goog-api-key"] == KEY
     assert "key" not in request.url.params  # a key in the URL would end up in logs
     assert json.loads(request.content) == {
@@ -98,10 +98,13 @@ def test_gemini_chat_omits_empty_generation_config_and_merges_turns(
         "contents": [{"role": "user", "parts": [{"text": "A"}, {"text": "B"}]}]}
 
 
-def test_gemini_api_version_v1_changes_the_path(client: httpx.Client, respx_mock: respx.MockRouter) -> None:
-    route = respx_mock.post(f"{BASE}/v1/models/gemini-2.5-flash:generateContent").respond(json=ANSWER)
-    GeminiProvider(client, api_key=KEY, api_version="v1").chat("models/gemini-2.5-flash", HELLO, ChatParams())
-    assert route.called
+def test_gemini_api_version_v1beta_stays_selectable(client: httpx.Client, respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.post(f"{BASE}/v1beta/models/gemini-2.5-flash:generateContent").respond(json=ANSWER)
+    models = respx_mock.get(f"{BASE}/v1beta/models").respond(json={"models": []})
+    provider = GeminiProvider(client, api_key=KEY, api_version="v1beta")
+    provider.chat("models/gemini-2.5-flash", HELLO, ChatParams())
+    provider.list_models()
+    assert route.called and models.called
 
 
 # -- response -------------------------------------------------------------------------------------
@@ -130,14 +133,49 @@ def test_gemini_empty_text_with_max_tokens_is_a_truncated_result(
     assert result.usage == Usage(5, 31)  # thinking tokens are billed as output
 
 
-def test_gemini_blocked_prompt_is_bad_request_saying_why(
+# -- safety blocks --------------------------------------------------------------------------------
+def test_gemini_blocked_prompt_is_content_filtered_naming_the_block_reason(
     provider: GeminiProvider, respx_mock: respx.MockRouter
 ) -> None:
-    respx_mock.post(GENERATE).respond(json={"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"},
-                                            "usageMetadata": {"promptTokenCount": 9}})
-    with pytest.raises(BadRequestError, match="blocked the prompt.*PROHIBITED_CONTENT") as info:
+    respx_mock.post(GENERATE).respond(json={"promptFeedback": {
+        "blockReason": "PROHIBITED_CONTENT", "blockReasonMessage": "The prompt contains prohibited content."},
+        "usageMetadata": {"promptTokenCount": 9}})
+    with pytest.raises(ContentFilteredError) as info:
         provider.chat("gemini-2.5-flash", HELLO, ChatParams())
-    assert info.value.provider == "google"
+    err = info.value
+    assert (err.kind, err.reason, err.provider, err.model) == (
+        "content_filter", "PROHIBITED_CONTENT", "google", "gemini-2.5-flash")
+    assert err.message.startswith("google:gemini-2.5-flash blocked the prompt (promptFeedback.blockReason "
+                                  "PROHIBITED_CONTENT; The prompt contains prohibited content.).")
+
+
+BLOCKED_RATINGS = [{"category": "HARM_CATEGORY_HARASSMENT", "probability": "NEGLIGIBLE"},
+                   {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True}]
+
+
+@pytest.mark.parametrize("reason", ["SAFETY", "RECITATION", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_SAFETY"])
+def test_gemini_safety_finish_without_text_is_content_filtered(
+    provider: GeminiProvider, respx_mock: respx.MockRouter, reason: str
+) -> None:
+    respx_mock.post(GENERATE).respond(json={"candidates": [{"finishReason": reason, "index": 0}],
+                                            "usageMetadata": {"promptTokenCount": 5}})
+    with pytest.raises(ContentFilteredError) as info:
+        provider.chat("gemini-2.5-flash", HELLO, ChatParams())
+    assert info.value.reason == reason and info.value.partial_text == ""
+    assert f"(finishReason {reason})" in info.value.message
+
+
+def test_gemini_safety_finish_after_partial_text_keeps_it_and_names_the_category(
+    provider: GeminiProvider, respx_mock: respx.MockRouter
+) -> None:
+    respx_mock.post(GENERATE).respond(json={"candidates": [{
+        "content": {"role": "model", "parts": [{"text": "First, take the"}]}, "finishReason": "SAFETY", "index": 0,
+        "safetyRatings": BLOCKED_RATINGS}]})
+    with pytest.raises(ContentFilteredError) as info:
+        provider.chat("gemini-2.5-flash", HELLO, ChatParams())
+    assert info.value.partial_text == "First, take the"
+    assert info.value.message.startswith("google:gemini-2.5-flash blocked the answer for safety after 15 characters "
+                                         "(finishReason SAFETY; HARM_CATEGORY_DANGEROUS_CONTENT).")
 
 
 def test_gemini_no_candidates_is_bad_response(provider: GeminiProvider, respx_mock: respx.MockRouter) -> None:
@@ -205,10 +243,29 @@ def test_gemini_stream_bare_json_error_is_classified(provider: GeminiProvider, r
         list(stream)
 
 
-def test_gemini_stream_blocked_prompt_is_bad_request(provider: GeminiProvider, respx_mock: respx.MockRouter) -> None:
-    respx_mock.post(STREAM).mock(return_value=sse({"promptFeedback": {"blockReason": "SAFETY"}}))
-    with pytest.raises(BadRequestError, match="SAFETY"):
-        list(provider.stream_chat("gemini-2.5-flash", HELLO, ChatParams()))
+def test_gemini_stream_blocked_prompt_is_content_filtered_before_any_text(
+    provider: GeminiProvider, respx_mock: respx.MockRouter
+) -> None:
+    respx_mock.post(STREAM).mock(return_value=sse({"promptFeedback": {"blockReason": "SAFETY",
+                                                                      "safetyRatings": BLOCKED_RATINGS}}))
+    events: list[object] = []
+    with pytest.raises(ContentFilteredError) as info:
+        events.extend(provider.stream_chat("gemini-2.5-flash", HELLO, ChatParams()))
+    assert events == []
+    assert "blocked the prompt (promptFeedback.blockReason SAFETY; HARM_CATEGORY_DANGEROUS_CONTENT)" in (
+        info.value.message)
+
+
+def test_gemini_stream_cut_by_a_safety_stop_yields_its_text_then_says_it_was_cut(
+    provider: GeminiProvider, respx_mock: respx.MockRouter
+) -> None:
+    respx_mock.post(STREAM).mock(return_value=sse(piece("Once"), piece(" upon", "RECITATION")))
+    events: list[object] = []
+    with pytest.raises(ContentFilteredError) as info:
+        events.extend(provider.stream_chat("gemini-2.5-flash", HELLO, ChatParams()))
+    assert events == [TextDelta("Once"), TextDelta(" upon")]
+    assert info.value.reason == "RECITATION" and info.value.partial_text == "Once upon"
+    assert "after 9 characters (finishReason RECITATION)" in info.value.message
 
 
 def test_gemini_stream_http_400_bad_key_is_authentication(
@@ -221,7 +278,7 @@ def test_gemini_stream_http_400_bad_key_is_authentication(
 
 # -- errors over HTTP -----------------------------------------------------------------------------
 def test_gemini_unknown_model_is_model_not_found(provider: GeminiProvider, respx_mock: respx.MockRouter) -> None:
-    respx_mock.post(f"{BASE}/v1beta/models/gemini-1.5-flash:generateContent").respond(404, json={"error": {
+    respx_mock.post(f"{BASE}/v1/models/gemini-1.5-flash:generateContent").respond(404, json={"error": {
         "code": 404, "status": "NOT_FOUND", "message": "models/gemini-1.5-flash is not found for API version v1beta, "
         "or is not supported for generateContent. Call ListModels to see the list of available models."}})
     with pytest.raises(ModelNotFoundError):
@@ -289,6 +346,26 @@ def test_gemini_test_key_outcomes(
 ) -> None:
     respx_mock.get(MODELS).mock(return_value=answer)
     assert provider.test_key().status is expected
+
+
+@pytest.mark.parametrize("body", [{}, {"data": [model("gemini-2.5-flash", "generateContent")]}, {"models": None}])
+def test_gemini_test_key_without_a_models_array_could_not_verify(
+    provider: GeminiProvider, respx_mock: respx.MockRouter, body: object
+) -> None:
+    respx_mock.get(MODELS).respond(json=body)  # a 200 that is not a model list: never "accepted; 0 models"
+    result = provider.test_key()
+    assert result.status is KeyCheck.UNVERIFIED
+    assert "no 'models' array" in result.detail and "accepted" not in result.detail
+
+
+def test_gemini_list_models_accepts_a_last_page_that_leaves_out_an_empty_list(
+    provider: GeminiProvider, respx_mock: respx.MockRouter
+) -> None:
+    respx_mock.get(MODELS).side_effect = [
+        httpx.Response(200, json={"models": [model("gemini-2.5-flash", "generateContent")], "nextPageToken": "p2"}),
+        httpx.Response(200, json={}),  # proto3 JSON drops an empty repeated field
+    ]
+    assert provider.list_models() == ["gemini-2.5-flash"]
 
 
 def test_gemini_test_key_unverified_when_unreachable(provider: GeminiProvider, respx_mock: respx.MockRouter) -> None:

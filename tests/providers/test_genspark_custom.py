@@ -11,6 +11,7 @@ import respx
 
 from orchestrator_core.errors import (
     BadResponseError,
+    ContentFilteredError,
     MissingKeyError,
     ModelNotFoundError,
     ProviderTimeoutError,
@@ -122,6 +123,15 @@ def test_custom_stream_yields_deltas_then_result(custom_client: httpx.Client, re
     body = json.loads(route.calls.last.request.content)
     assert body["stream_options"] == {"include_usage": True}
     assert body["max_tokens"] == 2
+
+
+def test_custom_stream_refusal_is_content_filtered(custom_client: httpx.Client, respx_mock: respx.MockRouter) -> None:
+    refusal = {"object": "chat.completion.chunk", "model": "qwen2.5-7b",
+               "choices": [{"index": 0, "delta": {"refusal": "No."}, "finish_reason": "stop"}]}
+    respx_mock.post(f"{CUSTOM}/chat/completions").mock(return_value=sse(refusal, "[DONE]"))
+    with pytest.raises(ContentFilteredError, match='custom:qwen2.5-7b refused to answer: "No."') as info:
+        list(CustomProvider(custom_client).stream_chat("qwen2.5-7b", HELLO, ChatParams()))
+    assert info.value.kind == "content_filter"
 
 
 def test_custom_stream_without_done_marker_is_bad_response(

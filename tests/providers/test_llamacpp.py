@@ -41,28 +41,34 @@ def _body(route: respx.Route) -> Any:
 
 
 @pytest.mark.parametrize(
-    ("status", "state", "detail"),
+    ("status", "state", "detail", "progress"),
     [
-        ({"value": "loaded", "args": ARGS}, ModelState.LOADED, ""),
-        ({"value": "loading", "args": ARGS}, ModelState.LOADING, "loading"),
-        ({"value": "sleeping", "args": ARGS}, ModelState.LOADED, "sleeping (wakes on first request)"),
-        ({"value": "unloaded"}, ModelState.NOT_LOADED, ""),
+        ({"value": "loaded", "args": ARGS}, ModelState.LOADED, "", None),
+        ({"value": "loading", "args": ARGS}, ModelState.LOADING, "loading", None),
+        ({"value": "loading", "progress": {"stages": ["text_model", "mmproj_model"], "current": "mmproj_model",
+                                           "value": 0.5}},
+         ModelState.LOADING, "loading 75%", 75.0),
+        ({"value": "sleeping", "args": ARGS}, ModelState.SLEEPING, "sleeping: the first request wakes it", None),
+        ({"value": "unloaded"}, ModelState.NOT_LOADED, "", None),
         ({"value": "unloaded", "args": ARGS, "failed": True, "exit_code": 1},
-         ModelState.NOT_LOADED, "last load failed (exit code 1); see the llama-server log"),
+         ModelState.LOAD_FAILED, "load failed (exit code 1); see the llama-server log for why", None),
         ({"value": "downloading", "progress": {"https://hf.co/a.gguf": {"done": 50, "total": 200},
                                                "https://hf.co/b.gguf": {"done": 50, "total": 0}}},
-         ModelState.LOADING, "downloading 50%"),
+         ModelState.DOWNLOADING, "downloading 50%", 50.0),
+        ({"value": "downloading"}, ModelState.DOWNLOADING, "downloading", None),
     ],
-    ids=["loaded", "loading", "sleeping", "unloaded", "failed", "downloading"],
+    ids=["loaded", "loading", "loading-progress", "sleeping", "unloaded", "failed", "downloading",
+         "downloading-no-progress"],
 )
 def test_llamacpp_router_status_maps_to_model_state(
-    wire: Wire, llama: LlamaCppProvider, status: dict[str, Any], state: ModelState, detail: str
+    wire: Wire, llama: LlamaCppProvider, status: dict[str, Any], state: ModelState, detail: str,
+    progress: float | None,
 ) -> None:
     _router(wire, status)
 
     [model] = llama.host_models()
 
-    assert (model.name, model.state, model.detail) == ("model-0", state, detail)
+    assert (model.name, model.state, model.detail, model.progress) == ("model-0", state, detail, progress)
     assert llama.mode == "router"
     assert len(wire.calls) == 1
 

@@ -11,6 +11,7 @@ import respx
 
 from orchestrator_core.errors import (
     BadResponseError,
+    ContentFilteredError,
     MissingKeyError,
     ModelNotFoundError,
     ProviderTimeoutError,
@@ -128,6 +129,23 @@ def test_mistral_stream_error_payload_is_classified(provider: MistralProvider, r
                                                                         "type": "service_unavailable"}}))
     with pytest.raises(ProviderUnavailableError):
         list(provider.stream_chat("mistral-small-latest", HELLO, ChatParams()))
+
+
+def test_mistral_inherits_the_refusal_and_content_filter_handling(
+    provider: MistralProvider, respx_mock: respx.MockRouter
+) -> None:
+    refusal = {**COMPLETION, "choices": [{"index": 0, "finish_reason": "stop", "message": {
+        "role": "assistant", "content": None, "refusal": "Je ne peux pas aider."}}]}
+    respx_mock.post(CHAT).mock(side_effect=[
+        httpx.Response(200, json=refusal),
+        sse(chunk("Bon"), chunk("", "content_filter"), "[DONE]"),
+    ])
+    with pytest.raises(ContentFilteredError, match='mistral:mistral-small refused to answer: "Je ne peux pas aider."'):
+        provider.chat("mistral-small", HELLO, ChatParams())
+    events: list[object] = []
+    with pytest.raises(ContentFilteredError, match="finish_reason content_filter") as info:
+        events.extend(provider.stream_chat("mistral-small", HELLO, ChatParams()))
+    assert events == [TextDelta("Bon")] and info.value.partial_text == "Bon"
 
 
 def test_mistral_unknown_model_400_is_model_not_found(provider: MistralProvider, respx_mock: respx.MockRouter) -> None:

@@ -12,6 +12,7 @@ import respx
 from orchestrator_core.errors import (
     AuthenticationError,
     BadResponseError,
+    ContentFilteredError,
     ContextLengthError,
     MissingKeyError,
     ModelNotFoundError,
@@ -110,6 +111,79 @@ def test_openai_chat_non_json_200_is_bad_response(provider: OpenAIProvider, resp
     respx_mock.post(CHAT).respond(200, text="<html>captive portal</html>", headers={"content-type": "text/html"})
     with pytest.raises(BadResponseError, match="not JSON"):
         provider.chat("gpt-4.1-mini", HELLO, ChatParams())
+
+
+@pytest.mark.parametrize("model", ["gpt-5", "gpt-5-mini", "gpt-5.1", "o1", "o3-mini", "o4-mini"])
+def test_openai_reasoning_families_never_get_temperature_or_top_p(
+    provider: OpenAIProvider, respx_mock: respx.MockRouter, model: str
+) -> None:
+    # They answer a non-default temperature with a 400: a fallback hop must not turn a good request into one.
+    route = respx_mock.post(CHAT).respond(json=COMPLETION)
+    provider.chat(model, HELLO, ChatParams(max_tokens=64, temperature=0.2, top_p=0.5, stop=("END",)))
+    body = json.loads(route.calls.last.request.content)
+    assert not {"temperature", "top_p"} & body.keys()
+    assert (body["max_completion_tokens"], body["stop"]) == (64, ["END"])
+
+
+# -- refusals and safety stops --------------------------------------------------------------------
+SORRY = "I'm sorry, but I can't help with that."
+
+
+def answer_with(message: dict[str, object], finish: str) -> dict[str, object]:
+    return {**COMPLETION, "choices": [{"index": 0, "message": {"role": "assistant", **message},
+                                       "finish_reason": finish}]}
+
+
+def test_openai_refusal_with_null_content_is_content_filtered_with_the_refusal_text(
+    provider: OpenAIProvider, respx_mock: respx.MockRouter
+) -> None:
+    respx_mock.post(CHAT).respond(json=answer_with({"content": None, "refusal": SORRY}, "stop"))
+    with pytest.raises(ContentFilteredError) as info:
+        provider.chat("gpt-4o", HELLO, ChatParams())
+    err = info.value
+    assert (err.kind, err.reason, err.refusal, err.partial_text) == ("content_filter", "refusal", SORRY, "")
+    assert err.message.startswith(f'openai:gpt-4o refused to answer: "{SORRY}" (message.refusal).')
+    assert (err.provider, err.model) == ("openai", "gpt-4o")
+
+
+@pytest.mark.parametrize(("content", "cut"), [(None, ""), ("Step one is", " after 11 characters")])
+def test_openai_finish_reason_content_filter_is_content_filtered_keeping_any_text(
+    provider: OpenAIProvider, respx_mock: respx.MockRouter, content: str | None, cut: str
+) -> None:
+    respx_mock.post(CHAT).respond(json=answer_with({"content": content}, "content_filter"))
+    with pytest.raises(ContentFilteredError) as info:
+        provider.chat("gpt-4o", HELLO, ChatParams())
+    assert info.value.reason == "content_filter" and info.value.partial_text == (content or "")
+    assert f"stopped the answer at its content filter{cut} (finish_reason content_filter)" in info.value.message
+
+
+def test_openai_stream_refusal_deltas_are_content_filtered_and_never_yielded_as_text(
+    provider: OpenAIProvider, respx_mock: respx.MockRouter
+) -> None:
+    def refusal(piece: str, finish: str | None = None) -> dict[str, object]:
+        return {"object": "chat.completion.chunk", "model": "gpt-4o",
+                "choices": [{"index": 0, "delta": {"content": None, "refusal": piece}, "finish_reason": finish}]}
+
+    respx_mock.post(CHAT).mock(return_value=sse(refusal(""), refusal("I'm sorry, but "),
+                                                refusal("I can't help with that."), chunk(finish="stop"), "[DONE]"))
+    events: list[object] = []
+    with pytest.raises(ContentFilteredError) as info:
+        events.extend(provider.stream_chat("gpt-4o", HELLO, ChatParams()))
+    assert events == []  # the refusal is not answer text
+    assert info.value.refusal == SORRY and info.value.partial_text == ""
+    assert f'refused to answer: "{SORRY}" (delta.refusal)' in info.value.message
+
+
+def test_openai_stream_cut_by_content_filter_yields_its_text_then_says_it_was_cut(
+    provider: OpenAIProvider, respx_mock: respx.MockRouter
+) -> None:
+    respx_mock.post(CHAT).mock(return_value=sse(chunk("Once"), chunk(" upon"), chunk(finish="content_filter"),
+                                                USAGE_CHUNK, "[DONE]"))
+    events: list[object] = []
+    with pytest.raises(ContentFilteredError) as info:
+        events.extend(provider.stream_chat("gpt-4.1-mini", HELLO, ChatParams()))
+    assert events == [TextDelta("Once"), TextDelta(" upon")]
+    assert info.value.partial_text == "Once upon" and "after 9 characters" in info.value.message
 
 
 # -- streaming ------------------------------------------------------------------------------------

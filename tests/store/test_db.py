@@ -41,7 +41,7 @@ def test_open_creates_every_table_indexes_and_seed_models(db: Database) -> None:
         seeds = conn.execute(text("SELECT model_id, source, active FROM ai_models")).all()
     assert {row.model_id for row in seeds} == SEED_IDS
     assert all(row.source == "seed" and row.active for row in seeds)
-    assert _scalar(db, "SELECT version_num FROM alembic_version") == db_module.head_revision() == "0002"
+    assert _scalar(db, "SELECT version_num FROM alembic_version") == db_module.head_revision()
 
 
 def test_migrations_build_exactly_the_orm_schema(db: Database) -> None:
@@ -206,3 +206,20 @@ def test_database_from_a_newer_version_is_a_database_error(db_url: str, tmp_path
     conn.close()
     with pytest.raises(DatabaseError, match="revision '0099', which this version of orchestrator_core does not know"):
         Database.open(db_url)
+
+
+def test_the_head_read_from_the_migration_files_is_alembics_head() -> None:
+    assert db_module._head_from_files() == db_module._head_from_alembic()
+
+
+def test_a_status_on_a_current_database_never_imports_alembic_nor_the_metrics_module(db_url: str, tmp_path: Path) -> None:
+    script = (
+        "import sys; from orchestrator_core.cli import main; code = main(['--json', 'status']);"
+        "print('loaded:', sorted({m.split('.')[0] for m in sys.modules if m.startswith('alembic')}"
+        " | {m for m in sys.modules if m == 'orchestrator_core.store.metrics'}), code)"
+    )
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+           "HOME": str(tmp_path), "DATABASE_URL": db_url, "LOCAL_HOSTS": "", "ORCHESTRATOR_SECRET_KEY": "x" * 20}
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.stdout.strip().endswith("loaded: [] 0"), (done.stdout, done.stderr)

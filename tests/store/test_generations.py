@@ -1,0 +1,156 @@
+"""Caches in memory: another process's writes are seen within the freshness window; refused cooldowns are kept."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+from orchestrator_core.store import Database, FailureCache, KeyStore, ModelRegistry
+from orchestrator_core.store import db as db_module
+from orchestrator_core.store import failures as failures_module
+from orchestrator_core.store.generations import FRESHNESS_S, generations_for
+
+SECRET = Fernet.generate_key().decode()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(db: Database) -> Clock:
+    fake = Clock()
+    generations_for(db)._clock = fake
+    return fake
+
+
+def run_other_process(db_url: str, code: str) -> None:
+    """Run code in a separate Python process with `db` open on the same database."""
+    script = "from orchestrator_core.store import *\nfrom cryptography.fernet import Fernet\n"
+    script += f"db = Database.open({db_url!r})\n" + textwrap.dedent(code) + "\ndb.dispose()\n"
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=root, timeout=60)
+
+
+def test_another_process_cooldown_reset_key_and_model_are_seen_within_the_freshness_window(
+    db_url: str, db: Database, clock: Clock
+) -> None:
+    failures, registry = FailureCache(db), ModelRegistry(db)
+    keys = KeyStore(db, Fernet(SECRET.encode()))
+    failures.record("openai:a", "timeout", "slow", 600)
+    assert failures.get("openai:a") is not None  # loaded after this process's own write
+    assert keys.secret_for("openai") is None and registry.get("custom:new") is None
+
+    run_other_process(db_url, f"""
+        FailureCache(db).reset("openai:a")
+        FailureCache(db).record("openai:b", "rate_limit", "429", 600)
+        KeyStore(db, Fernet({SECRET!r}.encode())).add("openai", "work", "sk-from-the-other-process-0123")
+        ModelRegistry(db).add("custom:new")
+    """)
+    # Within the window this process answers from memory, without asking the database.
+    assert failures.get("openai:a") is not None and failures.get("openai:b") is None
+    assert keys.secret_for("openai") is None
+    clock.now += FRESHNESS_S
+    assert failures.get("openai:a") is None
+    entry = failures.get("openai:b")
+    assert entry is not None and entry.error_kind == "rate_limit"
+    assert keys.secret_for("openai") == "sk-from-the-other-process-0123"
+    assert registry.get("custom:new") is not None
+
+
+def test_a_write_by_this_process_is_seen_at_once_by_every_cache_on_the_database(
+    db_url: str, db: Database, clock: Clock
+) -> None:
+    other = Database.open(db_url)  # a second Orchestrator in the same process opens its own Database
+    generations_for(other)._clock = clock
+    mine, theirs = FailureCache(db), FailureCache(other)
+    assert theirs.get("openai:a") is None
+    mine.record("openai:a", "timeout", "slow", 600)
+    assert theirs.get("openai:a") is not None  # the clock did not move: no poll was needed
+    theirs.reset("openai:a")
+    assert mine.get("openai:a") is None
+    other.dispose()
+
+
+@pytest.fixture
+def locked_db(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Database, sqlite3.Connection]]:
+    """A database whose writes wait 50 ms for a lock, and another connection that can hold the write lock."""
+    monkeypatch.setattr(db_module, "BUSY_TIMEOUT_MS", 50)
+    monkeypatch.setattr(failures_module, "RETRY_FIRST_S", 0.05)
+    database = Database.open(db_url)
+    path = db_url.removeprefix("sqlite:///")
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    yield database, holder
+    holder.close()
+    database.dispose()
+
+
+def stored_failures(holder: sqlite3.Connection) -> dict[str, int]:
+    return dict(holder.execute("SELECT model_id, failure_count FROM model_failures").fetchall())
+
+
+def test_a_cooldown_the_locked_database_refused_is_honoured_and_written_with_the_next_write(
+    locked_db: tuple[Database, sqlite3.Connection], caplog: pytest.LogCaptureFixture
+) -> None:
+    database, holder = locked_db
+    cache = FailureCache(database)
+    cache._stop.set()  # no retry thread: this test proves the write-with-the-next-write path
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock past the busy timeout
+    first = cache.record("openai:a", "rate_limit", "429", 600)
+    cache.record("openai:a", "timeout", "slow", 10)
+    cache.record("openai:b", "timeout", "slow", 600)
+    assert (first.model_id, first.failure_count) == ("openai:a", 1)
+    kept = cache.get("openai:a")
+    assert kept is not None and kept.failure_count == 2 and kept.error_kind == "timeout"
+    assert kept.remaining_s() > 500  # the longer cooldown stands
+    assert set(cache.active()) == {"openai:a", "openai:b"}
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "kept in memory" in warnings[0].getMessage()
+    holder.execute("COMMIT")
+
+    cache.record("google:c", "timeout", "slow", 600)
+    assert stored_failures(holder) == {"openai:a": 2, "openai:b": 1, "google:c": 1}
+    assert cache.unwritten == 0
+    entry = cache.get("openai:a")
+    assert entry is not None and entry.failure_count == 2  # written once, not counted twice
+
+
+def test_a_cooldown_the_locked_database_refused_is_written_by_the_retry_once_the_lock_is_gone(
+    locked_db: tuple[Database, sqlite3.Connection],
+) -> None:
+    database, holder = locked_db
+    cache = FailureCache(database)
+    holder.execute("BEGIN IMMEDIATE")
+    cache.record("openai:a", "rate_limit", "429", 600)
+    assert cache.unwritten == 1 and stored_failures(holder) == {}
+    holder.execute("COMMIT")
+    deadline = time.monotonic() + 30
+    while cache.unwritten and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert stored_failures(holder) == {"openai:a": 1}
+    cache.close()
+
+
+def test_a_reset_forgets_a_cooldown_that_was_never_written(locked_db: tuple[Database, sqlite3.Connection]) -> None:
+    database, holder = locked_db
+    cache = FailureCache(database)
+    cache._stop.set()
+    holder.execute("BEGIN IMMEDIATE")
+    cache.record("openai:a", "rate_limit", "429", 600)
+    holder.execute("COMMIT")
+    assert cache.reset("openai:a") == 1
+    assert cache.get("openai:a") is None and cache.unwritten == 0
+    cache.close()
