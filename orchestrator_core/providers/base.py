@@ -198,7 +198,7 @@ class Provider(abc.ABC):
         except (UnicodeEncodeError, httpx.LocalProtocolError):
             pass  # raised below, outside this block, unchained: these exceptions quote the header, key and all
         except httpx.TimeoutException as exc:
-            raise (deadline.error() if deadline.expired() else self._transport_error(exc, model)) from exc
+            raise (deadline.error() if deadline.cut_last_read else self._transport_error(exc, model)) from exc
         except httpx.HTTPError as exc:
             raise self._transport_error(exc, model) from exc
         raise AuthenticationError(

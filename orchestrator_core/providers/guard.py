@@ -66,6 +66,7 @@ class Deadline:
         self._clock = clock
         self._ends = clock() + total_s
         self._last_progress = clock()
+        self.cut_last_read = False  # the last socket read's timeout was this deadline, not READ_TIMEOUT_S
 
     def progress(self) -> None:
         """New data arrived (an SSE event, a stream line): the idle clock starts again."""
@@ -181,7 +182,7 @@ class _GuardedStream(httpx.SyncByteStream):
             with reads_under(self._deadline):
                 return next(raws, None)
         except httpx.TimeoutException as exc:
-            if self._deadline.expired():
+            if self._deadline.cut_last_read:
                 if self._over == "truncate":
                     return None
                 raise self._deadline.error() from exc
@@ -295,9 +296,10 @@ def _capped(timeout: float | None) -> float | None:
     if deadline is None:
         return timeout
     left = deadline.remaining()
+    deadline.cut_last_read = timeout is None or left < timeout
     if left <= 0:
         raise httpcore.ReadTimeout(f"{deadline.where}: the call's deadline passed")
-    return left if timeout is None else min(timeout, left)
+    return left if deadline.cut_last_read else timeout
 
 
 class _DeadlineStream(httpcore.NetworkStream):
