@@ -11,9 +11,11 @@ import httpx
 from . import USER_AGENT
 from .config import Settings
 from .providers.base import LocalHost, Provider
+from .providers.guard import CallLimits, cut_reads_at_deadlines
 from .providers.registry import provider_class
 
 KeyLookup = Callable[[str], "str | None"]
+STATUS_DEADLINE_FLOOR_S = 1.0
 
 _SSL_CONTEXT: ssl.SSLContext | None = None
 _SSL_LOCK = threading.Lock()
@@ -45,14 +47,14 @@ class ProviderFactory:
         with self._lock:
             client = self._clients.get((provider, purpose))
             if client is None:
-                client = httpx.Client(
+                client = cut_reads_at_deadlines(httpx.Client(  # a blocked read ends at the call's deadline
                     base_url=self.settings.base_url(provider),
                     timeout=self._timeout(purpose),
                     limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
                     follow_redirects=False,
                     verify=shared_ssl_context(),
                     headers={"User-Agent": USER_AGENT},  # who calls, instead of the bare python-httpx/x.y
-                )
+                ))
                 self._clients[(provider, purpose)] = client
             return client
 
@@ -74,7 +76,16 @@ class ProviderFactory:
             api_version=self.settings.gemini_api_version,
             default_max_tokens=self.settings.default_max_tokens,
             load_timeout_s=self.settings.load_timeout_s,
+            limits=self._limits(purpose),
         )
+
+    def _limits(self, purpose: str) -> CallLimits:
+        s = self.settings
+        # A status probe has one small whole budget (its reads keep STATUS_TIMEOUT_S each); below a second it
+        # would fail healthy probes on a loaded machine. Everything else has the call deadline.
+        deadline, setting = (max(s.status_timeout_s, STATUS_DEADLINE_FLOOR_S), "STATUS_TIMEOUT_S") if (
+            purpose == "status") else (s.call_deadline_s, "CALL_DEADLINE_S")
+        return CallLimits(deadline, s.stream_idle_timeout_s, s.max_response_bytes, s.max_answer_chars, setting)
 
     def host(self, provider: str, purpose: str = "call") -> LocalHost:
         """The provider as a local host (status, load, unload)."""

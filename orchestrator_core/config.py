@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -83,6 +84,12 @@ class Settings:
     gateway_threads: int = 64
     sign_in_max_failures: int = SIGN_IN_MAX_FAILURES  # wrong console passwords in a row before the lockout
     sign_in_lockout_s: float = SIGN_IN_LOCKOUT_S  # how long sign-in then stays locked, for every session
+    # A hostile or broken host: whole-call and stream idle deadlines, size caps (see providers/guard.py).
+    call_deadline_s: float = 600.0  # a whole call, not one read; loads have LOAD_TIMEOUT_S instead
+    stream_idle_timeout_s: float = 120.0  # a stream with no new data (keep-alive comments do not count)
+    max_response_bytes: int = 8 * 1024 * 1024  # a JSON answer after decompression; one line of a stream
+    max_answer_chars: int = 1_000_000  # one streamed answer
+    db_connect_timeout_s: float = 10.0  # connecting to a database server (PostgreSQL, MySQL)
 
     def base_url(self, provider: str) -> str:
         return self.base_urls.get(provider, DEFAULT_BASE_URLS.get(provider, "")).rstrip("/")
@@ -110,11 +117,12 @@ class Settings:
         if "GEMINI_BASE_URL" in env and "GOOGLE_BASE_URL" not in env:
             base_urls["google"] = _check_url("GEMINI_BASE_URL", env["GEMINI_BASE_URL"])
 
-        env_keys = {p: env[_env_name(p, "API_KEY")].strip() for p in HOSTED_PROVIDERS if _env_name(p, "API_KEY") in env}
-        if "google" not in env_keys and "GEMINI_API_KEY" in env:
-            env_keys["google"] = env["GEMINI_API_KEY"].strip()
+        key_vars = {p: _env_name(p, "API_KEY") for p in HOSTED_PROVIDERS if _env_name(p, "API_KEY") in env}
+        if "google" not in key_vars and "GEMINI_API_KEY" in env:
+            key_vars["google"] = "GEMINI_API_KEY"
         if "LM_API_TOKEN" in env:  # LM Studio 0.4+ with "Require Authentication" on
-            env_keys["lmstudio"] = env["LM_API_TOKEN"].strip()
+            key_vars["lmstudio"] = "LM_API_TOKEN"
+        env_keys = {p: _env_key(var, env[var]) for p, var in key_vars.items()}
 
         return cls(
             database_url=env.get("DATABASE_URL", DEFAULT_DATABASE_URL),
@@ -141,6 +149,11 @@ class Settings:
             gateway_threads=_whole(env, "GATEWAY_THREADS", 64, minimum=1),
             sign_in_max_failures=_whole(env, "SIGN_IN_MAX_FAILURES", SIGN_IN_MAX_FAILURES, minimum=1),
             sign_in_lockout_s=_number(env, "SIGN_IN_LOCKOUT_S", SIGN_IN_LOCKOUT_S, minimum=1.0),
+            call_deadline_s=_number(env, "CALL_DEADLINE_S", 600.0),
+            stream_idle_timeout_s=_number(env, "STREAM_IDLE_TIMEOUT_S", 120.0),
+            max_response_bytes=_whole(env, "MAX_RESPONSE_BYTES", 8 * 1024 * 1024, minimum=1024),
+            max_answer_chars=_whole(env, "MAX_ANSWER_CHARS", 1_000_000, minimum=1),
+            db_connect_timeout_s=_number(env, "DB_CONNECT_TIMEOUT_S", 10.0, minimum=1.0),
         )
 
 
@@ -166,6 +179,34 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
     if value < minimum:
         raise ConfigurationError(f"{name}={raw!r} is too small; it must be at least {minimum}.")
     return value
+
+
+def key_text_problem(key: str) -> str | None:
+    """Why a key cannot be sent in an HTTP header (a control, invisible or non-ASCII character), or None.
+
+    The answer names the character's code point and position, never the key's text.
+    """
+    for position, char in enumerate(key, start=1):
+        if char.isascii() and char.isprintable():
+            continue
+        name = f"U+{ord(char):04X} at position {position}"
+        if unicodedata.category(char) in _INVISIBLE_CATEGORIES or char.isspace():
+            return f"a control, invisible or space character ({name})"
+        return f"a non-ASCII character ({name}); API keys are plain ASCII"
+    return None
+
+
+# Control, format (zero-width, BOM), line and paragraph separators, private use, unassigned.
+_INVISIBLE_CATEGORIES = ("Cc", "Cf", "Zl", "Zp", "Co", "Cn")
+
+
+def _env_key(name: str, raw: str) -> str:
+    key = raw.strip()
+    problem = key_text_problem(key)
+    if problem:
+        raise ConfigurationError(f"{name} contains {problem}; set it to the key alone, copied again from the "
+                                 "provider's console.")
+    return key
 
 
 def _whole(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:

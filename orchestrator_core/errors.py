@@ -323,14 +323,50 @@ def should_fall_back(exc: BaseException, *, on_content_filter: bool = True) -> b
 # Secret scrubbing
 
 _MIN_SECRET_LEN = 6
+_PIECE_LEN = 8  # any run of this many characters of a key is masked wherever it appears, in any case
+# What providers put between the ends of a key they abbreviate: "sk-abc…wxyz", "sk-VKMIs***…wjh3", "sk-ab...yz".
+_ELISION = r"(?:[*•…]|\.{2,})+"
 
 
 def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """Replace every secret (and bearer tokens of any shape) in text with a mask."""
+    """Mask every secret in text: whole, in part (any 8 of its characters in a row), in any case, or abbreviated
+    around an ellipsis; and bearer tokens of any shape. Scrub before cutting text, never after."""
+    text = re.sub(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{8,}", r"\1***", text)
     for secret in secrets:
         if secret and len(secret) >= _MIN_SECRET_LEN:
-            text = text.replace(secret, mask_key(secret))
-    return re.sub(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{8,}", r"\1***", text)
+            text = _mask_pieces(_mask_abbreviated(text, secret), secret)
+    return text
+
+
+def _mask_abbreviated(text: str, secret: str) -> str:
+    """A key's first (3+) or last (2+) characters next to an elision mark, the way providers echo a key."""
+    heads = "|".join(re.escape(secret[:n]) for n in range(min(12, len(secret) - 1), 2, -1))
+    tails = "|".join(re.escape(secret[-n:]) for n in range(min(8, len(secret) - 1), 1, -1))
+    pattern = f"(?:{heads}){_ELISION}(?:{tails})?|{_ELISION}(?:{tails})"
+    return re.sub(pattern, mask_key(secret), text, flags=re.IGNORECASE)
+
+
+def _mask_pieces(text: str, secret: str) -> str:
+    """Every stretch of text made of overlapping runs of _PIECE_LEN characters of the secret, case-insensitively."""
+    size = min(_PIECE_LEN, len(secret))
+    key = secret.lower()
+    pieces = {key[i : i + size] for i in range(len(key) - size + 1)}
+    lowered = text.lower()
+    if len(lowered) != len(text):  # a few characters lower-case to two ("İ"): keep positions aligned
+        lowered = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+    covered = [False] * len(text)
+    for i in range(len(text) - size + 1):
+        if lowered[i : i + size] in pieces:
+            covered[i : i + size] = [True] * size
+    if not any(covered):
+        return text
+    out: list[str] = []
+    for i, ch in enumerate(text):
+        if not covered[i]:
+            out.append(ch)
+        elif i == 0 or not covered[i - 1]:
+            out.append(mask_key(secret))
+    return "".join(out)
 
 
 def mask_key(key: str) -> str:
@@ -444,6 +480,11 @@ def error_text(body: Any, raw: str) -> tuple[str, str]:
     return str(message), " ".join(codes)
 
 
+def host_message(body: Any, raw: str, secrets: Iterable[str | None]) -> str:
+    """The message of a host's error body, with every secret masked before the text is cut."""
+    return scrub(error_text(body, scrub(raw, secrets))[0], secrets)
+
+
 def _short(raw: str, limit: int = 300) -> str:
     text = raw.strip()
     if text.lower().startswith(("<!doctype", "<html")) or "<body" in text.lower()[:500]:
@@ -462,13 +503,13 @@ def classify_response(
 ) -> ProviderError:
     """Turn a non-2xx response into the right error class with a message that says what to fix."""
     status = response.status_code
-    raw = _read_text(response)
+    raw = scrub(_read_text(response), secrets)  # before anything parses or cuts the text
     try:
         body: Any = json.loads(raw) if raw else None
     except ValueError:
         body = None
     message, codes = error_text(body, raw)
-    message = scrub(message, secrets)
+    message = scrub(message, secrets)  # again: a JSON escape ("\u0073k-...") hides a key from the first pass
     lowered = f"{message} {codes}".lower()
     where = f"{provider}:{model}" if model else provider
     fields: dict[str, Any] = {"provider": provider, "model": model, "status_code": status}

@@ -114,7 +114,8 @@ class Orchestrator:
         check_writable=False is for read-only commands: they start while another process writes.
         """
         settings = settings or Settings.from_env()
-        database = Database.open(settings.database_url, check_writable=check_writable)
+        database = Database.open(settings.database_url, check_writable=check_writable,
+                                 connect_timeout_s=settings.db_connect_timeout_s)
         try:
             return cls(settings, database)
         except OrchestratorError:

@@ -290,3 +290,23 @@ def test_gemini_failed_precondition_region_is_a_quota_failure_that_falls_back() 
     error = classify_response(httpx.Response(400, json=body), provider="google", model="gemini-2.5-flash")
     assert isinstance(error, QuotaExceededError)
     assert should_fall_back(error)
+
+
+SECRET = "sk-proj-VKMIs0aB1cD2eF3gH4iJ5kL6wjh3"
+
+
+@pytest.mark.parametrize("echo", [
+    SECRET, SECRET.upper(), SECRET[:20], SECRET[9:25], f"{SECRET[:6]}…{SECRET[-3:]}",
+    f"{SECRET[:8]}***…{SECRET[-4:]}", f"{SECRET[:7]}...{SECRET[-2:]}", f"İİ{SECRET}",
+], ids=["whole", "upper", "head-20", "middle-16", "head-ellipsis-tail", "stars", "dots", "two-char-lowercase"])
+def test_scrub_masks_a_key_whole_in_part_in_any_case_or_abbreviated(echo: str) -> None:
+    text = scrub(f"Incorrect API key provided: {echo}. Find your key at https://x", [SECRET])
+    assert "••••wjh3" in text and text.startswith("Incorrect API key provided: ")
+    lowered = text.lower()
+    assert not any(SECRET[i : i + 8].lower() in lowered for i in range(len(SECRET) - 7))
+    assert SECRET[:6].lower() not in lowered
+
+
+def test_scrub_leaves_text_without_the_key_alone() -> None:
+    text = "sk-abc…xyz is another key; Bearer *** stays; 1234 wjh3"
+    assert scrub(text, [SECRET]) == text

@@ -122,7 +122,7 @@ class AnthropicProvider(Provider):
         )
 
     def stream_chat(self, model: str, messages: list[Message], params: ChatParams) -> Iterator[StreamEvent]:
-        parts: list[str] = []
+        parts = self.answer_text(model)
         state = _StreamState(answered_by=model)
         events = self.stream_events(
             "POST", MESSAGES_PATH, model=model, headers=self.headers(),
@@ -143,13 +143,13 @@ class AnthropicProvider(Provider):
                     break
                 text = state.apply(kind, payload)
                 if text:
-                    parts.append(text)
+                    parts.add(text)
                     yield TextDelta(text)
-        self.raise_for_refusal(model, state.stop_reason, "".join(parts))
+        self.raise_for_refusal(model, state.stop_reason, str(parts))
         if not state.done:
             raise bad_response(self.name, model, "the stream ended without its message_stop event")
         usage = Usage(state.input_tokens, state.output_tokens)
-        yield ChatResult("".join(parts), state.stop_reason, usage, state.answered_by, self.name)
+        yield ChatResult(str(parts), state.stop_reason, usage, state.answered_by, self.name)
 
     def list_models(self) -> list[str]:
         data = self.request_json("GET", MODELS_PATH, headers=self.headers(), params={"limit": 1000})

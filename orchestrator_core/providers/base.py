@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import json
+import sys
 import time
 from collections.abc import Generator, Iterator
 from typing import Any, ClassVar
@@ -18,6 +19,7 @@ from httpx_sse import EventSource, ServerSentEvent
 
 from ..errors import (
     AuthenticationError,
+    BadResponseError,
     OrchestratorError,
     ProviderError,
     UnsupportedOperationError,
@@ -27,6 +29,7 @@ from ..errors import (
     scrub,
 )
 from ..types import ChatParams, ChatResult, HostModel, KeyCheck, KeyTestResult, Message, StreamEvent
+from .guard import CallLimits, Deadline, guarded, read_body, read_error_body, reads_under
 
 
 class Provider(abc.ABC):
@@ -39,9 +42,12 @@ class Provider(abc.ABC):
     key_env_var: ClassVar[str | None] = None
     forbidden_list_means_restricted: ClassVar[bool] = False  # a 403 on list-models is not a bad key
 
-    def __init__(self, client: httpx.Client, api_key: str | None = None, **options: Any) -> None:
+    def __init__(
+        self, client: httpx.Client, api_key: str | None = None, *, limits: CallLimits | None = None, **options: Any
+    ) -> None:
         self.client = client
         self.api_key = api_key
+        self.limits = limits or CallLimits()
         self.options = options
 
     # -- the three operations every provider offers -------------------------------------------
@@ -84,38 +90,130 @@ class Provider(abc.ABC):
 
     def request_json(self, method: str, path: str, *, model: str | None = None, **kwargs: Any) -> Any:
         """One request; a non-2xx or non-JSON answer becomes the right error class."""
+        deadline = self.deadline(model)
+        with self._exchange(method, path, deadline, model=model, guard=False, **kwargs) as response:
+            body = read_body(response, deadline, limit=self.limits.max_response_bytes)
         try:
-            response = self.client.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise classify_transport(exc, provider=self.name, model=model, base_url=self.base_url) from exc
-        if response.status_code >= 400:
-            raise classify_response(response, provider=self.name, model=model, secrets=self.secrets)
-        return parse_json(response, provider=self.name, model=model)
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise bad_response(self.name, model, "the body is not JSON") from None
 
     @contextlib.contextmanager
     def open_stream(
-        self, method: str, path: str, *, model: str | None = None, **kwargs: Any
+        self, method: str, path: str, *, model: str | None = None, deadline: Deadline | None = None, **kwargs: Any
     ) -> Iterator[httpx.Response]:
         """A streaming 2xx response; status and transport failures, also while reading it, become error classes."""
-        try:
-            with self.client.stream(method, path, **kwargs) as response:
-                if response.status_code >= 400:
-                    raise classify_response(response, provider=self.name, model=model, secrets=self.secrets)
-                yield response
-        except httpx.HTTPError as exc:
-            raise classify_transport(exc, provider=self.name, model=model, base_url=self.base_url) from exc
+        deadline = deadline or self.deadline(model, stream=True)
+        with self._exchange(method, path, deadline, model=model, stream=True, **kwargs) as response:
+            yield response
 
     def stream_events(
         self, method: str, path: str, *, model: str | None = None, **kwargs: Any
     ) -> Generator[ServerSentEvent, None, None]:
         """Open an SSE stream; yields events. Transport and status failures become error classes."""
         kwargs["headers"] = {"Accept": "text/event-stream", **(kwargs.get("headers") or {})}
-        with self.open_stream(method, path, model=model, **kwargs) as response:
+        deadline = self.deadline(model, stream=True)
+        with self.open_stream(method, path, model=model, deadline=deadline, **kwargs) as response:
             content_type = response.headers.get("content-type", "")
             if "text/event-stream" not in content_type:
                 # Some servers answer a stream request with a plain JSON body or an HTML page.
                 raise self._not_a_stream(response, content_type, model)
-            yield from EventSource(response).iter_sse()
+            for event in EventSource(response).iter_sse():
+                if event.data:
+                    deadline.progress()
+                yield event
+
+    def stream_lines(
+        self, method: str, path: str, *, model: str | None = None, **kwargs: Any
+    ) -> Generator[str, None, None]:
+        """Open a stream and yield its lines (for streams that are not strictly SSE, like Gemini's)."""
+        deadline = self.deadline(model, stream=True)
+        with self.open_stream(method, path, model=model, deadline=deadline, **kwargs) as response:
+            for line in response.iter_lines():
+                if line.strip() and not line.startswith(":"):  # an SSE comment is not progress
+                    deadline.progress()
+                yield line
+
+    def send_read(self, method: str, path: str, *, model: str, total_s: float, setting: str, **kwargs: Any
+                  ) -> httpx.Response:
+        """One request whose whole answer, of any status, is read within ``total_s`` and the size caps (loads)."""
+        deadline = Deadline(total_s, setting=setting, where=self._where(model), provider=self.name, model=model)
+        response = self._send_request(method, path, deadline, model, kwargs)
+        try:
+            if response.status_code >= 400:
+                return read_error_body(response, deadline)
+            body = guarded(response, deadline, limit=self.limits.max_response_bytes, over="raise", what="body")
+            body.read()
+            return body
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, model) from exc
+        finally:
+            response.close()
+
+    def deadline(self, model: str | None, *, stream: bool = False) -> Deadline:
+        """A fresh clock for one request under this provider's limits."""
+        limits = self.limits
+        return Deadline(
+            limits.call_deadline_s, setting=limits.deadline_setting, where=self._where(model),
+            idle_s=limits.stream_idle_timeout_s if stream else None, provider=self.name, model=model,
+        )
+
+    def answer_text(self, model: str) -> AnswerText:
+        """Where a stream collects its answer, refused past MAX_ANSWER_CHARS."""
+        return AnswerText(self.limits.max_answer_chars, provider=self.name, model=model)
+
+    @contextlib.contextmanager
+    def _exchange(
+        self, method: str, path: str, deadline: Deadline, *, model: str | None, stream: bool = False,
+        guard: bool = True, **kwargs: Any,
+    ) -> Iterator[httpx.Response]:
+        """Send one request and yield its 2xx response with the body guarded by the deadline and the caps
+        (``guard=False``: as it came, for a caller that reads it with ``read_body``)."""
+        response = self._send_request(method, path, deadline, model, kwargs)
+        try:
+            if response.status_code >= 400:
+                error_body = read_error_body(response, deadline)
+                raise classify_response(error_body, provider=self.name, model=model, secrets=self.secrets)
+            if not guard:
+                yield response
+                return
+            cap = self.limits.max_response_bytes
+            # An event stream is bounded by the answer cap and the deadlines, one line of it by the body cap;
+            # any other body (also one answering a stream request) by the body cap.
+            events = stream and "text/event-stream" in response.headers.get("content-type", "")
+            yield guarded(response, deadline, over="raise", what="stream" if events else "body",
+                          limit=sys.maxsize if events else cap, line_limit=cap if stream else None)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, model) from exc
+        finally:
+            response.close()
+
+
+    def _send_request(
+        self, method: str, path: str, deadline: Deadline, model: str | None, kwargs: dict[str, Any]
+    ) -> httpx.Response:
+        try:
+            with reads_under(deadline):
+                return self.client.send(self.client.build_request(method, path, **kwargs), stream=True)
+        except (UnicodeEncodeError, httpx.LocalProtocolError):
+            pass  # raised below, outside this block, unchained: these exceptions quote the header, key and all
+        except httpx.TimeoutException as exc:
+            raise (deadline.error() if deadline.cut_last_read else self._transport_error(exc, model)) from exc
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, model) from exc
+        raise AuthenticationError(
+            f"The request to {self._where(model)} could not be sent: a header holds a character HTTP cannot "
+            f"carry, most likely a hidden or non-ASCII character in the {self.display_name} key; paste the key "
+            "again on the API Keys page.",
+            provider=self.name, model=model,
+        )
+
+    def _transport_error(self, exc: httpx.HTTPError, model: str | None) -> ProviderError:
+        # A read that timed out is the per-read limit (READ_TIMEOUT_S); the deadlines raise their own error.
+        return classify_transport(exc, provider=self.name, model=model, base_url=self.base_url)
+
+    def _where(self, model: str | None) -> str:
+        return f"{self.name}:{model}" if model else self.name
 
     def in_band_error(self, payload: Any, model: str | None) -> ProviderError:
         """Classify an ``{"error": ...}`` that arrived inside a 2xx body or a stream event."""
@@ -172,6 +270,31 @@ class LocalHost(abc.ABC):
     def same_model(cls, requested: str, listed: str) -> bool:
         """True when a name the host lists is the model that was requested (hosts may add a tag)."""
         return requested == listed
+
+
+class AnswerText:
+    """The text of one streamed answer, refused past MAX_ANSWER_CHARS so an endless stream cannot fill memory."""
+
+    def __init__(self, limit: int, *, provider: str, model: str) -> None:
+        self.limit = limit
+        self.provider = provider
+        self.model = model
+        self._parts: list[str] = []
+        self._length = 0
+
+    def add(self, text: str) -> None:
+        self._length += len(text)
+        if self._length > self.limit:
+            raise BadResponseError(
+                f"{self.provider}:{self.model} streamed an answer longer than the limit of {self.limit} characters "
+                "(MAX_ANSWER_CHARS); the host may be looping. Raise MAX_ANSWER_CHARS if answers this long are "
+                "expected, or ask for a shorter answer (max_tokens).",
+                provider=self.provider, model=self.model,
+            )
+        self._parts.append(text)
+
+    def __str__(self) -> str:
+        return "".join(self._parts)
 
 
 def parse_json(response: httpx.Response, *, provider: str, model: str | None) -> Any:

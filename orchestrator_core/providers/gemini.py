@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
@@ -93,24 +94,25 @@ class GeminiProvider(Provider):
         )
 
     def stream_chat(self, model: str, messages: list[Message], params: ChatParams) -> Iterator[StreamEvent]:
-        parts: list[str] = []
+        parts = self.answer_text(model)
         last: dict[str, Any] = {}  # the latest candidate that said why it stopped
         usage = Usage()
         answered_by = model
         seen_any = False
-        with self.open_stream(
+        lines = self.stream_lines(
             "POST", self.model_path(model, "streamGenerateContent"), model=model,
             headers={"Accept": "text/event-stream", **self.headers()}, params={"alt": "sse"},
             json=self.body(messages, params),
-        ) as response:
-            for chunk in _stream_payloads(response.iter_lines(), self.name, model):
+        )
+        with contextlib.closing(lines):
+            for chunk in _stream_payloads(lines, self.name, model):
                 seen_any = True
                 if chunk.get("error"):
                     raise self.in_band_error(chunk, model)
                 candidate = self._first_candidate(chunk, model)
                 text = _candidate_text(candidate) if candidate else ""
                 if text:
-                    parts.append(text)
+                    parts.add(text)
                     yield TextDelta(text)
                 last = candidate if candidate and candidate.get("finishReason") else last
                 usage = _usage(chunk["usageMetadata"]) if chunk.get("usageMetadata") else usage
@@ -118,8 +120,8 @@ class GeminiProvider(Provider):
         # Gemini has no end marker: the stream ends with the body, so only a stream with no events is broken.
         if not seen_any:
             raise bad_response(self.name, model, "the stream ended without any event")
-        self.raise_for_block(model, last, "".join(parts))
-        yield ChatResult("".join(parts), last.get("finishReason"), usage, answered_by, self.name)
+        self.raise_for_block(model, last, str(parts))
+        yield ChatResult(str(parts), last.get("finishReason"), usage, answered_by, self.name)
 
     def list_models(self) -> list[str]:
         names: list[str] = []

@@ -26,9 +26,8 @@ from ..errors import (
     UnsupportedOperationError,
     bad_response,
     classify_response,
-    classify_transport,
     error_text,
-    scrub,
+    host_message,
 )
 from ..types import ChatParams, HostModel, Message, ModelState
 from .base import LocalHost
@@ -178,12 +177,11 @@ class LMStudioProvider(OpenAICompatibleProvider, LocalHost):
         return data
 
     def _send(self, method: str, path: str, *, model: str, **kwargs: Any) -> httpx.Response:
-        """One raw request, for calls whose error body needs a closer look than request_json gives."""
-        try:
-            return self.client.request(method, path, headers=self.headers(), **kwargs)
-        except httpx.HTTPError as exc:
-            self._remember(None)
-            raise classify_transport(exc, provider=self.name, model=model, base_url=self.base_url) from exc
+        """One load request, read whole within LOAD_TIMEOUT_S, for error bodies that need a closer look."""
+        total = float(self.options.get("load_timeout_s", DEFAULT_LOAD_TIMEOUT_S))
+        return self._transport_guard(lambda: self.send_read(
+            method, path, model=model, total_s=total, setting="LOAD_TIMEOUT_S", headers=self.headers(), **kwargs
+        ))
 
     def _transport_guard(self, call: Callable[[], T]) -> T:
         """Run a call; when the host cannot be reached, forget the API level (it may come back upgraded)."""
@@ -210,7 +208,7 @@ class LMStudioProvider(OpenAICompatibleProvider, LocalHost):
         return [i for m in listed if self.same_model(model, m.name) for i in m.instance_ids]
 
     def _host_message(self, response: httpx.Response, body: Any) -> str:
-        return scrub(error_text(body, response.text)[0], self.secrets)
+        return host_message(body, response.text, self.secrets)
 
     def _load_refused(self, model: str, response: httpx.Response, body: Any, status: int | None) -> ModelLoadError:
         message = self._host_message(response, body)

@@ -15,8 +15,7 @@ from ..errors import (
     RateLimitError,
     bad_response,
     classify_response,
-    classify_transport,
-    error_text,
+    host_message,
 )
 from ..types import HostModel, ModelState
 from .base import LocalHost
@@ -77,10 +76,10 @@ class OllamaProvider(OpenAICompatibleProvider, LocalHost):
             error = classify_response(response, provider=self.name, model=model)
             if isinstance(error, _PASS_THROUGH):
                 raise error
-            raise self._load_failed(model, error_text(data, response.text)[0], response.status_code)
+            raise self._load_failed(model, host_message(data, response.text, self.secrets), response.status_code)
         if not isinstance(data, dict) or data.get("error"):
             # Ollama reports a failure after the 200 status line as a body {"error": "..."}.
-            raise self._load_failed(model, error_text(data, response.text)[0], response.status_code)
+            raise self._load_failed(model, host_message(data, response.text, self.secrets), response.status_code)
 
     def unload_model(self, model: str) -> None:
         """Unload a model now; Ollama answers the same way when it was not loaded."""
@@ -98,12 +97,11 @@ class OllamaProvider(OpenAICompatibleProvider, LocalHost):
 
     def _generate(self, model: str, body: dict[str, Any]) -> httpx.Response:
         """An empty /api/generate request: Ollama loads (or, with keep_alive 0, unloads) and answers."""
-        try:
-            return self.client.request(
-                "POST", "/api/generate", headers=self.headers(), json=body, timeout=self._load_timeout()
-            )
-        except httpx.HTTPError as exc:
-            raise classify_transport(exc, provider=self.name, model=model, base_url=self.base_url) from exc
+        total = float(self.options.get("load_timeout_s", DEFAULT_LOAD_TIMEOUT_S))
+        return self.send_read(
+            "POST", "/api/generate", model=model, total_s=total, setting="LOAD_TIMEOUT_S", headers=self.headers(),
+            json=body, timeout=self._load_timeout(),
+        )
 
     def _load_timeout(self) -> httpx.Timeout:
         """The client's timeouts, with a read timeout long enough for a model to load."""

@@ -75,7 +75,7 @@ class OpenAICompatibleProvider(Provider):
         )
 
     def stream_chat(self, model: str, messages: list[Message], params: ChatParams) -> Iterator[StreamEvent]:
-        parts: list[str] = []
+        parts = self.answer_text(model)
         refusal: list[str] = []  # delta.refusal pieces: kept for the error, never yielded as answer text
         finish: str | None = None
         usage = Usage()
@@ -105,14 +105,14 @@ class OpenAICompatibleProvider(Provider):
                     delta = choice.get("delta") or {}
                     text = _content_text(delta.get("content"))
                     if text:
-                        parts.append(text)
+                        parts.add(text)
                         yield TextDelta(text)
                     refusal.append(_content_text(delta.get("refusal")))
                     finish = choice.get("finish_reason") or finish
-        self.raise_for_refusal(model, "".join(refusal), finish, "".join(parts), field="delta.refusal")
+        self.raise_for_refusal(model, "".join(refusal), finish, str(parts), field="delta.refusal")
         if not done:
             raise bad_response(self.name, model, "the stream ended without its [DONE] marker")
-        yield ChatResult("".join(parts), finish, usage, answered_by, self.name)
+        yield ChatResult(str(parts), finish, usage, answered_by, self.name)
 
     def list_models(self) -> list[str]:
         data = self.request_json("GET", self.models_path, headers=self.headers())

@@ -1,6 +1,6 @@
 """Persistence: one migrated database holding models, encrypted API keys, call metrics and failures.
 
-    db = Database.open(settings.database_url)
+    db = Database.open(settings.database_url, connect_timeout_s=settings.db_connect_timeout_s)
     keys = KeyStore(db, load_fernet(settings.secret_key, db.dir), env_keys=settings.env_keys)
     recorder = MetricsRecorder(db); recorder.record(MetricRow(...)); recorder.flush()
     metrics.model_stats(db, since=time.time() - 3600)

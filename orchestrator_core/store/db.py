@@ -12,6 +12,7 @@ line (``head_revision``); Alembic is imported only when an upgrade is due.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sqlite3
@@ -32,6 +33,10 @@ from ..errors import DatabaseBusyError, DatabaseError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 BUSY_TIMEOUT_MS = 5000
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+# Driver -> its connect-timeout argument (seconds). sqlite has none: it opens a file.
+_CONNECT_TIMEOUT_ARGS = {"psycopg": "connect_timeout", "psycopg2": "connect_timeout", "pymysql": "connect_timeout",
+                         "mysqldb": "connect_timeout", "pg8000": "timeout"}
 # Best-effort writes (discovered models, the secret verifier) wait this long for a busy database, then skip.
 SHORT_BUSY_TIMEOUT_MS = 200
 BUSY_MESSAGE = ("The database is busy: another process is writing to it. Nothing was changed; try again in a "
@@ -67,16 +72,21 @@ class Database:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     @classmethod
-    def open(cls, url: str, *, check_writable: bool = True) -> Database:
+    def open(
+        cls, url: str, *, check_writable: bool = True, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    ) -> Database:
         """Connect to ``url``, upgrade the schema to the newest migration and return the database.
 
         check_writable=False (read-only commands such as ``status``) opens a database that is at the
         newest migration without taking the write lock, so it works while another process writes.
+
+        A database server is given ``connect_timeout_s`` (DB_CONNECT_TIMEOUT_S) to answer, so one that
+        accepts connections and never speaks fails start-up instead of hanging it.
         """
         parsed = _parse_url(url)
         if parsed.get_backend_name() == "sqlite":
             _check_sqlite_location(parsed, create_folder=_sqlite_path(parsed) == default_sqlite_path())
-        engine = _create_engine(parsed)
+        engine = _create_engine(parsed, connect_timeout_s)
         try:
             _migrate(engine, check_writable=check_writable)
         except DatabaseError:
@@ -84,10 +94,10 @@ class Database:
             raise
         except DatabaseBusyError as error:
             engine.dispose()
-            raise _translate(error.__cause__ or error, parsed) from error
+            raise _translate(error.__cause__ or error, parsed, connect_timeout_s) from error
         except (exc.SQLAlchemyError, sqlite3.Error, OSError) as error:
             engine.dispose()
-            raise _translate(error, parsed) from error
+            raise _translate(error, parsed, connect_timeout_s) from error
         return cls(engine, parsed)
 
     @property
@@ -215,14 +225,19 @@ def _check_sqlite_location(url: URL, *, create_folder: bool) -> None:
                             f"{elsewhere}.")
 
 
-def _create_engine(url: URL) -> Engine:
+def _create_engine(url: URL, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> Engine:
     options: dict[str, Any] = {}
     if url.get_backend_name() == "sqlite":
         if _sqlite_path(url) is None and (url.database or "") in ("", ":memory:"):
             # One shared connection, or every pooled connection would see its own empty database.
             options = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
     else:
-        options = {"pool_pre_ping": True}
+        # Without a connect timeout libpq waits for an answer forever; whole seconds, at least 2 (libpq's floor).
+        options = {"pool_pre_ping": True, "pool_timeout": connect_timeout_s}
+        driver = url.drivername.partition("+")[2] or {"postgresql": "psycopg2", "mysql": "mysqldb"}.get(url.drivername, "")
+        timeout_arg = _CONNECT_TIMEOUT_ARGS.get(driver)
+        if timeout_arg:
+            options["connect_args"] = {timeout_arg: max(2, math.ceil(connect_timeout_s))}
     try:
         engine = create_engine(url, **options)
     except exc.NoSuchModuleError:
@@ -299,7 +314,7 @@ def _use_wal(cursor: Any) -> None:
             time.sleep(0.02)
 
 
-def _translate(error: BaseException, url: URL) -> DatabaseError:
+def _translate(error: BaseException, url: URL, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> DatabaseError:
     """A start-up failure as a DatabaseError that says what to fix."""
     detail = str(getattr(error, "orig", None) or error).strip()
     first_line = detail.splitlines()[0] if detail else type(error).__name__
@@ -319,6 +334,11 @@ def _translate(error: BaseException, url: URL) -> DatabaseError:
     if "database is locked" in lowered:
         return DatabaseError(f"The database {where} stayed locked by another process for more than "
                              f"{BUSY_TIMEOUT_MS // 1000} s; stop the other process or try again.")
+    if path is None and ("timeout expired" in lowered or "timed out" in lowered):
+        return DatabaseError(f"The database server {where} did not answer within {connect_timeout_s:g} s "
+                             "(DB_CONNECT_TIMEOUT_S); check that the host and port in DATABASE_URL belong to a "
+                             "running database server (a wrong port or a firewall can accept connections and "
+                             "never answer), or raise DB_CONNECT_TIMEOUT_S for a slow network.")
     if isinstance(error, exc.OperationalError) and path is None:
         return DatabaseError(f"Could not connect to the database {where}: {first_line}; check that the server is "
                              "running and that the host, port, user and password in DATABASE_URL are right.")

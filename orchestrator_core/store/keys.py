@@ -13,6 +13,7 @@ import builtins
 import binascii
 import hashlib
 import os
+import stat
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from sqlalchemy import Table, bindparam, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from ..config import DEFAULT_DATA_DIR, HOSTED_PROVIDERS, LOCAL_PROVIDERS, home_dir
+from ..config import DEFAULT_DATA_DIR, HOSTED_PROVIDERS, LOCAL_PROVIDERS, home_dir, key_text_problem
 from ..errors import DatabaseBusyError, InvalidKeyInputError, SecretKeyError, mask_key
 from ..types import KeyCheck, KeyTestResult
 from .db import Database, upsert_insert
@@ -129,7 +130,20 @@ def _read_key_file(path: Path) -> bytes:
         raise SecretKeyError(
             f"The key file {path} is not a valid key; restore it from a backup or set ORCHESTRATOR_SECRET_KEY."
         ) from None
+    _check_private(path)
     return key
+
+
+def _check_private(path: Path) -> None:
+    """Refuse a key file other users can read: whoever reads it can decrypt every stored key."""
+    if os.name == "nt":  # Windows has no POSIX mode bits; its ACLs are out of reach here
+        return
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise SecretKeyError(
+            f"The key file {path} can be read or changed by other users (mode {mode:04o}); run "
+            f"`chmod 600 {path}` so only its owner can, then start again."
+        )
 
 
 @dataclass(frozen=True)
@@ -445,6 +459,10 @@ def _check_key(key: str | None) -> str:
         raise InvalidKeyInputError(
             "The key contains a space or a line break; paste only the key itself, on one line."
         )
+    problem = key_text_problem(text)
+    if problem:
+        # Such a key would fail in the HTTP header, and that exception would carry the key with it.
+        raise InvalidKeyInputError(f"The key contains {problem}; copy it again from the provider's console.")
     if len(text) > MAX_KEY_LEN:
         raise InvalidKeyInputError(
             f"The key is longer than {MAX_KEY_LEN} characters; paste only the key, not surrounding text."

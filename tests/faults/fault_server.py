@@ -6,6 +6,9 @@ Each path is scripted with a ``Reply`` (or a function of the request returning o
     Reply.stall()                                            read the request, never answer
     Reply.partial(body, sent=10, then="stall" | "cut")       Content-Length promised, part sent
     Reply.stream([b"data: ...\\n\\n", ...], then="end" | "stall" | "cut")   chunked pieces
+    Reply.trickle(body, every_s=0.05)                        Content-Length, then one byte at a time
+    Reply.trickle(body, every_s=0.05, headers_too=True)      the status line and headers a byte at a time too
+    Reply.endless(b": keep-alive\\n\\n", first=[...])         chunked: first pieces, then one piece forever
 
 A stalled connection waits until the client hangs up (or the server stops), so a client timeout
 frees it. The server counts open connections, so a test can check that none is left behind.
@@ -15,12 +18,13 @@ Socket-level faults live beside it: ``refused_port`` (bound, never listening) an
 
 from __future__ import annotations
 
+import itertools
 import json
 import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
@@ -50,7 +54,7 @@ class Reply:
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
-    mode: Literal["full", "stall", "partial", "stream"] = "full"
+    mode: Literal["full", "stall", "partial", "stream", "trickle", "endless"] = "full"
     pieces: tuple[bytes, ...] = ()
     sent: int = 0  # partial: bytes of the body actually sent
     then: Then = "end"
@@ -63,6 +67,22 @@ class Reply:
     @classmethod
     def text(cls, status: int, text: str, content_type: str = "text/plain") -> Reply:
         return cls(status, text.encode(), {"content-type": content_type})
+
+    @classmethod
+    def trickle(
+        cls, body: bytes, *, every_s: float, headers_too: bool = False, headers: dict[str, str] | None = None
+    ) -> Reply:
+        # then="stall" marks "headers too": a trickle never ends any other way than by its last byte.
+        return cls(200, body, {"content-type": "application/json", **(headers or {})}, mode="trickle",
+                   piece_delay_s=every_s, then="stall" if headers_too else "end")
+
+    @classmethod
+    def endless(
+        cls, piece: bytes, *, first: Iterable[bytes] = (), every_s: float = 0.0,
+        content_type: str = "text/event-stream",
+    ) -> Reply:
+        return cls(200, piece, {"content-type": content_type}, mode="endless", pieces=tuple(first),
+                   piece_delay_s=every_s)
 
     @classmethod
     def stall(cls) -> Reply:
@@ -192,12 +212,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- playing a reply ----------------------------------------------------------------------
     def _play(self, reply: Reply) -> None:
+        if reply.mode == "trickle" and reply.then == "stall":
+            self._trickle_everything(reply)
+            return
         if reply.mode == "stall":
             self._wait_for_hangup()
             return
         self.send_response(reply.status)
         for name, value in reply.headers.items():
             self.send_header(name, value)
+        if reply.mode in ("trickle", "endless"):
+            self._play_forever(reply)
+            return
         if reply.mode == "stream":
             self.send_header("transfer-encoding", "chunked")
             self.end_headers()
@@ -217,6 +243,44 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.wfile.write(reply.body)
         self.wfile.flush()
+
+    def _trickle_everything(self, reply: Reply) -> None:
+        """Status line, headers and body, one byte at a time (BaseHTTPRequestHandler would send them at once)."""
+        self.close_connection = True
+        head = f"HTTP/1.1 {reply.status} OK\r\ncontent-length: {len(reply.body)}\r\n" + "".join(
+            f"{k}: {v}\r\n" for k, v in reply.headers.items()) + "\r\n"
+        raw = head.encode() + reply.body
+        try:
+            for i in range(len(raw)):
+                if self.server.stopping.is_set():
+                    return
+                self.wfile.write(raw[i : i + 1])
+                self.wfile.flush()
+                time.sleep(reply.piece_delay_s)
+        except OSError:
+            return
+
+    def _play_forever(self, reply: Reply) -> None:
+        """Trickle a body a byte at a time, or stream one piece forever, until the client hangs up."""
+        self.close_connection = True
+        if reply.mode == "trickle":
+            self.send_header("content-length", str(len(reply.body)))
+            self.end_headers()
+            pieces: Iterator[bytes] = (reply.body[i : i + 1] for i in range(len(reply.body)))
+        else:
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            pieces = (b"%x\r\n%s\r\n" % (len(p), p) for p in itertools.chain(reply.pieces, itertools.repeat(reply.body)))
+        try:
+            for piece in pieces:
+                if self.server.stopping.is_set():
+                    return
+                self.wfile.write(piece)
+                self.wfile.flush()
+                if reply.piece_delay_s:
+                    time.sleep(reply.piece_delay_s)
+        except OSError:  # the client hung up: that is how these replies end
+            return
 
     def _then(self, then: Then, ending: bytes) -> None:
         if then == "end":

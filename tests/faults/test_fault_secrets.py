@@ -174,3 +174,63 @@ def test_key_with_a_newline_is_refused_without_echoing_it_in_the_error_or_the_lo
     texts = "\n".join(exception_texts(info.value)) + caplog.text
     assert PLANTED not in texts and PLANTED_ENV not in texts
     assert PLANTED.encode() not in database_bytes(orch)
+
+
+# Every shape in which a provider has been seen (or could be) to echo a key back, whole or in part.
+ECHOES: dict[str, Any] = {
+    "plain-text-body": lambda key: Reply.text(401, f"Unauthorized: the key {key} is not valid"),
+    "json-without-a-message-field": lambda key: Reply.json(400, {"status": "denied", "credential": key}),
+    "upper-cased-echo": lambda key: Reply.json(401, {"error": {"message": f"Invalid key {key.upper()}"}}),
+    "first-20-characters": lambda key: Reply.json(401, {"error": {"message": f"Incorrect key: {key[:20]}"}}),
+    "head-ellipsis-tail": lambda key: Reply.json(401, {"error": {"message": f"Incorrect key {key[:6]}…{key[-3:]}"}}),
+    "head-stars-ellipsis-tail": lambda key: Reply.json(401, {"error": {"message": f"Bad {key[:8]}***…{key[-4:]}"}}),
+    "echo-straddling-the-length-cut": lambda key: Reply.text(400, "x" * 290 + key + " is not allowed here"),
+    "json-echo-straddling-the-cut": lambda key: Reply.json(400, {"detail_list": ["y" * 270 + key]}),
+}
+
+
+def pieces_of(secret: str, size: int = 8) -> set[str]:
+    return {secret[i : i + size].lower() for i in range(len(secret) - size + 1)}
+
+
+@pytest.mark.parametrize("shape", list(ECHOES), ids=list(ECHOES))
+def test_key_echoed_in_any_shape_leaves_no_piece_of_it_in_the_error_its_causes_or_the_metric_row(
+    shape: str, server: FaultServer, make_orch: OrchFactory
+) -> None:
+    def reply(seen: Seen) -> Reply:
+        reply_for: Any = ECHOES[shape]
+        return reply_for(seen.headers.get("authorization", "").removeprefix("Bearer "))
+
+    server.script(OPENAI.call_path(False), reply)
+    orch = make_orch()
+    orch.keys.add("openai", "planted", PLANTED)
+    with pytest.raises(OrchestratorError) as info:
+        orch.chat(OPENAI.model_id, HELLO, fallback=False)
+    assert any(s.headers.get("authorization") == f"Bearer {PLANTED}" for s in server.seen)  # it went out
+    rows = metric_rows(orch)
+    assert rows and rows[-1].error
+    places = {
+        "error and chained causes": "\n".join(exception_texts(info.value)),
+        "metric row": repr([[getattr(r, c) for c in EXPORT_COLUMNS] for r in rows]),
+    }
+    for where, text in places.items():
+        lowered = text.lower()
+        leaked = sorted(p for p in pieces_of(PLANTED) if p in lowered)
+        assert leaked == [], f"pieces of the key in the {where}: {leaked}"
+        assert PLANTED[:6].lower() not in lowered, f"the key's head is in the {where}"
+    assert mask_key(PLANTED) in str(info.value)  # the mask stands where the key was
+
+
+@pytest.mark.parametrize("char", ["\x00", "\n", "é", "\u200b"], ids=["nul", "newline", "non-ascii", "zero-width"])
+def test_key_no_header_can_carry_that_predates_validation_fails_without_quoting_the_key(
+    char: str, server: FaultServer, make_orch: OrchFactory
+) -> None:
+    bad = PLANTED[:12] + char + PLANTED[12:]  # e.g. stored by an older version, before keys were checked
+    server.script(OPENAI.call_path(False), healthy(OPENAI))
+    orch = make_orch(env_keys={"openai": bad})
+    with pytest.raises(AuthenticationError, match="paste the key again") as info:
+        orch.chat(OPENAI.model_id, HELLO, fallback=False)
+    texts = "\n".join(exception_texts(info.value)) + repr([[getattr(r, c) for c in EXPORT_COLUMNS]
+                                                          for r in metric_rows(orch)])
+    assert not [p for p in pieces_of(PLANTED) if p in texts.lower()]
+    assert "Illegal header value" not in texts and "codec can't encode" not in texts

@@ -24,7 +24,7 @@ from tests.helpers import sse_response as sse
 
 BASE = "https://api.mistral.ai/v1"
 CHAT = f"{BASE}/chat/completions"
-KEY = "mistral-test-key-abcdef"
+KEY = "q7RmTestKey0123456789abcdefXYZw"  # Mistral keys are 32 random characters; none of a model name
 HELLO: list[Message] = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi"}]
 
 COMPLETION = {

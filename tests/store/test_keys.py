@@ -202,3 +202,34 @@ def test_corrupt_secret_file_raises_secret_key_error(tmp_path: Path) -> None:
     (tmp_path / "secret.key").write_text("not a key")
     with pytest.raises(SecretKeyError, match="is not a valid key"):
         load_fernet(None, tmp_path)
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o660])
+def test_secret_file_readable_by_group_or_others_is_refused_with_the_fix(tmp_path: Path, mode: int) -> None:
+    load_fernet(None, tmp_path)  # made 0600
+    path = tmp_path / "secret.key"
+    path.chmod(mode)
+    with pytest.raises(SecretKeyError, match=f"mode {mode:04o}") as info:
+        load_fernet(None, tmp_path)
+    assert f"chmod 600 {path}" in info.value.message
+    path.chmod(0o600)
+    load_fernet(None, tmp_path)  # the fix it names works
+
+
+@pytest.mark.parametrize(("char", "kind"), [
+    ("\x00", "control"), ("\x7f", "control"), ("\x1b", "control"), ("\u200b", "invisible"), ("\ufeff", "invisible"),
+    ("\u2028", "space or a line break"), ("\u00a0", "space or a line break"), ("\u3000", "space or a line break"),
+    ("\ue000", "invisible"), ("\U000e0001", "invisible"), ("\U0010fffe", "invisible"), ("é", "non-ASCII"),
+])
+def test_key_with_a_control_invisible_or_non_ascii_character_is_refused_on_add_and_update(
+    keys: KeyStore, char: str, kind: str
+) -> None:
+    bad = OPENAI_KEY[:10] + char + OPENAI_KEY[10:]
+    with pytest.raises(InvalidKeyInputError, match=kind) as info:
+        keys.add("openai", "work", bad)
+    assert OPENAI_KEY[:10] not in info.value.message and OPENAI_KEY[10:] not in info.value.message
+    assert keys.list() == []
+    stored = keys.add("openai", "work", OPENAI_KEY)
+    with pytest.raises(InvalidKeyInputError, match=kind):
+        keys.update(stored.id, key=bad)
+    assert keys.secret_for("openai") == OPENAI_KEY
