@@ -33,10 +33,6 @@ if st.session_state.get("chat_model") not in statuses:
     st.session_state["chat_model"] = (ready or usable or model_ids)[0]
 
 
-def option(model_id: str) -> str:
-    return views.model_option(statuses.get(model_id), model_id)
-
-
 def params() -> dict[str, Any]:
     return {"temperature": st.session_state.get("chat_temperature", 0.7),
             "max_tokens": int(st.session_state.get("chat_max_tokens", 1024))}
@@ -170,9 +166,11 @@ def failed(history: list[dict[str, Any]], prompt: dict[str, Any], model_id: str,
 
 # -- controls ----------------------------------------------------------------------------------------
 top = st.columns([3, 1])
-top[0].selectbox("Model", model_ids, key="chat_model", format_func=option,
-                 help="🌐 hosted, ready · ✅ loaded · 🔄 loading · 💤 not loaded (loaded on send) · "
-                      "⏸️ cooling down · ❌ unavailable")
+# Entries are plain ids and the status is a caption: see views.picker_status for why.
+chosen_model = top[0].selectbox("Model", model_ids, key="chat_model",
+                                help="🌐 hosted, ready · ✅ loaded · 🔄 loading · 💤 not loaded (loaded on send) · "
+                                     "⏸️ cooling down · ❌ unavailable")
+top[0].caption(views.picker_status(statuses.get(chosen_model)))
 top[1].toggle("Automatic fallback", value=True, key="chat_auto_fallback",
               help="When the model fails, answer with the best alternative and say so.")
 with st.expander("Settings"):
@@ -212,8 +210,9 @@ def ask_each(models: list[str], messages: list[Message]) -> list[dict[str, Any]]
 
 
 with compare_tab:
-    chosen = st.multiselect("Models (2–4)", model_ids, key="compare_models", format_func=option,
-                            max_selections=4)
+    chosen = st.multiselect("Models (2–4)", model_ids, key="compare_models", max_selections=4)
+    for model_id in chosen:
+        st.caption(f"{model_id}: {views.picker_status(statuses.get(model_id))}")
     question = st.text_area("Prompt", key="compare_prompt")
     ready_to_compare = len(chosen) >= 2 and bool(question.strip())
     if st.button("Compare", key="compare_run", type="primary", disabled=not ready_to_compare):

@@ -90,8 +90,9 @@ def load_and_wait(model_id: str) -> None:
 statuses: dict[str, ModelStatus] = {s.model_id: s for s in orch.manager.list_with_status()}
 st.subheader("Actions")
 if statuses:
-    chosen = st.selectbox("Model", list(statuses), key="action_model",
-                          format_func=lambda m: views.model_option(statuses.get(m), m))
+    # Plain ids as entries, the status beside them (views.picker_status says why).
+    chosen = st.selectbox("Model", list(statuses), key="action_model")
+    st.caption(views.picker_status(statuses.get(chosen)))
     local = statuses[chosen].local
     buttons = st.columns(5)
     buttons[0].button("Load", key="action_load", disabled=not local, on_click=run_action, args=("load", chosen),

@@ -242,3 +242,13 @@ def test_a_stream_cut_by_a_safety_stop_keeps_its_text_and_says_it_was_cut(
     at.run()
     assert assistant_bubbles(at) == ["Once upon"]
     assert f"{GPT} · cut by a safety stop" in captions(at)
+
+
+def test_model_picker_entries_are_plain_ids_and_the_status_is_a_caption(
+        wire: respx.MockRouter, with_openai_key: str) -> None:
+    # A status inside an entry's label breaks the browser's choice when the status changes (see e2e tests).
+    lmstudio_down(wire)
+    at = chat_page()
+    picker = at.selectbox(key="chat_model")
+    assert GPT in picker.options and all(option.count(":") == 1 and " " not in option for option in picker.options)
+    assert any(c.startswith("🌐 hosted, ready") for c in captions(at))
