@@ -153,9 +153,9 @@ def test_compare_shows_each_model_side_by_side(wire: respx.MockRouter, with_open
         "usage": {"input_tokens": 4, "output_tokens": 4}})
     at = chat_page()
     at.multiselect(key="compare_models").set_value([GPT, "anthropic:claude-haiku-4-5"])
-    at.text_area(key="compare_prompt").set_value("Greet me").run()
+    at.text_area(key="compare_prompt").set_value("Greet me")  # in a form: sent with the click, one run
     at.button(key="compare_run").click().run()
-    assert not at.exception
+    assert not at.exception, [w.value for w in at.warning]
     shown = texts(at)
     assert "GPT says hi" in shown and "Claude says hi" in shown
     assert f"**{GPT}**" in shown and "**anthropic:claude-haiku-4-5**" in shown

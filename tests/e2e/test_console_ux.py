@@ -185,3 +185,35 @@ def test_models_action_picker_keeps_the_chosen_model_after_a_load(page: Page) ->
         settle(page)
         expect(page.get_by_text("lmstudio:beta-model had no failure").first).to_be_visible()
         assert "lmstudio:beta-model" in picker_text(page, "Model")
+
+
+# -- 2, 3. a running reply shows Stop, keeps the input off, and stops when asked -------------------------
+def test_a_running_reply_disables_the_input_and_stop_ends_the_load_wait(page: Page, host: ModuleType) -> None:
+    host.LOAD_SECONDS = 8.0
+    open_page(page, "chat")
+    pick(page, "Model", "lmstudio:beta-model")
+    send(page, "slow one")
+    stop = page.get_by_role("button", name="⏹️ Stop")
+    expect(stop).to_be_visible()
+    expect(page.get_by_test_id("stChatInputTextArea")).to_be_disabled()  # no second prompt can drop this one
+    stop.click()
+    expect(page.get_by_text("Stopped before the first word")).to_be_visible()
+    settle(page)
+    expect(page.get_by_test_id("stChatInputTextArea")).to_be_enabled()
+    expect(page.get_by_text("slow one", exact=True)).to_be_visible()  # the prompt is still in the conversation
+
+
+# -- 4. compare answers the first click after typing -----------------------------------------------------
+def test_compare_runs_on_the_first_click_after_typing(page: Page) -> None:
+    open_page(page, "chat")
+    page.get_by_role("tab", name="Compare models").click()
+    chooser = page.get_by_role("combobox", name="Models (2–4)")
+    for model in ("lmstudio:alpha-model", "lmstudio:beta-model"):
+        chooser.click()
+        page.get_by_role("option").filter(has_text=model).first.click()
+        settle(page)
+    page.keyboard.press("Escape")
+    page.get_by_label("Prompt", exact=True).fill("compare me")
+    page.get_by_role("button", name="Compare").click()  # straight after typing: no blur rerun in between
+    expect(page.get_by_text(re.compile("This is alpha-model on the demo host"))).to_be_visible()
+    expect(page.get_by_text(re.compile("This is beta-model on the demo host"))).to_be_visible()
