@@ -72,7 +72,13 @@ def run_action(action: str, model_id: str | None) -> None:
         state.flash("error", exc.message)
 
 
+def cancel_wait(model_id: str) -> None:
+    """Cancel: this click's rerun ends the wait; the host was already told to load and finishes on its own."""
+    state.flash("info", f"Stopped waiting for {model_id}. The host keeps loading it; unload it to free the memory.")
+
+
 def load_and_wait(model_id: str) -> None:
+    st.button("Cancel the wait", key="action_cancel_wait", on_click=cancel_wait, args=(model_id,))
     with st.status(views.load_label(model_id, 0.0), expanded=True) as box:
         started = time.monotonic()
         try:

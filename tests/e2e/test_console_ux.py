@@ -217,3 +217,16 @@ def test_compare_runs_on_the_first_click_after_typing(page: Page) -> None:
     page.get_by_role("button", name="Compare").click()  # straight after typing: no blur rerun in between
     expect(page.get_by_text(re.compile("This is alpha-model on the demo host"))).to_be_visible()
     expect(page.get_by_text(re.compile("This is beta-model on the demo host"))).to_be_visible()
+
+
+def test_models_load_and_wait_can_be_cancelled_and_says_the_host_keeps_loading(
+        page: Page, host: ModuleType) -> None:
+    host.LOAD_SECONDS = 8.0
+    open_page(page, "models")
+    pick(page, "Model", "lmstudio:beta-model")
+    page.get_by_role("button", name="Load and wait").click()
+    cancel = page.get_by_role("button", name="Cancel the wait")
+    expect(cancel).to_be_visible()
+    cancel.click()
+    expect(page.get_by_text("Stopped waiting for lmstudio:beta-model. The host keeps loading it").first).to_be_visible()
+    expect(page.get_by_text("lmstudio:beta-model is loaded")).to_have_count(0)
