@@ -88,10 +88,9 @@ def flash(kind: str, text: str) -> None:
 
 
 def show_flash() -> None:
-    """Render and forget queued messages, each also as a toast."""
+    """Render and forget queued messages, once each: a banner, not also a toast (issue 13: every message twice)."""
     for kind, text in st.session_state.pop(_FLASH, []):
         getattr(st, kind)(text)
-        st.toast(text, icon="✅" if kind == "success" else "⚠️" if kind == "error" else "ℹ️")
 
 
 def session_list(name: str) -> list[Any]:
