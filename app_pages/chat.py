@@ -15,6 +15,8 @@ from orchestrator_core.types import Message, ModelStatus
 
 HISTORY = "chat_history"
 COMPARE = "compare_results"
+PENDING = "chat_pending"  # a reply is due or running: the input is disabled and Stop is shown
+PARTIAL = "chat_partial"  # the words streamed so far, kept for Stop
 
 orch = state.orchestrator()
 st.title("💬 Chat")
@@ -31,10 +33,6 @@ if st.session_state.get("chat_model") not in statuses:
     ready = [m for m, s in statuses.items() if s.state.ready]
     usable = [m for m, s in statuses.items() if s.state.usable]
     st.session_state["chat_model"] = (ready or usable or model_ids)[0]
-
-
-def option(model_id: str) -> str:
-    return views.model_option(statuses.get(model_id), model_id)
 
 
 def params() -> dict[str, Any]:
@@ -59,7 +57,28 @@ def clear_conversation() -> None:
 
 def switch_and_retry(model_id: str) -> None:
     st.session_state["chat_model"] = model_id
-    st.session_state["chat_retry"] = True
+    st.session_state[PENDING] = True
+
+
+def queue_prompt() -> None:
+    """The input's submit: the prompt joins the conversation and a reply is due; the input stays off meanwhile."""
+    prompt = st.session_state.get("chat_prompt") or ""
+    if prompt.strip():
+        state.session_list(HISTORY).append({"role": "user", "content": prompt})
+        st.session_state[PENDING] = True
+
+
+def stop_reply() -> None:
+    """Stop: this click's rerun ends the running reply (the core records the attempt as cancelled); keep its words."""
+    if not st.session_state.pop(PENDING, False):
+        return
+    history = state.session_list(HISTORY)
+    partial = "".join(st.session_state.pop(PARTIAL, []))
+    if partial:
+        history.append({"role": "assistant", "content": partial, "caption": "stopped by you · recorded as cancelled"})
+    else:
+        history.append({"role": "notice", "icon": "⏹️", "content": "Stopped before the first word (recorded as "
+                        "cancelled). A model that was loading keeps loading on its host."})
 
 
 class LoadView:
@@ -68,30 +87,52 @@ class LoadView:
     def __init__(self, slot: Any) -> None:
         self.slot = slot
         self.boxes: dict[str, tuple[Any, float]] = {}
+        self.trail: dict[str, dict[str, Any]] = {}  # what each box said last, kept with the answer in the history
+
+    def _keep(self, model_id: str, label: str, state: str, line: str = "") -> None:
+        entry = self.trail.setdefault(model_id, {"label": label, "state": state, "lines": []})
+        entry.update(label=label, state=state)
+        if line:
+            entry["lines"].append(line)
 
     def on_event(self, event: CallEvent) -> None:
         if event.kind == "loading":
             box = self.slot.status(views.load_label(event.model_id, 0.0), expanded=True)
             box.markdown(views.plain(event.detail))
             self.boxes[event.model_id] = (box, event.elapsed_s)
+            self._keep(event.model_id, views.load_label(event.model_id, 0.0), "running", event.detail)
             return
         if event.model_id not in self.boxes:
             return
         box, started = self.boxes[event.model_id]
         elapsed = event.elapsed_s - started
         if event.kind == "load_progress":
-            box.update(label=views.load_label(event.model_id, elapsed, event.detail))
+            label = views.load_label(event.model_id, elapsed, event.detail)
+            box.update(label=label)
+            self._keep(event.model_id, label, "running")
         elif event.kind == "answering":
-            box.update(label=views.plain(f"{event.model_id} is loaded ({elapsed:.1f} s)"), state="complete",
-                       expanded=False)
+            label = views.plain(f"{event.model_id} is loaded ({elapsed:.1f} s)")
+            box.update(label=label, state="complete", expanded=False)
+            self._keep(event.model_id, label, "complete")
         elif event.kind == "attempt_failed":
             box.markdown(views.plain(event.detail))
-            box.update(label=views.plain(f"{event.model_id} could not be used ({elapsed:.1f} s)"), state="error")
+            label = views.plain(f"{event.model_id} could not be used ({elapsed:.1f} s)")
+            box.update(label=label, state="error")
+            self._keep(event.model_id, label, "error", event.detail)
+
+
+def render_loads(item: dict[str, Any]) -> None:
+    for load in item.get("loads", []):
+        with st.status(load["label"], state=load["state"] if load["state"] != "running" else "complete",
+                       expanded=False):
+            for line in load["lines"]:
+                st.text(line)
 
 
 def render(item: dict[str, Any], index: int) -> None:
     if item["role"] == "notice":
         with st.chat_message("system", avatar=item.get("icon", "⚠️")):
+            render_loads(item)
             st.markdown(views.plain(item["content"]))  # notices quote hosts: model ids, error messages
             target = item.get("switch_to")
             if target and index == len(st.session_state[HISTORY]) - 1:
@@ -99,6 +140,7 @@ def render(item: dict[str, Any], index: int) -> None:
                           on_click=switch_and_retry, args=(target,))
         return
     with st.chat_message(item["role"]):
+        render_loads(item)
         st.markdown(views.answer_markdown(item["content"]))
         if item.get("caption"):
             st.caption(views.plain(item["caption"]))
@@ -120,6 +162,7 @@ def answer(history: list[dict[str, Any]]) -> None:
     prompt_item = next(item for item in reversed(history) if item["role"] == "user")
     prompt_item.pop("failed", None)  # a retry sends it again
     pieces: list[str] = []
+    st.session_state[PARTIAL] = pieces
 
     def collect(stream: Iterator[str]) -> Iterator[str]:
         for piece in stream:
@@ -142,12 +185,14 @@ def answer(history: list[dict[str, Any]]) -> None:
             assert result is not None  # the stream ended without an error, so it set its result
             caption = views.answer_caption(result)
             st.caption(views.plain(caption))
+    trail = list(loads.trail.values())
     if error is not None:
         if not pieces and not loads.boxes:
             bubble.empty()  # a refusal or a failure is a notice, never an empty assistant bubble
         failed(history, prompt_item, model_id, error, "".join(pieces), box)
+        history[-1].setdefault("loads", trail)
         return
-    history.append({"role": "assistant", "content": result.text, "caption": caption})
+    history.append({"role": "assistant", "content": result.text, "caption": caption, "loads": trail})
     if result.fell_back:
         notice = {"role": "notice", "content": views.fallback_notice(result),
                   "icon": views.REFUSED_ICON if views.refused(result) else "🔀"}
@@ -180,9 +225,11 @@ def failed(history: list[dict[str, Any]], prompt: dict[str, Any], model_id: str,
 
 # -- controls ----------------------------------------------------------------------------------------
 top = st.columns([3, 1])
-top[0].selectbox("Model", model_ids, key="chat_model", format_func=option,
-                 help="🌐 hosted, ready · ✅ loaded · 🔄 loading · 💤 not loaded (loaded on send) · "
-                      "⏸️ cooling down · ❌ unavailable")
+# Entries are plain ids and the status is a caption: see views.picker_status for why.
+chosen_model = top[0].selectbox("Model", model_ids, key="chat_model",
+                                help="🌐 hosted, ready · ✅ loaded · 🔄 loading · 💤 not loaded (loaded on send) · "
+                                     "⏸️ cooling down · ❌ unavailable")
+top[0].caption(views.picker_status(statuses.get(chosen_model)))
 top[1].toggle("Automatic fallback", value=True, key="chat_auto_fallback",
               help="When the model fails, answer with the best alternative and say so.")
 with st.expander("Settings"):
@@ -198,13 +245,17 @@ with chat_tab:
     history = state.session_list(HISTORY)
     for i, item in enumerate(history):
         render(item, i)
-    prompt = st.chat_input("Ask something", key="chat_prompt")
-    if prompt is not None and prompt.strip():
-        history.append({"role": "user", "content": prompt})
-        render(history[-1], len(history) - 1)
+    busy = bool(st.session_state.get(PENDING)) and any(i["role"] == "user" for i in history)
+    # Disabled while a reply runs: a prompt sent then would rerun the page and silently drop the running reply.
+    st.chat_input("Ask something" if not busy else "Answering… (Stop to send another prompt)", key="chat_prompt",
+                  on_submit=queue_prompt, disabled=busy)
+    if busy:
+        st.button("⏹️ Stop", key="chat_stop", on_click=stop_reply,
+                  help="Stop the answer (or the load wait); the attempt is recorded as cancelled")
         answer(history)
-    elif st.session_state.pop("chat_retry", False) and any(i["role"] == "user" for i in history):
-        answer(history)
+        st.session_state.pop(PENDING, None)
+        st.session_state.pop(PARTIAL, None)
+        st.rerun()  # turn the input back on
 
 
 # -- compare -----------------------------------------------------------------------------------------
@@ -222,11 +273,16 @@ def ask_each(models: list[str], messages: list[Message]) -> list[dict[str, Any]]
 
 
 with compare_tab:
-    chosen = st.multiselect("Models (2–4)", model_ids, key="compare_models", format_func=option,
-                            max_selections=4)
-    question = st.text_area("Prompt", key="compare_prompt")
-    ready_to_compare = len(chosen) >= 2 and bool(question.strip())
-    if st.button("Compare", key="compare_run", type="primary", disabled=not ready_to_compare):
+    chosen = st.multiselect("Models (2–4)", model_ids, key="compare_models", max_selections=4)
+    for model_id in chosen:
+        st.caption(f"{views.plain(model_id)}: {views.picker_status(statuses.get(model_id))}")
+    # A form: typing then clicking Compare is one submit (outside a form the text area's change rerun ate the click).
+    with st.form("compare_form", border=False):
+        question = st.text_area("Prompt", key="compare_prompt")
+        submitted = st.form_submit_button("Compare", key="compare_run", type="primary")
+    if submitted and (len(chosen) < 2 or not question.strip()):
+        st.warning("Pick 2 to 4 models and write a prompt, then press Compare.")
+    elif submitted:
         messages = conversation([{"role": "user", "content": question}])
         with st.spinner(f"Asking {len(chosen)} models… (local ones are loaded first)"):
             st.session_state[COMPARE] = ask_each(chosen, messages)

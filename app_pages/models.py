@@ -76,7 +76,13 @@ def run_action(action: str, model_id: str | None) -> None:
         state.flash("error", exc.message)
 
 
+def cancel_wait(model_id: str) -> None:
+    """Cancel: this click's rerun ends the wait; the host was already told to load and finishes on its own."""
+    state.flash("info", f"Stopped waiting for {model_id}. The host keeps loading it; unload it to free the memory.")
+
+
 def load_and_wait(model_id: str) -> None:
+    st.button("Cancel the wait", key="action_cancel_wait", on_click=cancel_wait, args=(model_id,))
     with st.status(views.load_label(model_id, 0.0), expanded=True) as box:
         started = time.monotonic()
         try:
@@ -94,8 +100,9 @@ def load_and_wait(model_id: str) -> None:
 statuses: dict[str, ModelStatus] = {s.model_id: s for s in orch.manager.list_with_status()}
 st.subheader("Actions")
 if statuses:
-    chosen = st.selectbox("Model", list(statuses), key="action_model",
-                          format_func=lambda m: views.model_option(statuses.get(m), m))
+    # Plain ids as entries, the status beside them (views.picker_status says why).
+    chosen = st.selectbox("Model", list(statuses), key="action_model")
+    st.caption(views.picker_status(statuses.get(chosen)))
     local = statuses[chosen].local
     buttons = st.columns(5)
     buttons[0].button("Load", key="action_load", disabled=not local, on_click=run_action, args=("load", chosen),

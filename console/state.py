@@ -87,10 +87,9 @@ def flash(kind: str, text: str) -> None:
 
 
 def show_flash() -> None:
-    """Render and forget queued messages, each also as a toast; they quote hosts, so they show as plain text."""
+    """Render and forget queued messages, once each: a banner, not also a toast; they quote hosts, so plain text."""
     for kind, text in st.session_state.pop(_FLASH, []):
         getattr(st, kind)(views.plain(text))
-        st.toast(views.plain(text), icon="✅" if kind == "success" else "⚠️" if kind == "error" else "ℹ️")
 
 
 def session_list(name: str) -> list[Any]:

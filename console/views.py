@@ -179,6 +179,18 @@ def model_option(status: ModelStatus | None, model_id: str) -> str:
     return f"{state_icon(status.state)} {model_id} — {_short(status.detail, 70)}"
 
 
+def picker_status(status: ModelStatus | None) -> str:
+    """The chosen model's state and reason, shown beside a picker whose entries stay plain model ids.
+
+    A picker entry must not carry the status: the browser keeps a selectbox's choice as the entry's label, so
+    a label that changes (💤 -> ✅) no longer matches on the next run and Streamlit falls back to the first entry.
+    """
+    if status is None:
+        return "❔ status unknown"
+    detail = _short(status.detail, 120)
+    return plain(f"{state_text(status)} — {detail}" if detail else state_text(status))  # a caption: Markdown
+
+
 def ready_count(statuses: Iterable[ModelStatus]) -> int:
     return sum(s.state.ready for s in statuses)
 

@@ -172,3 +172,9 @@ def test_next_steps_guide_a_newcomer_and_vanish_once_ready() -> None:
     key = KeyInfo(1, "openai", "default", "••••cdef", "stored")
     assert views.next_steps([up], [key], [status("lmstudio:q", ModelState.LOADED)]) == []
     assert views.host_line(up) == "🟢 LM Studio: 1 loaded of 1" and views.host_line(down).startswith("🔴")
+
+
+def test_picker_status_gives_the_state_and_reason_beside_a_plain_id_picker() -> None:
+    text = views.picker_status(status("lmstudio:qwen", ModelState.HOST_DOWN, "Cannot reach lmstudio"))
+    assert text == "❌ host down — Cannot reach lmstudio"
+    assert views.picker_status(None) == "❔ status unknown"

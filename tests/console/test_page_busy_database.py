@@ -14,7 +14,7 @@ import pytest
 import respx
 from streamlit.testing.v1 import AppTest
 
-from console import state
+from console import shared, state
 from orchestrator_core.orchestrator import Orchestrator
 from orchestrator_core.store import MetricRow
 from orchestrator_core.store import db as db_module
@@ -94,7 +94,7 @@ def test_a_failing_chat_while_the_database_is_busy_shows_the_failure_not_a_trace
 
 def test_the_models_page_does_not_wait_for_every_chart_while_the_writer_is_stuck(write_lock: Lock) -> None:
     at = start("app_pages/models.py")
-    orch = state.get_orchestrator()
+    orch = shared.orchestrator()
     flushes: list[float] = []
     real_flush = orch.metrics.flush
 

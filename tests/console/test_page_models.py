@@ -190,3 +190,14 @@ def test_custom_range_covers_whole_days(wire: respx.MockRouter, core: Callable[[
     today = date.today()
     at.date_input(key="chart_dates").set_value((today - timedelta(days=12), today)).run()
     assert not at.exception and len(at.get("plotly_chart")) == 5
+
+
+def test_an_action_message_shows_once_as_a_banner_not_also_as_a_toast(
+        wire: respx.MockRouter, core: Callable[[], Orchestrator]) -> None:
+    lmstudio_down(wire)
+    core()
+    at = models_page()
+    at.selectbox(key="action_model").set_value(GPT).run()
+    at.button(key="action_reset").click().run()
+    assert f"{GPT} had no failure." in successes(at)
+    assert [t.value for t in at.toast] == []
