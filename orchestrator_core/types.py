@@ -116,6 +116,9 @@ class HostModel:
     detail: str = ""
 
 
+MAX_MODEL_ID_LEN = 255  # the model columns are VARCHAR(255)
+
+
 @dataclass(frozen=True)
 class ModelRef:
     """A model addressed as ``provider:model``."""
@@ -139,6 +142,11 @@ class ModelRef:
             raise InvalidModelIdError(
                 f"Model id {model_id!r} is not of the form provider:model "
                 "(for example lmstudio:qwen2.5-7b-instruct or openai:gpt-4o-mini)."
+            )
+        if len(text) > MAX_MODEL_ID_LEN:  # PostgreSQL refuses what SQLite would silently store
+            raise InvalidModelIdError(
+                f"Model id {text[:40]!r}… is longer than {MAX_MODEL_ID_LEN} characters, the most the database "
+                "stores; use a shorter name."
             )
         return cls(provider.lower(), name)
 
