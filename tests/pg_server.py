@@ -22,7 +22,7 @@ FALLBACK_USER = "orchestrator-tests"
 _names = itertools.count()
 
 
-class PostgresUnavailable(Exception):
+class PostgresUnavailableError(Exception):
     """No PostgreSQL could be started; the message says why and what installs it."""
 
 
@@ -56,11 +56,11 @@ class PostgresServer:
 
 
 def start() -> PostgresServer:
-    """Start a cluster or raise PostgresUnavailable saying why."""
+    """Start a cluster or raise PostgresUnavailableError saying why."""
     binaries = {name: _find(name) for name in ("initdb", "pg_ctl", "postgres")}
     missing = [name for name, path in binaries.items() if path is None]
     if missing:
-        raise PostgresUnavailable(f"{', '.join(missing)} not found on PATH (install the server: "
+        raise PostgresUnavailableError(f"{', '.join(missing)} not found on PATH (install the server: "
                                   "apt-get install postgresql)")
     user = _unprivileged_user() if os.geteuid() == 0 else None
     root = Path(tempfile.mkdtemp(prefix="orchestrator-pg-"))
@@ -70,7 +70,7 @@ def start() -> PostgresServer:
         init = _run_as(user, [str(binaries["initdb"]), "-D", str(root / "data"), "-U", "postgres", "--auth=trust",
                               "--no-sync", "-E", "UTF8", "--locale=C"])
         if init.returncode != 0:
-            raise PostgresUnavailable(f"initdb failed: {_tail(init.stderr)}")
+            raise PostgresUnavailableError(f"initdb failed: {_tail(init.stderr)}")
         return _start_on_a_free_port(str(binaries["pg_ctl"]), root, user)
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
@@ -89,7 +89,7 @@ def _start_on_a_free_port(pg_ctl: str, root: Path, user: str | None) -> Postgres
             return PostgresServer(port, root, user, pg_ctl)
         log = root / "server.log"
         error = _tail(log.read_text(errors="replace") if log.exists() else done.stderr)
-    raise PostgresUnavailable(f"postgres did not start: {error}")
+    raise PostgresUnavailableError(f"postgres did not start: {error}")
 
 
 def _find(name: str) -> str | None:
@@ -111,9 +111,9 @@ def _unprivileged_user() -> str:
         except KeyError:
             continue
     made = subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", FALLBACK_USER],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     if made.returncode != 0:
-        raise PostgresUnavailable(f"the run is root, initdb refuses root, and useradd {FALLBACK_USER} failed: "
+        raise PostgresUnavailableError(f"the run is root, initdb refuses root, and useradd {FALLBACK_USER} failed: "
                                   f"{_tail(made.stderr)}")
     return FALLBACK_USER
 

@@ -21,7 +21,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
 
-    def do_GET(self) -> None:  # noqa: N802 - the http.server hook
+    def do_GET(self) -> None:
         self.server.seen.append(("GET", self.path))
         if self.path.rstrip("/").endswith("/models"):
             if not self._authorized():
@@ -30,7 +30,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._json({"error": {"message": "Not found", "type": "invalid_request_error"}}, 404)
 
-    def do_POST(self) -> None:  # noqa: N802 - the http.server hook
+    def do_POST(self) -> None:
         length = int(self.headers.get("content-length") or 0)
         body: dict[str, Any] = json.loads(self.rfile.read(length) or b"{}")
         self.server.seen.append(("POST", self.path))

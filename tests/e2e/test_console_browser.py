@@ -27,20 +27,21 @@ def newcomer(browser: Any) -> Iterator[Console]:
 @pytest.fixture(scope="module")
 def with_hosts(browser: Any) -> Iterator[Console]:
     """The demo LM Studio, a working OpenAI stand-in that checks its key, a failing one for Mistral."""
-    with openai_standin(key=E2E_KEY) as openai, openai_standin(fails=True, models=("mistral-small-latest",)) as down:
-        with running_console(lmstudio=True, OPENAI_BASE_URL=openai.base_url, MISTRAL_BASE_URL=down.base_url,
-                             MISTRAL_API_KEY="mistral-e2e-key-0123456789") as console:
-            yield console
+    with openai_standin(key=E2E_KEY) as openai, \
+            openai_standin(fails=True, models=("mistral-small-latest",)) as down, \
+            running_console(lmstudio=True, OPENAI_BASE_URL=openai.base_url, MISTRAL_BASE_URL=down.base_url,
+                            MISTRAL_API_KEY="mistral-e2e-key-0123456789") as console:
+        yield console
 
 
 @pytest.fixture(scope="module")
 def fallback(browser: Any) -> Iterator[Console]:
     """OpenAI is down; Mistral's stand-in answers. No local host."""
-    with openai_standin(fails=True) as down, openai_standin(models=("mistral-small-latest",)) as mistral:
-        with running_console(OPENAI_BASE_URL=down.base_url, OPENAI_API_KEY="sk-e2e-down-0123456789abcdef",
-                             MISTRAL_BASE_URL=mistral.base_url, MISTRAL_API_KEY="mistral-e2e-key-0123456789",
-                             MODEL_PRIORITIES="openai:gpt-4.1-mini=1,mistral:mistral-small-latest=2") as console:
-            yield console
+    with openai_standin(fails=True) as down, openai_standin(models=("mistral-small-latest",)) as mistral, \
+            running_console(OPENAI_BASE_URL=down.base_url, OPENAI_API_KEY="sk-e2e-down-0123456789abcdef",
+                            MISTRAL_BASE_URL=mistral.base_url, MISTRAL_API_KEY="mistral-e2e-key-0123456789",
+                            MODEL_PRIORITIES="openai:gpt-4.1-mini=1,mistral:mistral-small-latest=2") as console:
+        yield console
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +131,8 @@ def test_when_the_chosen_model_fails_another_answers_and_a_notice_says_so(fallba
     page.locator('[data-testid="stChatMessage"] [data-testid="stCaptionContainer"]').first.wait_for(
         timeout=TIMEOUT_MS)
     wait_idle(page, TIMEOUT_MS)
-    assert ANSWER.format(model="mistral-small-latest") in page.locator('[data-testid="stChatMessage"]').nth(1).inner_text()
+    answer = page.locator('[data-testid="stChatMessage"]').nth(1).inner_text()
+    assert ANSWER.format(model="mistral-small-latest") in answer
     assert "mistral:mistral-small-latest" in notice.last.inner_text()
     assert "openai:gpt-4.1-mini" in notice.last.inner_text()
 

@@ -34,7 +34,7 @@ def postgres() -> Iterator[pg_server.PostgresServer]:
     """One throwaway cluster per test process (each xdist worker has its own), stopped at the end."""
     try:
         server = pg_server.start()
-    except (pg_server.PostgresUnavailable, OSError) as error:
+    except (pg_server.PostgresUnavailableError, OSError) as error:
         parts.unavailable("postgresql", str(error))
     yield server
     server.stop()
