@@ -3,8 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-# -rs lists every skipped test with its reason; the run ends with how many tests ran per part.
-PYTEST := $(PY) -m pytest -rs
+# Every run ends with how many tests ran per part, and why a part did not run.
+PYTEST := $(PY) -m pytest
 
 .PHONY: run test test-e2e test-all lint screenshots bench clean
 

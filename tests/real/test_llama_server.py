@@ -21,9 +21,10 @@ GREEDY: dict[str, Any] = {"temperature": 0.0, "max_tokens": 8}
 
 
 def build(db_url: str, url: str, **overrides: Any) -> Orchestrator:
-    return Orchestrator.from_settings(settings(
-        db_url, local_hosts=("llamacpp",), base_urls={"llamacpp": url}, load_timeout_s=60.0, poll_interval_s=0.02,
-        status_cache_ttl_s=0.0, read_timeout_s=60.0, status_timeout_s=5.0, connect_timeout_s=2.0, **overrides))
+    options: dict[str, Any] = {"local_hosts": ("llamacpp",), "base_urls": {"llamacpp": url}, "load_timeout_s": 60.0,
+                               "poll_interval_s": 0.02, "status_cache_ttl_s": 0.0, "read_timeout_s": 60.0,
+                               "status_timeout_s": 5.0, "connect_timeout_s": 2.0}
+    return Orchestrator.from_settings(settings(db_url, **{**options, **overrides}))
 
 
 @pytest.fixture
@@ -73,11 +74,15 @@ def test_a_streamed_answer_equals_the_plain_answer_at_temperature_zero(orch: Orc
     assert stream.result.ttft_ms is not None
 
 
+@pytest.mark.xfail(strict=True, reason="fixed on branch hoststate: POST /models/unload returns before the child "
+                   "exits, and the status read right after it still says loaded")
 def test_unload_leaves_the_model_not_loaded(orch: Orchestrator, llama: LlamaServer) -> None:
-    orch.manager.load(A)
-    orch.manager.wait_for_load(A)
-    status = orch.manager.unload(A)
-    assert status.state is not ModelState.LOADED  # llama-server answers before its child process has exited
+    # The router answers the unload before its child has exited; how long the status still says "loaded"
+    # varies, so a few rounds make the race show every time it exists.
+    for _ in range(5):
+        orch.manager.load(A)
+        orch.manager.wait_for_load(A)
+        assert orch.manager.unload(A).state is not ModelState.LOADED
     assert states(orch)[A] is ModelState.NOT_LOADED
 
 
@@ -107,6 +112,15 @@ def test_a_corrupt_model_file_fails_its_load_with_a_load_error(orch: Orchestrato
     assert server_states(llama)[BROKEN] == "unloaded"
     status = orch.manager.check_status(broken, force=True)
     assert status.state is not ModelState.LOADED and "fail" in status.detail
+
+
+@pytest.mark.xfail(strict=True, reason="fixed on branch hoststate: a failed load (status failed: true) is shown "
+                   "as not_loaded, like a model never loaded")
+def test_a_failed_load_is_not_shown_as_a_model_that_was_never_loaded(orch: Orchestrator) -> None:
+    broken = f"llamacpp:{BROKEN}"
+    with pytest.raises(ModelLoadError):
+        orch.manager.ensure_ready(broken)
+    assert orch.manager.check_status(broken, force=True).state is not ModelState.NOT_LOADED
 
 
 def test_a_third_load_evicts_the_least_recently_used_of_two(orch: Orchestrator, llama: LlamaServer) -> None:
