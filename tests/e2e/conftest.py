@@ -18,6 +18,12 @@ import pytest
 
 from tests import parts
 from tests.e2e.console_server import base_env, start_console, start_demo_lmstudio
+from tests.e2e.ui import keyed
+from tests.standins import openai_standin
+
+E2E_KEY = "sk-e2e-standin-0123456789abcdefWXYZ"
+LOCAL_MODEL = "lmstudio:llama-3.2-3b-instruct"  # listed but not loaded by the demo LM Studio
+TIMEOUT_MS = 60_000
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -91,3 +97,60 @@ def running_console(*, lmstudio: bool = False, seed_rows: int = 0, **settings: s
         server, url = start_console(home, env)
         stack.callback(server.stop)
         yield Console(url, home, env, lmstudio_url)
+
+
+# -- the consoles the tests run against (one per test module) -------------------------------------
+@pytest.fixture(scope="module")
+def newcomer(browser: Any) -> Iterator[Console]:
+    """No key, no reachable local host."""
+    with running_console() as console:
+        yield console
+
+
+@pytest.fixture(scope="module")
+def with_hosts(browser: Any) -> Iterator[Console]:
+    """The demo LM Studio, a working OpenAI stand-in that checks its key, a failing one for Mistral."""
+    with openai_standin(key=E2E_KEY) as openai, \
+            openai_standin(fails=True, models=("mistral-small-latest",)) as down, \
+            running_console(lmstudio=True, OPENAI_BASE_URL=openai.base_url, MISTRAL_BASE_URL=down.base_url,
+                            MISTRAL_API_KEY="mistral-e2e-key-0123456789") as console:
+        yield console
+
+
+@pytest.fixture(scope="module")
+def fallback(browser: Any) -> Iterator[Console]:
+    """OpenAI is down; Mistral's stand-in answers. No local host."""
+    with openai_standin(fails=True) as down, openai_standin(models=("mistral-small-latest",)) as mistral, \
+            running_console(OPENAI_BASE_URL=down.base_url, OPENAI_API_KEY="sk-e2e-down-0123456789abcdef",
+                            MISTRAL_BASE_URL=mistral.base_url, MISTRAL_API_KEY="mistral-e2e-key-0123456789",
+                            MODEL_PRIORITIES="openai:gpt-4.1-mini=1,mistral:mistral-small-latest=2") as console:
+        yield console
+
+
+@pytest.fixture(scope="module")
+def seeded(browser: Any) -> Iterator[Console]:
+    """A day of metrics in the database and the demo LM Studio."""
+    with running_console(seed_rows=400) as console:
+        yield console
+
+
+@pytest.fixture(scope="module")
+def gated(browser: Any) -> Iterator[Console]:
+    with running_console(CONSOLE_PASSWORD="correct horse battery staple") as console:
+        yield console
+
+
+def send(page: Any, prompt: str) -> None:
+    box = keyed(page, "chat_prompt").locator("textarea")
+    box.fill(prompt)
+    box.press("Enter")
+
+
+def record_chat_text(page: Any) -> None:
+    """Keep every text the assistant's messages show while they change (streaming shows partial answers)."""
+    page.evaluate("""() => {
+      window.__seen = [];
+      new MutationObserver(() => {
+        for (const m of document.querySelectorAll('[data-testid="stChatMessage"]')) window.__seen.push(m.innerText);
+      }).observe(document.body, {subtree: true, childList: true, characterData: true});
+    }""")
