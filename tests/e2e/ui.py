@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-# Streamlit marks its app root with the script run state; "running" while a rerun is under way.
+# Streamlit marks its app root with the script run state ("running" while a rerun is under way), and shows
+# skeletons while an element's lazily loaded code arrives.
 _IDLE = """() => {
   const app = document.querySelector('[data-testid="stApp"]');
   return app !== null && app.dataset.testScriptState === 'notRunning'
       && app.dataset.testConnectionState === 'CONNECTED'
-      && document.querySelector('[data-testid="stStatusWidgetRunningIcon"]') === null;
+      && document.querySelector('[data-testid="stStatusWidgetRunningIcon"]') === null
+      && document.querySelector('[data-testid^="stSkeleton"], [data-testid="stAppSkeleton"]') === null;
 }"""
 
 
@@ -25,11 +27,12 @@ def open_page(page: Any, base_url: str, path: str = "") -> None:
     which the browser logs as 404 errors: a Streamlit behaviour, not the console's.)
     """
     page.goto(base_url)
-    page.wait_for_selector('[data-testid="stApp"]')
+    page.locator('[data-testid="stMain"] h1').first.wait_for()  # the first run has drawn the page title
     wait_idle(page)
     if path:
         page.locator(f'[data-testid="stSidebarNav"] a[href$="/{path}"]').click()
         page.wait_for_url(f"**/{path}")
+        page.locator('[data-testid="stMain"] h1').first.wait_for()
         wait_idle(page)
 
 
