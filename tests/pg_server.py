@@ -14,7 +14,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,12 +132,3 @@ def _free_port() -> int:
 def _tail(text: str, lines: int = 3) -> str:
     return " | ".join(text.strip().splitlines()[-lines:]) or "no output"
 
-
-def wait_gone(server: PostgresServer, timeout_s: float = 10.0) -> None:
-    """Used by the tests of this helper: the port is closed after stop()."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", server.port)) != 0:
-                return
-        time.sleep(0.05)
