@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# Every run ends with how many tests ran per part, and why a part did not run.
+PYTEST := $(PY) -m pytest
 
-.PHONY: run test bench clean
+.PHONY: run test test-e2e test-all lint screenshots bench clean
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +18,25 @@ $(STAMP): requirements.txt
 run: $(STAMP)
 	$(PY) -m api
 
+# The fast suite: core and console on SQLite, the store tests on PostgreSQL too (when a server can be started),
+# the real llama-server tests (when the binary is built: scripts/build_llama_server.sh). Parts that cannot run
+# are skipped with the reason, listed at the end; under CI=true they fail instead.
 test: $(STAMP)
-	$(PY) -m pytest -n auto --cov=orchestrator_core --cov-report=term --cov-fail-under=85
+	$(PYTEST) -n auto --ignore=tests/e2e --cov=orchestrator_core --cov-report=term --cov-fail-under=85
+
+# The browser tests: Debian's chromium (apt-get install chromium) against a real `streamlit run`.
+test-e2e: $(STAMP)
+	$(PYTEST) -n auto --dist loadfile tests/e2e
+
+test-all: test test-e2e
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+# Rewrites docs/screenshots/*.png from the current console (same machinery as tests/e2e).
+screenshots: $(STAMP)
+	$(PY) scripts/screenshots.py
 
 bench: $(STAMP)
 	$(PY) bench/overhead.py

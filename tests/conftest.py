@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator_core.providers.lmstudio import forget_hosts
+from tests.parts import pytest_sessionfinish, pytest_terminal_summary  # noqa: F401 - per-part counts; CI runs all
 
 _ISOLATED_SUFFIXES = ("_API_KEY", "_BASE_URL")
 _ISOLATED_NAMES = ("DATABASE_URL", "ORCHESTRATOR_SECRET_KEY", "LM_API_TOKEN", "CONSOLE_PASSWORD",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -61,8 +62,8 @@ def test_open_twice_is_idempotent(db_url: str) -> None:
     again.dispose()
 
 
-def test_two_processes_opening_a_new_database_at_once_both_succeed(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'race.db'}"
+def test_two_processes_opening_a_new_database_at_once_both_succeed(empty_db_url: str) -> None:
+    url = empty_db_url
     start_at = time.time() + 1.2  # both processes import first, then open in the same instant
     script = (
         "import sys, time; sys.path.insert(0, sys.argv[1]);"
@@ -84,6 +85,7 @@ def test_two_processes_opening_a_new_database_at_once_both_succeed(tmp_path: Pat
     db.dispose()
 
 
+@pytest.mark.sqlite_only
 def test_open_waits_for_another_writer_instead_of_failing(db_url: str, tmp_path: Path) -> None:
     Database.open(db_url).dispose()
     other = sqlite3.connect(tmp_path / "test.db", check_same_thread=False, isolation_level=None)
@@ -99,6 +101,7 @@ def test_open_waits_for_another_writer_instead_of_failing(db_url: str, tmp_path:
     other.close()
 
 
+@pytest.mark.sqlite_only
 def test_sqlite_connections_get_wal_busy_timeout_and_foreign_keys(db: Database) -> None:
     assert _scalar(db, "PRAGMA journal_mode") == "wal"
     assert _scalar(db, "PRAGMA busy_timeout") == 5000
@@ -113,9 +116,11 @@ def test_session_commits_on_exit_and_rolls_back_on_error(db: Database) -> None:
         s.add(ApiKey(provider="openai", label="b", encrypted_key="token"))
         s.flush()
         raise RuntimeError("boom")
-    assert _scalar(db, "SELECT group_concat(label) FROM api_keys") == "a"
+    with db.engine.connect() as conn:
+        assert conn.execute(text("SELECT label FROM api_keys")).scalars().all() == ["a"]
 
 
+@pytest.mark.sqlite_only
 def test_dir_is_the_folder_of_the_sqlite_file(db: Database, tmp_path: Path) -> None:
     assert db.dir == tmp_path
     memory = Database.open("sqlite://")
@@ -156,6 +161,7 @@ def test_read_only_folder_is_a_database_error(tmp_path: Path, monkeypatch: pytes
     assert not (tmp_path / "x.db").exists()
 
 
+@pytest.mark.sqlite_only
 def test_read_only_file_is_a_database_error(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     Database.open(db_url).dispose()
     path = tmp_path / "test.db"
@@ -165,6 +171,7 @@ def test_read_only_file_is_a_database_error(db_url: str, tmp_path: Path, monkeyp
         Database.open(db_url)
 
 
+@pytest.mark.sqlite_only
 def test_sqlite_refusing_to_write_is_a_database_error(db_url: str, tmp_path: Path) -> None:
     # mode=ro makes SQLite itself answer "attempt to write a readonly database", as for a read-only mount.
     Database.open(db_url).dispose()
@@ -198,12 +205,10 @@ def test_missing_driver_says_what_to_pip_install(monkeypatch: pytest.MonkeyPatch
     assert "secretpw" not in info.value.message
 
 
-def test_database_from_a_newer_version_is_a_database_error(db_url: str, tmp_path: Path) -> None:
-    Database.open(db_url).dispose()
-    conn = sqlite3.connect(tmp_path / "test.db")
-    conn.execute("UPDATE alembic_version SET version_num = '0099'")
-    conn.commit()
-    conn.close()
+def test_database_from_a_newer_version_is_a_database_error(db: Database, db_url: str) -> None:
+    with db.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    db.dispose()
     with pytest.raises(DatabaseError, match="revision '0099', which this version of orchestrator_core does not know"):
         Database.open(db_url)
 
@@ -223,3 +228,29 @@ def test_a_status_on_a_current_database_never_imports_alembic_nor_the_metrics_mo
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=60, check=False)
     assert done.stdout.strip().endswith("loaded: [] 0"), (done.stdout, done.stderr)
+
+
+@pytest.mark.postgresql_only
+def test_open_on_postgresql_waits_for_a_migration_in_another_process(empty_db_url: str) -> None:
+    import psycopg
+
+    other = psycopg.connect(empty_db_url.replace("postgresql+psycopg", "postgresql"), autocommit=True)
+    other.execute("SELECT pg_advisory_lock(%s)", (db_module._PG_MIGRATION_LOCK,))  # as a migrating process holds it
+    release = threading.Timer(0.4, other.execute, args=("SELECT pg_advisory_unlock_all()",))
+    release.start()
+    started = time.monotonic()
+    db = Database.open(empty_db_url)
+    assert time.monotonic() - started >= 0.35
+    assert _scalar(db, "SELECT COUNT(*) FROM alembic_version") == 1
+    db.dispose()
+    release.join()
+    other.close()
+
+
+def test_an_unreachable_postgresql_server_is_a_database_error_without_the_password() -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(DatabaseError, match="Could not connect to the database") as info:
+        Database.open(f"postgresql+psycopg://postgres:hunter2secret@127.0.0.1:{port}/x?connect_timeout=2")
+    assert "hunter2secret" not in info.value.message

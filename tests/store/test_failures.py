@@ -111,3 +111,9 @@ def test_databases_without_upsert_fall_back_to_insert_then_update(
     cache.record("openai:a", "timeout", "first", 60, now=T0)
     again = cache.record("openai:a", "auth", "second", 10, now=T0)
     assert (again.failure_count, again.message, again.until) == (2, "second", T0 + timedelta(seconds=60))
+
+
+def test_a_model_id_of_the_full_255_characters_cools_down(db: Database) -> None:
+    longest = "openai:" + "m" * (255 - len("openai:"))
+    FailureCache(db).record(longest, "timeout", "slow", 60, now=T0)
+    assert set(FailureCache(db).active(now=T0)) == {longest}

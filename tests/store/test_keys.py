@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
+from sqlalchemy import inspect, text
 
 from orchestrator_core.errors import InvalidKeyInputError, SecretKeyError
 from orchestrator_core.store import Database, KeyStore, load_fernet
@@ -34,6 +35,7 @@ def test_add_returns_masked_info_and_list_shows_only_the_mask(keys: KeyStore) ->
     assert keys.secret_for("openai") == OPENAI_KEY
 
 
+@pytest.mark.sqlite_only
 def test_plaintext_key_never_reaches_the_database_files(db: Database, keys: KeyStore, tmp_path: Path) -> None:
     keys.add("openai", None, OPENAI_KEY)
     keys.update(keys.list()[0].id, key=ANTHROPIC_KEY.replace("ant", "xyz"))
@@ -46,6 +48,15 @@ def test_plaintext_key_never_reaches_the_database_files(db: Database, keys: KeyS
     db.dispose()  # checkpoint the WAL into the main file and look again
     data = (tmp_path / "test.db").read_bytes()
     assert ANTHROPIC_KEY.encode() not in data and b"anthropic" in data
+
+
+def test_plaintext_key_is_in_no_row_of_any_table(db: Database, keys: KeyStore) -> None:
+    keys.add("openai", None, OPENAI_KEY)
+    keys.add("anthropic", "default", ANTHROPIC_KEY)
+    with db.engine.connect() as conn:
+        dump = repr([conn.execute(text(f"SELECT * FROM {name}")).all() for name in inspect(db.engine).get_table_names()])
+    assert "anthropic" in dump and "default" in dump
+    assert OPENAI_KEY not in dump and ANTHROPIC_KEY not in dump
 
 
 def test_surrounding_whitespace_is_stripped_and_label_defaults(keys: KeyStore) -> None:

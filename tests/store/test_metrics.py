@@ -265,3 +265,17 @@ def test_iter_export_streams_every_row_in_time_order_across_chunks(db: Database,
     assert len({r["id"] for r in rows}) == 7  # the two rows at ts 3 are both there, once each
     assert list(rows[0]) == list(metrics.EXPORT_COLUMNS)
     assert [r["ts"] for r in metrics.iter_export(db, since=3, until=7, chunk=1)] == [3.0, 3.0, 5.0]
+
+
+def test_a_model_id_of_the_full_255_characters_is_stored_counted_and_rolled_up(
+    db: Database, recorder: MetricsRecorder
+) -> None:
+    longest = "ollama:" + "m" * (255 - len("ollama:"))
+    requested = "openai:" + "r" * (255 - len("openai:"))
+    recorder.record(MetricRow(model=longest, outcome="ok", latency_ms=12.0, ts=5000, request_id="r" * 64,
+                              requested_model=requested, fallback_from=requested, error="x" * 5000))
+    assert recorder.flush()
+    stats = metrics.model_stats(db)
+    assert stats[longest].calls == 1
+    assert metrics.summary(db)["fallbacks"] == 1
+    assert [row["model"] for row in metrics.iter_export(db)] == [longest]

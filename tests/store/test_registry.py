@@ -91,3 +91,18 @@ def test_sync_discovered_adds_new_models_and_keeps_operator_choices(db: Database
     assert registry.get("lmstudio:llama-3.2-1b").priority == 7  # type: ignore[union-attr]
     assert registry.get("lmstudio:bad name") is None
     assert registry.sync_discovered("lmstudio", []) == []
+
+
+def test_a_model_id_longer_than_the_255_character_column_is_an_input_error(db: Database) -> None:
+    registry = ModelRegistry(db)
+    longest = "openai:" + "m" * (255 - len("openai:"))
+    assert registry.add(longest).model_id == longest
+    with pytest.raises(InvalidModelIdError, match="longer than 255 characters"):
+        registry.add(longest + "m")
+    assert registry.get(longest + "m") is None
+
+
+def test_discovery_skips_a_name_too_long_to_store_and_keeps_the_others(db: Database) -> None:
+    added = ModelRegistry(db).sync_discovered("ollama", ["n" * 300, "llama3.2:3b"])
+    assert added == ["ollama:llama3.2:3b"]
+    assert [e.model_id for e in ModelRegistry(db).list() if e.provider == "ollama"] == ["ollama:llama3.2:3b"]

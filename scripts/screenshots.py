@@ -1,0 +1,68 @@
+"""(Re)write docs/screenshots/*.png from the current console, with the browser-test machinery.
+
+    .venv/bin/python scripts/screenshots.py        # or: make screenshots
+
+A real `streamlit run` with the demo LM Studio (docs/demo_host.py, a day of seeded metrics), stand-in
+OpenAI and Mistral APIs on loopback, Debian's chromium through Playwright.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+from tests.e2e.conftest import CHROMIUM_ARGS, running_console  # noqa: E402
+from tests.e2e.ui import choose, keyed, main, open_page, wait_idle  # noqa: E402
+from tests.standins import openai_standin  # noqa: E402
+
+OUT = REPO / "docs" / "screenshots"
+KEY = "sk-demo-standin-0123456789abcdWXYZ"
+
+
+def main_() -> None:
+    executable = shutil.which("chromium")
+    if executable is None:
+        sys.exit("chromium not found on PATH (apt-get install chromium)")
+    with openai_standin(key=KEY) as openai, openai_standin(models=("mistral-small-latest",)) as mistral, \
+            running_console(seed_rows=3000, OPENAI_BASE_URL=openai.base_url, MISTRAL_BASE_URL=mistral.base_url,
+                            MISTRAL_API_KEY="mistral-demo-key-0123456789") as console, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(60_000)
+        OUT.mkdir(parents=True, exist_ok=True)
+        open_page(page, console.url)
+        page.screenshot(path=OUT / "overview.png", full_page=True)
+        open_page(page, console.url, "keys")
+        choose(page, "new_key_provider", "(openai)")
+        keyed(page, "new_key_label").locator("input").fill("work")
+        keyed(page, "new_key_value").locator("input").fill(KEY)
+        page.get_by_role("button", name="Save key").click()
+        wait_idle(page)
+        page.screenshot(path=OUT / "keys.png", full_page=True)
+        open_page(page, console.url, "chat")
+        choose(page, "chat_model", "lmstudio:llama-3.2-3b-instruct")
+        prompt = keyed(page, "chat_prompt").locator("textarea")
+        prompt.fill("What can you do?")
+        prompt.press("Enter")
+        page.locator('[data-testid="stChatMessage"] [data-testid="stCaptionContainer"]').first.wait_for()
+        wait_idle(page)
+        page.screenshot(path=OUT / "chat.png", full_page=True)
+        open_page(page, console.url, "models")
+        page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').nth(4).wait_for()
+        wait_idle(page)
+        page.screenshot(path=OUT / "models.png")
+        main(page).get_by_role("heading", name="Charts").evaluate("e => e.scrollIntoView({block: 'start'})")
+        page.screenshot(path=OUT / "charts.png")
+        browser.close()
+    for name in ("overview", "keys", "chat", "models", "charts"):
+        print(OUT / f"{name}.png")
+
+
+if __name__ == "__main__":
+    main_()
