@@ -21,7 +21,7 @@ run: $(STAMP)
 # The fast suite: core and console on SQLite, the store tests on PostgreSQL too (when a server can be started),
 # the real llama-server tests (when the binary is built: scripts/build_llama_server.sh). Parts that cannot run
 # are skipped with the reason, listed at the end; under CI=true they fail instead.
-test: $(STAMP)
+test: $(STAMP) lint
 	$(PYTEST) -n auto --ignore=tests/e2e --cov=orchestrator_core --cov-report=term --cov-fail-under=85
 
 # The browser tests: Debian's chromium (apt-get install chromium) against a real `streamlit run`.
@@ -30,6 +30,7 @@ test-e2e: $(STAMP)
 
 test-all: test test-e2e
 
+# Gates: ruff (with import-outside-top-level and operator-precedence on) and mypy strict on the core and console.
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
@@ -38,9 +39,13 @@ lint: $(STAMP)
 screenshots: $(STAMP)
 	$(PY) scripts/screenshots.py
 
+# Figures, not tests: run on a quiet machine (see README "Performance").
 bench: $(STAMP)
 	$(PY) bench/overhead.py
 	$(PY) bench/metrics_queries.py
+	$(PY) bench/load_speed.py
+	$(PY) bench/cli_startup.py
+	$(PY) bench/gateway.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .coverage

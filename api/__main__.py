@@ -1,8 +1,9 @@
 """``python -m api``: the console and the API on one port, as `make run` starts them.
 
 Address and port come from .streamlit/config.toml (127.0.0.1:8501), or STREAMLIT_SERVER_ADDRESS /
-STREAMLIT_SERVER_PORT, like `streamlit run`; ``--address`` and ``--port`` override them. Uvicorn binds the socket itself: a socket Streamlit pre-binds (``streamlit run`` of
-an st.App script) lacks TCP_NODELAY on its connections and stalls each small answer for 40 ms.
+STREAMLIT_SERVER_PORT, like `streamlit run`; ``--address`` and ``--port`` override them. Uvicorn binds the
+socket itself: a socket Streamlit pre-binds (``streamlit run`` of an st.App script) lacks TCP_NODELAY on
+its connections and stalls each small answer for 40 ms.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=None, help="default: server.port in .streamlit/config.toml")
     args = parser.parse_args(argv)
 
-    import uvicorn
-    from streamlit import config
-    from streamlit.web.server.starlette import starlette_server
+    import uvicorn  # noqa: PLC0415 - the server stack loads only when it is started
+    from streamlit import config  # noqa: PLC0415 - the server stack loads only when it is started
+    from streamlit.web.server.starlette import starlette_server  # noqa: PLC0415 - the server stack loads only when it is started
 
     os.chdir(ROOT)  # .env, ./data and .streamlit/ are the project's, wherever this was started from
     sys.path.insert(0, str(ROOT))

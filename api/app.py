@@ -49,8 +49,7 @@ class Backend:
 
     def orchestrator_if_built(self) -> Orchestrator | None:
         """The orchestrator when it exists already (no build, no blocking), else None."""
-        orch = self._built
-        return orch
+        return self._built
 
     async def ready_orchestrator(self) -> Orchestrator:
         """The orchestrator, without a thread hop once it is built (building it blocks: on a worker thread)."""

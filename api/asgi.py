@@ -27,7 +27,7 @@ async def _not_found(_: Request) -> PlainTextResponse:
 
 def console_and_api() -> FastAPI:
     """The console (st.App at /) with the API routes in front of it."""
-    import streamlit as st
+    import streamlit as st  # noqa: PLC0415 - streamlit loads only when the app is built
 
     console = st.App(str(CONSOLE_SCRIPT))
     parent = create_api(outer_lifespan=console.lifespan())

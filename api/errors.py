@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -64,13 +65,15 @@ def error_response(request: Request, exc: OrchestratorError, headers: dict[str, 
 
 
 async def on_orchestrator_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, OrchestratorError)
+    if not isinstance(exc, OrchestratorError):  # registered for OrchestratorError only
+        raise exc
     return error_response(request, exc)
 
 
 async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     """A body or query that does not fit the schema: 400 naming the first bad field, as OpenAI answers."""
-    assert isinstance(exc, RequestValidationError)
+    if not isinstance(exc, RequestValidationError):  # registered for RequestValidationError only
+        raise exc
     first = exc.errors()[0] if exc.errors() else {}
     where = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
     param = ".".join(where) or "body"
@@ -80,7 +83,8 @@ async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
     """Starlette's own answers (no such route, wrong method) in the route family's shape too."""
-    assert isinstance(exc, StarletteHTTPException)
+    if not isinstance(exc, StarletteHTTPException):  # registered for StarletteHTTPException only
+        raise exc
     message = f"{exc.detail}: {request.method} {request.url.path}; see /api/docs for the routes."
     if request.url.path.startswith(OPENAI_PREFIX):
         body: dict[str, Any] = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
@@ -91,8 +95,6 @@ async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     """A bug must still answer in the route family's shape, with no traceback or request data in it."""
-    import logging
-
     logging.getLogger("api").error("unhandled error on %s", request.url.path, exc_info=exc)
     return error_response(request, OrchestratorError(f"The server failed unexpectedly ({type(exc).__name__}); "
                                                      "see its log."))

@@ -66,7 +66,7 @@ class StreamRun:
         try:
             for piece in pieces:
                 if self.stopped.is_set():
-                    pieces.close()  # type: ignore[attr-defined]  # a generator: GeneratorExit inside the call
+                    pieces.close()  # a generator: GeneratorExit inside the call
                     return
                 self._put(Item("text", text=piece))
             self._put(Item("done", result=stream.result))

@@ -182,7 +182,8 @@ def answer(history: list[dict[str, Any]]) -> None:
         else:
             error = None
             result = stream.result
-            assert result is not None  # the stream ended without an error, so it set its result
+            if result is None:  # cannot happen: a stream that ended without an error set its result
+                raise RuntimeError("the stream ended without its result")
             caption = views.answer_caption(result)
             st.caption(views.plain(caption))
     trail = list(loads.trail.values())
@@ -288,7 +289,7 @@ with compare_tab:
             st.session_state[COMPARE] = ask_each(chosen, messages)
     results = st.session_state.get(COMPARE) or []
     if results:
-        for column, item in zip(st.columns(len(results)), results):
+        for column, item in zip(st.columns(len(results)), results, strict=True):
             with column:
                 st.markdown(f"**{views.plain(item['model'])}**")
                 if item["text"] is None:

@@ -34,7 +34,7 @@ MODELS = json.dumps({"models": [
 
 
 class _Host(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:
         body = MODELS if self.path.startswith("/api/v1/models") else b'{"error": "not here"}'
         self.send_response(200 if body is MODELS else 404)
         self.send_header("content-type", "application/json")

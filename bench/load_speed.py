@@ -34,9 +34,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchestrator_core import loader  # noqa: E402
-from orchestrator_core.config import DEFAULT_BASE_URLS, Settings  # noqa: E402
-from orchestrator_core.orchestrator import Orchestrator  # noqa: E402
+from orchestrator_core import loader
+from orchestrator_core.config import DEFAULT_BASE_URLS, Settings
+from orchestrator_core.orchestrator import Orchestrator
 
 MODEL = "tiny"
 MODEL_ID = f"llamacpp:{MODEL}"
@@ -76,7 +76,7 @@ def make_handler(router: Router, sse: bool) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             if self.path == "/models":
                 self._json({"data": [{"id": MODEL, "status": {"value": router.state}}], "object": "list"})
             elif self.path == "/models/sse" and sse:
@@ -84,7 +84,7 @@ def make_handler(router: Router, sse: bool) -> type[BaseHTTPRequestHandler]:
             else:
                 self._json({"error": {"code": 404, "message": "File Not Found", "type": "not_found_error"}}, 404)
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("content-length", 0)))
             if self.path == "/models/load":
                 router.set_state("loading", progress={"stages": ["text_model"], "current": "text_model", "value": 0})

@@ -25,10 +25,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import func, select  # noqa: E402
+from sqlalchemy import func, select
 
-from orchestrator_core.store import Database, metrics, rollup  # noqa: E402
-from orchestrator_core.store.tables import CallMetric, call_metrics_hour, call_metrics_minute  # noqa: E402
+from orchestrator_core.store import Database, metrics, rollup
+from orchestrator_core.store.tables import CallMetric, call_metrics_hour, call_metrics_minute
 
 # model id -> (share of requests, median latency ms, error rate)
 MODELS: dict[str, tuple[float, float, float]] = {

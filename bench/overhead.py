@@ -215,10 +215,8 @@ def run(orch: Orchestrator, base: str, args: argparse.Namespace) -> None:
 
 def _refused(orch: Orchestrator) -> None:
     """One request to the dead primary's address on its own client: what a refused connect costs here."""
-    try:
+    with contextlib.suppress(httpx.ConnectError):
         orch.factory.client("openai").get("/models")
-    except httpx.ConnectError:
-        pass
 
 
 def _count_rows(orch: Orchestrator) -> int:

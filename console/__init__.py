@@ -1,1 +1,1 @@
-"""The operator console's helpers: Streamlit-free shaping (views, charts, auth) plus the Streamlit glue (state, gate)."""
+"""The operator console's helpers: Streamlit-free shaping (views, charts, auth) and the Streamlit glue (state, gate)."""

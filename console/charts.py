@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import plotly.graph_objects as go
@@ -27,7 +27,7 @@ def _by_model(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
 
 
 def _when(bucket: float) -> datetime:
-    return datetime.fromtimestamp(bucket, timezone.utc).astimezone()
+    return datetime.fromtimestamp(bucket, UTC).astimezone()
 
 
 def percentile_series(rows: Sequence[dict[str, Any]], title: str) -> go.Figure:

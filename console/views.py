@@ -11,7 +11,7 @@ import io
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
 from orchestrator_core.errors import (
@@ -110,7 +110,7 @@ def local_time(value: datetime | float | None, *, seconds: bool = True) -> str:
     """A timestamp in the server's local time, or "" when there is none."""
     if value is None:
         return ""
-    when = datetime.fromtimestamp(value, timezone.utc) if isinstance(value, (int, float)) else value
+    when = datetime.fromtimestamp(value, UTC) if isinstance(value, (int, float)) else value
     return when.astimezone().strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
 
@@ -422,6 +422,6 @@ def csv_text(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str:
     for row in rows:
         values = dict(row)
         if "ts" in values and values["ts"] is not None:
-            values["time_utc"] = datetime.fromtimestamp(values["ts"], timezone.utc).isoformat()
+            values["time_utc"] = datetime.fromtimestamp(values["ts"], UTC).isoformat()
         writer.writerow(values)
     return out.getvalue()

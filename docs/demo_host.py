@@ -11,6 +11,7 @@ the database so the charts have something to show. The README screenshots were t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import sys
@@ -53,7 +54,7 @@ class Host(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self.path == "/api/v1/models":
             self._json(_state())
         elif self.path == "/v1/models":
@@ -61,7 +62,7 @@ class Host(BaseHTTPRequestHandler):
         else:
             self._json({"error": "Unexpected endpoint or method."}, 404)
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
         model = body.get("model") or body.get("instance_id", "")
         if self.path == "/api/v1/models/load":
@@ -153,10 +154,8 @@ def main() -> None:
         seed_metrics(args.seed_rows)
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Host)
     print(f"demo LM Studio on http://127.0.0.1:{args.port} (Ctrl-C stops it)")
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .errors import OrchestratorError
-    from .orchestrator import CallEvent, Orchestrator
     from .loader import LoadProgress
+    from .orchestrator import CallEvent, Orchestrator
     from .types import Message, ModelStatus
 
 # Keyed by ModelState value, so the module imports no core type before a command needs it.
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _skip_httpx_cli()
-    from .errors import OrchestratorError
+    from .errors import OrchestratorError  # noqa: PLC0415 - start-up cost: a command imports what it needs
 
     try:
         orch = _open(args)
@@ -86,8 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _open(args: argparse.Namespace) -> Orchestrator:
-    from .config import Settings
-    from .orchestrator import Orchestrator
+    from .config import Settings  # noqa: PLC0415 - start-up cost: a command imports what it needs
+    from .orchestrator import Orchestrator  # noqa: PLC0415 - start-up cost: a command imports what it needs
 
     # Read-only commands open without the write check, so they work while another process writes.
     read_only = args.command == "status" or (args.command == "keys" and args.keys_command == "list")
@@ -152,7 +152,8 @@ def _chat(orch: Orchestrator, args: argparse.Namespace) -> int:
         result = orch.chat(args.model, messages, fallback=fallback, on_event=on_event, **params)
         if not args.json:
             print(result.text)
-    assert result is not None
+    if result is None:  # a stream that ended without an error always sets its result
+        raise RuntimeError("the stream ended without its result")
     if args.json:
         return _print_json(dataclasses.asdict(result) | {"fell_back": result.fell_back})
     usage = result.result.usage
@@ -168,7 +169,9 @@ def _keys(orch: Orchestrator, args: argparse.Namespace) -> int:
         if args.json:
             return _print_json(keys)
         for k in keys:
-            tested = f"{k['last_test_status']} at {k['last_tested_at']:%Y-%m-%d %H:%M}" if k["last_tested_at"] else "untested"
+            tested = "untested"
+            if k["last_tested_at"]:
+                tested = f"{k['last_test_status']} at {k['last_tested_at']:%Y-%m-%d %H:%M}"
             print(f"{k['id']!s:<14} {k['provider']:<10} {k['label']:<16} {k['masked']:<10} {k['source']:<7} {tested}")
         return 0
     if args.keys_command == "add":
@@ -215,7 +218,8 @@ def _tokens(orch: Orchestrator, args: argparse.Namespace) -> int:
     for i in infos:
         used = f"{i.last_used_at:%Y-%m-%d %H:%M}" if i.last_used_at else "never"
         state = "active" if i.active else f"revoked {i.revoked_at:%Y-%m-%d %H:%M}"
-        print(f"{i.id:<5} {i.name:<24} {i.scope:<6} created {i.created_at:%Y-%m-%d %H:%M}  last used {used:<16} {state}")
+        created = f"{i.created_at:%Y-%m-%d %H:%M}"
+        print(f"{i.id:<5} {i.name:<24} {i.scope:<6} created {created}  last used {used:<16} {state}")
     return 0
 
 
@@ -260,7 +264,7 @@ def _json_default(value: Any) -> Any:
 
 
 def _fail(args: argparse.Namespace, exc: OrchestratorError) -> int:
-    from .errors import AllModelsFailedError
+    from .errors import AllModelsFailedError  # noqa: PLC0415 - start-up cost: a command imports what it needs
 
     if args.json:
         payload: dict[str, Any] = {"error": exc.kind, "message": exc.message}

@@ -35,7 +35,7 @@ class ProviderFactory:
 
     def __init__(self, settings: Settings, key_lookup: KeyLookup | None = None) -> None:
         self.settings = settings
-        self._key_lookup = key_lookup or (lambda provider: settings.env_keys.get(provider))
+        self._key_lookup = key_lookup or settings.env_keys.get
         self._clients: dict[tuple[str, str], httpx.Client] = {}
         self._lock = threading.Lock()
 
@@ -90,7 +90,8 @@ class ProviderFactory:
     def host(self, provider: str, purpose: str = "call") -> LocalHost:
         """The provider as a local host (status, load, unload)."""
         p = self.get(provider, purpose)
-        assert isinstance(p, LocalHost), f"{provider} is not a local host"
+        if not isinstance(p, LocalHost):
+            raise TypeError(f"{provider} is not a local host")
         return p
 
     def close(self) -> None:

@@ -161,7 +161,7 @@ def load_env_file(path: str | Path | None = None) -> None:
     """Load a .env file (default: home_dir()/.env) into os.environ; real environment variables win."""
     path = Path(path) if path is not None else home_dir() / ".env"
     if path.is_file():
-        from dotenv import load_dotenv
+        from dotenv import load_dotenv  # noqa: PLC0415 - python-dotenv loads only when a .env exists
 
         load_dotenv(path, override=False)
 
@@ -261,7 +261,9 @@ def _hosts(raw: str | None) -> tuple[str, ...]:
     hosts = tuple(h.strip().lower() for h in raw.split(",") if h.strip())
     unknown = [h for h in hosts if h not in LOCAL_PROVIDERS]
     if unknown:
-        raise ConfigurationError(f"LOCAL_HOSTS has unknown host(s) {', '.join(unknown)}; use {', '.join(LOCAL_PROVIDERS)}.")
+        raise ConfigurationError(
+            f"LOCAL_HOSTS has unknown host(s) {', '.join(unknown)}; use {', '.join(LOCAL_PROVIDERS)}."
+        )
     return hosts
 
 

@@ -414,7 +414,7 @@ def parse_retry_after(headers: httpx.Headers) -> float | None:
     with contextlib.suppress(TypeError, ValueError):
         when = email.utils.parsedate_to_datetime(value)
         if when.tzinfo is None:  # "-0000" parses naive; HTTP dates are always UTC
-            when = when.replace(tzinfo=datetime.timezone.utc)
+            when = when.replace(tzinfo=datetime.UTC)
         return max(0.0, when.timestamp() - time.time())
     return None
 
@@ -516,7 +516,7 @@ def classify_response(
     fix_key = key_hint or f"check the {provider} key on the API Keys page"
 
     quota = _quota_exhausted(status, message, codes, body)
-    if any(reason in codes for reason in _AUTH_REASONS) or status in (401, 403) and not quota:
+    if any(reason in codes for reason in _AUTH_REASONS) or (status in (401, 403) and not quota):
         return AuthenticationError(f"{where} rejected the credentials (HTTP {status}: {message}); {fix_key}.", **fields)
     if quota:
         return QuotaExceededError(
@@ -549,7 +549,7 @@ def classify_response(
             f"The prompt is too long for {where} ({message}); shorten it or pick a model with a larger context.",
             **fields,
         )
-    if status == 408 or status == 504:
+    if status in (408, 504):
         return ProviderTimeoutError(f"{where} timed out on its side (HTTP {status}: {message}); try again.", **fields)
     if status >= 500 or status == 529:
         return ProviderUnavailableError(
@@ -601,7 +601,8 @@ def classify_transport(exc: httpx.HTTPError, *, provider: str, model: str | None
 
 def _is_dns_failure(exc: BaseException) -> bool:
     text = str(exc).lower()
-    return any(m in text for m in ("name or service not known", "nodename nor servname", "getaddrinfo", "name resolution"))
+    markers = ("name or service not known", "nodename nor servname", "getaddrinfo", "name resolution")
+    return any(m in text for m in markers)
 
 
 @contextlib.contextmanager

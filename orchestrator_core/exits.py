@@ -67,7 +67,7 @@ def _handler(previous: Any) -> Any:
 
 
 def _flush_recorders() -> None:
-    from .store.metrics import flush_all
+    from .store.metrics import flush_all  # noqa: PLC0415 - the metrics module loads only if it was used
 
     flush_all(timeout=2.0)
 
@@ -76,7 +76,7 @@ def _resignal() -> None:
     """After the recorders closed: end by the signal that arrived, as its default action would."""
     if _received is None:
         return
-    from .store.metrics import close_all
+    from .store.metrics import close_all  # noqa: PLC0415 - the metrics module loads only if it was used
 
     close_all()
     signal.signal(_received, signal.SIG_DFL)

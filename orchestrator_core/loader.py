@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import cast
 
 import httpx
@@ -178,7 +178,7 @@ class ModelManager:
         self.factory = factory
         self.registry = registry
         self.failures = failures
-        self._stats = stats or (lambda: {})
+        self._stats = stats or (dict)
         self._clock = clock
         self._pause = pause
         self._unloading: dict[str, float] = {}  # model id -> when its unload was asked for
@@ -239,7 +239,7 @@ class ModelManager:
     def _status(
         self, ref: ModelRef, snapshot: _Snapshot | None, failures: Mapping[str, FailureEntry]
     ) -> ModelStatus:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         failure = failures.get(ref.id)
         local = is_local(ref.provider)
         if failure is not None:
@@ -345,7 +345,7 @@ class ModelManager:
         return snap
 
     def _fetch(self, provider: str) -> _Snapshot:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         try:
             models = self.factory.host(provider, "status").host_models()
         except OrchestratorError as exc:
@@ -401,7 +401,7 @@ class ModelManager:
             job.error = self._load_timed_out(ref, exc)
         except ProviderError as exc:
             job.error = exc
-        except Exception as exc:  # a bug must not leave the job "loading" forever
+        except Exception as exc:  # noqa: BLE001 - a bug must not leave the job "loading" forever
             job.error = ModelLoadError(f"Loading {ref.id} failed unexpectedly: {type(exc).__name__}", model=ref.id)
         finally:
             self.invalidate(ref.provider)

@@ -28,6 +28,8 @@ from .errors import (
     AllModelsFailedError,
     BadResponseError,
     ContentFilteredError,
+    InputError,
+    InvalidKeyInputError,
     OrchestratorError,
     ProviderError,
     StreamInterruptedError,
@@ -133,7 +135,7 @@ class Orchestrator:
         if recorder is None:
             with self._metrics_lock:
                 if self._metrics is None:
-                    from .store.metrics import MetricsRecorder
+                    from .store.metrics import MetricsRecorder  # noqa: PLC0415 - the metrics module loads on the first recorded call
 
                     self._metrics = MetricsRecorder(self.db)
                 recorder = self._metrics
@@ -187,8 +189,6 @@ class Orchestrator:
         """Test one stored or environment key against its provider and persist the result."""
         info = next((k for k in self.keys.list() if k.id == key_id), None)
         if info is None:
-            from .errors import InvalidKeyInputError
-
             raise InvalidKeyInputError(f"No key with id {key_id!r}; it may have been deleted.")
         provider = self.factory.get(info.provider, "status", api_key=self.keys.secret_by_id(key_id))
         result = provider.test_key()
@@ -197,13 +197,11 @@ class Orchestrator:
 
     def test_all_keys(self) -> dict[int | str, KeyTestResult]:
         """Test every key; keys of different providers are tested concurrently."""
-        from concurrent.futures import ThreadPoolExecutor
-
         ids = [k.id for k in self.keys.list()]
         if not ids:
             return {}
         with ThreadPoolExecutor(max_workers=min(8, len(ids)), thread_name_prefix="key-test") as pool:
-            return dict(zip(ids, pool.map(self.test_key, ids)))
+            return dict(zip(ids, pool.map(self.test_key, ids), strict=True))
 
     # -- metrics for the console --------------------------------------------------------------------
     def _model_stats(self) -> dict[str, tuple[float, float]]:
@@ -222,7 +220,7 @@ class Orchestrator:
         return cached[1] if cached is not None else {}
 
     def _refresh_stats(self) -> None:
-        from .store import metrics as metric_queries
+        from .store import metrics as metric_queries  # noqa: PLC0415 - the metrics module loads on the first recorded call
 
         rows = metric_queries.model_stats(self.db, since=time.time() - 7 * 86400)
         stats = {m: (s.success_rate, s.p50_ms if s.p50_ms is not None else float("inf")) for m, s in rows.items()}
@@ -231,7 +229,7 @@ class Orchestrator:
     def _refresh_stats_in_background(self) -> None:
         try:
             self._refresh_stats()
-        except Exception:  # noqa: BLE001 - stale statistics only make the ranking a little older
+        except Exception:
             log.warning("could not refresh the model statistics used for ranking", exc_info=True)
             self._stats_cache = (time.monotonic(), self._stats_cache[1] if self._stats_cache else {})
         finally:
@@ -426,7 +424,7 @@ class _Call:
         try:
             if cools_down(exc):
                 self.orch.manager.record_failure(model_id, exc)
-        except Exception:  # noqa: BLE001 - as with metrics, bookkeeping never breaks the call
+        except Exception:
             log.warning("could not record the failure of %s", model_id, exc_info=True)
         if is_provider_wide(exc, model_id):
             self.dead_providers.add(ModelRef.parse(model_id).provider)
@@ -461,7 +459,7 @@ class _Call:
         """Keep the attempt and write its call_metrics row; recording never breaks a call."""
         self.attempts.append(attempt)
         try:
-            from .store.metrics import MetricRow
+            from .store.metrics import MetricRow  # noqa: PLC0415 - the metrics module loads on the first recorded call
 
             usage = result.usage if result else None
             self.orch.metrics.record(
@@ -497,8 +495,6 @@ def _unexpected(model_id: str, exc: Exception) -> BadResponseError:
 def _params(params: dict[str, Any]) -> ChatParams:
     unknown = set(params) - {"temperature", "max_tokens", "top_p", "stop"}
     if unknown:
-        from .errors import InputError
-
         raise InputError(f"Unknown chat parameter(s): {', '.join(sorted(unknown))}; use temperature, max_tokens, "
                          "top_p or stop.")
     stop = params.get("stop")
@@ -513,8 +509,6 @@ def _params(params: dict[str, Any]) -> ChatParams:
 def _check_size(messages: list[Message]) -> None:
     size = sum(len(m["content"]) for m in messages)
     if size > MAX_PROMPT_CHARS:
-        from .errors import InputError
-
         raise InputError(
             f"The conversation is {size:,} characters, over the {MAX_PROMPT_CHARS:,} limit; shorten it or clear "
             "earlier turns."

@@ -6,7 +6,7 @@ import enum
 import functools
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal, TypedDict
 
 from .errors import EmptyPromptError, InvalidModelIdError
@@ -71,7 +71,7 @@ class KeyTestResult:
     status: KeyCheck
     detail: str
     latency_ms: float
-    tested_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    tested_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
     def ok(self) -> bool:

@@ -15,11 +15,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from playwright.sync_api import sync_playwright  # noqa: E402
+from playwright.sync_api import sync_playwright
 
-from tests.e2e.conftest import CHROMIUM_ARGS, running_console  # noqa: E402
-from tests.e2e.ui import choose, keyed, main, open_page, wait_idle  # noqa: E402
-from tests.standins import openai_standin  # noqa: E402
+from tests.e2e.conftest import CHROMIUM_ARGS, running_console
+from tests.e2e.ui import choose, keyed, main, open_page, wait_idle
+from tests.standins import openai_standin
 
 OUT = REPO / "docs" / "screenshots"
 KEY = "sk-demo-standin-0123456789abcdWXYZ"

@@ -45,7 +45,7 @@ def test_every_provider_request_says_orchestrator_core_and_its_version(
     factory.get("lmstudio", "status").list_models()
     expected = f"orchestrator-core/{orchestrator_core.__version__}"
     assert [route.calls.last.request.headers["user-agent"] for route in routes] == [expected] * len(routes)
-    assert orchestrator_core.USER_AGENT == expected
+    assert expected == orchestrator_core.USER_AGENT
 
 
 def test_default_versions_are_the_current_sdks(factory: ProviderFactory, respx_mock: respx.MockRouter) -> None:

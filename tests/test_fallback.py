@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from orchestrator_core.errors import (
     AuthenticationError,
@@ -16,7 +16,7 @@ from orchestrator_core.errors import (
 from orchestrator_core.fallback import cooldown_seconds, is_provider_wide, rank_alternatives
 from orchestrator_core.types import ModelState, ModelStatus
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 
 def status(model_id: str, state: ModelState) -> ModelStatus:

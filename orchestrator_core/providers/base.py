@@ -20,6 +20,7 @@ from httpx_sse import EventSource, ServerSentEvent
 from ..errors import (
     AuthenticationError,
     BadResponseError,
+    MissingKeyError,
     OrchestratorError,
     ProviderError,
     UnsupportedOperationError,
@@ -231,8 +232,6 @@ class Provider(abc.ABC):
         return bad_response(self.name, model, f"expected an event stream, got JSON {snippet}")
 
     def require_key(self) -> str:
-        from ..errors import MissingKeyError
-
         if not self.api_key:
             env = f" or set {self.key_env_var}" if self.key_env_var else ""
             raise MissingKeyError(

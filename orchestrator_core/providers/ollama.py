@@ -131,7 +131,7 @@ def _canonical(name: str) -> str:
 
 def _memory_detail(item: dict[str, Any]) -> str:
     size, vram = item.get("size"), item.get("size_vram")
-    if isinstance(size, int) and isinstance(vram, int) and 0 < size and vram < size:
+    if isinstance(size, int) and isinstance(vram, int) and size > 0 and vram < size:
         # Ollama splits a model that does not fit in VRAM; the CPU part makes it much slower.
         return f"partly on CPU ({round(100 * (size - vram) / size)}% CPU / {round(100 * vram / size)}% GPU)"
     return ""

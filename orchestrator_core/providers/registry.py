@@ -34,7 +34,7 @@ def provider_class(name: str) -> type[Provider]:
     found = PROVIDERS.get(name)
     if found is not None:
         return found
-    from ..errors import UnknownProviderError
+    from ..errors import UnknownProviderError  # noqa: PLC0415 - errors is imported by the providers this module imports
 
     raise UnknownProviderError(
         f"Unknown provider {name!r}; use one of: {', '.join(PROVIDERS)}.", provider=name

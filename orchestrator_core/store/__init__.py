@@ -49,9 +49,9 @@ __all__ = [
     "ModelRegistry",
     "ModelStats",
     "NewToken",
+    "SignInLimiter",
     "TokenInfo",
     "TokenStore",
-    "SignInLimiter",
     "load_fernet",
     "metrics",
 ]

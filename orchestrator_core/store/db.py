@@ -234,7 +234,8 @@ def _create_engine(url: URL, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_
     else:
         # Without a connect timeout libpq waits for an answer forever; whole seconds, at least 2 (libpq's floor).
         options = {"pool_pre_ping": True, "pool_timeout": connect_timeout_s}
-        driver = url.drivername.partition("+")[2] or {"postgresql": "psycopg2", "mysql": "mysqldb"}.get(url.drivername, "")
+        default_driver = {"postgresql": "psycopg2", "mysql": "mysqldb"}.get(url.drivername, "")
+        driver = url.drivername.partition("+")[2] or default_driver
         timeout_arg = _CONNECT_TIMEOUT_ARGS.get(driver)
         if timeout_arg:
             options["connect_args"] = {timeout_arg: max(2, math.ceil(connect_timeout_s))}
@@ -264,10 +265,10 @@ def upsert_insert(dialect: str) -> Any:
     """The dialect's insert() that has on_conflict_do_nothing (SQLite or PostgreSQL), imported on first use:
     the PostgreSQL dialect alone costs a CLI start about 50 ms."""
     if dialect == "sqlite":
-        from sqlalchemy.dialects import sqlite
+        from sqlalchemy.dialects import sqlite  # noqa: PLC0415 - start-up cost: loaded only when needed
 
         return sqlite.insert
-    from sqlalchemy.dialects import postgresql
+    from sqlalchemy.dialects import postgresql  # noqa: PLC0415 - start-up cost: loaded only when needed
 
     return postgresql.insert
 
@@ -278,7 +279,8 @@ def is_busy(error: BaseException) -> bool:
     if isinstance(original, sqlite3.OperationalError):
         text = str(original).lower()
         return "database is locked" in text or "database is busy" in text or "database table is locked" in text
-    return getattr(original, "sqlstate", None) in _PG_BUSY_STATES or getattr(original, "pgcode", None) in _PG_BUSY_STATES
+    state = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    return state in _PG_BUSY_STATES
 
 
 def _classify_busy(context: ExceptionContext) -> None:
@@ -351,7 +353,7 @@ def _translate(error: BaseException, url: URL, connect_timeout_s: float = DEFAUL
 
 def alembic_config(connection: Connection | None = None, url: str | None = None) -> Any:
     """An Alembic Config built in code, pointing at orchestrator_core/migrations (no alembic.ini)."""
-    from alembic.config import Config
+    from alembic.config import Config  # noqa: PLC0415 - start-up cost: loaded only when needed
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -390,7 +392,7 @@ def _head_from_files() -> str | None:
 
 
 def _head_from_alembic() -> str | None:
-    from alembic.script import ScriptDirectory
+    from alembic.script import ScriptDirectory  # noqa: PLC0415 - start-up cost: loaded only when needed
 
     head: str | None = ScriptDirectory.from_config(alembic_config()).get_current_head()
     return head
@@ -398,7 +400,7 @@ def _head_from_alembic() -> str | None:
 
 def current_revision(connection: Connection) -> str | None:
     """The migration the database is at (None for an empty database)."""
-    from alembic.runtime.migration import MigrationContext
+    from alembic.runtime.migration import MigrationContext  # noqa: PLC0415 - start-up cost: loaded only when needed
 
     return MigrationContext.configure(connection).get_current_revision()
 
@@ -429,9 +431,9 @@ def _migrate(engine: Engine, *, check_writable: bool = True) -> None:
 
 
 def _upgrade(conn: Connection, current: str | None) -> None:
-    from alembic import command
-    from alembic.script import ScriptDirectory
-    from alembic.util import CommandError
+    from alembic import command  # noqa: PLC0415 - start-up cost: loaded only when needed
+    from alembic.script import ScriptDirectory  # noqa: PLC0415 - start-up cost: loaded only when needed
+    from alembic.util import CommandError  # noqa: PLC0415 - start-up cost: loaded only when needed
 
     config = alembic_config(conn)
     try:
@@ -439,7 +441,7 @@ def _upgrade(conn: Connection, current: str | None) -> None:
             ScriptDirectory.from_config(config).get_revision(current)
     except CommandError:
         raise DatabaseError(
-            f"The database is at schema revision {current!r}, which this version of orchestrator_core does not "
+            f"The database is at schema revision {current!r}, which this version of orchestrator_core does not "  # noqa: S608 - a message, not SQL
             "know (a newer version migrated it); update orchestrator_core or set DATABASE_URL to another database."
         ) from None
     try:

@@ -16,7 +16,7 @@ import functools
 import logging
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Insert, Select, Table, bindparam, case, delete, select
@@ -56,7 +56,7 @@ class FailureEntry:
     @property
     def active(self) -> bool:
         """Still cooling down."""
-        return self.until > datetime.now(timezone.utc)
+        return self.until > datetime.now(UTC)
 
     def remaining_s(self, now: When = None) -> float:
         """Seconds of cooldown left (0 once expired)."""
@@ -235,7 +235,7 @@ class FailureCache:
             except _NOT_WRITTEN:
                 self._release(failures)
                 delay = min(delay * 2, RETRY_MAX_S)
-            except Exception:  # noqa: BLE001 - a retry thread must end, not die with a traceback per try
+            except Exception:
                 self._release(failures)
                 log.warning("Failure cache: giving up writing kept cooldowns", exc_info=True)
                 return
@@ -267,7 +267,7 @@ def _merge(current: Any, new: Any) -> dict[str, Any]:
     }
 
 
-@functools.lru_cache(maxsize=None)  # built once per dialect: building it per failure cost more than the write
+@functools.cache  # built once per dialect: building it per failure cost more than the write
 def _upsert_statement(dialect: str) -> Insert:
     stmt = upsert_insert(dialect)(_TABLE)  # the dialect module loads only when a failure is recorded
     return cast(Insert, stmt.on_conflict_do_update(index_elements=[_TABLE.c.model_id],
@@ -276,10 +276,10 @@ def _upsert_statement(dialect: str) -> Insert:
 
 def _as_datetime(when: When) -> datetime:
     if when is None:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
     if isinstance(when, datetime):
-        return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
-    return datetime.fromtimestamp(float(when), timezone.utc)
+        return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return datetime.fromtimestamp(float(when), UTC)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,16 +1,16 @@
 """API keys: encrypted at rest with Fernet, listed only masked, merged with keys from the environment.
 
 ``secret_for`` runs on every call, so it reads the keys from memory; a write in this process or another
-reloads them (see generations.py). The Fernet key comes from ORCHESTRATOR_SECRET_KEY or, failing that, from ``secret.key`` beside the
-database (created once, mode 0600). Losing both makes stored keys unreadable: ``verify_secret``
-says so at start-up instead of keys silently disappearing.
+reloads them (see generations.py). The Fernet key comes from ORCHESTRATOR_SECRET_KEY or, failing that,
+from ``secret.key`` beside the database (created once, mode 0600). Losing both makes stored keys
+unreadable: ``verify_secret`` says so at start-up instead of keys silently disappearing.
 """
 
 from __future__ import annotations
 
 import base64
-import builtins
 import binascii
+import builtins
 import hashlib
 import os
 import stat
@@ -33,7 +33,7 @@ from .db import Database, upsert_insert
 from .generations import Generations, Token, generations_for
 from .tables import ApiKey, AppMeta, utcnow
 
-SECRET_FILE = "secret.key"
+SECRET_FILE = "secret.key"  # noqa: S105 - a file name, not a secret
 MAX_KEY_LEN = 500
 MAX_LABEL_LEN = 100
 DEFAULT_LABEL = "default"
@@ -55,7 +55,7 @@ VERIFIER_KEY = "secret_verifier"
 _VERIFIER_PLAINTEXT = b"orchestrator_core: the secret of this database, v1"
 _VERIFIER = select(AppMeta.__table__.c.value).where(AppMeta.__table__.c.key == VERIFIER_KEY)
 _OTHER_SECRET = (
-    "Stored keys cannot be decrypted with this secret: this database was set up with a different secret "
+    "Stored keys cannot be decrypted with this secret: this database was set up with a different secret "  # noqa: S105 - a message
     "(ORCHESTRATOR_SECRET_KEY, or the secret.key file of the folder its first process ran in). Every process "
     "that uses this database needs the same secret: set ORCHESTRATOR_SECRET_KEY to the same value everywhere, "
     "or copy that secret.key into this process's data folder."

@@ -27,7 +27,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +185,7 @@ class MetricsRecorder:
         for listener in self._listeners:
             try:
                 listener(row)
-            except Exception:  # noqa: BLE001 - an observer must never fail the call it observes
+            except Exception:
                 log.warning("a metrics listener failed", exc_info=True)
         if self._closed:
             self._write_late(row)
@@ -699,4 +699,4 @@ def iter_export(
 
 
 def _utc(ts: float | None) -> datetime | None:
-    return datetime.fromtimestamp(ts, timezone.utc) if ts is not None else None
+    return datetime.fromtimestamp(ts, UTC) if ts is not None else None

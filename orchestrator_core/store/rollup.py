@@ -78,7 +78,7 @@ def aggregate(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                bool(row.get("streamed")))
         sums = groups.get(key)
         if sums is None:
-            sums = groups[key] = {**dict(zip(_MINUTE_KEY, key)), **zeros}
+            sums = groups[key] = {**dict(zip(_MINUTE_KEY, key, strict=True)), **zeros}
         latency = float(row["latency_ms"])
         sums["calls"] += 1
         sums["latency_ms_sum"] += latency

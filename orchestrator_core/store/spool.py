@@ -42,7 +42,7 @@ class Spool:
             return cls(db.dir, f"{Path(db.url.database or 'db').name}.metrics-spool")
         if db.dialect == "sqlite":
             return None
-        from .keys import default_key_dir  # the data folder that holds secret.key
+        from .keys import default_key_dir  # noqa: PLC0415 - keys imports spool's users: a cycle at import time
 
         where = db.url.render_as_string(hide_password=True)
         return cls(default_key_dir(), f"metrics-spool-{hashlib.sha256(where.encode()).hexdigest()[:12]}")

@@ -26,7 +26,7 @@ from .tables import GatewayToken, utcnow
 
 Scope = Literal["chat", "admin"]
 SCOPES: tuple[Scope, ...] = ("chat", "admin")
-TOKEN_PREFIX = "orch"
+TOKEN_PREFIX = "orch"  # noqa: S105 - the public prefix of every token, not a secret
 MAX_NAME_LEN = 100
 _TOKEN_RE = re.compile(rf"^{TOKEN_PREFIX}_([0-9a-f]{{12}})_[A-Za-z0-9_-]{{43}}$")
 _DUMMY_HASH = hashlib.sha256(b"no such token").hexdigest()  # compared when no row matches: same work either way
@@ -84,7 +84,9 @@ class TokenStore:
             taken = s.scalar(select(GatewayToken.id).where(GatewayToken.name == name,
                                                            GatewayToken.revoked_at.is_(None)))
             if taken is not None:
-                raise InputError(f"A gateway token named {name!r} already exists; pick another name or revoke it first.")
+                raise InputError(
+                    f"A gateway token named {name!r} already exists; pick another name or revoke it first."
+                )
             s.add(row)
             s.flush()
             return NewToken(_info(row), token)

@@ -40,5 +40,5 @@ def test_fallback_sankey_links_failed_model_to_the_one_tried_next() -> None:
     sankey = charts.fallback_sankey(rows).data[0]
     labels = list(sankey.node.label)
     assert labels == ["lmstudio:q (failed)", "openai:g (failed)", "anthropic:c (tried next)", "openai:g (tried next)"]
-    links = list(zip(sankey.link.source, sankey.link.target, sankey.link.value))
+    links = list(zip(sankey.link.source, sankey.link.target, sankey.link.value, strict=False))
     assert links == [(0, 3, 4), (1, 2, 1)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -24,7 +24,7 @@ from orchestrator_core.types import (
     Usage,
 )
 
-NOW = datetime(2026, 1, 2, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 2, 12, 0, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ def test_failure_notice_says_why_and_names_the_alternative() -> None:
 
 
 def test_key_rows_show_only_the_mask_and_the_last_test() -> None:
-    tested = datetime(2026, 1, 2, 12, 0, tzinfo=timezone.utc)
+    tested = datetime(2026, 1, 2, 12, 0, tzinfo=UTC)
     keys = [KeyInfo(1, "openai", "work", "••••cdef", "stored", last_tested_at=tested,
                     last_test_status=KeyCheck.REJECTED, last_test_detail="401", last_test_latency_ms=88.04),
             KeyInfo("env:mistral", "mistral", "MISTRAL_API_KEY", "••••1234", "env")]

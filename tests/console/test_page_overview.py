@@ -20,7 +20,7 @@ def test_navigation_renders_every_page(wire: respx.MockRouter) -> None:
     at = start()
     assert not at.exception
     assert [t.value for t in at.title] == ["🏠 Overview"]
-    for page, title in zip(PAGES[1:], ["💬 Chat", "🧠 Models", "🔑 API keys"]):
+    for page, title in zip(PAGES[1:], ["💬 Chat", "🧠 Models", "🔑 API keys"], strict=False):
         at.switch_page(page).run()
         assert not at.exception, page
         assert [t.value for t in at.title] == [title]

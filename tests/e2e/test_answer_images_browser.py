@@ -39,7 +39,7 @@ class Loopback(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: Loopback
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _answer(self) -> None:

@@ -43,7 +43,7 @@ class HeldStream(ThreadingHTTPServer):
 class _StreamHandler(BaseHTTPRequestHandler):
     server: HeldStream
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def do_POST(self) -> None:
@@ -108,7 +108,7 @@ def test_started_from_another_folder_the_gate_reads_the_password_of_its_home(con
     assert failures_in_db(tmp_path) == 1  # the project's database under ORCHESTRATOR_HOME, not ./data
     assert not (tmp_path / "started-here" / "data").exists()
     signed_in = visitor.sign_in(PASSWORD)
-    assert [h.body for h in signed_in.of("heading")][0] == "🏠 Overview"
+    assert next(h.body for h in signed_in.of("heading")) == "🏠 Overview"
     visitor.close()
 
 
@@ -116,7 +116,7 @@ def test_an_unsigned_clear_cache_neither_resets_the_limiter_nor_breaks_a_signed_
     console: Console, host: HeldStream, tmp_path: Path
 ) -> None:
     operator = console.session()
-    assert [h.body for h in operator.sign_in(PASSWORD).of("heading")][0] == "🏠 Overview"
+    assert next(h.body for h in operator.sign_in(PASSWORD).of("heading")) == "🏠 Overview"
     chat = operator.rerun(page="chat")
     prompt = chat.widget_id("chat_input", "chat_prompt")
     answered: list[Page] = []

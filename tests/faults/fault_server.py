@@ -193,7 +193,7 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             self.server._closed()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: pytest would show every request
 
     def do_GET(self) -> None:

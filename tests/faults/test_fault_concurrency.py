@@ -14,7 +14,7 @@ from orchestrator_core.orchestrator import Orchestrator
 from orchestrator_core.types import OrchestratedResult
 from tests.faults.conftest import OrchFactory, assert_nothing_left_behind, metric_rows, running_threads
 from tests.faults.fault_server import FaultServer, Reply, Seen
-from tests.faults.wire import HELLO, HEALTHY_DEFAULT, SHAPES, healthy, openai_answer
+from tests.faults.wire import HEALTHY_DEFAULT, HELLO, SHAPES, healthy, openai_answer
 
 THREADS = 8
 CALLS = 250
@@ -38,7 +38,7 @@ def hammer(
             began = time.time()
             try:
                 on_result(began, orch.chat(model_id, HELLO))
-            except BaseException as exc:  # noqa: BLE001 - collected and asserted on below
+            except BaseException as exc:
                 errors.append(exc)
 
     threads = [threading.Thread(target=worker, args=(orchs[i % len(orchs)],), name=f"hammer-{i}")

@@ -43,7 +43,7 @@ QUEUE_ROWS_THEN_EXIT = textwrap.dedent("""
     print("queued", flush=True)
     if sys.argv[3] == "wait":
         time.sleep(120)  # until SIGTERM
-""" % ROWS)
+""".replace("%d", str(ROWS)))
 
 
 @pytest.fixture

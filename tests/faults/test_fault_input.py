@@ -3,7 +3,6 @@ a load, a cancelled stream and a close leave nothing running."""
 
 from __future__ import annotations
 
-
 import pytest
 from sqlalchemy import func, select
 
@@ -21,8 +20,8 @@ from orchestrator_core.store.tables import AIModel, ApiKey
 from tests.faults.conftest import OrchFactory, assert_nothing_left_behind, metric_rows, running_threads
 from tests.faults.fault_server import FaultServer, Reply
 from tests.faults.wire import (
-    HELLO,
     HEALTHY_DEFAULT,
+    HELLO,
     LMSTUDIO_LOAD,
     LMSTUDIO_STATUS,
     SHAPES,

@@ -321,7 +321,7 @@ def call(orch: Orchestrator, model_id: str, *, stream: bool, fallback: bool, run
             run.result = chat_stream.result
         else:
             run.result = orch.chat(model_id, HELLO, fallback=fallback)
-    except BaseException as exc:  # noqa: BLE001 - the test asserts on exactly what escaped
+    except BaseException as exc:
         run.error = exc
     run.elapsed_s = time.monotonic() - started
     run.rows = [(r.model, r.outcome, r.error_kind, r.fallback_from) for r in metric_rows(orch)]
@@ -391,7 +391,7 @@ def test_fault(row: Row, server: FaultServer, make_orch: OrchFactory) -> None:
     threads = [
         threading.Thread(target=call, args=(orch, shape.model_id), kwargs={"stream": row.stream, "fallback": fb,
                                                                            "run": run})
-        for orch, fb, run in zip(orchs, (False, True), runs)
+        for orch, fb, run in zip(orchs, (False, True), runs, strict=False)
     ]
     for t in threads:
         t.start()

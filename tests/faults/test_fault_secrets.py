@@ -24,7 +24,7 @@ from orchestrator_core.store.metrics import EXPORT_COLUMNS, iter_export
 from orchestrator_core.types import KeyCheck
 from tests.faults.conftest import OrchFactory, metric_rows
 from tests.faults.fault_server import FaultServer, Reply, Seen
-from tests.faults.wire import HELLO, HEALTHY_DEFAULT, SHAPES, healthy, sse
+from tests.faults.wire import HEALTHY_DEFAULT, HELLO, SHAPES, healthy, sse
 
 PLANTED = "sk-PLANTED-stored-7f3c9e1a2b4d6f8091a3"  # stored through the key store (encrypted at rest)
 PLANTED_ENV = "sk-ant-PLANTED-env-5e7d9c1b3a2f4e6d8c0b"  # from the environment

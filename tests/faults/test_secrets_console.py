@@ -15,7 +15,7 @@ from console import shared
 from orchestrator_core.errors import mask_key
 from tests.faults.conftest import OrchFactory
 from tests.faults.fault_server import FaultServer, Reply, Seen
-from tests.faults.wire import HELLO, HEALTHY_DEFAULT, LMSTUDIO_STATUS, SHAPES, healthy, lmstudio_models
+from tests.faults.wire import HEALTHY_DEFAULT, HELLO, LMSTUDIO_STATUS, SHAPES, healthy, lmstudio_models
 
 APP = Path(__file__).resolve().parents[2] / "streamlit_app.py"
 PLANTED = "sk-PLANTED-console-4b1d8e2f6a9c3e5d7f0a"

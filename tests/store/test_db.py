@@ -16,7 +16,8 @@ from sqlalchemy import inspect, text
 
 from orchestrator_core.config import DEFAULT_DATABASE_URL
 from orchestrator_core.errors import DatabaseError
-from orchestrator_core.store import Database, db as db_module
+from orchestrator_core.store import Database
+from orchestrator_core.store import db as db_module
 from orchestrator_core.store.tables import ApiKey, Base
 
 SEED_IDS = {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from orchestrator_core.store import Database, FailureCache
 from orchestrator_core.store.tables import ModelFailure
 
-T0 = datetime(2025, 6, 1, 12, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
 
 
 def test_record_makes_the_model_cool_down_until_now_plus_cooldown(db: Database) -> None:
@@ -62,7 +62,7 @@ def test_concurrent_records_of_one_model_make_one_row(db_url: str, db: Database)
         barrier.wait()
         try:
             FailureCache(database).record("openai:a", "unavailable", "503", 60, now=T0)
-        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=fail, args=(d,)) for d in databases]

@@ -102,6 +102,7 @@ def stored_failures(holder: sqlite3.Connection) -> dict[str, int]:
     return dict(holder.execute("SELECT model_id, failure_count FROM model_failures").fetchall())
 
 
+@pytest.mark.sqlite_only  # the lock is sqlite3's BEGIN IMMEDIATE on the file
 def test_a_cooldown_the_locked_database_refused_is_honoured_and_written_with_the_next_write(
     locked_db: tuple[Database, sqlite3.Connection], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -128,6 +129,7 @@ def test_a_cooldown_the_locked_database_refused_is_honoured_and_written_with_the
     assert entry is not None and entry.failure_count == 2  # written once, not counted twice
 
 
+@pytest.mark.sqlite_only  # the lock is sqlite3's BEGIN IMMEDIATE on the file
 def test_a_cooldown_the_locked_database_refused_is_written_by_the_retry_once_the_lock_is_gone(
     locked_db: tuple[Database, sqlite3.Connection],
 ) -> None:
@@ -144,6 +146,7 @@ def test_a_cooldown_the_locked_database_refused_is_written_by_the_retry_once_the
     cache.close()
 
 
+@pytest.mark.sqlite_only  # the lock is sqlite3's BEGIN IMMEDIATE on the file
 def test_a_reset_forgets_a_cooldown_that_was_never_written(locked_db: tuple[Database, sqlite3.Connection]) -> None:
     database, holder = locked_db
     cache = FailureCache(database)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -54,7 +54,8 @@ def test_plaintext_key_is_in_no_row_of_any_table(db: Database, keys: KeyStore) -
     keys.add("openai", None, OPENAI_KEY)
     keys.add("anthropic", "default", ANTHROPIC_KEY)
     with db.engine.connect() as conn:
-        dump = repr([conn.execute(text(f"SELECT * FROM {name}")).all() for name in inspect(db.engine).get_table_names()])
+        tables = inspect(db.engine).get_table_names()
+        dump = repr([conn.execute(text(f"SELECT * FROM {name}")).all() for name in tables])  # noqa: S608 - own tables
     assert "anthropic" in dump and "default" in dump
     assert OPENAI_KEY not in dump and ANTHROPIC_KEY not in dump
 
@@ -155,7 +156,7 @@ def test_record_test_is_stored_for_stored_keys_and_kept_in_memory_for_env_keys(d
     keys = KeyStore(db, load_fernet(None, tmp_path), env_keys={"google": "AIza-env-key-123456"},
                     known_providers=PROVIDERS)
     info = keys.add("openai", "work", OPENAI_KEY)
-    tested_at = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    tested_at = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
     keys.record_test(info.id, KeyTestResult(KeyCheck.OK, "Key accepted; 12 models listed.", 81.5, tested_at))
     keys.record_test("env:google", KeyTestResult(KeyCheck.UNVERIFIED, "timeout", 2000.0, tested_at))
     fresh = KeyStore(db, keys.fernet, env_keys={"google": "AIza-env-key-123456"}, known_providers=PROVIDERS)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -168,8 +168,8 @@ def test_model_stats_counts_percentiles_and_last_error(seeded: Database) -> None
     # Nearest rank over 10 values: p50 is the 5th (50 ms), p95 the 10th (100 ms).
     assert (a.p50_ms, a.p95_ms, a.median_latency_ms) == (50.0, 100.0, 50.0)
     assert (a.last_error_kind, a.last_error) == ("auth", "bad key")
-    assert a.last_error_at == datetime.fromtimestamp(2100, timezone.utc)
-    assert a.last_call_at == datetime.fromtimestamp(2100, timezone.utc)
+    assert a.last_error_at == datetime.fromtimestamp(2100, UTC)
+    assert a.last_call_at == datetime.fromtimestamp(2100, UTC)
     # Over 3 values: p50 is the 2nd (7 ms), p95 the 3rd (9 ms).
     assert (b.calls, b.p50_ms, b.p95_ms, b.last_error) == (3, 7.0, 9.0, None)
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import importlib
 import math
 import random
 import sqlite3
 import threading
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import pytest

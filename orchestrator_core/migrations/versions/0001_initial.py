@@ -8,7 +8,7 @@ Create Date: 2025-11-25
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -94,7 +94,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("model_id", name="pk_model_failures"),
     )
     # Naive UTC, the form store.tables.UTCDateTime writes.
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     op.bulk_insert(
         ai_models,
         [
