@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import sync_playwright
 
 from orchestrator_core.orchestrator import Orchestrator
 from tests.e2e.live import Console, free_port, isolated_env
@@ -93,23 +92,22 @@ def console(tmp_path: Path, model_host: Loopback) -> Iterator[Console]:
 
 
 def test_an_answer_with_images_loads_none_of_them_and_shows_the_links(console: Console, image_host: Loopback,
-                                                                      model_host: Loopback) -> None:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.goto(f"{console.url}/chat")
-            prompt = page.get_by_test_id("stChatInputTextArea")
-            prompt.wait_for(timeout=60_000)
-            prompt.fill("Summarise our conversation")
-            prompt.press("Enter")
-            page.get_by_text(f"answered by {MODEL}").wait_for(timeout=60_000)
-            page.get_by_text("Here is your summary.").wait_for()
-            links = [a.get_attribute("href") or "" for a in page.locator("a").all()]
-            images = [i.get_attribute("src") or "" for i in page.locator("img").all()]
-            page.screenshot(path=str(console.log.parent / "answer.png"), full_page=True)
-        finally:
-            browser.close()
+                                                                      model_host: Loopback, browser: Any) -> None:
+    context = browser.new_context()  # the session's one browser (tests/e2e/conftest.py)
+    try:
+        page = context.new_page()
+        page.goto(f"{console.url}/chat")
+        prompt = page.get_by_test_id("stChatInputTextArea")
+        prompt.wait_for(timeout=60_000)
+        prompt.fill("Summarise our conversation")
+        prompt.press("Enter")
+        page.get_by_text(f"answered by {MODEL}").wait_for(timeout=60_000)
+        page.get_by_text("Here is your summary.").wait_for()
+        links = [a.get_attribute("href") or "" for a in page.locator("a").all()]
+        images = [i.get_attribute("src") or "" for i in page.locator("img").all()]
+        page.screenshot(path=str(console.log.parent / "answer.png"), full_page=True)
+    finally:
+        context.close()
     assert [p for p in model_host.paths if "chat/completions" in p]  # the model was asked
     assert image_host.paths == []  # the browser never fetched an image from the answer
     assert not [src for src in images if image_host.url in src]

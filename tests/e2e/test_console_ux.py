@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
-from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402 - after the importorskip above
+from playwright.sync_api import Page, expect  # noqa: E402 - after the importorskip above
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -107,17 +107,17 @@ def console(host: ModuleType, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def page(console: str) -> Iterator[Page]:
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        tab = browser.new_page(viewport={"width": 1400, "height": 1000})
-        errors: list[str] = []
-        tab.on("pageerror", lambda exc: errors.append(str(exc)))
-        tab.set_default_timeout(TIMEOUT_MS)
-        tab.base_url = console  # type: ignore[attr-defined]
-        yield tab
-        browser.close()
-        assert not errors, errors
+def page(console: str, browser: Any) -> Iterator[Page]:
+    # The session's one browser (tests/e2e/conftest.py): a second sync_playwright in the same worker fails.
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    tab.set_default_timeout(TIMEOUT_MS)
+    tab.base_url = console  # type: ignore[attr-defined]
+    yield tab
+    context.close()
+    assert not errors, errors
 
 
 def open_page(page: Page, path: str) -> None:
