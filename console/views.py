@@ -172,13 +172,6 @@ def state_text(status: ModelStatus) -> str:
     return f"{state_icon(status.state)} {words}"
 
 
-def model_option(status: ModelStatus | None, model_id: str) -> str:
-    """A model picker entry: icon, id and the reason behind the state."""
-    if status is None:
-        return f"❔ {model_id}"
-    return f"{state_icon(status.state)} {model_id} — {_short(status.detail, 70)}"
-
-
 def picker_status(status: ModelStatus | None) -> str:
     """The chosen model's state and reason, shown beside a picker whose entries stay plain model ids.
 

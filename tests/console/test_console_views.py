@@ -71,12 +71,6 @@ def test_a_failed_load_counts_as_unavailable_in_the_overview() -> None:
     assert (counts["unavailable"], counts["ready"]) == (1, 1)
 
 
-def test_model_option_shows_icon_id_and_reason() -> None:
-    option = views.model_option(status("lmstudio:qwen", ModelState.HOST_DOWN, "Cannot reach lmstudio"), "lmstudio:qwen")
-    assert option == "❌ lmstudio:qwen — Cannot reach lmstudio"
-    assert views.model_option(None, "openai:x") == "❔ openai:x"
-
-
 def test_model_rows_merge_status_registry_and_call_stats() -> None:
     statuses = [status("openai:gpt", ModelState.EXTERNAL_READY, "key configured"),
                 status("lmstudio:qwen", ModelState.COOLING_DOWN, "unavailable", cooldown_until=NOW, local=True)]
