@@ -181,6 +181,8 @@ def picker_status(status: ModelStatus | None) -> str:
     if status is None:
         return "❔ status unknown"
     detail = _short(status.detail, 120)
+    if detail.lower() == STATE_WORDS.get(status.state, status.state.value).lower():
+        detail = ""  # the host's detail only repeats the state ("loaded — loaded")
     return plain(f"{state_text(status)} — {detail}" if detail else state_text(status))  # a caption: Markdown
 
 

@@ -172,3 +172,4 @@ def test_picker_status_gives_the_state_and_reason_beside_a_plain_id_picker() -> 
     text = views.picker_status(status("lmstudio:qwen", ModelState.HOST_DOWN, "Cannot reach lmstudio"))
     assert text == "❌ host down — Cannot reach lmstudio"
     assert views.picker_status(None) == "❔ status unknown"
+    assert views.picker_status(status("lmstudio:q", ModelState.LOADED, "loaded")) == "✅ loaded"  # said once
