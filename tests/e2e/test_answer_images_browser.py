@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from orchestrator_core.orchestrator import Orchestrator
 from tests.e2e.live import Console, free_port, isolated_env
@@ -101,8 +102,11 @@ def test_an_answer_with_images_loads_none_of_them_and_shows_the_links(console: C
         prompt.wait_for(timeout=60_000)
         prompt.fill("Summarise our conversation")
         prompt.press("Enter")
-        page.get_by_text(f"answered by {MODEL}").wait_for(timeout=60_000)
-        page.get_by_text("Here is your summary.").wait_for()
+        # .first: while the page reruns after the answer, the streamed bubble and the re-rendered one can both
+        # be on the page for a moment.
+        page.get_by_text(f"answered by {MODEL}").first.wait_for(timeout=60_000)
+        page.get_by_text("Here is your summary.").first.wait_for()
+        expect(page.get_by_text("Here is your summary.")).to_have_count(1)  # the rerun has settled
         links = [a.get_attribute("href") or "" for a in page.locator("a").all()]
         images = [i.get_attribute("src") or "" for i in page.locator("img").all()]
         page.screenshot(path=str(console.log.parent / "answer.png"), full_page=True)
