@@ -6,7 +6,6 @@ converter; ``%2F`` and ``%3A`` work as well as the plain characters.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -15,7 +14,6 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator_core.errors import ConfigurationError
-from orchestrator_core.loader import HostStatus
 from orchestrator_core.orchestrator import Orchestrator
 from orchestrator_core.store import FailureEntry
 from orchestrator_core.types import ModelStatus
@@ -28,7 +26,6 @@ from .schemas import (
     FailureOut,
     Health,
     HostList,
-    HostOut,
     ModelList,
     ModelStatusOut,
     ResetAnswer,
@@ -59,8 +56,6 @@ def failure_out(entry: FailureEntry) -> FailureOut:
                       until=entry.until, failure_count=entry.failure_count, active=entry.active)
 
 
-def host_out(host: HostStatus) -> HostOut:
-    return HostOut(**dataclasses.asdict(host))
 
 
 @router.get("/health", response_model=Health, responses={503: {"model": Health}})
@@ -134,7 +129,7 @@ async def failures(request: Request, _: ChatToken) -> FailureList:
 
 @router.get("/hosts", response_model=HostList, responses=READ)
 async def hosts(request: Request, _: ChatToken, refresh: bool = False) -> HostList:
-    return HostList(hosts=[host_out(h) for h in await _backend(request).call(lambda o: o.manager.hosts(force=refresh))])
+    return HostList(hosts=await _backend(request).call(lambda o: o.manager.hosts(force=refresh)))
 
 
 async def metrics_access(request: Request, credentials: Credentials) -> None:

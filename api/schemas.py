@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from orchestrator_core.loader import HostStatus
+
 # -- /api ------------------------------------------------------------------------------------------
 
 
@@ -79,19 +81,8 @@ class FailureList(BaseModel):
     failures: list[FailureOut]
 
 
-class HostOut(BaseModel):
-    provider: str
-    display_name: str
-    base_url: str
-    reachable: bool
-    detail: str
-    models: int
-    loaded: int
-    checked_at: datetime
-
-
 class HostList(BaseModel):
-    hosts: list[HostOut]
+    hosts: list[HostStatus]  # the core's own dataclass: one definition of a host's status
 
 
 # -- /v1 (OpenAI's shapes) -------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import streamlit as st
 
 from console import state, views
@@ -57,22 +59,29 @@ def cancel_delete() -> None:
     st.session_state.pop("pending_delete", None)
 
 
-@st.dialog("Delete this key?", on_dismiss=cancel_delete)
-def confirm_delete(key: KeyInfo) -> None:
-    st.markdown(f"The {key.provider} key **{views.plain(key.label)}** ({views.plain(key.masked)}) is removed for good.")
+def confirm(action: str, act: Callable[[], object], done: str, cancel: Callable[[], None]) -> None:
+    """The two buttons of a confirmation dialog: `action` runs act() and flashes done (or the error), Cancel closes."""
     cols = st.columns(2)
-    if cols[0].button("Delete", type="primary", key="confirm_delete"):
-        cancel_delete()
+    key = action.lower()
+    if cols[0].button(action, type="primary", key=f"confirm_{key}"):
+        cancel()
         try:
-            orch.keys.delete(key.id)
+            act()
         except OrchestratorError as exc:
             state.flash("error", exc.message)
         else:
-            state.flash("success", f"Deleted the {key.provider} key “{key.label}”.")
+            state.flash("success", done)
         st.rerun()
-    if cols[1].button("Cancel", key="cancel_delete"):
-        cancel_delete()
+    if cols[1].button("Cancel", key=f"cancel_{key}"):
+        cancel()
         st.rerun()
+
+
+@st.dialog("Delete this key?", on_dismiss=cancel_delete)
+def confirm_delete(key: KeyInfo) -> None:
+    st.markdown(f"The {key.provider} key **{views.plain(key.label)}** ({views.plain(key.masked)}) is removed for good.")
+    confirm("Delete", lambda: orch.keys.delete(key.id), f"Deleted the {key.provider} key “{key.label}”.",
+            cancel_delete)
 
 
 def report(key: KeyInfo, result: KeyTestResult) -> None:
@@ -174,19 +183,8 @@ def cancel_revoke() -> None:
 @st.dialog("Revoke this token?", on_dismiss=cancel_revoke)
 def confirm_revoke(token: TokenInfo) -> None:
     st.text(f"Programs using the token “{token.name}” ({token.scope}) are refused from their next request on.")
-    cols = st.columns(2)
-    if cols[0].button("Revoke", type="primary", key="confirm_revoke"):
-        cancel_revoke()
-        try:
-            orch.tokens.revoke(token.id)
-        except OrchestratorError as exc:
-            state.flash("error", exc.message)
-        else:
-            state.flash("success", f"Revoked the gateway token “{token.name}”.")
-        st.rerun()
-    if cols[1].button("Cancel", key="cancel_revoke"):
-        cancel_revoke()
-        st.rerun()
+    confirm("Revoke", lambda: orch.tokens.revoke(token.id), f"Revoked the gateway token “{token.name}”.",
+            cancel_revoke)
 
 
 created = st.session_state.pop("created_token", None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from typing import Any
 
 import httpx
@@ -85,3 +86,15 @@ def other_hosts_down(router: respx.MockRouter) -> None:
     """Ollama and llama-server are not running (connection refused)."""
     router.route(host="127.0.0.1", port=11434).mock(side_effect=httpx.ConnectError("refused"))
     router.route(host="127.0.0.1", port=8080).mock(side_effect=httpx.ConnectError("refused"))
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """End a server the test started: SIGTERM, then SIGKILL if it has not exited within 10 s."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

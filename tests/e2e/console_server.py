@@ -10,6 +10,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tests.helpers import stop_process
+
 REPO = Path(__file__).resolve().parents[2]
 # Only what a process needs to start; provider keys and URLs of the developer's shell never leak in.
 _PASSED_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
@@ -66,13 +68,7 @@ class Process:
         _wait_http(url, self.process, self.log, timeout_s)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self._out.close()
 
 

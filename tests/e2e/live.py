@@ -22,6 +22,8 @@ from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 
+from tests.helpers import stop_process
+
 APP = Path(__file__).resolve().parents[2] / "streamlit_app.py"
 UNLOCK = "FormSubmitter:console_sign_in-Unlock"
 
@@ -62,12 +64,7 @@ class Console:
         return Session(self.url)
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+        stop_process(self.process)
 
 
 @dataclass

@@ -23,6 +23,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.helpers import stop_process
+
 playwright_sync = pytest.importorskip("playwright.sync_api")
 from playwright.sync_api import Page, expect  # noqa: E402 - after the importorskip above
 
@@ -99,11 +101,7 @@ def console(host: ModuleType, tmp_path: Path) -> Iterator[str]:
             raise RuntimeError("streamlit did not start")
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
 
 @pytest.fixture

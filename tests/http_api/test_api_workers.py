@@ -20,6 +20,7 @@ import pytest
 
 from orchestrator_core.store import Database, TokenStore
 from tests.faults.fault_server import FaultServer
+from tests.helpers import stop_process
 from tests.http_api.conftest import CUSTOM_CHAT, Upstream
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,11 +55,7 @@ class Worker:
         raise AssertionError("the worker did not start in time")
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        stop_process(self.process)
         self.log.close()
 
 

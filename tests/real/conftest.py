@@ -18,6 +18,7 @@ import pytest
 
 from tests import parts
 from tests.e2e.console_server import free_port
+from tests.helpers import stop_process
 from tests.real.tiny_gguf import write_corrupt_model, write_model
 
 VERSION = os.environ.get("LLAMA_CPP_PYTHON_VERSION", "0.3.36")
@@ -41,13 +42,7 @@ class LlamaServer:
     log: Path
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 @pytest.fixture(scope="session")
