@@ -40,8 +40,9 @@ from .loader import LoadProgress, ModelManager
 from .providers.registry import LOCAL_PROVIDERS, PROVIDERS, is_local, provider_class
 from .store.db import Database
 from .store.failures import FailureCache
-from .store.keys import KeyStore, load_fernet
+from .store.keys import KeyStore
 from .store.registry import ModelRegistry
+from .store.secret import load_fernet
 from .store.spool import Spool
 from .store.tokens import TokenStore
 from .types import (
