@@ -82,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         orch = _open(args)
     except OrchestratorError as exc:
         return _fail(args, exc)
+    except KeyboardInterrupt:  # also during the read-only status's host probe
+        return 130
     try:
         return _dispatch(orch, args)
     except OrchestratorError as exc:
