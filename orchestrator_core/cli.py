@@ -1,7 +1,9 @@
 """Command line: ``python -m orchestrator_core status|load|unload|chat|keys|tokens ...`` (``--json`` for scripts).
 
 Start-up is part of every command's cost, so modules load when a command needs them: parsing the
-arguments imports nothing of the core, and only chat or load ever import the metrics module.
+arguments imports nothing of the core, and only chat or load ever import the metrics module. ``status``
+on a SQLite file at the newest revision reads through the standard library (store/readonly.py) and
+imports neither SQLAlchemy nor Alembic; any other case takes the full start, which prints the same.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from .errors import OrchestratorError
-    from .loader import LoadProgress
+    from .loader import LoadProgress, ModelManager
     from .orchestrator import CallEvent, Orchestrator
+    from .store.failures import FailureCache
+    from .store.registry import ModelRegistry
     from .types import Message, ModelStatus
 
 # Keyed by ModelState value, so the module imports no core type before a command needs it.
@@ -72,9 +76,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import OrchestratorError  # noqa: PLC0415 - start-up cost: a command imports what it needs
 
     try:
+        quick = _status_read_only(args) if args.command == "status" else None
+        if quick is not None:
+            return quick
         orch = _open(args)
     except OrchestratorError as exc:
         return _fail(args, exc)
+    except KeyboardInterrupt:  # also during the read-only status's host probe
+        return 130
     try:
         return _dispatch(orch, args)
     except OrchestratorError as exc:
@@ -94,6 +103,32 @@ def _open(args: argparse.Namespace) -> Orchestrator:
     return Orchestrator.from_settings(Settings.from_env(), check_writable=not read_only)
 
 
+def _status_read_only(args: argparse.Namespace) -> int | None:
+    """``status`` without SQLAlchemy on a current SQLite file; None when the full start must run instead."""
+    from .clients import ProviderFactory  # noqa: PLC0415 - start-up cost: a command imports what it needs
+    from .config import Settings  # noqa: PLC0415 - start-up cost: a command imports what it needs
+    from .loader import ModelManager  # noqa: PLC0415 - start-up cost: a command imports what it needs
+    from .store.readonly import NeedsWrite, ReadOnlyStore  # noqa: PLC0415 - start-up cost
+    from .store.secret import load_fernet  # noqa: PLC0415 - start-up cost: a command imports what it needs
+
+    settings = Settings.from_env()
+    store = ReadOnlyStore.open(settings.database_url)
+    if store is None:
+        return None
+    factory = ProviderFactory(settings, store.key_lookup(load_fernet(settings.secret_key, store.dir),
+                                                         settings.env_keys))
+    # The manager only reads here (list_with_status and hosts): the read-only views stand in for the stores.
+    manager = ModelManager(settings, factory, cast("ModelRegistry", store.registry),
+                           cast("FailureCache", store.failures))
+    try:
+        return _status(manager, args)
+    except NeedsWrite:
+        return None  # a host lists a new model: the full start registers it, then prints the same
+    finally:
+        manager.close()
+        factory.close()
+
+
 def _skip_httpx_cli() -> None:
     """httpx imports its own command line (click, rich, pygments) when they are installed: a third of a
     second of start-up for a tool this CLI never runs. An absent module makes httpx skip it."""
@@ -103,15 +138,7 @@ def _skip_httpx_cli() -> None:
 
 def _dispatch(orch: Orchestrator, args: argparse.Namespace) -> int:
     if args.command == "status":
-        statuses = orch.manager.list_with_status(force=args.refresh)
-        rows = [dataclasses.asdict(s) for s in statuses]
-        if args.json:
-            return _print_json({"hosts": [dataclasses.asdict(h) for h in orch.manager.hosts()], "models": rows})
-        for host in orch.manager.hosts():
-            print(f"{'up  ' if host.reachable else 'DOWN'} {host.display_name:<12} {host.base_url}  {host.detail}")
-        for s in statuses:
-            print(f"{STATE_ICONS.get(s.state.value, '?')} {s.model_id:<45} {s.state.value:<16} {s.detail}")
-        return 0
+        return _status(orch.manager, args)
     if args.command == "load":
         orch.manager.load(args.model)
         status = orch.manager.wait_for_load(args.model, timeout_s=args.timeout,
@@ -128,6 +155,19 @@ def _dispatch(orch: Orchestrator, args: argparse.Namespace) -> int:
     if args.command == "tokens":
         return _tokens(orch, args)
     return _keys(orch, args)
+
+
+def _status(manager: ModelManager, args: argparse.Namespace) -> int:
+    statuses = manager.list_with_status(force=args.refresh)
+    hosts = manager.hosts()
+    if args.json:
+        return _print_json({"hosts": [dataclasses.asdict(h) for h in hosts],
+                            "models": [dataclasses.asdict(s) for s in statuses]})
+    for host in hosts:
+        print(f"{'up  ' if host.reachable else 'DOWN'} {host.display_name:<12} {host.base_url}  {host.detail}")
+    for s in statuses:
+        print(f"{STATE_ICONS.get(s.state.value, '?')} {s.model_id:<45} {s.state.value:<16} {s.detail}")
+    return 0
 
 
 def _chat(orch: Orchestrator, args: argparse.Namespace) -> int:

@@ -30,6 +30,14 @@ def shared_ssl_context() -> ssl.SSLContext:
         return _SSL_CONTEXT
 
 
+def tls_context_for(base_url: str) -> ssl.SSLContext:
+    """The shared context for an https base URL; for a plain-http host (the local ones) a context that
+    trusts no certificate: such a client never needs the CA bundle, and an https request on it fails closed."""
+    if base_url.lower().startswith("https:"):
+        return shared_ssl_context()
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies certificates and host names, with no CA loaded
+
+
 class ProviderFactory:
     """Builds provider objects on shared clients; call/status clients differ only in timeouts."""
 
@@ -47,12 +55,13 @@ class ProviderFactory:
         with self._lock:
             client = self._clients.get((provider, purpose))
             if client is None:
+                base_url = self.settings.base_url(provider)
                 client = cut_reads_at_deadlines(httpx.Client(  # a blocked read ends at the call's deadline
-                    base_url=self.settings.base_url(provider),
+                    base_url=base_url,
                     timeout=self._timeout(purpose),
                     limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
                     follow_redirects=False,
-                    verify=shared_ssl_context(),
+                    verify=tls_context_for(base_url),
                     headers={"User-Agent": USER_AGENT},  # who calls, instead of the bare python-httpx/x.y
                 ))
                 self._clients[(provider, purpose)] = client

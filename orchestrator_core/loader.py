@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import httpx
 
@@ -41,8 +41,11 @@ from .errors import (
 from .fallback import cooldown_seconds, rank_alternatives
 from .providers.base import LocalHost
 from .providers.registry import PROVIDERS, is_local, provider_class
-from .store import FailureCache, FailureEntry, ModelRegistry
 from .types import HostModel, ModelRef, ModelState, ModelStatus
+
+if TYPE_CHECKING:  # the status command runs the manager on store.readonly, without SQLAlchemy
+    from .store.failures import FailureCache, FailureEntry
+    from .store.registry import ModelRegistry
 
 StatsSource = Callable[[], Mapping[str, tuple[float, float]]]
 Pause = Callable[[threading.Event, float], object]  # wait up to n seconds, or until the event is set

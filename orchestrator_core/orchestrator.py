@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,8 +40,9 @@ from .loader import LoadProgress, ModelManager
 from .providers.registry import LOCAL_PROVIDERS, PROVIDERS, is_local, provider_class
 from .store.db import Database
 from .store.failures import FailureCache
-from .store.keys import KeyStore, load_fernet
+from .store.keys import KeyStore
 from .store.registry import ModelRegistry
+from .store.secret import load_fernet
 from .store.spool import Spool
 from .store.tokens import TokenStore
 from .types import (
@@ -86,7 +87,7 @@ EventSink = Callable[[CallEvent], None]
 class Orchestrator:
     """Runs prompts on any registered model with check-and-load, automatic fallback and metrics."""
 
-    def __init__(self, settings: Settings, database: Database) -> None:
+    def __init__(self, settings: Settings, database: Database, *, warm_up: bool = True) -> None:
         exits.install()  # SIGTERM / SIGHUP unwind like Ctrl-C, so queued metric rows are written or spooled
         self.settings = settings
         self.db = database
@@ -104,22 +105,27 @@ class Orchestrator:
         self.factory = ProviderFactory(settings, self.keys.secret_for)
         # Long-lived: host probes and statistics refreshes must not start threads during a call.
         self._pool = ThreadPoolExecutor(max_workers=len(LOCAL_PROVIDERS), thread_name_prefix="orchestrator")
+        # Off the hot path: the pool's first thread starts now and the cooldown write is compiled, so the
+        # first call past a dead host pays its refused connect, not ~10 ms of set-up. (Done when it resolves.)
+        self.warming: Future[None] | None = self._pool.submit(self.failures.warm) if warm_up else None
         self.manager = ModelManager(settings, self.factory, self.registry, self.failures, self._model_stats,
                                     pool=self._pool)
         self._stats_cache: tuple[float, dict[str, tuple[float, float]]] | None = None
+        self._stats_wanted = False
         self._stats_refreshing = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, *, check_writable: bool = True) -> Orchestrator:
         """Build from Settings (default: the environment and .env), opening and migrating the database.
 
-        check_writable=False is for read-only commands: they start while another process writes.
+        check_writable=False is for read-only commands: they start while another process writes, and
+        skip the warm-up (a rehearsed write) that only a process making calls needs.
         """
         settings = settings or Settings.from_env()
         database = Database.open(settings.database_url, check_writable=check_writable,
                                  connect_timeout_s=settings.db_connect_timeout_s)
         try:
-            return cls(settings, database)
+            return cls(settings, database, warm_up=check_writable)
         except OrchestratorError:
             database.dispose()
             raise
@@ -207,17 +213,23 @@ class Orchestrator:
     def _model_stats(self) -> dict[str, tuple[float, float]]:
         """(success rate, median latency) per model over the last 7 days, for ranking fallbacks.
 
-        A fallback hop never waits for the query: the figures are read in the background when first
-        needed and whenever they are older than STATS_MAX_AGE_S. Until the first read ends, ranking uses
-        tier and priority alone (the statistics only break ties after those)."""
+        A fallback hop never waits for the query: it ranks with the figures at hand (until the first read,
+        tier and priority alone: the statistics only break ties after those). Figures missing or older
+        than STATS_MAX_AGE_S are read in the background once the call that asked has ended, so the query
+        does not share the CPU with that call (it was most of a first fallback's time)."""
         cached = self._stats_cache
-        stale = cached is None or time.monotonic() - cached[0] >= STATS_MAX_AGE_S
-        if stale and self._stats_refreshing.acquire(blocking=False):
+        if cached is None or time.monotonic() - cached[0] >= STATS_MAX_AGE_S:
+            self._stats_wanted = True
+        return cached[1] if cached is not None else {}
+
+    def _refresh_stats_if_wanted(self) -> None:
+        """After a call: start the statistics read a fallback of it asked for (one at a time)."""
+        if self._stats_wanted and self._stats_refreshing.acquire(blocking=False):
+            self._stats_wanted = False
             try:
                 self._pool.submit(self._refresh_stats_in_background)
             except RuntimeError:  # the pool is shut down: the orchestrator is closing
                 self._stats_refreshing.release()
-        return cached[1] if cached is not None else {}
 
     def _refresh_stats(self) -> None:
         from .store import metrics as metric_queries  # noqa: PLC0415 - the metrics module loads on the first recorded call
@@ -326,6 +338,18 @@ class _Call:
                 self.emit("fallback", current, f"falling back from {previous} to {current}")
 
     def run(self) -> OrchestratedResult:
+        try:
+            return self._run()
+        finally:
+            self.orch._refresh_stats_if_wanted()
+
+    def run_stream(self) -> Generator[str | OrchestratedResult, None, None]:
+        try:
+            yield from self._run_stream()
+        finally:
+            self.orch._refresh_stats_if_wanted()
+
+    def _run(self) -> OrchestratedResult:
         for model_id in self.chain():
             if self.skip_if_cooling(model_id):
                 continue
@@ -344,7 +368,7 @@ class _Call:
             return self.finish(model_id, result, ttft=None)
         raise AllModelsFailedError(self.attempts, model=self.requested)
 
-    def run_stream(self) -> Generator[str | OrchestratedResult, None, None]:
+    def _run_stream(self) -> Generator[str | OrchestratedResult, None, None]:
         for model_id in self.chain():
             if self.skip_if_cooling(model_id):
                 continue

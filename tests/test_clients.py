@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 
 import pytest
 import respx
 
 import orchestrator_core
-from orchestrator_core.clients import ProviderFactory
+from orchestrator_core.clients import ProviderFactory, shared_ssl_context, tls_context_for
 from orchestrator_core.config import Settings
 from orchestrator_core.types import ChatParams, KeyCheck, Message
 from tests.helpers import ANTHROPIC, GOOGLE, LMSTUDIO, MISTRAL, OPENAI, openai_answer
@@ -95,3 +96,12 @@ def test_test_key_on_a_200_that_is_not_a_model_list_could_not_verify(
     result = factory.get(provider, "status").test_key()
     assert result.status is KeyCheck.UNVERIFIED
     assert "array" in result.detail and "accepted" not in result.detail
+
+
+def test_a_plain_http_host_gets_a_tls_context_without_the_ca_bundle_that_still_verifies() -> None:
+    plain = tls_context_for("http://127.0.0.1:1234")
+
+    assert plain.cert_store_stats()["x509_ca"] == 0  # the bundle costs a CLI start ~35 ms to load
+    assert plain.verify_mode is ssl.CERT_REQUIRED and plain.check_hostname  # an https request fails closed
+    assert tls_context_for("https://api.openai.com/v1") is shared_ssl_context()
+    assert shared_ssl_context().cert_store_stats()["x509_ca"] > 0

@@ -10,8 +10,11 @@ import httpx
 import pytest
 import respx
 from sqlalchemy import event
+from sqlalchemy.engine.interfaces import CacheStats
 
+from orchestrator_core.errors import ProviderUnavailableError
 from orchestrator_core.orchestrator import Orchestrator
+from orchestrator_core.store import Database, FailureCache
 from orchestrator_core.store.generations import generations_for
 from tests.helpers import ANTHROPIC, FAKE_OPENAI_KEY, LMSTUDIO, OLLAMA, OPENAI, lmstudio_models, openai_answer, settings
 
@@ -122,3 +125,67 @@ def test_a_fallback_past_a_cooling_model_asks_no_host_and_starts_no_thread(
     assert openai.call_count == 0
     assert started == []
 
+
+
+def test_the_first_cooldown_write_after_start_compiles_no_statement(orch: Orchestrator) -> None:
+    assert orch.warming is not None
+    orch.warming.result(timeout=30)
+    caller = threading.get_ident()
+    hits: list[CacheStats] = []
+
+    def note(_conn: Any, _cursor: Any, _statement: str, _params: Any, context: Any, _many: bool) -> None:
+        if threading.get_ident() == caller:
+            hits.append(context.cache_hit)
+
+    event.listen(orch.db.engine, "after_cursor_execute", note)
+    orch.manager.record_failure("openai:gpt-4.1-mini", ProviderUnavailableError("down", provider="openai"))
+
+    assert hits and set(hits) == {CacheStats.CACHE_HIT}  # the start-up rehearsal compiled every one of them
+    assert [e.model_id for e in orch.failures.all()] == ["openai:gpt-4.1-mini"]  # and kept nothing
+
+
+def test_the_rehearsed_cooldown_write_keeps_no_row_and_changes_no_counter(db_url: str) -> None:
+    db = Database.open(db_url)
+    generations = generations_for(db)
+    before = generations.token("failures")
+    FailureCache(db).warm()
+    generations.refresh()
+
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM model_failures").scalar() == 0
+    assert generations.token("failures")[0] == before[0]
+    db.dispose()
+
+
+def test_a_read_only_start_rehearses_no_write(db_url: str) -> None:
+    with Orchestrator.from_settings(settings(db_url), check_writable=False) as read_only:
+        assert read_only.warming is None
+
+
+def test_the_statistics_for_ranking_are_read_after_the_call_that_asked(
+    orch: Orchestrator, wire: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    submitted: list[str] = []
+    submit = orch._pool.submit
+
+    def noting(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        submitted.append(getattr(fn, "__name__", ""))
+        return submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(orch._pool, "submit", noting)
+    during: list[list[str]] = []
+
+    def backup_answers(request: httpx.Request) -> httpx.Response:
+        during.append(list(submitted))
+        return httpx.Response(200, json=CLAUDE_ANSWER)
+
+    wire.post(f"{OPENAI}/chat/completions").mock(side_effect=httpx.ConnectError("refused"))
+    wire.post(f"{ANTHROPIC}/v1/messages").mock(side_effect=backup_answers)
+    wire.get(f"{LMSTUDIO}/api/v1/models").respond(json=lmstudio_models({}))
+    wire.get(f"{OLLAMA}/api/ps").respond(json={"models": []})
+    wire.get(f"{OLLAMA}/api/tags").respond(json={"models": []})
+
+    assert orch.chat("openai:gpt-4.1-mini", HELLO).model_id == "anthropic:claude-haiku-4-5"
+
+    assert "_refresh_stats_in_background" not in during[0]  # the query did not share the CPU with the call
+    assert "_refresh_stats_in_background" in submitted  # it runs once the call has ended

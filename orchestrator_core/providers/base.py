@@ -12,10 +12,9 @@ import json
 import sys
 import time
 from collections.abc import Generator, Iterator
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
-from httpx_sse import EventSource, ServerSentEvent
 
 from ..errors import (
     AuthenticationError,
@@ -31,6 +30,9 @@ from ..errors import (
 )
 from ..types import ChatParams, ChatResult, HostModel, KeyCheck, KeyTestResult, Message, StreamEvent
 from .guard import CallLimits, Deadline, guarded, read_body, read_error_body, reads_under
+
+if TYPE_CHECKING:
+    from httpx_sse import ServerSentEvent
 
 
 class Provider(abc.ABC):
@@ -119,6 +121,8 @@ class Provider(abc.ABC):
             if "text/event-stream" not in content_type:
                 # Some servers answer a stream request with a plain JSON body or an HTML page.
                 raise self._not_a_stream(response, content_type, model)
+            from httpx_sse import EventSource  # noqa: PLC0415 - start-up cost: only a stream needs it
+
             for event in EventSource(response).iter_sse():
                 if event.data:
                     deadline.progress()

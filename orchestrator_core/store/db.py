@@ -7,14 +7,13 @@ past the busy wait raises ``errors.DatabaseBusyError`` (classified once, in ``_c
 a raw OperationalError carrying SQL and bound values.
 
 The schema revision is read with plain SQL and compared with the newest migration file's revision
-line (``head_revision``); Alembic is imported only when an upgrade is due.
+line (``revision.head_revision``); Alembic is imported only when an upgrade is due.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import re
 import sqlite3
 import threading
 import time
@@ -30,8 +29,8 @@ from sqlalchemy.pool import StaticPool
 
 from ..config import DEFAULT_DATABASE_URL, home_dir
 from ..errors import DatabaseBusyError, DatabaseError
+from .revision import MIGRATIONS_DIR, head_revision
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 BUSY_TIMEOUT_MS = 5000
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 # Driver -> its connect-timeout argument (seconds). sqlite has none: it opens a file.
@@ -47,7 +46,6 @@ _PG_BUSY_STATES = ("55P03", "40P01")
 _PG_MIGRATION_LOCK = 727_001
 # Alembic's ``op`` and ``context`` are module-wide proxies, so two threads must never migrate at once.
 _MIGRATION_THREAD_LOCK = threading.Lock()
-_HEAD: str | None = None
 
 # Driver module -> what to pip install, for "No module named ..." at start-up.
 _DRIVER_PACKAGES = {
@@ -363,39 +361,6 @@ def alembic_config(connection: Connection | None = None, url: str | None = None)
     if connection is not None:
         config.attributes["connection"] = connection
     return config
-
-
-def head_revision() -> str | None:
-    """The newest migration shipped with this code, read from the revision lines of the version files.
-
-    Importing Alembic costs more than the rest of a CLI start; it is asked only when the files do not
-    name exactly one head (a merge migration with a tuple, an unusual layout).
-    """
-    global _HEAD
-    if _HEAD is None:
-        _HEAD = _head_from_files() or _head_from_alembic()
-    return _HEAD
-
-
-_REVISION_LINE = re.compile(r"^(down_revision|revision)\b[^=]*=\s*(.+)$", re.MULTILINE)
-
-
-def _head_from_files() -> str | None:
-    revisions: set[str] = set()
-    parents: set[str] = set()
-    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
-        for name, value in _REVISION_LINE.findall(path.read_text(encoding="utf-8")):
-            found = re.findall(r"[\"']([^\"']+)[\"']", value)
-            (revisions if name == "revision" else parents).update(found)
-    heads = revisions - parents
-    return heads.pop() if len(heads) == 1 else None
-
-
-def _head_from_alembic() -> str | None:
-    from alembic.script import ScriptDirectory  # noqa: PLC0415 - start-up cost: loaded only when needed
-
-    head: str | None = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    return head
 
 
 def current_revision(connection: Connection) -> str | None:

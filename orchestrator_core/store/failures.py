@@ -40,6 +40,7 @@ _NOT_WRITTEN = (OperationalError, InternalError, DatabaseError, DatabaseBusyErro
 _TABLE = cast(Table, ModelFailure.__table__)
 _ALL = select(_TABLE).order_by(_TABLE.c.until.desc())
 _ONE = select(_TABLE).where(_TABLE.c.model_id == bindparam("one_model_id"))
+_REHEARSED = "rehearsal:never-stored"  # the model id of warm()'s rolled-back write
 
 When = datetime | float | None  # an aware datetime, epoch seconds, or None for now
 
@@ -112,6 +113,19 @@ class FailureCache:
         except BaseException:
             self._release(earlier)
             raise
+
+    def warm(self) -> None:
+        """Rehearse a cooldown write, rolled back, so that the first real one (inside the call that met the
+        failure) costs what every later one does. Best effort: a busy or read-only database is left alone."""
+        at = _as_datetime(None)
+        probe = {"model_id": _REHEARSED, "error_kind": "rehearsal", "message": "", "since": at, "until": at,
+                 "failure_count": 1}
+        try:
+            with self._generations.rehearsal(AREA) as s:
+                self._upsert(s, probe)
+                s.execute(_ONE, {"one_model_id": _REHEARSED}).one()
+        except Exception:  # a rehearsal that fails changes nothing; the real write reports its own failure
+            log.debug("could not rehearse the cooldown write", exc_info=True)
 
     def active(self, now: When = None) -> dict[str, FailureEntry]:
         """Models still cooling down, by model id."""

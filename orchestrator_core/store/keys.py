@@ -2,64 +2,41 @@
 
 ``secret_for`` runs on every call, so it reads the keys from memory; a write in this process or another
 reloads them (see generations.py). The Fernet key comes from ORCHESTRATOR_SECRET_KEY or, failing that,
-from ``secret.key`` beside the database (created once, mode 0600). Losing both makes stored keys
-unreadable: ``verify_secret`` says so at start-up instead of keys silently disappearing.
+from ``secret.key`` beside the database (secret.py). Losing both makes stored keys unreadable:
+``verify_secret`` says so at start-up instead of keys silently disappearing.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import builtins
-import hashlib
-import os
-import stat
-import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import cast
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet
 from sqlalchemy import Table, bindparam, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from ..config import DEFAULT_DATA_DIR, HOSTED_PROVIDERS, LOCAL_PROVIDERS, home_dir, key_text_problem
+from ..config import HOSTED_PROVIDERS, LOCAL_PROVIDERS, key_text_problem
 from ..errors import DatabaseBusyError, InvalidKeyInputError, SecretKeyError, mask_key
 from ..types import KeyCheck, KeyTestResult
 from .db import Database, upsert_insert
 from .generations import Generations, Token, generations_for
+from .secret import VERIFIER_KEY, VERIFIER_PLAINTEXT, StoredKey, check_verifier, decrypt, pick_secret
 from .tables import ApiKey, AppMeta, utcnow
 
-SECRET_FILE = "secret.key"  # noqa: S105 - a file name, not a secret
 MAX_KEY_LEN = 500
 MAX_LABEL_LEN = 100
 DEFAULT_LABEL = "default"
-# A fixed, public salt: it only has to stop precomputed tables; the passphrase is the secret.
-_KDF_SALT = b"orchestrator_core/api-keys/v1"
 _ENV_VARS = {"google": "GOOGLE_API_KEY (or GEMINI_API_KEY)", "lmstudio": "LM_API_TOKEN"}
-_UNDECRYPTABLE = (
-    "Stored keys cannot be decrypted with this secret; set ORCHESTRATOR_SECRET_KEY to the secret they "
-    "were saved with, or restore data/secret.key."
-)
 
 KeyId = int | str
 AREA = "keys"
-SecretRows = Mapping[str, Sequence[tuple[str, str | None]]]  # provider -> (token, last test), newest first
+SecretRows = Mapping[str, Sequence[StoredKey]]  # provider -> (token, last test), newest first
 
-# The secret verifier in app_meta: a Fernet token of a constant, so any process can tell whether its
-# secret is the one this database was set up with, even before any key is stored.
-VERIFIER_KEY = "secret_verifier"
-_VERIFIER_PLAINTEXT = b"orchestrator_core: the secret of this database, v1"
 _VERIFIER = select(AppMeta.__table__.c.value).where(AppMeta.__table__.c.key == VERIFIER_KEY)
-_OTHER_SECRET = (
-    "Stored keys cannot be decrypted with this secret: this database was set up with a different secret "  # noqa: S105 - a message
-    "(ORCHESTRATOR_SECRET_KEY, or the secret.key file of the folder its first process ran in). Every process "
-    "that uses this database needs the same secret: set ORCHESTRATOR_SECRET_KEY to the same value everywhere, "
-    "or copy that secret.key into this process's data folder."
-)
 
 _KEYS = ApiKey.__table__
 _SECRET_ROWS = (
@@ -67,83 +44,6 @@ _SECRET_ROWS = (
     .where(_KEYS.c.user_id == bindparam("user_id"))
     .order_by(_KEYS.c.updated_at.desc(), _KEYS.c.id.desc())
 )
-
-
-def load_fernet(secret: str | None, key_dir: Path | None) -> Fernet:
-    """The Fernet for stored keys: from ORCHESTRATOR_SECRET_KEY, else from key_dir/secret.key (made once).
-
-    A secret that is a valid Fernet key (32 url-safe base64 bytes) is used as is; any other text is
-    treated as a passphrase and stretched with scrypt (fixed app salt) into a Fernet key.
-    """
-    if secret is not None and secret.strip():
-        return Fernet(_fernet_key_from_secret(secret.strip()))
-    path = (key_dir or default_key_dir()) / SECRET_FILE
-    return Fernet(_read_or_create_key_file(path))
-
-
-def default_key_dir() -> Path:
-    """Where secret.key lives when the database has no folder of its own (PostgreSQL, in-memory SQLite)."""
-    return home_dir() / DEFAULT_DATA_DIR
-
-
-def _fernet_key_from_secret(secret: str) -> bytes:
-    try:
-        if len(base64.urlsafe_b64decode(secret.encode())) == 32:
-            return secret.encode()
-    except (binascii.Error, ValueError):
-        pass
-    derived = hashlib.scrypt(secret.encode(), salt=_KDF_SALT, n=2**14, r=8, p=1, dklen=32)
-    return base64.urlsafe_b64encode(derived)
-
-
-def _read_or_create_key_file(path: Path) -> bytes:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # O_EXCL: exactly one process creates the file; 0o600 from the first byte, never world-readable.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return _read_key_file(path)
-    except OSError as exc:
-        raise SecretKeyError(
-            f"Cannot create the key file {path} ({exc.strerror}); make its folder writable or set "
-            "ORCHESTRATOR_SECRET_KEY."
-        ) from None
-    key = Fernet.generate_key()
-    with os.fdopen(fd, "wb") as f:
-        f.write(key)
-    return key
-
-
-def _read_key_file(path: Path) -> bytes:
-    # Another process may have created the file an instant ago and still be writing its 44 bytes.
-    for _ in range(50):
-        try:
-            key = path.read_bytes().strip()
-        except OSError as exc:
-            raise SecretKeyError(f"Cannot read the key file {path} ({exc.strerror}); fix its permissions.") from None
-        if key:
-            break
-        time.sleep(0.01)
-    try:
-        Fernet(key)
-    except (ValueError, binascii.Error):
-        raise SecretKeyError(
-            f"The key file {path} is not a valid key; restore it from a backup or set ORCHESTRATOR_SECRET_KEY."
-        ) from None
-    _check_private(path)
-    return key
-
-
-def _check_private(path: Path) -> None:
-    """Refuse a key file other users can read: whoever reads it can decrypt every stored key."""
-    if os.name == "nt":  # Windows has no POSIX mode bits; its ACLs are out of reach here
-        return
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        raise SecretKeyError(
-            f"The key file {path} can be read or changed by other users (mode {mode:04o}); run "
-            f"`chmod 600 {path}` so only its owner can, then start again."
-        )
 
 
 @dataclass(frozen=True)
@@ -261,18 +161,8 @@ class KeyStore:
         return sorted(stored + env, key=lambda k: (k.provider, k.source != "stored"))
 
     def secret_for(self, provider: str) -> str | None:
-        """The key to call a provider with: newest stored key not rejected, else the env key, else None.
-
-        A stored key whose last test was "rejected" is used only when nothing else exists, so the call
-        fails with a clear authentication error instead of "no key".
-        """
-        rows = self._secret_rows().get(provider, ())
-        usable = [token for token, status in rows if status != KeyCheck.REJECTED.value]
-        if usable:
-            return self._decrypt(usable[0])
-        if provider in self.env_keys:
-            return self.env_keys[provider]
-        return self._decrypt(rows[0][0]) if rows else None
+        """The key to call a provider with (see secret.pick_secret): stored, else from the environment."""
+        return pick_secret(self._secret_rows().get(provider, ()), self.env_keys.get(provider), self._decrypt)
 
     def secret_by_id(self, key_id: KeyId) -> str:
         """The plaintext of one key, for testing it."""
@@ -299,17 +189,12 @@ class KeyStore:
             self._record_verifier()
 
     def _check_verifier(self, token: str) -> None:
-        try:
-            ok = self.fernet.decrypt(token.encode("ascii")) == _VERIFIER_PLAINTEXT
-        except (InvalidToken, ValueError):
-            ok = False
-        if not ok:
-            raise SecretKeyError(_OTHER_SECRET)
+        check_verifier(self.fernet, token)
 
     def _record_verifier(self) -> None:
         """Insert the verifier unless another process did first; then it must match ours."""
         table = cast(Table, AppMeta.__table__)
-        row = {"key": VERIFIER_KEY, "value": self.fernet.encrypt(_VERIFIER_PLAINTEXT).decode("ascii")}
+        row = {"key": VERIFIER_KEY, "value": self.fernet.encrypt(VERIFIER_PLAINTEXT).decode("ascii")}
         try:
             with self.db.engine.begin() as conn:  # the full busy wait: two first starts at once must agree
                 if self.db.dialect in ("sqlite", "postgresql"):
@@ -347,11 +232,7 @@ class KeyStore:
     def _decrypt(self, token: str) -> str:
         plaintext = self._plaintexts.get(token)
         if plaintext is None:
-            try:
-                plaintext = self.fernet.decrypt(token.encode("ascii")).decode()
-            except (InvalidToken, ValueError):
-                raise SecretKeyError(_UNDECRYPTABLE) from None
-            self._plaintexts[token] = plaintext
+            plaintext = self._plaintexts[token] = decrypt(self.fernet, token)
         return plaintext
 
     def _mask(self, token: str) -> str:

@@ -19,9 +19,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .db import Database
+if TYPE_CHECKING:  # the status command checks for spool files without SQLAlchemy (readonly.py)
+    from .db import Database
 
 log = logging.getLogger("orchestrator_core.metrics")
 
@@ -39,13 +40,18 @@ class Spool:
     def for_database(cls, db: Database) -> Spool | None:
         """The spool of a database; None for in-memory SQLite (nothing survives the process anyway)."""
         if db.dir is not None:
-            return cls(db.dir, f"{Path(db.url.database or 'db').name}.metrics-spool")
+            return cls.for_sqlite_file(db.dir / Path(db.url.database or "db").name)
         if db.dialect == "sqlite":
             return None
-        from .keys import default_key_dir  # noqa: PLC0415 - keys imports spool's users: a cycle at import time
+        from .secret import default_key_dir  # noqa: PLC0415 - keys imports spool's users: a cycle at import time
 
         where = db.url.render_as_string(hide_password=True)
         return cls(default_key_dir(), f"metrics-spool-{hashlib.sha256(where.encode()).hexdigest()[:12]}")
+
+    @classmethod
+    def for_sqlite_file(cls, path: Path) -> Spool:
+        """The spool of a SQLite file: beside it."""
+        return cls(path.parent, f"{path.name}.metrics-spool")
 
     def write(self, rows: Iterable[dict[str, Any]]) -> Path:
         """Save rows (MetricRow values) to a new spool file; returns its path."""

@@ -16,7 +16,7 @@ from sqlalchemy import inspect, text
 
 from orchestrator_core.config import DEFAULT_DATABASE_URL
 from orchestrator_core.errors import DatabaseError
-from orchestrator_core.store import Database
+from orchestrator_core.store import Database, revision
 from orchestrator_core.store import db as db_module
 from orchestrator_core.store.tables import ApiKey, Base
 
@@ -215,7 +215,7 @@ def test_database_from_a_newer_version_is_a_database_error(db: Database, db_url:
 
 
 def test_the_head_read_from_the_migration_files_is_alembics_head() -> None:
-    assert db_module._head_from_files() == db_module._head_from_alembic()
+    assert revision._head_from_files() == revision._head_from_alembic()
 
 
 def test_a_status_on_a_current_database_never_imports_alembic_nor_the_metrics_module(db_url: str, tmp_path: Path) -> None:

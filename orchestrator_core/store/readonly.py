@@ -1,0 +1,193 @@
+"""What the ``status`` command reads, through the standard library's sqlite3: no SQLAlchemy, no Alembic.
+
+A status check reads four things: the registered models, the failure cache, which providers have a key
+(and that this secret is the database's), and the schema revision. On a SQLite file at the newest
+revision these few queries cost a millisecond; importing SQLAlchemy costs a CLI start ~0.4 s.
+
+``ReadOnlyStore.open`` answers None whenever the full start must run instead, so that one says what it
+always said: a server database or an unusual URL, a file that is not there yet or not at the newest
+revision (it must be migrated), a file or folder the full start would refuse, metric rows an earlier
+process spooled (a start writes them), no secret verifier yet (the first start records it), or any
+SQLite error (the full start explains it). ``NeedsWrite`` is raised when a host lists a model that is
+not registered yet: discovery registers it, and that is a write.
+
+The queries are those of registry.py, failures.py and keys.py, in the same order; a test holds the
+output of both paths equal on the same database and host.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import re
+import sqlite3
+from collections.abc import Iterable, Mapping
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+from ..config import home_dir
+from ..errors import InvalidModelIdError, SecretKeyError
+from ..types import ModelRef
+from .revision import head_revision
+from .secret import VERIFIER_KEY, StoredKey, check_verifier, decrypt, pick_secret
+from .spool import Spool
+
+BUSY_TIMEOUT_S = 5.0  # as db.BUSY_TIMEOUT_MS: a reader waits this long for another process's lock
+USER_ID = "local"  # KeyStore's default user, the one the command line and the console use
+
+# Only the plain forms; anything else (a query string, a URI filename, an escape) goes the full way.
+_SQLITE_URL = re.compile(r"sqlite(?:\+pysqlite)?:///(?P<path>[^?#%]+)")
+
+
+class NeedsWrite(Exception):  # noqa: N818 - a signal to take the full path, not an error
+    """The status check would write (discover a new model): the full start must run."""
+
+
+@dataclass(frozen=True)
+class ReadOnlyModel:
+    """The fields of registry.ModelEntry that a status check reads."""
+
+    model_id: str
+    active: bool
+    priority: int
+
+
+@dataclass(frozen=True)
+class ReadOnlyFailure:
+    """The fields of failures.FailureEntry that a status check reads."""
+
+    model_id: str
+    error_kind: str
+    message: str
+    until: datetime  # UTC
+
+
+class ReadOnlyRegistry:
+    """registry.ModelRegistry's reads, over rows read once."""
+
+    def __init__(self, models: Iterable[ReadOnlyModel]) -> None:
+        self._models = tuple(models)
+        self._ids = {m.model_id for m in self._models}
+
+    def list(self, active_only: bool = False) -> list[ReadOnlyModel]:
+        """Models by priority, then model id."""
+        return [m for m in self._models if m.active or not active_only]
+
+    def sync_discovered(self, provider: str, names: Iterable[str]) -> builtins.list[str]:
+        """Nothing to do when the host lists only registered models; else NeedsWrite."""
+        for name in dict.fromkeys(names):
+            try:
+                model_id = ModelRef.parse(f"{provider.strip().lower()}:{name}").id
+            except InvalidModelIdError:
+                raise NeedsWrite(name) from None  # the full start logs why it skips such a name
+            if model_id not in self._ids:
+                raise NeedsWrite(model_id)
+        return []
+
+
+class ReadOnlyFailures:
+    """failures.FailureCache's reads, over rows read once."""
+
+    def __init__(self, failures: Iterable[ReadOnlyFailure]) -> None:
+        self._rows = {f.model_id: f for f in failures}
+
+    def active(self, now: datetime | None = None) -> dict[str, ReadOnlyFailure]:
+        """Models still cooling down, by model id."""
+        at = now or datetime.now(UTC)
+        return {m: f for m, f in self._rows.items() if f.until > at}
+
+
+@dataclass(frozen=True)
+class ReadOnlyStore:
+    """One consistent read of a current SQLite database: what a status check needs, nothing written."""
+
+    dir: Path
+    registry: ReadOnlyRegistry
+    failures: ReadOnlyFailures
+    verifier: str
+    all_keys: tuple[str, ...]  # every stored key's token (every user): the secret must decrypt them all
+    keys: Mapping[str, tuple[StoredKey, ...]]  # this user's keys by provider, newest first
+
+    @classmethod
+    def open(cls, database_url: str) -> ReadOnlyStore | None:
+        """Read the database at database_url, or None when the full start must run (see the module)."""
+        path = sqlite_file(database_url)
+        if path is None or not _usable(path) or Spool.for_sqlite_file(path).pending():
+            return None
+        try:
+            with closing(_connect(path)) as conn:
+                return cls._read(conn, path)
+        except sqlite3.Error:
+            return None
+
+    @classmethod
+    def _read(cls, conn: sqlite3.Connection, path: Path) -> ReadOnlyStore | None:
+        conn.execute("BEGIN")  # one snapshot for every read below
+        revisions = [row[0] for row in conn.execute("SELECT version_num FROM alembic_version")]
+        verifier = conn.execute("SELECT value FROM app_meta WHERE key = ?", (VERIFIER_KEY,)).fetchone()
+        if revisions != [head_revision()] or verifier is None:
+            return None
+        models = [ReadOnlyModel(m, bool(active), p) for m, active, p in conn.execute(
+            "SELECT model_id, active, priority FROM ai_models ORDER BY priority, model_id")]
+        failures = [ReadOnlyFailure(m, kind, message, _utc(until)) for m, kind, message, until in conn.execute(
+            "SELECT model_id, error_kind, message, until FROM model_failures")]
+        keys: dict[str, list[StoredKey]] = {}
+        for provider, token, status in conn.execute(
+                "SELECT provider, encrypted_key, last_test_status FROM api_keys WHERE user_id = ? "
+                "ORDER BY updated_at DESC, id DESC", (USER_ID,)):
+            keys.setdefault(provider, []).append((token, status))
+        all_keys = tuple(row[0] for row in conn.execute("SELECT encrypted_key FROM api_keys"))
+        return cls(path.parent, ReadOnlyRegistry(models), ReadOnlyFailures(failures), str(verifier[0]), all_keys,
+                   {p: tuple(rows) for p, rows in keys.items()})
+
+    def key_lookup(self, fernet: Fernet, env_keys: Mapping[str, str]) -> KeyLookup:
+        """KeyStore.verify_secret's checks (SecretKeyError), then KeyStore.secret_for over these rows."""
+        check_verifier(fernet, self.verifier)
+        plaintexts = {token: decrypt(fernet, token) for token in self.all_keys}
+        return KeyLookup(self.keys, {p: k for p, k in env_keys.items() if k}, plaintexts)
+
+
+@dataclass(frozen=True)
+class KeyLookup:
+    """provider -> the key a call would use (a ProviderFactory key lookup)."""
+
+    stored: Mapping[str, tuple[StoredKey, ...]]
+    env_keys: Mapping[str, str]
+    plaintexts: Mapping[str, str]
+
+    def __call__(self, provider: str) -> str | None:
+        return pick_secret(self.stored.get(provider, ()), self.env_keys.get(provider), self._plaintext)
+
+    def _plaintext(self, token: str) -> str:
+        plaintext = self.plaintexts.get(token)
+        if plaintext is None:  # never: every stored token was decrypted when the lookup was made
+            raise SecretKeyError("A stored key changed while it was read; run the command again.")
+        return plaintext
+
+
+def sqlite_file(database_url: str) -> Path | None:
+    """The file of a plain sqlite:///path URL (a relative path is under home_dir(), as db.py anchors it)."""
+    match = _SQLITE_URL.fullmatch(database_url.strip())
+    if match is None or match["path"] in ("", ":memory:") or match["path"].startswith("file:"):
+        return None
+    path = Path(match["path"]).expanduser()
+    return (path if path.is_absolute() else home_dir() / path).absolute()
+
+
+def _usable(path: Path) -> bool:
+    """What db._check_sqlite_location accepts for an existing file (else it raises, with the fix)."""
+    return (path.is_file() and os.access(path, os.R_OK | os.W_OK)
+            and os.access(path.parent, os.W_OK | os.X_OK))
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+
+
+def _utc(stored: str) -> datetime:
+    """A UTCDateTime column as SQLAlchemy's SQLite dialect stores it (naive UTC text), aware."""
+    return datetime.fromisoformat(stored).replace(tzinfo=UTC)

@@ -1,0 +1,154 @@
+"""The secret of stored API keys, without SQLAlchemy: the Fernet, the database's verifier, which key a call uses.
+
+The Fernet key comes from ORCHESTRATOR_SECRET_KEY or, failing that, from ``secret.key`` beside the
+database (created once, mode 0600). ``keys.KeyStore`` and the read-only status path
+(``readonly.py``) both judge a database's secret and pick a provider's key with these functions.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import stat
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from ..config import DEFAULT_DATA_DIR, home_dir
+from ..errors import SecretKeyError
+from ..types import KeyCheck
+
+SECRET_FILE = "secret.key"  # noqa: S105 - a file name, not a secret
+# A fixed, public salt: it only has to stop precomputed tables; the passphrase is the secret.
+_KDF_SALT = b"orchestrator_core/api-keys/v1"
+UNDECRYPTABLE = (
+    "Stored keys cannot be decrypted with this secret; set ORCHESTRATOR_SECRET_KEY to the secret they "
+    "were saved with, or restore data/secret.key."
+)
+
+# The secret verifier in app_meta: a Fernet token of a constant, so any process can tell whether its
+# secret is the one this database was set up with, even before any key is stored.
+VERIFIER_KEY = "secret_verifier"
+VERIFIER_PLAINTEXT = b"orchestrator_core: the secret of this database, v1"
+OTHER_SECRET = (
+    "Stored keys cannot be decrypted with this secret: this database was set up with a different secret "  # noqa: S105 - a message
+    "(ORCHESTRATOR_SECRET_KEY, or the secret.key file of the folder its first process ran in). Every process "
+    "that uses this database needs the same secret: set ORCHESTRATOR_SECRET_KEY to the same value everywhere, "
+    "or copy that secret.key into this process's data folder."
+)
+
+StoredKey = tuple[str, "str | None"]  # (Fernet token, last test status) of one stored key
+
+
+def check_verifier(fernet: Fernet, token: str) -> None:
+    """SecretKeyError unless token is this secret's verifier."""
+    try:
+        ok = fernet.decrypt(token.encode("ascii")) == VERIFIER_PLAINTEXT
+    except (InvalidToken, ValueError):
+        ok = False
+    if not ok:
+        raise SecretKeyError(OTHER_SECRET)
+
+
+def decrypt(fernet: Fernet, token: str) -> str:
+    """The plaintext of a stored key; SecretKeyError when this secret cannot decrypt it."""
+    try:
+        return fernet.decrypt(token.encode("ascii")).decode()
+    except (InvalidToken, ValueError):
+        raise SecretKeyError(UNDECRYPTABLE) from None
+
+
+def pick_secret(stored: Sequence[StoredKey], env_key: str | None, plaintext: Callable[[str], str]) -> str | None:
+    """The key to call a provider with: newest stored key not rejected, else the env key, else None.
+
+    ``stored`` is newest first. A stored key whose last test was "rejected" is used only when nothing
+    else exists, so the call fails with a clear authentication error instead of "no key".
+    """
+    usable = [token for token, status in stored if status != KeyCheck.REJECTED.value]
+    if usable:
+        return plaintext(usable[0])
+    if env_key:
+        return env_key
+    return plaintext(stored[0][0]) if stored else None
+
+
+def load_fernet(secret: str | None, key_dir: Path | None) -> Fernet:
+    """The Fernet for stored keys: from ORCHESTRATOR_SECRET_KEY, else from key_dir/secret.key (made once).
+
+    A secret that is a valid Fernet key (32 url-safe base64 bytes) is used as is; any other text is
+    treated as a passphrase and stretched with scrypt (fixed app salt) into a Fernet key.
+    """
+    if secret is not None and secret.strip():
+        return Fernet(_fernet_key_from_secret(secret.strip()))
+    path = (key_dir or default_key_dir()) / SECRET_FILE
+    return Fernet(_read_or_create_key_file(path))
+
+
+def default_key_dir() -> Path:
+    """Where secret.key lives when the database has no folder of its own (PostgreSQL, in-memory SQLite)."""
+    return home_dir() / DEFAULT_DATA_DIR
+
+
+def _fernet_key_from_secret(secret: str) -> bytes:
+    try:
+        if len(base64.urlsafe_b64decode(secret.encode())) == 32:
+            return secret.encode()
+    except (binascii.Error, ValueError):
+        pass
+    derived = hashlib.scrypt(secret.encode(), salt=_KDF_SALT, n=2**14, r=8, p=1, dklen=32)
+    return base64.urlsafe_b64encode(derived)
+
+
+def _read_or_create_key_file(path: Path) -> bytes:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # O_EXCL: exactly one process creates the file; 0o600 from the first byte, never world-readable.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_key_file(path)
+    except OSError as exc:
+        raise SecretKeyError(
+            f"Cannot create the key file {path} ({exc.strerror}); make its folder writable or set "
+            "ORCHESTRATOR_SECRET_KEY."
+        ) from None
+    key = Fernet.generate_key()
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    return key
+
+
+def _read_key_file(path: Path) -> bytes:
+    # Another process may have created the file an instant ago and still be writing its 44 bytes.
+    for _ in range(50):
+        try:
+            key = path.read_bytes().strip()
+        except OSError as exc:
+            raise SecretKeyError(f"Cannot read the key file {path} ({exc.strerror}); fix its permissions.") from None
+        if key:
+            break
+        time.sleep(0.01)
+    try:
+        Fernet(key)
+    except (ValueError, binascii.Error):
+        raise SecretKeyError(
+            f"The key file {path} is not a valid key; restore it from a backup or set ORCHESTRATOR_SECRET_KEY."
+        ) from None
+    _check_private(path)
+    return key
+
+
+def _check_private(path: Path) -> None:
+    """Refuse a key file other users can read: whoever reads it can decrypt every stored key."""
+    if os.name == "nt":  # Windows has no POSIX mode bits; its ACLs are out of reach here
+        return
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise SecretKeyError(
+            f"The key file {path} can be read or changed by other users (mode {mode:04o}); run "
+            f"`chmod 600 {path}` so only its owner can, then start again."
+        )
+

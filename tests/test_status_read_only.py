@@ -1,0 +1,177 @@
+"""``status`` on a current SQLite file reads through sqlite3 without SQLAlchemy, and prints what the full start prints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from threading import Thread
+
+import pytest
+
+from orchestrator_core import cli
+from orchestrator_core.orchestrator import Orchestrator
+from orchestrator_core.store import readonly
+from orchestrator_core.store.spool import Spool
+from tests.helpers import lmstudio_models, settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "aYrx9ucDmqez-nZZVBKDPq-WwztcQXsl2F8v6tRMVOE="  # a Fernet key as is: no scrypt stretch per start
+HOST_MODELS = {"qwen-7b": True, "llama-3b": False}
+
+
+class _LMStudio(BaseHTTPRequestHandler):
+    models: dict[str, bool] = HOST_MODELS
+
+    def do_GET(self) -> None:
+        found = self.path.startswith("/api/v1/models")
+        body = json.dumps(lmstudio_models(self.models) if found else {"error": "not here"}).encode()
+        self.send_response(200 if found else 404)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def host() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _LMStudio)
+    Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def status_env(db_url: str, host: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A database as after a first start and a day of use: the host's models, a cooldown, a stored key."""
+    for name, value in {"DATABASE_URL": db_url, "LOCAL_HOSTS": "lmstudio", "LMSTUDIO_BASE_URL": host,
+                        "ORCHESTRATOR_SECRET_KEY": SECRET, "MISTRAL_API_KEY": "mistral-env-key-0123456789"}.items():
+        monkeypatch.setenv(name, value)
+    with Orchestrator.from_settings(settings(db_url, local_hosts=("lmstudio",), base_urls={"lmstudio": host},
+                                             secret_key=SECRET)) as orch:
+        orch.manager.list_with_status(force=True)  # registers the host's models
+        orch.keys.add("openai", "work", "sk-stored-openai-key-0123456789")
+        orch.failures.record("lmstudio:llama-3b", "host_unavailable", "LM Studio did not answer", 600.0)
+        orch.registry.set_active("google:gemini-2.5-flash", False)
+    return db_url
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _run_read_only(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *argv: str) -> tuple[int, str, str]:
+    """Run, and check that the read-only path answered (not the full start)."""
+    answered: list[int | None] = []
+    quick = cli._status_read_only
+
+    def watched(args: argparse.Namespace) -> int | None:
+        answered.append(quick(args))
+        return answered[-1]
+
+    monkeypatch.setattr(cli, "_status_read_only", watched)
+    result = _run(capsys, *argv)
+    assert answered == [result[0]], "the full start answered"
+    return result
+
+
+def _full_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "_status_read_only", lambda args: None)
+
+
+def _without_times(text: str) -> object:
+    data = json.loads(text)
+    for item in (*data["hosts"], *data["models"]):
+        item.pop("checked_at")
+    return data
+
+
+def test_status_json_read_only_equals_the_full_start(
+    status_env: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    quick = _run_read_only(capsys, monkeypatch, "--json", "status")
+    _full_start(monkeypatch)
+    full = _run(capsys, "--json", "status")
+
+    assert quick[0] == full[0] == 0 and quick[2] == full[2] == ""
+    assert _without_times(quick[1]) == _without_times(full[1])
+    states = {m["model_id"]: m["state"] for m in json.loads(quick[1])["models"]}
+    assert states["lmstudio:llama-3b"] == "cooling_down" and states["lmstudio:qwen-7b"] == "loaded"
+    assert states["openai:gpt-4.1-mini"] == states["mistral:mistral-small-latest"] == "external_ready"
+    assert "google:gemini-2.5-flash" not in states
+
+
+def test_status_text_read_only_equals_the_full_start(
+    status_env: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    quick = _run_read_only(capsys, monkeypatch, "status")
+    _full_start(monkeypatch)
+
+    assert quick == _run(capsys, "status")
+    assert "cooling_down" in quick[1] and "until" in quick[1]
+
+
+def test_status_reads_through_sqlite3_without_importing_sqlalchemy_or_alembic(status_env: str) -> None:
+    probe = ("import json, sys\nfrom orchestrator_core import cli\ncode = cli.main(['--json', 'status'])\n"
+             "print(json.dumps([code, sorted({m.split('.')[0] for m in sys.modules} & "
+             "{'sqlalchemy', 'alembic', 'pandas', 'plotly', 'streamlit'})]))")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=False,
+                          timeout=60)
+
+    code, heavy = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (code, heavy) == (0, []), done.stderr
+
+
+def test_status_registers_a_model_the_host_lists_for_the_first_time(
+    status_env: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_LMStudio, "models", {**HOST_MODELS, "phi-4": False})
+
+    code, out, _ = _run(capsys, "--json", "status")
+
+    assert code == 0 and "lmstudio:phi-4" in {m["model_id"] for m in json.loads(out)["models"]}
+    store = readonly.ReadOnlyStore.open(status_env)
+    assert store is not None and "lmstudio:phi-4" in [m.model_id for m in store.registry.list()]  # registered
+
+
+def test_status_with_another_secret_fails_as_the_full_start_does(
+    status_env: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ORCHESTRATOR_SECRET_KEY", "a different passphrase")
+    quick = _run(capsys, "--json", "status")
+    _full_start(monkeypatch)
+    full = _run(capsys, "--json", "status")
+
+    assert quick == full and quick[0] == 2 and json.loads(quick[1])["error"] == "secret_key"
+
+
+def test_read_only_store_leaves_what_must_write_to_the_full_start(status_env: str, tmp_path: Path) -> None:
+    path = readonly.sqlite_file(status_env)
+    assert path is not None and readonly.ReadOnlyStore.open(status_env) is not None
+    assert readonly.ReadOnlyStore.open(f"sqlite:///{tmp_path}/not-there-yet.db") is None  # to be created
+    assert readonly.ReadOnlyStore.open("postgresql+psycopg://u:p@127.0.0.1:1/db") is None
+    assert readonly.ReadOnlyStore.open("sqlite://") is None  # in memory
+    Spool.for_sqlite_file(path).write([{"model": "x"}])  # rows an earlier process could not write
+    assert readonly.ReadOnlyStore.open(status_env) is None
+
+
+def test_read_only_store_leaves_an_older_schema_to_the_migration(status_env: str) -> None:
+    path = readonly.sqlite_file(status_env)
+    assert path is not None
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '0005'")
+
+    assert readonly.ReadOnlyStore.open(status_env) is None
