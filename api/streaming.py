@@ -28,7 +28,7 @@ from orchestrator_core.orchestrator import CallEvent, ChatStream
 from orchestrator_core.types import OrchestratedResult
 
 from . import errors
-from .shapes import finish_reason, usage
+from .shapes import NO_USAGE, finish_reason, is_content_stop, refusal_of, usage
 
 log = logging.getLogger("api")
 Kind = Literal["answering", "loading", "failed", "text", "done", "error"]
@@ -162,13 +162,18 @@ async def respond(
                 break
             progress.note(item)
     first = pending[0] if pending else None
+    headers = progress.headers(stream.request_id)
     if first is not None and first.kind == "error" and first.error is not None:
-        return errors.error_response(request, first.error, headers={"x-request-id": stream.request_id})
-    if first is not None:
+        refusal = refusal_of(first.error)
+        if refusal is None:
+            return errors.error_response(request, first.error, headers={"x-request-id": stream.request_id})
+        headers = refusal.headers()  # a refusal before the first token is the answer: a 200 stream
+    elif first is not None:
         progress.note(first)
+        headers = progress.headers(stream.request_id)
     chunks = _Chunks(stream.request_id, include_usage)
     return EventSourceResponse(_events(run, progress, chunks, pending, keepalive_s), ping=0, sep="\n",
-                               headers=progress.headers(stream.request_id))
+                               headers=headers)
 
 
 async def _events(run: StreamRun, progress: _Progress, chunks: _Chunks, pending: list[Item],
@@ -220,17 +225,30 @@ class _Chunks:
                 self.sent_role = True
             return [self._chunk(model, [{"index": 0, "delta": delta, "finish_reason": None}])]
         if item.kind == "error" and item.error is not None:
-            return [ServerSentEvent(data=json.dumps(errors.openai_body(item.error)))]
+            return self._failed(item.error, model)
         if item.kind == "done" and item.result is not None:
-            return self._end(item.result)
+            result = item.result
+            return self._end(result.model_id, finish_reason(result.result.finish_reason), usage(result))
         return []
 
-    def _end(self, result: OrchestratedResult) -> list[ServerSentEvent]:
+    def _failed(self, error: OrchestratorError, model: str) -> list[ServerSentEvent]:
+        refusal = refusal_of(error)
+        if refusal is not None:  # nothing streamed yet: the refusal is the answer
+            delta: dict[str, Any] = {"role": "assistant", "content": refusal.error.partial_text}
+            if refusal.error.refusal:
+                delta["refusal"] = refusal.error.refusal
+            self.sent_role = True
+            first = self._chunk(refusal.model_id, [{"index": 0, "delta": delta, "finish_reason": None}])
+            return [first, *self._end(refusal.model_id, "content_filter", NO_USAGE)]
+        if is_content_stop(error):  # a safety stop after the first token: the text so far stands
+            return self._end(model, "content_filter", NO_USAGE)
+        return [ServerSentEvent(data=json.dumps(errors.openai_body(error)))]
+
+    def _end(self, model: str, finish: str, counts: dict[str, int | None]) -> list[ServerSentEvent]:
         delta = {} if self.sent_role else {"role": "assistant", "content": ""}
-        events = [self._chunk(result.model_id, [{"index": 0, "delta": delta,
-                                                 "finish_reason": finish_reason(result.result.finish_reason)}])]
+        events = [self._chunk(model, [{"index": 0, "delta": delta, "finish_reason": finish}])]
         if self.include_usage:
-            events.append(self._chunk(result.model_id, [], usage=usage(result)))
+            events.append(self._chunk(model, [], usage=counts))
         events.append(DONE)
         return events
 
