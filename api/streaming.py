@@ -162,15 +162,14 @@ async def respond(
                 break
             progress.note(item)
     first = pending[0] if pending else None
-    headers = progress.headers(stream.request_id)
+    refusal = None
     if first is not None and first.kind == "error" and first.error is not None:
-        refusal = refusal_of(first.error)
+        refusal = refusal_of(first.error)  # a refusal before the first token is the answer: a 200 stream
         if refusal is None:
             return errors.error_response(request, first.error, headers={"x-request-id": stream.request_id})
-        headers = refusal.headers()  # a refusal before the first token is the answer: a 200 stream
     elif first is not None:
         progress.note(first)
-        headers = progress.headers(stream.request_id)
+    headers = refusal.headers() if refusal is not None else progress.headers(stream.request_id)
     chunks = _Chunks(stream.request_id, include_usage)
     return EventSourceResponse(_events(run, progress, chunks, pending, keepalive_s), ping=0, sep="\n",
                                headers=headers)
