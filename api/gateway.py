@@ -14,13 +14,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response
 
-from orchestrator_core.errors import InvalidParameterError, UnsupportedParameterError
+from orchestrator_core.errors import InvalidParameterError, OrchestratorError, UnsupportedParameterError
 from orchestrator_core.types import Message
 
 from . import streaming
 from .auth import ChatToken
 from .schemas import ChatCompletion, ChatCompletionRequest, ChatMessageIn, OpenAIModel, OpenAIModelList, openai_errors
-from .shapes import completion, result_headers
+from .shapes import completion, refusal_of, refused_completion, result_headers
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -57,7 +57,13 @@ async def chat_completions(
     backend = request.app.state.backend
     if body.stream:
         return await _stream(request, backend, body, messages, params, fallback)
-    result = await backend.call(lambda o: o.chat(body.model, messages, fallback=fallback, **params))
+    try:
+        result = await backend.call(lambda o: o.chat(body.model, messages, fallback=fallback, **params))
+    except OrchestratorError as exc:
+        refusal = refusal_of(exc)
+        if refusal is None:
+            raise
+        return JSONResponse(refused_completion(refusal), headers=refusal.headers())
     return JSONResponse(completion(result), headers=result_headers(result))
 
 

@@ -140,6 +140,7 @@ class OpenAIModelList(BaseModel):
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str
+    refusal: str | None = Field(default=None, description="the refusal sentence (finish_reason content_filter)")
 
 
 class Choice(BaseModel):

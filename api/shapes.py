@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
+from orchestrator_core.errors import (
+    AllModelsFailedError,
+    ContentFilteredError,
+    OrchestratorError,
+    StreamInterruptedError,
+)
 from orchestrator_core.types import OrchestratedResult
+
+NO_USAGE: dict[str, int | None] = {"prompt_tokens": None, "completion_tokens": None, "total_tokens": None}
 
 
 def completion(result: OrchestratedResult) -> dict[str, Any]:
@@ -42,3 +51,59 @@ def result_headers(result: OrchestratedResult) -> dict[str, str]:
     if result.fell_back:
         headers["x-orchestrator-fallback-from"] = result.requested_model
     return headers
+
+
+# -- a refusal is an answer ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Refusal:
+    """A call that ended in a refusal or safety stop: OpenAI answers it with 200 and finish_reason content_filter.
+
+    The core still records it as a failed attempt (and falls back from it when FALLBACK_ON_CONTENT_FILTER
+    says so); only when no model answered is the refusal the answer the client gets.
+    """
+
+    model_id: str
+    error: ContentFilteredError
+    requested_model: str
+    request_id: str
+    attempts: int
+
+    def headers(self) -> dict[str, str]:
+        headers = {"x-orchestrator-model": self.model_id, "x-orchestrator-attempts": str(self.attempts),
+                   "x-request-id": self.request_id}
+        if self.model_id != self.requested_model:
+            headers["x-orchestrator-fallback-from"] = self.requested_model
+        return headers
+
+    def message(self) -> dict[str, Any]:
+        """The assistant message: whatever text came before the stop, and the refusal sentence if any."""
+        return {"role": "assistant", "content": self.error.partial_text, "refusal": self.error.refusal}
+
+
+def refusal_of(exc: OrchestratorError) -> Refusal | None:
+    """The refusal that ended this call, when no model answered but one refused; else None."""
+    if isinstance(exc, AllModelsFailedError) and exc.refused is not None:
+        model_id, error = exc.refused
+    elif isinstance(exc, ContentFilteredError):
+        model_id, error = (exc.call_attempts[-1].model if exc.call_attempts else f"{exc.provider}:{exc.model}"), exc
+    else:
+        return None
+    requested = exc.call_attempts[0].model if exc.call_attempts else model_id
+    return Refusal(model_id, error, requested, exc.request_id or "", max(len(exc.call_attempts), 1))
+
+
+def is_content_stop(exc: OrchestratorError) -> bool:
+    """A stream cut by a safety stop after its first token (its text so far stands; the stream ends normally)."""
+    return isinstance(exc, StreamInterruptedError) and isinstance(exc.cause, ContentFilteredError)
+
+
+def refused_completion(refusal: Refusal) -> dict[str, Any]:
+    """OpenAI's chat.completion for a refusal: finish_reason content_filter, no token counts."""
+    return {
+        "id": f"chatcmpl-{refusal.request_id}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": refusal.model_id,
+        "choices": [{"index": 0, "message": refusal.message(), "finish_reason": "content_filter", "logprobs": None}],
+        "usage": NO_USAGE,
+    }

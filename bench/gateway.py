@@ -1,22 +1,26 @@
 """Benchmark: what the HTTP gateway adds over calling the upstream directly. Prints figures; asserts nothing.
 
-    python bench/gateway.py [--seconds 5] [--soak 30]
+    python bench/gateway.py [--seconds 5] [--soak 30] [--workers 1,2]
 
 Three processes: a loopback upstream (a minimal asyncio HTTP/1.1 server speaking OpenAI's chat wire), the
-gateway (``uvicorn api.asgi:api_app``, as a deployment runs it) and the load generator (asyncio, raw
-keep-alive sockets, so the client costs little next to what it measures). For 1, 16 and 64 concurrent
-clients, plain and streamed, it prints median and p99 latency direct and through the gateway, and the
-difference; then requests per second at 16 clients, and a soak at 64 concurrent streams that checks no
-request failed and every call left its metric row.
+gateway (``uvicorn api.asgi:api_app [--workers N]``, as a deployment runs it) and the load generator (asyncio,
+raw keep-alive sockets, so the client costs little next to what it measures). For each worker count and
+1, 16 and 64 concurrent clients, plain and streamed, it prints median and p99 latency direct and through the
+gateway, the difference, the gateway's requests per second, the gateway's CPU time per request (all its
+processes and threads: on a busy machine this is the steadier figure) and the load average when the row
+ran; then a soak at 64 concurrent streams that checks no request failed and every call left its metric row.
 
 Targets (issue 12): added median <= 1 ms at 1 client; p99 at 64 concurrent streams <= 10 ms added;
 >= 1,000 requests/s at 16 clients; no error and no lost metric row at 64 concurrent for 30 s.
+The load generator is closed-loop (each client sends its next request when the last answer is in), so at
+C clients latency is C / throughput: the 64-stream p99 target needs about 6,400 req/s.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import signal
@@ -165,7 +169,8 @@ def wait_http(port: int, path: str, timeout: float = 60.0) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
-    parser.add_argument("--soak", type=float, default=30.0, help="seconds of 64 concurrent streams")
+    parser.add_argument("--soak", type=float, default=30.0, help="seconds of 64 concurrent streams (0: none)")
+    parser.add_argument("--workers", default="1,2", help="gateway process counts to measure, comma-separated")
     parser.add_argument("--upstream", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--load", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -176,10 +181,21 @@ def main() -> None:
         url, conc, secs, mode, token, model = args.load
         print(json.dumps(asyncio.run(load(url, int(conc), float(secs), mode == "stream", token, model))))
         return
-    bench(args.seconds, args.soak)
+    print(f"gateway server: uvicorn --http {_available('httptools', 'h11')} --loop {_available('uvloop', 'asyncio')}; "
+          f"{os.cpu_count()} cores; load average at start {_load()}")
+    for workers in (int(w) for w in args.workers.split(",")):
+        bench(args.seconds, args.soak, workers)
 
 
-def bench(seconds: float, soak: float) -> None:
+def _available(module: str, otherwise: str) -> str:
+    return module if importlib.util.find_spec(module) else otherwise
+
+
+def _load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def bench(seconds: float, soak: float, workers: int) -> None:
     sys.path.insert(0, str(ROOT))
     from orchestrator_core.store import Database, ModelRegistry, TokenStore
 
@@ -196,13 +212,14 @@ def bench(seconds: float, soak: float) -> None:
         env = {**os.environ, "DATABASE_URL": db_url, "CUSTOM_BASE_URL": f"http://127.0.0.1:{up_port}/v1",
                "LOCAL_HOSTS": "lmstudio", "LMSTUDIO_BASE_URL": f"http://127.0.0.1:{free_port()}"}
         gateway = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.asgi:api_app", "--host", "127.0.0.1",
-                                    "--port", str(gw_port), "--log-level", "warning", "--no-access-log"],
-                                   cwd=ROOT, env=env)
+                                    "--port", str(gw_port), "--log-level", "warning", "--no-access-log",
+                                    "--workers", str(workers)], cwd=ROOT, env=env)
         try:
             wait_http(up_port, "/")
             wait_http(gw_port, "/api/health")
-            served = measure(up_port, gw_port, token, seconds)
-            soaked = soak_run(gw_port, token, soak)
+            print(f"\n== {workers} gateway process{'es' if workers > 1 else ''} (uvicorn --workers {workers})")
+            served, results = measure(up_port, gw_port, token, seconds, gateway.pid)
+            soaked = soak_run(gw_port, token, soak) if soak > 0 else {"n": 0.0, "warm": 0.0, "errors": 0.0}
         finally:
             gateway.send_signal(signal.SIGTERM)  # a graceful stop flushes the queued metric rows
             gateway.wait(30)
@@ -217,22 +234,68 @@ def bench(seconds: float, soak: float) -> None:
     expected = served + int(soaked["n"]) + int(soaked["warm"])
     print(f"metric rows: {rows} written for {expected} gateway calls "
           f"({'none lost' if rows == expected else f'{expected - (rows or 0)} MISSING'})")
+    summary(results, soaked, rows, expected)
 
 
-def measure(up_port: int, gw_port: int, token: str, seconds: float) -> int:
+Results = dict[tuple[int, bool], tuple[dict[str, float], dict[str, float]]]
+
+
+def measure(up_port: int, gw_port: int, token: str, seconds: float, gateway_pid: int) -> tuple[int, Results]:
     direct, gateway = f"http://127.0.0.1:{up_port}/v1", f"http://127.0.0.1:{gw_port}"
-    print(f"{'clients':>7} {'mode':>7} | {'direct p50':>10} {'p99':>7} | {'gateway p50':>11} {'p99':>7} | "
-          f"{'added p50':>9} {'p99':>7} | {'gw req/s':>8} errors")
+    print(f"{'clients':>7} {'mode':>6} | {'direct p50':>10} {'p99':>7} | {'gateway p50':>11} {'p99':>7} | "
+          f"{'added p50':>9} {'p99':>7} | {'gw req/s':>8} {'gw cpu/req':>10} | errors | load avg")
     calls = 0
+    results: Results = {}
     for concurrency in (1, 16, 64):
         for stream in (False, True):
+            load = _load()
             d = run_load(direct, concurrency, seconds, stream, token, "bench")
+            cpu_before = process_tree_cpu_s(gateway_pid)
             g = run_load(gateway, concurrency, seconds, stream, token, "custom:bench")
+            cpu_ms = (process_tree_cpu_s(gateway_pid) - cpu_before) * 1000 / max(1, int(g["n"]) + _warm_calls(g))
             calls += int(g["n"]) + _warm_calls(g)
-            print(f"{concurrency:>7} {'stream' if stream else 'plain':>7} | {d['p50_ms']:>8.2f}ms {d['p99_ms']:>5.1f}ms"
+            results[(concurrency, stream)] = (d, g)
+            print(f"{concurrency:>7} {'stream' if stream else 'plain':>6} | {d['p50_ms']:>8.2f}ms {d['p99_ms']:>5.1f}ms"
                   f" | {g['p50_ms']:>9.2f}ms {g['p99_ms']:>5.1f}ms | {g['p50_ms'] - d['p50_ms']:>7.2f}ms "
-                  f"{g['p99_ms'] - d['p99_ms']:>5.1f}ms | {g['rps']:>8.0f} {int(g['errors'])}")
-    return calls
+                  f"{g['p99_ms'] - d['p99_ms']:>5.1f}ms | {g['rps']:>8.0f} {cpu_ms:>8.2f}ms | {int(g['errors']):>6} | "
+                  f"{load}")
+    return calls, results
+
+
+def summary(results: Results, soaked: dict[str, float], rows: int | None, expected: int) -> None:
+    """The four targets of issue 12, each with its figure."""
+    def added(concurrency: int, stream: bool, key: str) -> float:
+        d, g = results[(concurrency, stream)]
+        return g[key] - d[key]
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    p50 = added(1, False, "p50_ms")
+    p99 = added(64, True, "p99_ms")
+    rps = results[(16, False)][1]["rps"]
+    print(f"target added median <= 1 ms at 1 client (plain): {p50:.2f} ms, {verdict(p50 <= 1)}; streamed "
+          f"{added(1, True, 'p50_ms'):.2f} ms")
+    print(f"target added p99 <= 10 ms at 64 concurrent streams: {p99:.1f} ms, {verdict(p99 <= 10)}")
+    print(f"target >= 1,000 req/s at 16 clients (plain): {rps:.0f}, {verdict(rps >= 1000)}; streamed "
+          f"{results[(16, True)][1]['rps']:.0f}")
+    if soaked.get("n"):
+        clean = int(soaked["errors"]) == 0 and rows == expected
+        print(f"target no error and no lost metric row at 64 concurrent for the soak: {verdict(clean)}")
+
+
+def process_tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process, its threads and its live children (uvicorn's workers)."""
+    total = 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += process_tree_cpu_s(int(child))
+    except (OSError, ValueError):
+        pass  # not Linux, or the process ended: the figure is left out rather than wrong
+    return total
 
 
 def _warm_calls(result: dict[str, float]) -> int:

@@ -68,6 +68,10 @@ class OrchestratorError(Exception):
     # OpenAI error "type" the /v1 gateway puts in its body (its "code" is ``kind``). Subclasses inherit.
     http_status: ClassVar[int] = 500
     openai_type: ClassVar[str] = "server_error"
+    # Set by the orchestrator on the error that ends a chat call: the call's request id (its metric rows carry
+    # it) and its attempts, so an API route can answer with them.
+    request_id: str | None = None
+    call_attempts: tuple[Attempt, ...] = ()
 
     def __init__(
         self,
@@ -245,12 +249,16 @@ class AllModelsFailedError(OrchestratorError):
     http_status = 503
     openai_type = "upstream_error"
 
-    def __init__(self, attempts: Sequence[Attempt], *, model: str | None = None) -> None:
+    def __init__(self, attempts: Sequence[Attempt], *, model: str | None = None,
+                 refused: tuple[str, ContentFilteredError] | None = None) -> None:
         lines = [f"  {a.model}: {a.error_kind or a.outcome} - {a.error or ''}".rstrip(" -") for a in attempts]
         message = "Every model tried failed:\n" + "\n".join(lines) if lines else "No model could be tried."
         message += "\nFix the first failure above, add a key, start the local host, or reset the failure cache."
         super().__init__(message, model=model)
         self.attempts = list(attempts)
+        # (model id, error) of the last refusal or safety stop, when one came before every model failed: a
+        # model did answer, with a refusal, which an OpenAI client expects as finish_reason content_filter.
+        self.refused = refused
 
 
 class InvalidParameterError(InputError):

@@ -175,7 +175,11 @@ class Orchestrator:
     ) -> OrchestratedResult:
         """Send messages to model_id, loading it first if needed and falling back on failures."""
         call = _Call(self, model_id, messages, params, fallback, on_event, streamed=False)
-        return call.run()
+        try:
+            return call.run()
+        except OrchestratorError as exc:
+            call.stamp(exc)
+            raise
 
     def stream_chat(
         self,
@@ -284,6 +288,9 @@ class ChatStream:
                     self.result = item
                 else:
                     yield item
+        except OrchestratorError as exc:
+            self._call.stamp(exc)
+            raise
         finally:
             inner.close()  # at once, not when garbage is collected: the cancelled attempt is recorded now
 
@@ -316,6 +323,7 @@ class _Call:
         self.attempts: list[Attempt] = []
         self.tried: set[str] = set()
         self.dead_providers: set[str] = set()
+        self.refused: tuple[str, ContentFilteredError] | None = None
         self.started = time.perf_counter()
 
     # -- the chain -------------------------------------------------------------------------------
@@ -366,7 +374,7 @@ class _Call:
             latency = _ms(started)
             self.succeeded(model_id, result, latency, ttft=None)
             return self.finish(model_id, result, ttft=None)
-        raise AllModelsFailedError(self.attempts, model=self.requested)
+        raise AllModelsFailedError(self.attempts, model=self.requested, refused=self.refused)
 
     def _run_stream(self) -> Generator[str | OrchestratedResult, None, None]:
         for model_id in self.chain():
@@ -410,7 +418,7 @@ class _Call:
             self.succeeded(model_id, result, _ms(started), ttft=first)
             yield self.finish(model_id, result, ttft=first)
             return
-        raise AllModelsFailedError(self.attempts, model=self.requested)
+        raise AllModelsFailedError(self.attempts, model=self.requested, refused=self.refused)
 
     # -- steps -----------------------------------------------------------------------------------
     def skip_if_cooling(self, model_id: str) -> bool:
@@ -443,6 +451,8 @@ class _Call:
     def failed(self, model_id: str, exc: OrchestratorError, started: float, ttft: float | None) -> None:
         self.add_attempt(Attempt(model_id, "error", _ms(started), exc.kind, exc.message, ttft, self._from()))
         self.emit("attempt_failed", model_id, exc.message, error=exc)
+        if isinstance(exc, ContentFilteredError):
+            self.refused = (model_id, exc)
         if not should_fall_back(exc, on_content_filter=self.orch.settings.fallback_on_content_filter):
             raise exc  # the caller must fix the request: another model would fail the same way
         try:
@@ -475,6 +485,11 @@ class _Call:
         )
 
     # -- bookkeeping -------------------------------------------------------------------------------
+    def stamp(self, exc: OrchestratorError) -> None:
+        """Mark exc as the end of this call: its request id and attempts."""
+        exc.request_id = self.request_id
+        exc.call_attempts = tuple(self.attempts)
+
     def _from(self) -> str | None:
         """The model this attempt falls back from (the previous tried model), if any."""
         return self.attempts[-1].model if self.attempts else None

@@ -21,7 +21,7 @@ from api.app import create_api
 from orchestrator_core.orchestrator import Orchestrator
 from orchestrator_core.store import Database, ModelRegistry
 from tests.faults.fault_server import FaultServer, Reply, Seen
-from tests.faults.wire import FAKE_KEYS, lmstudio_models, openai_answer, openai_stream
+from tests.faults.wire import FAKE_KEYS, lmstudio_models, openai_answer, openai_stream, sse
 from tests.helpers import settings
 
 MODELS = {"custom:healthy": 10, "custom:dead": 20, "custom:limited": 30, "lmstudio:qwen": 40}
@@ -59,6 +59,8 @@ class Upstream:
             return Reply.json(429, {"error": {"message": "slow down", "type": "rate_limit"}}, {"retry-after": "7"})
         if model == "breaks" and body.get("stream"):
             return Reply.stream(openai_stream(["half"], "breaks", done=False)[:1], then="cut")
+        if model in ("refuses", "filtered"):
+            return _refusing(str(model), stream=bool(body.get("stream")))
         return self._answer(body, str(model))
 
     def lmstudio_chat(self, seen: Seen) -> Reply:
@@ -83,6 +85,24 @@ class Upstream:
     def unload(self, _: Seen) -> Reply:
         self.loaded = False
         return Reply.json(200, {"instance_id": "qwen"})
+
+
+REFUSAL = "I can't help with that."
+
+
+def _refusing(model: str, *, stream: bool) -> Reply:
+    """custom:refuses declines outright (message.refusal); custom:filtered stops after "half" (content_filter)."""
+    refuses = model == "refuses"
+    if not stream:
+        message = {"role": "assistant", "content": None, "refusal": REFUSAL} if refuses else {
+            "role": "assistant", "content": "half"}
+        return Reply.json(200, {"id": "chatcmpl-1", "object": "chat.completion", "model": model, "choices": [
+            {"index": 0, "message": message, "finish_reason": "stop" if refuses else "content_filter"}]})
+    delta = {"refusal": REFUSAL} if refuses else {"content": "half"}
+    return Reply.stream(sse({"model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
+                            {"model": model, "choices": [{"index": 0, "delta": {},
+                                                          "finish_reason": "stop" if refuses else "content_filter"}]},
+                            "[DONE]"))
 
 
 @pytest.fixture(scope="session")
