@@ -14,7 +14,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -210,6 +210,14 @@ class Orchestrator:
             return {}
         with ThreadPoolExecutor(max_workers=min(8, len(ids)), thread_name_prefix="key-test") as pool:
             return dict(zip(ids, pool.map(self.test_key, ids), strict=True))
+
+    # -- cost -------------------------------------------------------------------------------------
+    def unpriced_models(self, model_ids: Iterable[str] | None = None) -> list[str]:
+        """Models whose calls are recorded at an unknown cost: no override, not local, not in the price table.
+
+        Default: every registered model; the console adds the models seen in the call metrics."""
+        ids = [e.model_id for e in self.registry.list()] if model_ids is None else list(model_ids)
+        return sorted({m for m in ids if self.prices.price(m) is None})
 
     # -- metrics for the console --------------------------------------------------------------------
     def _model_stats(self) -> dict[str, tuple[float, float]]:
