@@ -18,6 +18,7 @@ from .db import Database
 from .metrics import _floor
 
 SpendKey = Literal["model", "provider"]
+Period = Literal["day", "week", "month"]
 
 
 def spend_by_provider(db: Database, since: float) -> dict[str, float]:
@@ -91,7 +92,7 @@ def fallback_costs(db: Database, since: float | None, until: float | None = None
         ]
 
 
-def period_start(period: Literal["day", "week", "month"], now: float) -> float:
+def period_start(period: Period, now: float) -> float:
     """Epoch seconds of the start of the current UTC day, ISO week (Monday) or calendar month."""
     moment = datetime.fromtimestamp(now, UTC)
     day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
