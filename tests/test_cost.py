@@ -335,3 +335,29 @@ def test_price_table_is_the_bundled_one_and_never_updates_itself() -> None:
     assert data_snapshot._custom_snapshot is None
     assert isinstance(Price.per_mtok(1, 2, None, "override").cost(Usage(1, 1)).total_usd, float)  # type: ignore[union-attr]
     assert Decimal(str(table_cost("gpt-4o-mini", "openai", 1_000_000, 0))) == Decimal("0.15")
+
+
+def test_budget_check_sums_spend_again_only_after_spend_or_budgets_changed(
+    orch: Orchestrator, wire: respx.MockRouter
+) -> None:
+    from sqlalchemy import event
+
+    wire.post(f"{OPENAI}/chat/completions").respond(json=openai_answer(10, 10, cached=0))
+    orch.pricing.set_budget("openai", "month", 100.0)
+    spend_queries: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "cost_usd_sum" in statement and "SELECT" in statement.upper():
+            spend_queries.append(statement)
+
+    event.listen(orch.db.engine, "before_cursor_execute", seen)
+    try:
+        for _ in range(50):
+            orch.budgets.check("openai", "openai:gpt-4o-mini", local=False)
+        assert len(spend_queries) == 2  # month and day, read once for 50 checks
+        orch.chat("openai:gpt-4o-mini", HELLO)
+        orch.metrics.flush()  # a costed row committed: the spend generation moved
+        orch.budgets.check("openai", "openai:gpt-4o-mini", local=False)
+        assert len(spend_queries) == 4
+    finally:
+        event.remove(orch.db.engine, "before_cursor_execute", seen)
