@@ -53,7 +53,8 @@ class BudgetStatus:
 
 @dataclass(frozen=True)
 class _Snapshot:
-    key: tuple[Token, Token, float, float]
+    key: tuple[Token, Token]
+    valid_until: float  # the next UTC midnight: a new day (or month) starts counting from 0
     statuses: tuple[BudgetStatus, ...]
     exceeded: dict[str, BudgetStatus]  # scope -> the first exceeded budget of that scope
 
@@ -89,32 +90,32 @@ class BudgetGuard:
             raise _refusal(status, provider, model_id)
 
     def _current(self) -> _Snapshot:
+        # Every call runs this: two change tokens and a clock, no date arithmetic until a day ends.
         now = self._clock()
-        from .store.spend import period_start  # noqa: PLC0415 - the spend queries load with the metrics module
-
-        key = (self.pricing.token, self._generations.token("spend"), period_start("month", now),
-               period_start("day", now))
+        key = (self.pricing.token, self._generations.token("spend"))
         snapshot = self._snapshot
-        if snapshot is None or snapshot.key != key:
+        if snapshot is None or snapshot.key != key or now >= snapshot.valid_until:
             with self._lock:
                 snapshot = self._snapshot
-                if snapshot is None or snapshot.key != key:
-                    snapshot = self._snapshot = self._load(key)
+                if snapshot is None or snapshot.key != key or now >= snapshot.valid_until:
+                    snapshot = self._snapshot = self._load(key, now)
         return snapshot
 
-    def _load(self, key: tuple[Token, Token, float, float]) -> _Snapshot:
+    def _load(self, key: tuple[Token, Token], now: float) -> _Snapshot:
+        from .store.spend import period_start, spend_by_provider  # noqa: PLC0415 - loads with the metrics module
+
+        day = period_start("day", now)
         budgets = self.pricing.budgets()
         if not budgets:
-            return _Snapshot(key, (), {})
-        from .store.spend import spend_by_provider  # noqa: PLC0415 - see _current
-
-        by_period = {"month": spend_by_provider(self.db, key[2]), "day": spend_by_provider(self.db, key[3])}
+            return _Snapshot(key, day + 86400, (), {})
+        by_period = {"month": spend_by_provider(self.db, period_start("month", now)),
+                     "day": spend_by_provider(self.db, day)}
         statuses = tuple(_status(b, by_period[b.period]) for b in budgets)
         exceeded: dict[str, BudgetStatus] = {}
         for status in statuses:
             if status.state == "exceeded":
                 exceeded.setdefault(status.scope, status)
-        return _Snapshot(key, statuses, exceeded)
+        return _Snapshot(key, day + 86400, statuses, exceeded)
 
 
 def _status(budget: BudgetEntry, spend: dict[str, float]) -> BudgetStatus:

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -487,7 +487,10 @@ class _Call:
             raise exc
 
     def succeeded(self, model_id: str, result: ChatResult, latency: float, ttft: float | None) -> None:
-        self.add_attempt(Attempt(model_id, "ok", latency, None, None, ttft, self._from()), result)
+        cost, requested = self.costs(model_id, result.usage)
+        attempt = Attempt(model_id, "ok", latency, None, None, ttft, self._from(),
+                          cost.total_usd if cost is not None else None)
+        self.add_attempt(attempt, result, cost, requested)
 
     def finish(self, model_id: str, result: ChatResult, ttft: float | None) -> OrchestratedResult:
         notes: list[str] = []
@@ -510,12 +513,10 @@ class _Call:
         """The model this attempt falls back from (the previous tried model), if any."""
         return self.attempts[-1].model if self.attempts else None
 
-    def add_attempt(self, attempt: Attempt, result: ChatResult | None = None) -> None:
-        """Keep the attempt, priced, and write its call_metrics row; recording never breaks a call."""
+    def add_attempt(self, attempt: Attempt, result: ChatResult | None = None, cost: Cost | None = None,
+                    requested: Cost | None = None) -> None:
+        """Keep the attempt and write its call_metrics row (with its cost); recording never breaks a call."""
         usage = result.usage if result else None
-        cost, requested = self.costs(attempt, usage)
-        if cost is not None:
-            attempt = replace(attempt, cost_usd=cost.total_usd)
         self.attempts.append(attempt)
         try:
             from .store.metrics import MetricRow  # noqa: PLC0415 - the metrics module loads on the first recorded call
@@ -539,16 +540,14 @@ class _Call:
         except Exception:
             log.warning("could not record a call metric for %s", attempt.model, exc_info=True)
 
-    def costs(self, attempt: Attempt, usage: Usage | None) -> tuple[Cost | None, Cost | None]:
-        """The attempt's cost and, for an answer by a fallback, what the requested model would have charged."""
-        if usage is None:
-            return None, None
+    def costs(self, model_id: str, usage: Usage) -> tuple[Cost | None, Cost | None]:
+        """An answer's cost and, for an answer by a fallback, what the requested model would have charged."""
         try:
-            cost = self.orch.prices.cost(attempt.model, usage)
-            fell_back = attempt.outcome == "ok" and attempt.model != self.requested
+            cost = self.orch.prices.cost(model_id, usage)
+            fell_back = model_id != self.requested
             requested = self.orch.prices.cost(self.requested, usage) if cost is not None and fell_back else None
         except Exception:
-            log.warning("could not price an attempt of %s", attempt.model, exc_info=True)
+            log.warning("could not price an answer of %s", model_id, exc_info=True)
             return None, None
         return cost, requested
 

@@ -105,24 +105,24 @@ class PriceBook:
     def __init__(self, overrides: OverrideSource, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._overrides = overrides
         self._clock = clock
-        self._table: dict[str, tuple[float, Price | None]] = {}
+        # model id -> (valid until, price), for one set of overrides: a call reads it with two dict lookups.
+        self._resolved: dict[str, tuple[float, Price | None]] = {}
+        self._resolved_for: Mapping[str, Price] | None = None
         self._warm_lock = threading.Lock()
         self._warming: threading.Thread | None = None
 
     def price(self, model_id: str) -> Price | None:
         """The price that applies to model_id now, or None when it is unpriced."""
         overrides = self._overrides()
-        ref = ModelRef.parse(model_id)
-        found = overrides.get(ref.id) or overrides.get(f"{ref.provider}:*")
-        if found is not None:
-            return found
-        if _is_local(ref.provider):
-            return LOCAL_PRICE
-        cached = self._table.get(ref.id)
-        if cached is None or self._clock() - cached[0] >= TABLE_TTL_S:
-            cached = (self._clock(), table_price(ref))
-            self._table[ref.id] = cached
-        return cached[1]
+        if overrides is not self._resolved_for:  # an override changed somewhere: resolve every model again
+            self._resolved, self._resolved_for = {}, overrides
+        now = self._clock()
+        hit = self._resolved.get(model_id)
+        if hit is not None and now < hit[0]:
+            return hit[1]
+        price = _resolve(ModelRef.parse(model_id), overrides)
+        self._resolved[model_id] = (now + TABLE_TTL_S, price)
+        return price
 
     def cost(self, model_id: str, usage: Usage | None) -> Cost | None:
         """What a call that reported usage cost; None when unpriced or no usage was reported."""
@@ -144,6 +144,13 @@ class PriceBook:
             if self._warming is None:
                 self._warming = threading.Thread(target=_load_table, name="orchestrator-prices", daemon=True)
                 self._warming.start()
+
+
+def _resolve(ref: ModelRef, overrides: Mapping[str, Price]) -> Price | None:
+    found = overrides.get(ref.id) or overrides.get(f"{ref.provider}:*")
+    if found is not None:
+        return found
+    return LOCAL_PRICE if _is_local(ref.provider) else table_price(ref)
 
 
 def table_price(ref: ModelRef) -> Price | None:
