@@ -33,13 +33,12 @@ def upgrade() -> None:
         batch.add_column(sa.Column("price_source", sa.String(64), nullable=True))
         batch.add_column(sa.Column("requested_cost_usd", sa.Float(), nullable=True))
     for table in ROLLUPS:
+        # The server default fills the rows already stored (and the writer always sets every sum). Adding
+        # columns is a plain ALTER TABLE on SQLite too: no table copy, however many rows there are.
         with op.batch_alter_table(table) as batch:
             for name in COST_SUMS:
                 kind = sa.Integer() if name == "priced_calls" else sa.Float()
                 batch.add_column(sa.Column(name, kind, nullable=False, server_default="0"))
-        with op.batch_alter_table(table) as batch:
-            for name in COST_SUMS:  # the default only filled the rows already stored; the writer sets every sum
-                batch.alter_column(name, server_default=None)
     op.create_table(
         "price_overrides",
         sa.Column("target", sa.String(255), nullable=False),
