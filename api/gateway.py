@@ -29,7 +29,7 @@ IGNORED = frozenset({"store", "metadata", "service_tier", "parallel_tool_calls",
                      "prompt_cache_key"})
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 FALLBACK_HEADER = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
-CHAT_ERRORS = openai_errors(400, 401, 403, 404, 409, 429, 502, 503, 504)
+CHAT_ERRORS = openai_errors(400, 401, 402, 403, 404, 409, 429, 502, 503, 504)  # 402: a budget is spent
 
 
 @router.get("/models", response_model=OpenAIModelList, responses=openai_errors(401, 429, 503))

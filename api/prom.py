@@ -6,6 +6,8 @@
     gen_ai_client_token_usage                  histogram; gen_ai_token_type input | output
     orchestrator_calls_total                   attempts by requested model, served model, outcome, error type
     orchestrator_fallbacks_total               fallbacks, from_model -> to_model
+    orchestrator_cost_usd_total                USD of priced attempts by requested model, served model, provider
+    orchestrator_unpriced_calls_total          answered attempts whose cost is unknown (unpriced, or no usage)
     orchestrator_model_state                   1 for each model's current state (ready, loaded, loading, ...)
     orchestrator_cooldowns_active              models in cooldown now (shared through the database)
     orchestrator_metric_rows_queued            call_metrics rows waiting for the writer thread
@@ -53,6 +55,10 @@ class GatewayMetrics:
                              [*model_labels, "outcome", "error_type"], registry=self.registry)
         self.fallbacks = Counter("orchestrator_fallbacks", "Fallbacks from one model to the next.",
                                  ["from_model", "to_model"], registry=self.registry)
+        self.cost = Counter("orchestrator_cost_usd", "USD spent by priced attempts (pricing.py).",
+                            [*model_labels, "gen_ai_provider_name"], registry=self.registry)
+        self.unpriced = Counter("orchestrator_unpriced_calls", "Answered attempts whose cost is unknown.",
+                                [*model_labels], registry=self.registry)
         self.registry.register(_StateCollector(orchestrator))
 
     def attach(self, orch: Orchestrator) -> None:
@@ -76,6 +82,10 @@ class GatewayMetrics:
         for kind, count in (("input", row.prompt_tokens), ("output", row.completion_tokens)):
             if count is not None:
                 self.tokens.labels("chat", requested, row.model, kind).observe(count)
+        if row.cost_usd is not None:
+            self.cost.labels(requested, row.model, provider).inc(row.cost_usd)
+        elif row.outcome == "ok":
+            self.unpriced.labels(requested, row.model).inc()
 
     def render(self) -> bytes:
         """The exposition text (blocking: the state gauge asks the hosts, so call it on a worker thread)."""

@@ -5,7 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from console import state, views
+from console import costs, state, views
+from orchestrator_core.store import spend
+
+SPEND_PERIODS: tuple[tuple[str, spend.Period], ...] = (("today", "day"), ("this week", "week"), ("this month", "month"))
 
 orch = state.orchestrator()
 st.title("🏠 Overview")
@@ -34,6 +37,24 @@ cols[0].metric("Calls, last hour", last_hour["calls"])
 cols[1].metric("Errors, last hour", last_hour["errors"])
 cols[2].metric("Answered by a fallback", last_hour["fallbacks"])
 
+
+
+def spend_section() -> None:
+    """Spend today, this week and this month, the models that spent most this month, budget warnings (issue 11)."""
+    now = state.minute_now()
+    cols = st.columns(3)
+    for column, (label, period) in zip(cols, SPEND_PERIODS, strict=True):
+        column.metric(f"Spent {label}", costs.usd(state.spend(orch, "spend_total", spend.period_start(period, now))))
+    for line in costs.budget_warnings(orch.budgets.statuses()):
+        st.warning(views.plain(line))
+    top = costs.spend_rows(state.spend(orch, "spend_by_model", spend.period_start("month", now), None), limit=5)
+    if top:
+        st.caption("Top models by spend this month")
+        st.dataframe(pd.DataFrame(top), hide_index=True, width="stretch", key="overview_top_spend")
+
+
+spend_section()
+
 left, right = st.columns(2)
 with left:
     st.subheader("Local hosts")
@@ -48,7 +69,8 @@ with right:
     st.dataframe(pd.DataFrame(views.provider_key_rows(keys)), hide_index=True, width="stretch")
 
 st.subheader("Go to")
-links = st.columns(3)
+links = st.columns(4)
 links[0].page_link("app_pages/chat.py", label="Chat with a model", icon="💬")
 links[1].page_link("app_pages/models.py", label="Model status, actions and charts", icon="🧠")
 links[2].page_link("app_pages/keys.py", label="Manage API keys", icon="🔑")
+links[3].page_link("app_pages/spend.py", label="Spend, prices and budgets", icon="💰")

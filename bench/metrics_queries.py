@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import func, select
 
-from orchestrator_core.store import Database, metrics, rollup
+from orchestrator_core.store import Database, metrics, rollup, spend
 from orchestrator_core.store.tables import CallMetric, call_metrics_hour, call_metrics_minute
 
 # model id -> (share of requests, median latency ms, error rate)
@@ -47,6 +47,9 @@ MODELS: dict[str, tuple[float, float, float]] = {
 }
 # error kind -> (share of errors, latency ms of the failed attempt)
 ERRORS = {"rate_limit": (0.35, 150), "timeout": (0.15, 30000), "unavailable": (0.3, 20), "server_error": (0.2, 1200)}
+# USD per million input / output tokens by provider; custom is unpriced (its cost is unknown, NULL).
+PRICES = {"openai": (0.4, 1.6), "anthropic": (1.0, 5.0), "google": (0.3, 2.5), "mistral": (0.1, 0.3),
+          "lmstudio": (0.0, 0.0), "ollama": (0.0, 0.0), "llamacpp": (0.0, 0.0)}
 SKIP_RATE = 0.015  # the model was cooling down: skipped without a request
 STREAMED_SHARE = 0.6
 BATCH = 20_000
@@ -71,7 +74,8 @@ def attempts(rng: random.Random, request: int, ts: float) -> Iterator[dict[str, 
             "ts": ts, "request_id": f"r{request:09d}", "requested_model": requested, "model": model,
             "provider": model.partition(":")[0], "outcome": "ok", "error_kind": None, "error": None,
             "latency_ms": 0.0, "ttft_ms": None, "prompt_tokens": None, "completion_tokens": None,
-            "fallback_from": previous, "streamed": streamed,
+            "fallback_from": previous, "streamed": streamed, "input_cost_usd": None, "output_cost_usd": None,
+            "cost_usd": None, "price_source": None, "requested_cost_usd": None,
         }
         draw = rng.random()
         if draw < SKIP_RATE:
@@ -83,6 +87,7 @@ def attempts(rng: random.Random, request: int, ts: float) -> Iterator[dict[str, 
         else:
             latency = rng.lognormvariate(math.log(median), 0.6)
             row.update(latency_ms=latency, prompt_tokens=rng.randint(20, 2000), completion_tokens=rng.randint(5, 800))
+            price(row)
             if streamed:
                 row["ttft_ms"] = latency * rng.uniform(0.08, 0.35)
         yield row
@@ -91,6 +96,20 @@ def attempts(rng: random.Random, request: int, ts: float) -> Iterator[dict[str, 
         ts += row["latency_ms"] / 1000
         first, second = FALLBACKS[model]
         previous, model = model, first if rng.random() < 0.8 else second
+
+
+def price(row: dict[str, Any]) -> None:
+    """The cost columns of an answered attempt, as the orchestrator writes them (unpriced models stay NULL)."""
+    rates = PRICES.get(row["provider"])
+    if rates is None:
+        return
+    row["input_cost_usd"] = row["prompt_tokens"] * rates[0] / 1e6
+    row["output_cost_usd"] = row["completion_tokens"] * rates[1] / 1e6
+    row["cost_usd"] = row["input_cost_usd"] + row["output_cost_usd"]
+    row["price_source"] = "bench"
+    requested = PRICES.get(row["requested_model"].partition(":")[0])
+    if row["fallback_from"] and requested is not None:
+        row["requested_cost_usd"] = (row["prompt_tokens"] * requested[0] + row["completion_tokens"] * requested[1]) / 1e6
 
 
 def generate(rows: int, days: float, seed: int = 7) -> Iterator[list[dict[str, Any]]]:
@@ -141,6 +160,12 @@ def queries(db: Database, now: float, span: float, bucket: int) -> dict[str, Cal
         "latency_histogram": lambda: metrics.latency_histogram(db, since, now),
         "ttft_series": lambda: metrics.ttft_series(db, since, now, bucket),
         "fallback_flows": lambda: metrics.fallback_flows(db, since, now),
+        "spend_total": lambda: spend.spend_total(db, since, now),
+        "spend_by_provider": lambda: spend.spend_by_provider(db, since),
+        "spend_series model": lambda: spend.spend_series(db, since, now, max(bucket, 3600), "model"),
+        "spend_series conn.": lambda: spend.spend_series(db, since, now, max(bucket, 3600), "provider"),
+        "spend_by_model": lambda: spend.spend_by_model(db, since, now),
+        "fallback_costs": lambda: spend.fallback_costs(db, since, now),
     }
 
 
@@ -169,7 +194,7 @@ def main() -> None:
             for name, call in queries(db, now, span, bucket).items():
                 first, median = timed(call, args.runs)
                 result = call()
-                size = len(result)
+                size = len(result) if isinstance(result, (list, dict)) else 1
                 print(f"{name:<20} {label:<10} {bucket:>6}s {first:>9.1f} {median:>10.1f} {size:>12}")
                 if span == RANGES[-1][1] and "raw" not in name:
                     worst = max(worst, first, median)

@@ -97,3 +97,28 @@ def fallback_sankey(rows: Sequence[dict[str, Any]]) -> go.Figure:
         },
     ))
     return _layout(fig, "Fallback flows (green: the fallback answered, red: it failed too)")
+
+
+# -- spend (issue 11) -------------------------------------------------------------------------------
+def spend_over_time(rows: Sequence[dict[str, Any]], by: str, title: str) -> go.Figure:
+    """Stacked USD bars per time bucket and model (by="model") or connection (by="provider"), from spend_series."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[row[by]].append(row)
+    fig = go.Figure()
+    for key, points in sorted(groups.items()):
+        fig.add_bar(x=[_when(p["bucket"]) for p in points], y=[p["cost_usd"] for p in points], name=key,
+                    customdata=[p["priced_calls"] for p in points],
+                    hovertemplate="$%{y:.6f} (%{customdata} priced calls)")
+    fig.update_layout(barmode="stack")
+    return _layout(fig, title, "USD")
+
+
+def fallback_cost_bars(rows: Sequence[dict[str, Any]]) -> go.Figure:
+    """Per fallback (from → answered by): what its answers cost next to what the requested model would have."""
+    labels = [f"{r['source']} → {r['target']}" for r in rows]
+    fig = go.Figure()
+    fig.add_bar(x=labels, y=[r["requested_cost_usd"] for r in rows], name="requested model would have cost")
+    fig.add_bar(x=labels, y=[r["cost_usd"] for r in rows], name="the fallback cost")
+    fig.update_layout(barmode="group")
+    return _layout(fig, "Cost of fallbacks (answers priced on both sides)", "USD")

@@ -15,6 +15,7 @@ import streamlit as st
 from orchestrator_core.errors import ConfigurationError, DatabaseError, SecretKeyError
 from orchestrator_core.orchestrator import Orchestrator
 from orchestrator_core.store import metrics as metric_queries
+from orchestrator_core.store import spend as spend_queries
 
 from . import gate, shared, views
 
@@ -73,6 +74,19 @@ def metric(orch: Orchestrator, name: str, *args: Any) -> Any:
 
 def clear_metric_cache() -> None:
     _metric.clear()
+    _spend.clear()
+
+
+@st.cache_data(ttl=METRICS_TTL_S, max_entries=128, show_spinner="Summing spend…")
+def _spend(name: str, database: str, args: tuple[Any, ...]) -> Any:
+    return getattr(spend_queries, name)(shared.orchestrator().db, *args)
+
+
+def spend(orch: Orchestrator, name: str, *args: Any) -> Any:
+    """store.spend.<name>(db, *args), cached and flushed like metric()."""
+    if not orch.metrics.stalled:
+        orch.metrics.flush(timeout=FLUSH_WAIT_S)
+    return _spend(name, orch.db.url.render_as_string(hide_password=True), args)
 
 
 def minute_now() -> float:

@@ -23,6 +23,8 @@ from orchestrator_core.errors import (
 from orchestrator_core.providers.registry import HOSTED_PROVIDERS, PROVIDERS
 from orchestrator_core.types import KeyCheck, ModelState, ModelStatus, OrchestratedResult
 
+from . import costs
+
 if TYPE_CHECKING:
     from orchestrator_core.loader import HostStatus
     from orchestrator_core.store.keys import KeyInfo
@@ -337,13 +339,14 @@ def next_steps(hosts: Sequence[HostStatus], keys: Sequence[KeyInfo], statuses: S
 
 # -- chat -------------------------------------------------------------------------------------------
 def answer_caption(result: OrchestratedResult) -> str:
-    """Under an answer: who answered, latency, time to first token, tokens, fallback path."""
+    """Under an answer: who answered, latency, time to first token, tokens, cost, fallback path."""
     parts = [f"answered by {result.model_id}", f"{result.latency_ms:,.0f} ms"]
     if result.ttft_ms is not None:
         parts.append(f"first token {result.ttft_ms:,.0f} ms")
     usage = result.result.usage
     if usage.prompt_tokens is not None or usage.completion_tokens is not None:
         parts.append(f"tokens {usage.prompt_tokens or 0} in / {usage.completion_tokens or 0} out")
+    parts.append(costs.cost_caption(result))
     if result.fell_back:
         parts.append("fallback " + " → ".join(result.fallback_path))
     return " · ".join(parts)

@@ -195,11 +195,12 @@ def _chat(orch: Orchestrator, args: argparse.Namespace) -> int:
     if result is None:  # a stream that ended without an error always sets its result
         raise RuntimeError("the stream ended without its result")
     if args.json:
-        return _print_json(dataclasses.asdict(result) | {"fell_back": result.fell_back})
+        return _print_json(dataclasses.asdict(result) | {"fell_back": result.fell_back, "cost_usd": result.cost_usd})
     usage = result.result.usage
     via = f" (fell back: {' -> '.join(result.fallback_path)})" if result.fell_back else ""
+    cost = "cost unknown" if result.cost_usd is None else f"${result.cost_usd:.6f}"
     print(f"-- {result.model_id}{via}, {result.latency_ms:.0f} ms, tokens {usage.prompt_tokens}/"
-          f"{usage.completion_tokens}", file=sys.stderr)
+          f"{usage.completion_tokens}, {cost}", file=sys.stderr)
     return 0
 
 

@@ -40,6 +40,7 @@ DEFAULT_DATA_DIR = "data"
 # The console's password gate: this many wrong passwords in a row, then sign-in is locked for this long.
 SIGN_IN_MAX_FAILURES = 5
 SIGN_IN_LOCKOUT_S = 60.0
+RANKINGS = ("priority", "cost")  # how fallback orders the alternatives of one tier (fallback.rank_alternatives)
 
 
 def home_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -76,6 +77,7 @@ class Settings:
     priorities: Mapping[str, int] = field(default_factory=dict)  # model id -> priority (lower first)
     fallback_enabled: bool = True
     fallback_on_content_filter: bool = True  # a refusal or safety block tries another model (another may answer)
+    ranking: str = "priority"  # RANKING: priority, or cost (the cheaper of a tier's alternatives first; issue 11)
     local_hosts: tuple[str, ...] = LOCAL_PROVIDERS  # hosts whose status is probed (LOCAL_HOSTS)
     # The HTTP API (api/): GET /metrics without a token, the SSE comment interval while a stream waits
     # (a cold load), and how many threads run its provider calls (each stream holds one while it runs).
@@ -143,6 +145,7 @@ class Settings:
             priorities=_priorities(env.get("MODEL_PRIORITIES", "")),
             fallback_enabled=_flag(env, "FALLBACK_ENABLED"),
             fallback_on_content_filter=_flag(env, "FALLBACK_ON_CONTENT_FILTER"),
+            ranking=_choice(env, "RANKING", RANKINGS) or "priority",
             local_hosts=_hosts(local_hosts),
             metrics_public=env.get("METRICS_PUBLIC", "false").strip().lower() in ("1", "true", "yes", "on"),
             stream_keepalive_s=_number(env, "STREAM_KEEPALIVE_S", 5.0),

@@ -31,12 +31,14 @@
     │   └── UnsupportedOperationError      the host has no such endpoint (e.g. unload on vLLM)
     ├── StreamInterruptedError             a stream failed after its first token (no fallback then)
     ├── AllModelsFailedError               every model in the fallback chain failed; lists attempts
+    ├── BudgetExceededError                a connection's (or the overall) budget is spent: refused (402)
     └── GatewayAccessError                 HTTP API: no, wrong or revoked gateway token (401)
         ├── TokenScopeError                the token's scope does not allow the route (403)
         └── TooManyTokenFailuresError      too many failed token checks from one address (429)
 
 Each class carries its policy: ``http_status`` and ``openai_type`` say how the HTTP API answers it
-(400 input, 401/403 access, 404 unknown model, 409 wrong state, 429 rate limits, 502/503/504 upstream).
+(400 input, 401/403 access, 402 budget spent, 404 unknown model, 409 wrong state, 429 rate limits,
+502/503/504 upstream).
 
 Messages say what happened and what fixes it, and never contain a key: ``classify_response``
 scrubs every secret it is given from provider text before it reaches a message.
@@ -259,6 +261,27 @@ class AllModelsFailedError(OrchestratorError):
         # (model id, error) of the last refusal or safety stop, when one came before every model failed: a
         # model did answer, with a refusal, which an OpenAI client expects as finish_reason content_filter.
         self.refused = refused
+
+
+class BudgetExceededError(OrchestratorError):
+    """The operator's budget for a connection or for all of them is spent; no request was sent.
+
+    402, not 429: a 429 tells clients (the OpenAI SDK among them) to retry after a pause, and a monthly
+    budget does not come back in seconds; 402 Payment Required says "spending limit reached" and is not
+    retried. It never falls back by itself: the fallback chain skips over-budget connections beforehand.
+    """
+
+    kind = "budget_exceeded"
+    http_status = 402
+    openai_type = "insufficient_quota"
+
+    def __init__(self, message: str, *, scope: str, period: str, limit_usd: float, spent_usd: float,
+                 **fields: Any) -> None:
+        super().__init__(message, **fields)
+        self.scope = scope
+        self.period = period
+        self.limit_usd = limit_usd
+        self.spent_usd = spent_usd
 
 
 class InvalidParameterError(InputError):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from .errors import (
@@ -40,6 +40,7 @@ class Candidate:
     priority: int
     success_rate: float
     median_latency_ms: float
+    cost_usd: float = 0.0  # estimated for the request with RANKING=cost (unpriced: infinity); else 0
 
 
 def cooldown_seconds(exc: OrchestratorError, base_s: float) -> float:
@@ -90,13 +91,16 @@ def rank_alternatives(
     stats: Mapping[str, tuple[float, float]],
     exclude: Iterable[str] = (),
     exclude_providers: Iterable[str] = (),
+    cost_of: Callable[[str], float | None] | None = None,
 ) -> list[str]:
     """Models to try instead of failed_model, best first.
 
     Order: hosted models with a usable key, then local models already loaded, then sleeping ones,
     then other local models; never the failed model, one in cooldown, or an excluded one. Ties: priority (lower
     first), then success rate (higher first), then median latency (lower first), then model id.
-    ``stats`` maps model id -> (success_rate, median_latency_ms) from the call metrics.
+    ``stats`` maps model id -> (success_rate, median_latency_ms) from the call metrics. With ``cost_of`` (the
+    RANKING=cost setting: a model's estimated cost for this request, None when unpriced), the cheaper model of
+    a tier comes first and unpriced ones after every priced one; the order above breaks ties.
     """
     skip = {failed_model, *exclude}
     skip_providers = set(exclude_providers)
@@ -107,6 +111,14 @@ def rank_alternatives(
         if tier is None or status.model_id in skip or provider in skip_providers:
             continue
         rate, median = stats.get(status.model_id, (1.0, float("inf")))
-        candidates.append(Candidate(status.model_id, tier, priorities.get(status.model_id, 100), rate, median))
-    candidates.sort(key=lambda c: (c.tier, c.priority, -c.success_rate, c.median_latency_ms, c.model_id))
+        cost = _estimated(cost_of, status.model_id)
+        candidates.append(Candidate(status.model_id, tier, priorities.get(status.model_id, 100), rate, median, cost))
+    candidates.sort(key=lambda c: (c.tier, c.cost_usd, c.priority, -c.success_rate, c.median_latency_ms, c.model_id))
     return [c.model_id for c in candidates]
+
+
+def _estimated(cost_of: Callable[[str], float | None] | None, model_id: str) -> float:
+    if cost_of is None:
+        return 0.0
+    cost = cost_of(model_id)
+    return float("inf") if cost is None else cost

@@ -543,7 +543,8 @@ class ModelManager:
 
     # -- alternatives and the failure cache ---------------------------------------------------------
     def alternatives(
-        self, model_id: str, *, exclude: Iterable[str] = (), exclude_providers: Iterable[str] = ()
+        self, model_id: str, *, exclude: Iterable[str] = (), exclude_providers: Iterable[str] = (),
+        cost_of: Callable[[str], float | None] | None = None,
     ) -> list[str]:
         """Every model worth trying instead of model_id, best first (see fallback.rank_alternatives).
 
@@ -557,13 +558,15 @@ class ModelManager:
             stats=self._stats(),
             exclude=exclude,
             exclude_providers=exclude_providers,
+            cost_of=cost_of,
         )
 
     def suggest_alternative(
-        self, model_id: str, *, exclude: Iterable[str] = (), exclude_providers: Iterable[str] = ()
+        self, model_id: str, *, exclude: Iterable[str] = (), exclude_providers: Iterable[str] = (),
+        cost_of: Callable[[str], float | None] | None = None,
     ) -> str | None:
-        """The best model to use instead of model_id, or None when nothing is usable."""
-        ranked = self.alternatives(model_id, exclude=exclude, exclude_providers=exclude_providers)
+        """The best model to use instead of model_id, or None when nothing is usable (cost_of: RANKING=cost)."""
+        ranked = self.alternatives(model_id, exclude=exclude, exclude_providers=exclude_providers, cost_of=cost_of)
         return ranked[0] if ranked else None
 
     def record_failure(self, model_id: str, exc: OrchestratorError) -> FailureEntry:

@@ -14,7 +14,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -22,11 +22,13 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import exits
+from .budgets import BudgetGuard
 from .clients import ProviderFactory
 from .config import Settings
 from .errors import (
     AllModelsFailedError,
     BadResponseError,
+    BudgetExceededError,
     ContentFilteredError,
     InputError,
     InvalidKeyInputError,
@@ -37,10 +39,12 @@ from .errors import (
 )
 from .fallback import cools_down, is_provider_wide
 from .loader import LoadProgress, ModelManager
+from .pricing import Cost, PriceBook, estimated_tokens
 from .providers.registry import LOCAL_PROVIDERS, PROVIDERS, is_local, provider_class
 from .store.db import Database
 from .store.failures import FailureCache
 from .store.keys import KeyStore
+from .store.prices import ALL_CONNECTIONS, PricingStore
 from .store.registry import ModelRegistry
 from .store.secret import load_fernet
 from .store.spool import Spool
@@ -54,6 +58,7 @@ from .types import (
     ModelRef,
     OrchestratedResult,
     TextDelta,
+    Usage,
     validate_messages,
 )
 
@@ -102,6 +107,9 @@ class Orchestrator:
         if spool is not None and spool.pending():
             _ = self.metrics  # rows an earlier process spooled are written at this start, not at the first call
         self.tokens = TokenStore(database)  # gateway tokens of the HTTP API (api/)
+        self.pricing = PricingStore(database)  # price overrides and budgets (issue 11)
+        self.prices = PriceBook(self.pricing.override_prices)
+        self.budgets = BudgetGuard(database, self.pricing)
         self.factory = ProviderFactory(settings, self.keys.secret_for)
         # Long-lived: host probes and statistics refreshes must not start threads during a call.
         self._pool = ThreadPoolExecutor(max_workers=len(LOCAL_PROVIDERS), thread_name_prefix="orchestrator")
@@ -212,6 +220,14 @@ class Orchestrator:
             return {}
         with ThreadPoolExecutor(max_workers=min(8, len(ids)), thread_name_prefix="key-test") as pool:
             return dict(zip(ids, pool.map(self.test_key, ids), strict=True))
+
+    # -- cost -------------------------------------------------------------------------------------
+    def unpriced_models(self, model_ids: Iterable[str] | None = None) -> list[str]:
+        """Models whose calls are recorded at an unknown cost: no override, not local, not in the price table.
+
+        Default: every registered model; the console adds the models seen in the call metrics."""
+        ids = [e.model_id for e in self.registry.list()] if model_ids is None else list(model_ids)
+        return sorted({m for m in ids if self.prices.price(m) is None})
 
     # -- metrics for the console --------------------------------------------------------------------
     def _model_stats(self) -> dict[str, tuple[float, float]]:
@@ -325,6 +341,7 @@ class _Call:
         self.dead_providers: set[str] = set()
         self.refused: tuple[str, ContentFilteredError] | None = None
         self.started = time.perf_counter()
+        orch.prices.warm()  # the price table imports while the first call waits for its answer
 
     # -- the chain -------------------------------------------------------------------------------
     def chain(self) -> Iterator[str]:
@@ -339,7 +356,8 @@ class _Call:
                 return
             previous = current
             current = self.orch.manager.suggest_alternative(
-                previous, exclude=self.tried, exclude_providers=self.dead_providers
+                previous, exclude=self.tried, exclude_providers=self.dead_providers | self.over_budget(),
+                cost_of=self.cost_of(),
             )
             hops += 1
             if current is not None:
@@ -359,7 +377,7 @@ class _Call:
 
     def _run(self) -> OrchestratedResult:
         for model_id in self.chain():
-            if self.skip_if_cooling(model_id):
+            if self.skip_if_cooling(model_id) or self.skip_if_over_budget(model_id):
                 continue
             started = time.perf_counter()
             try:
@@ -378,7 +396,7 @@ class _Call:
 
     def _run_stream(self) -> Generator[str | OrchestratedResult, None, None]:
         for model_id in self.chain():
-            if self.skip_if_cooling(model_id):
+            if self.skip_if_cooling(model_id) or self.skip_if_over_budget(model_id):
                 continue
             started = time.perf_counter()
             first: float | None = None
@@ -436,6 +454,43 @@ class _Call:
         self.emit("attempt_failed", model_id, detail)
         return True
 
+    def skip_if_over_budget(self, model_id: str) -> bool:
+        """A spent budget refuses the requested model and skips a fallback to one of its connection."""
+        provider = ModelRef.parse(model_id).provider
+        try:
+            self.orch.budgets.check(provider, model_id, local=is_local(provider))
+        except BudgetExceededError as exc:
+            if model_id == self.requested:
+                self.add_attempt(Attempt(model_id, "error", 0.0, exc.kind, exc.message, None, self._from()))
+                raise
+            self.dead_providers.add(provider)
+            self.add_attempt(Attempt(model_id, "skipped", 0.0, exc.kind, exc.message, None, self._from()))
+            self.emit("attempt_failed", model_id, exc.message, error=exc)
+            return True
+        except Exception:
+            log.warning("could not check the budgets for %s", model_id, exc_info=True)
+        return False
+
+    def over_budget(self) -> set[str]:
+        """Connections fallback must not pick: their budget, or the overall one, is spent."""
+        try:
+            blocked = self.orch.budgets.blocked_connections()
+        except Exception:
+            log.warning("could not read the budgets", exc_info=True)
+            return set()
+        if ALL_CONNECTIONS in blocked:
+            return {name for name in PROVIDERS if not is_local(name)}
+        return set(blocked)
+
+    def cost_of(self) -> Callable[[str], float | None] | None:
+        """RANKING=cost: a model's estimated cost for this request's size; None with RANKING=priority."""
+        if self.orch.settings.ranking != "cost":
+            return None
+        size = sum(len(m["content"]) for m in self.messages)
+        input_tokens, output_tokens = estimated_tokens(size, self.params.max_tokens)
+        prices = self.orch.prices
+        return lambda model_id: prices.estimate(model_id, input_tokens, output_tokens)
+
     def prepare(self, model_id: str) -> tuple[Any, str]:
         """Check and load: never send a prompt to a local model that is not ready."""
         ref = ModelRef.parse(model_id)
@@ -466,7 +521,10 @@ class _Call:
             raise exc
 
     def succeeded(self, model_id: str, result: ChatResult, latency: float, ttft: float | None) -> None:
-        self.add_attempt(Attempt(model_id, "ok", latency, None, None, ttft, self._from()), result)
+        cost, requested = self.costs(model_id, result.usage)
+        attempt = Attempt(model_id, "ok", latency, None, None, ttft, self._from(),
+                          cost.total_usd if cost is not None else None)
+        self.add_attempt(attempt, result, cost, requested)
 
     def finish(self, model_id: str, result: ChatResult, ttft: float | None) -> OrchestratedResult:
         notes: list[str] = []
@@ -494,13 +552,14 @@ class _Call:
         """The model this attempt falls back from (the previous tried model), if any."""
         return self.attempts[-1].model if self.attempts else None
 
-    def add_attempt(self, attempt: Attempt, result: ChatResult | None = None) -> None:
-        """Keep the attempt and write its call_metrics row; recording never breaks a call."""
+    def add_attempt(self, attempt: Attempt, result: ChatResult | None = None, cost: Cost | None = None,
+                    requested: Cost | None = None) -> None:
+        """Keep the attempt and write its call_metrics row (with its cost); recording never breaks a call."""
+        usage = result.usage if result else None
         self.attempts.append(attempt)
         try:
             from .store.metrics import MetricRow  # noqa: PLC0415 - the metrics module loads on the first recorded call
 
-            usage = result.usage if result else None
             self.orch.metrics.record(
                 MetricRow.from_attempt(
                     attempt,
@@ -510,10 +569,26 @@ class _Call:
                     prompt_tokens=usage.prompt_tokens if usage else None,
                     completion_tokens=usage.completion_tokens if usage else None,
                     streamed=self.streamed,
+                    input_cost_usd=cost.input_usd if cost else None,
+                    output_cost_usd=cost.output_usd if cost else None,
+                    cost_usd=cost.total_usd if cost else None,
+                    price_source=cost.source if cost else None,
+                    requested_cost_usd=requested.total_usd if requested else None,
                 )
             )
         except Exception:
             log.warning("could not record a call metric for %s", attempt.model, exc_info=True)
+
+    def costs(self, model_id: str, usage: Usage) -> tuple[Cost | None, Cost | None]:
+        """An answer's cost and, for an answer by a fallback, what the requested model would have charged."""
+        try:
+            cost = self.orch.prices.cost(model_id, usage)
+            fell_back = model_id != self.requested
+            requested = self.orch.prices.cost(self.requested, usage) if cost is not None and fell_back else None
+        except Exception:
+            log.warning("could not price an answer of %s", model_id, exc_info=True)
+            return None, None
+        return cost, requested
 
     def emit(self, kind: str, model_id: str, detail: str, *, error: OrchestratorError | None = None) -> None:
         if self.on_event is not None:

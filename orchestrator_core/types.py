@@ -29,8 +29,9 @@ class ChatParams:
 
 @dataclass(frozen=True)
 class Usage:
-    prompt_tokens: int | None = None
+    prompt_tokens: int | None = None  # every input token, cached ones included
     completion_tokens: int | None = None
+    cached_tokens: int | None = None  # input tokens read from the provider's prompt cache (billed lower)
 
     @property
     def total_tokens(self) -> int | None:
@@ -179,6 +180,7 @@ class Attempt:
     error: str | None = None
     ttft_ms: float | None = None
     fallback_from: str | None = None
+    cost_usd: float | None = None  # None: unknown (unpriced model or no usage reported), never 0 for that
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,18 @@ class OrchestratedResult:
     @property
     def fell_back(self) -> bool:
         return self.model_id != self.requested_model
+
+    @property
+    def cost_usd(self) -> float | None:
+        """What the answer cost in USD; None when unknown (unpriced model, no usage reported)."""
+        answered = [a for a in self.attempts if a.outcome == "ok"]
+        return answered[-1].cost_usd if answered else None
+
+    @property
+    def failed_cost_usd(self) -> float | None:
+        """What the failed attempts before the answer cost, where known; None when none reported a cost."""
+        known = [a.cost_usd for a in self.attempts if a.outcome == "error" and a.cost_usd is not None]
+        return sum(known) if known else None
 
     @property
     def fallback_path(self) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -58,3 +59,23 @@ def test_cli_unload_prints_unloading_while_the_host_still_lists_the_model(
 
 def test_cli_has_an_icon_for_every_state() -> None:
     assert set(cli.STATE_ICONS) == set(ModelState)
+
+
+def test_cli_chat_json_has_cost_usd_a_number_or_null(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    monkeypatch.setenv("LOCAL_HOSTS", "")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-cli-0123456789abcdef")
+    answer = {"id": "c", "object": "chat.completion", "model": "gpt-4o-mini",
+              "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}],
+              "usage": {"prompt_tokens": 1_000_000, "completion_tokens": 0}}
+    with respx.mock(assert_all_called=False) as router:
+        router.post("https://api.openai.com/v1/chat/completions").respond(json=answer)
+        assert cli.main(["--json", "chat", "openai:gpt-4o-mini", "hi"]) == 0
+        priced = json.loads(capsys.readouterr().out)
+        assert cli.main(["--json", "chat", "openai:not-in-any-price-table", "hi"]) == 0
+        unpriced = json.loads(capsys.readouterr().out)
+    assert priced["cost_usd"] == pytest.approx(0.15)  # gpt-4o-mini input: $0.15 per million tokens
+    assert priced["attempts"][0]["cost_usd"] == pytest.approx(0.15)
+    assert unpriced["cost_usd"] is None

@@ -23,6 +23,7 @@ class AnthropicProvider(Provider):
     display_name = "Anthropic"
     needs_key = True
     key_env_var = "ANTHROPIC_API_KEY"
+    price_table_id = "anthropic"
     # The anthropic-version the current SDK sends (anthropic 2.13 to 2.15, _constants.py); ANTHROPIC_VERSION
     # pins another one, such as 2023-06-01 for an older gateway.
     default_version: ClassVar[str] = "2026-10-21"
@@ -148,7 +149,7 @@ class AnthropicProvider(Provider):
         self.raise_for_refusal(model, state.stop_reason, str(parts))
         if not state.done:
             raise bad_response(self.name, model, "the stream ended without its message_stop event")
-        usage = Usage(state.input_tokens, state.output_tokens)
+        usage = Usage(state.input_tokens, state.output_tokens, state.cached_tokens)
         yield ChatResult(str(parts), state.stop_reason, usage, state.answered_by, self.name)
 
     def list_models(self) -> list[str]:
@@ -167,6 +168,7 @@ class _StreamState:
         self.stop_reason: str | None = None
         self.input_tokens: int | None = None
         self.output_tokens: int | None = None
+        self.cached_tokens: int | None = None
         self.done = False
 
     def apply(self, kind: str, payload: dict[str, Any]) -> str:
@@ -189,6 +191,7 @@ class _StreamState:
         # message_delta counts are cumulative, so the latest value replaces the earlier one.
         self.input_tokens = usage.prompt_tokens if usage.prompt_tokens is not None else self.input_tokens
         self.output_tokens = usage.completion_tokens if usage.completion_tokens is not None else self.output_tokens
+        self.cached_tokens = usage.cached_tokens if usage.cached_tokens is not None else self.cached_tokens
 
 
 def _block_text(block: Any) -> str:
@@ -205,4 +208,4 @@ def _usage(raw: Any) -> Usage:
     prompt = raw.get("input_tokens")
     if prompt is not None:
         prompt += (raw.get("cache_creation_input_tokens") or 0) + (raw.get("cache_read_input_tokens") or 0)
-    return Usage(prompt, raw.get("output_tokens"))
+    return Usage(prompt, raw.get("output_tokens"), raw.get("cache_read_input_tokens"))

@@ -44,6 +44,7 @@ class Provider(abc.ABC):
     local: ClassVar[bool] = False
     key_env_var: ClassVar[str | None] = None
     forbidden_list_means_restricted: ClassVar[bool] = False  # a 403 on list-models is not a bad key
+    price_table_id: ClassVar[str | None] = None  # provider id in the genai-prices table (pricing.py)
 
     def __init__(
         self, client: httpx.Client, api_key: str | None = None, *, limits: CallLimits | None = None, **options: Any

@@ -23,6 +23,7 @@ class GeminiProvider(Provider):
     display_name = "Google Gemini"
     needs_key = True
     key_env_var = "GOOGLE_API_KEY"  # config also accepts GEMINI_API_KEY
+    price_table_id = "google"
     # google-genai 3.x calls /v1 by default (GOOGLE_AI_API_DEFAULT_VERSION); v1beta, the default before it,
     # stays selectable with GEMINI_API_VERSION and serves the same generateContent shapes.
     default_api_version: ClassVar[str] = "v1"
@@ -215,7 +216,7 @@ def _usage(raw: Any) -> Usage:
     completion = raw.get("candidatesTokenCount")
     if raw.get("thoughtsTokenCount"):
         completion = (completion or 0) + raw["thoughtsTokenCount"]
-    return Usage(raw.get("promptTokenCount"), completion)
+    return Usage(raw.get("promptTokenCount"), completion, raw.get("cachedContentTokenCount"))
 
 
 def _model_name(model: dict[str, Any]) -> str:

@@ -10,4 +10,5 @@ class MistralProvider(OpenAICompatibleProvider):
     display_name = "Mistral"
     needs_key = True
     key_env_var = "MISTRAL_API_KEY"
+    price_table_id = "mistral"
     send_stream_usage_option = False

@@ -10,6 +10,7 @@ class OpenAIProvider(OpenAICompatibleProvider):
     display_name = "OpenAI"
     needs_key = True
     key_env_var = "OPENAI_API_KEY"
+    price_table_id = "openai"
     max_tokens_field = "max_completion_tokens"
     # GPT-5 and the o-series reasoning models accept only the default temperature (and no top_p): "Unsupported
     # value: 'temperature' does not support 0.7 with this model. Only the default (1) value is supported."

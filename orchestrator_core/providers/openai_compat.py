@@ -153,4 +153,6 @@ def _content_text(content: Any) -> str:
 def _usage(raw: Any) -> Usage:
     if not isinstance(raw, dict):
         return Usage()
-    return Usage(raw.get("prompt_tokens"), raw.get("completion_tokens"))
+    details = raw.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return Usage(raw.get("prompt_tokens"), raw.get("completion_tokens"), cached)

@@ -30,7 +30,7 @@ from .tables import CacheGeneration
 
 log = logging.getLogger(__name__)
 
-AREAS = ("failures", "keys", "registry")
+AREAS = ("failures", "keys", "registry", "pricing", "spend")  # pricing, spend: migration 0008
 FRESHNESS_S = 0.25  # another process's write is seen within this time
 
 Token = tuple[int, int]

@@ -51,6 +51,7 @@ from ..errors import DatabaseBusyError, InputError
 from ..types import Attempt
 from . import rollup
 from .db import BUSY_TIMEOUT_MS, Database
+from .generations import generations_for
 from .spool import Spool, read_rows
 from .tables import LATENCY_BUCKETS, TTFT_BUCKETS, CallMetric
 
@@ -83,6 +84,12 @@ class MetricRow:
     fallback_from: str | None = None
     streamed: bool = False
     ts: float = field(default_factory=time.time)
+    # Cost (issue 11): None is "unknown" (unpriced model or no usage reported), never 0.
+    input_cost_usd: float | None = None
+    output_cost_usd: float | None = None
+    cost_usd: float | None = None
+    price_source: str | None = None
+    requested_cost_usd: float | None = None  # a fallback answer: what the requested model would have charged
 
     @classmethod
     def from_attempt(cls, attempt: Attempt, *, request_id: str, requested_model: str, **extra: Any) -> MetricRow:
@@ -348,6 +355,9 @@ class MetricsRecorder:
         try:
             with self.db.engine.begin() as conn:
                 rollup.write_batch(conn, rows, sums)  # raw rows and rollup commit or roll back together
+                spent = self._bump_spend(conn, rows)
+            if spent:
+                generations_for(self.db).changed("spend")
         except (sa_exc.IntegrityError, sa_exc.DataError) as exc:
             self._write_one_by_one(rows, exc)
         except sa_exc.StatementError as exc:
@@ -362,6 +372,9 @@ class MetricsRecorder:
             try:
                 with self.db.engine.begin() as conn:
                     rollup.write_batch(conn, rows[:1])
+                    spent = self._bump_spend(conn, rows[:1])
+                if spent:
+                    generations_for(self.db).changed("spend")
             except (sa_exc.IntegrityError, sa_exc.DataError, *_MALFORMED):
                 bad += 1
             except sa_exc.StatementError as row_exc:
@@ -370,6 +383,16 @@ class MetricsRecorder:
                 bad += 1
             del rows[0]
         log.warning("Metrics: skipped %d malformed row(s) the database refused: %s", bad, _first_line(exc))
+
+    def _bump_spend(self, conn: Connection, rows: list[dict[str, Any]]) -> bool:
+        """Rows that cost money change what budgets read: bump "spend" in their transaction (True if bumped).
+
+        The caller tells this process (generations.changed) after the commit, so no reader caches the old sum
+        under the new token."""
+        if not any(row.get("cost_usd") for row in rows):
+            return False
+        generations_for(self.db).bump(conn, "spend")
+        return True
 
     def _on_failure(self, exc: Exception, failures: int, pending: int) -> None:
         if failures == _WARN_AFTER_FAILURES:

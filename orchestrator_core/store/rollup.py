@@ -92,7 +92,19 @@ def aggregate(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         sums["prompt_tokens_sum"] += int(row.get("prompt_tokens") or 0)
         sums["completion_tokens_sum"] += int(row.get("completion_tokens") or 0)
         sums["first_attempts"] += 0 if fallback_from else 1
+        _add_cost(sums, row.get("cost_usd"), row.get("requested_cost_usd"))
     return list(groups.values())
+
+
+def _add_cost(sums: dict[str, Any], cost: Any, requested: Any) -> None:
+    """Unknown costs (None) add nothing and are not priced calls: a sum is what the priced calls cost."""
+    if cost is None:
+        return
+    sums["cost_usd_sum"] += float(cost)
+    sums["priced_calls"] += 1
+    if requested is not None:  # a fallback answer priced on both sides
+        sums["requested_cost_usd_sum"] += float(requested)
+        sums["compared_cost_usd_sum"] += float(cost)
 
 
 def to_hours(minutes: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

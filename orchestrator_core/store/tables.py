@@ -34,8 +34,11 @@ TTFT_BUCKETS = tuple(f"ttft_b{i:02d}" for i in range(len(HISTOGRAM_BOUNDS_MS) + 
 # What, besides its minute or hour, identifies one rollup row. error_kind and fallback_from hold ''
 # for "none": NULLs never collide in a unique constraint, so an upsert would insert a new row every time.
 ROLLUP_DIMENSIONS = ("model", "provider", "outcome", "error_kind", "fallback_from", "streamed")
+# Cost sums (issue 11, migration 0008): cost of the priced rows, how many rows were priced, and for fallback rows
+# priced on both sides, what the requested model would have charged and what the answering one did.
+COST_SUMS = ("cost_usd_sum", "priced_calls", "requested_cost_usd_sum", "compared_cost_usd_sum")
 ROLLUP_SUMS = ("calls", "latency_ms_sum", "ttft_count", "ttft_ms_sum", "prompt_tokens_sum", "completion_tokens_sum",
-               "first_attempts", *LATENCY_BUCKETS, *TTFT_BUCKETS)
+               "first_attempts", *LATENCY_BUCKETS, *TTFT_BUCKETS, *COST_SUMS)
 
 # Named constraints so later migrations can alter them on every backend (SQLite batch mode needs names).
 NAMING_CONVENTION = {
@@ -134,6 +137,12 @@ class CallMetric(Base):
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     fallback_from: Mapped[str | None] = mapped_column(String(255))
     streamed: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Cost (issue 11, migration 0008): USD at write time; NULL is "unknown" (unpriced model or no usage), never 0.
+    input_cost_usd: Mapped[float | None] = mapped_column(Float)
+    output_cost_usd: Mapped[float | None] = mapped_column(Float)
+    cost_usd: Mapped[float | None] = mapped_column(Float)
+    price_source: Mapped[str | None] = mapped_column(String(64))  # "genai-prices 0.2.3" | "override" | "local"
+    requested_cost_usd: Mapped[float | None] = mapped_column(Float)  # a fallback row: the requested model's price
 
 
 class ModelFailure(Base):
@@ -174,6 +183,7 @@ def _rollup_table(name: str, period: str) -> Table:
         Column("completion_tokens_sum", BigInteger, nullable=False, default=0),
         count("first_attempts"),  # rows without fallback_from: one per request
         *(count(column) for column in LATENCY_BUCKETS + TTFT_BUCKETS),  # values per HISTOGRAM_BOUNDS_MS bucket
+        *(Column(c, Integer if c == "priced_calls" else Float, nullable=False, default=0) for c in COST_SUMS),
         UniqueConstraint(period, *ROLLUP_DIMENSIONS, name=f"uq_{name}_key"),
         Index(f"ix_{name}_{period}", period),
     )
@@ -246,3 +256,31 @@ class SignInLimit(Base):
     # Attempts reserved since the last success or expired lockout, the one being checked included.
     failures: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[float] = mapped_column(Float, default=0.0)  # epoch seconds; 0: not locked
+
+
+# -- cost (issue 11): price overrides and budgets ----------------------------------------------------------
+
+
+class PriceOverride(Base):
+    """The operator's price for a model id, or for every model of a connection ("openai:*"); wins over the table."""
+
+    __tablename__ = "price_overrides"
+
+    target: Mapped[str] = mapped_column(String(255), primary_key=True)  # "provider:model" or "provider:*"
+    input_per_mtok: Mapped[float] = mapped_column(Float)  # USD per million input tokens
+    output_per_mtok: Mapped[float] = mapped_column(Float)
+    cached_input_per_mtok: Mapped[float | None] = mapped_column(Float)  # None: cached input costs the input price
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Budget(Base):
+    """A spending limit per calendar month or UTC day, for one connection (model id prefix) or "*" for all."""
+
+    __tablename__ = "budgets"
+    __table_args__ = (UniqueConstraint("scope", "period"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(64))  # a connection (the prefix of model ids) or "*"
+    period: Mapped[str] = mapped_column(String(8))  # month | day
+    limit_usd: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from console import views
+from console import costs, views
 from orchestrator_core.errors import AllModelsFailedError, ModelLoadError
 from orchestrator_core.loader import HostStatus
 from orchestrator_core.store.keys import KeyInfo
@@ -123,7 +123,8 @@ def test_csv_has_a_header_an_iso_time_column_and_every_row() -> None:
 
 def test_answer_caption_names_model_latency_first_token_tokens_and_fallback_path() -> None:
     direct = result("openai:gpt", "openai:gpt", (Attempt("openai:gpt", "ok", 800.0),))
-    assert views.answer_caption(direct) == "answered by openai:gpt · 812 ms · first token 120 ms · tokens 7 in / 3 out"
+    assert views.answer_caption(direct) == ("answered by openai:gpt · 812 ms · first token 120 ms · tokens 7 in / 3 out"
+                                            " · cost unknown")
     attempts = (Attempt("lmstudio:q", "error", 5.0, "unavailable", "Cannot reach lmstudio"),
                 Attempt("openai:gpt", "ok", 800.0, fallback_from="lmstudio:q"))
     fell = result("openai:gpt", "lmstudio:q", attempts, ttft=None)
@@ -131,6 +132,14 @@ def test_answer_caption_names_model_latency_first_token_tokens_and_fallback_path
     assert "first token" not in views.answer_caption(fell)
     assert views.fallback_notice(fell) == ("lmstudio:q could not answer (lmstudio:q: Cannot reach lmstudio). "
                                            "openai:gpt answered instead.")
+
+
+def test_answer_caption_shows_the_cost_and_the_failed_attempts_cost_never_zero_for_unknown() -> None:
+    attempts = (Attempt("openai:a", "error", 5.0, "bad_response", "cut", cost_usd=0.0021),
+                Attempt("openai:b", "ok", 800.0, fallback_from="openai:a", cost_usd=0.000435))
+    caption = views.answer_caption(result("openai:b", "openai:a", attempts))
+    assert "cost $0.000435 (+ $0.0021 for the failed attempts before it)" in caption
+    assert costs.usd(None) == "unknown" and costs.usd(0.0) == "$0" and costs.usd(12.5) == "$12.50"
 
 
 def test_failure_notice_says_why_and_names_the_alternative() -> None:

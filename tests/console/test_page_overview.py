@@ -12,7 +12,7 @@ from orchestrator_core.orchestrator import Orchestrator
 from tests.console.apptools import lmstudio_down, seed_metrics, start, texts
 from tests.helpers import LMSTUDIO, lmstudio_models
 
-PAGES = ["app_pages/overview.py", "app_pages/chat.py", "app_pages/models.py", "app_pages/keys.py"]
+PAGES = ["app_pages/overview.py", "app_pages/chat.py", "app_pages/models.py", "app_pages/keys.py", "app_pages/spend.py"]
 
 
 def test_navigation_renders_every_page(wire: respx.MockRouter) -> None:
@@ -20,7 +20,7 @@ def test_navigation_renders_every_page(wire: respx.MockRouter) -> None:
     at = start()
     assert not at.exception
     assert [t.value for t in at.title] == ["🏠 Overview"]
-    for page, title in zip(PAGES[1:], ["💬 Chat", "🧠 Models", "🔑 API keys"], strict=False):
+    for page, title in zip(PAGES[1:], ["💬 Chat", "🧠 Models", "🔑 API keys", "💰 Spend"], strict=True):
         at.switch_page(page).run()
         assert not at.exception, page
         assert [t.value for t in at.title] == [title]

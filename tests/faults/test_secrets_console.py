@@ -21,7 +21,7 @@ APP = Path(__file__).resolve().parents[2] / "streamlit_app.py"
 PLANTED = "sk-PLANTED-console-4b1d8e2f6a9c3e5d7f0a"
 PLANTED_ENV = "sk-ant-PLANTED-console-env-8a6c4e2b0d9f"
 OPENAI, ANTHROPIC = SHAPES["openai"], SHAPES["anthropic"]
-PAGES = ("app_pages/overview.py", "app_pages/chat.py", "app_pages/models.py", "app_pages/keys.py")
+PAGES = ("app_pages/overview.py", "app_pages/chat.py", "app_pages/models.py", "app_pages/keys.py", "app_pages/spend.py")
 
 
 def echo_401(seen: Seen) -> Reply:

@@ -183,7 +183,7 @@ def test_anthropic_chat_keeps_only_text_blocks_and_reads_usage(
 ) -> None:
     respx_mock.post(MESSAGES).respond(json=ANSWER)
     result = provider.chat("claude-sonnet-4-5", HELLO, ChatParams())
-    assert result == ChatResult("Hello", "end_turn", Usage(11, 6), "claude-sonnet-4-5-20250929", "anthropic")
+    assert result == ChatResult("Hello", "end_turn", Usage(11, 6, 0), "claude-sonnet-4-5-20250929", "anthropic")
 
 
 def test_anthropic_prompt_tokens_include_cached_tokens(
@@ -191,7 +191,7 @@ def test_anthropic_prompt_tokens_include_cached_tokens(
 ) -> None:
     usage = {"input_tokens": 3, "output_tokens": 2, "cache_creation_input_tokens": 100, "cache_read_input_tokens": 50}
     respx_mock.post(MESSAGES).respond(json={**ANSWER, "usage": usage})
-    assert provider.chat("claude-sonnet-4-5", HELLO, ChatParams()).usage == Usage(153, 2)
+    assert provider.chat("claude-sonnet-4-5", HELLO, ChatParams()).usage == Usage(153, 2, 50)
 
 
 def test_anthropic_chat_without_content_is_bad_response(

@@ -43,7 +43,10 @@ def _mixed_rows(count: int, start: float = T0, span_s: float = 3 * 3600, seed: i
             error_kind=None if outcome == "ok" else rng.choice(("timeout", "rate_limit")),
             ttft_ms=rng.uniform(0, 900) if streamed and rng.random() < 0.8 else None,
             prompt_tokens=rng.choice((None, rng.randint(1, 500))), completion_tokens=rng.choice((None, 7)),
-            fallback_from=rng.choice((None, None, "openai:a")),
+            fallback_from=(fallback := rng.choice((None, None, "openai:a"))),
+            # Unknown (None) costs too: they must add nothing to the sums and not count as priced.
+            cost_usd=(cost := rng.choice((None, round(rng.uniform(0, 0.02), 6)))),
+            requested_cost_usd=rng.uniform(0, 0.05) if cost is not None and fallback and rng.random() < 0.7 else None,
         ))
     return rows
 
@@ -70,6 +73,12 @@ def _expected(raw: list[dict[str, Any]], period_s: int) -> dict[tuple[Any, ...],
         entry["prompt_tokens_sum"] += row["prompt_tokens"] or 0
         entry["completion_tokens_sum"] += row["completion_tokens"] or 0
         entry["first_attempts"] += 0 if row["fallback_from"] else 1
+        if row["cost_usd"] is not None:
+            entry["cost_usd_sum"] += row["cost_usd"]
+            entry["priced_calls"] += 1
+            if row["requested_cost_usd"] is not None:
+                entry["requested_cost_usd_sum"] += row["requested_cost_usd"]
+                entry["compared_cost_usd_sum"] += row["cost_usd"]
     return {key: {c: v for c, v in entry.items() if v} for key, entry in sums.items()}
 
 
@@ -213,7 +222,7 @@ def test_migration_0002_backfills_a_database_created_at_0001(tmp_path: Path) -> 
     command.upgrade(alembic_config(url=db_url), "0001")
     engine = create_engine(db_url)
     with engine.begin() as conn:
-        conn.execute(insert(CallMetric), [r.as_values() for r in _mixed_rows(500) + _edge_rows()])
+        conn.execute(insert(CallMetric), [_at_0001(r.as_values()) for r in _mixed_rows(500) + _edge_rows()])
     engine.dispose()
 
     db = Database.open(db_url)  # upgrades to head: 0002 builds and fills the rollups in SQL
@@ -227,6 +236,14 @@ def test_migration_0002_backfills_a_database_created_at_0001(tmp_path: Path) -> 
     assert len(raw) == 607
     _assert_rollups_match(db, raw)
     db.dispose()
+
+
+def _at_0001(values: dict[str, Any]) -> dict[str, Any]:
+    """A row as revision 0001 stores it: no cost columns yet (migration 0008), so their costs are unknown."""
+    return {k: v for k, v in values.items() if k not in COST_COLUMNS}
+
+
+COST_COLUMNS = ("input_cost_usd", "output_cost_usd", "cost_usd", "price_source", "requested_cost_usd")
 
 
 def test_migration_keeps_the_bucket_bounds_of_the_tables() -> None:
