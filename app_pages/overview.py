@@ -48,7 +48,8 @@ with right:
     st.dataframe(pd.DataFrame(views.provider_key_rows(keys)), hide_index=True, width="stretch")
 
 st.subheader("Go to")
-links = st.columns(3)
+links = st.columns(4)
 links[0].page_link("app_pages/chat.py", label="Chat with a model", icon="💬")
-links[1].page_link("app_pages/models.py", label="Model status, actions and charts", icon="🧠")
-links[2].page_link("app_pages/keys.py", label="Manage API keys", icon="🔑")
+links[1].page_link("app_pages/models.py", label="Model status and actions", icon="🧠")
+links[2].page_link("app_pages/usage.py", label="Latency, errors and fallbacks", icon="📈")
+links[3].page_link("app_pages/keys.py", label="Manage API keys", icon="🔑")

@@ -186,6 +186,20 @@ def picker_status(status: ModelStatus | None) -> str:
     return plain(f"{state_text(status)} — {detail}" if detail else state_text(status))  # a caption: Markdown
 
 
+def connection(model_id: str) -> str:
+    """The connection a model id names: its prefix before the first ":" ("lmstudio", "openai", a custom name)."""
+    return model_id.partition(":")[0]
+
+
+def grouped(statuses: Mapping[str, ModelStatus]) -> list[str]:
+    """Model ids grouped by connection for a picker: local hosts first, then hosted, each group in its order."""
+    def key(item: tuple[int, str]) -> tuple[bool, str, int]:
+        position, model_id = item
+        return (not statuses[model_id].local, connection(model_id), position)
+
+    return [m for _, m in sorted(enumerate(statuses), key=key)]
+
+
 def ready_count(statuses: Iterable[ModelStatus]) -> int:
     return sum(s.state.ready for s in statuses)
 
@@ -203,12 +217,24 @@ def state_counts(statuses: Iterable[ModelStatus]) -> dict[str, int]:
     }
 
 
+DASH = "—"  # a figure there is none of: never "None", never an empty cell that reads like zero
+
+
+def dash(value: object, fmt: str = "{}") -> str:
+    """A figure for a table cell, or "—" when there is none."""
+    return DASH if value is None or value == "" else fmt.format(value)
+
+
 def model_rows(
     statuses: Sequence[ModelStatus],
     entries: Sequence[Any],
     stats: Mapping[str, ModelStats],
 ) -> list[dict[str, Any]]:
-    """One row per registered model: status, registry settings and call statistics, active first."""
+    """One compact row per registered model: state, call figures, cooldown, priority; active first.
+
+    The long texts (the host's detail, the whole last error, the source) are in model_detail, shown for the
+    picked model: as columns they pushed the figures off a 1400 px screen.
+    """
     by_id = {s.model_id: s for s in statuses}
     rows = []
     for entry in sorted(entries, key=lambda e: (not e.active, e.priority, e.model_id)):
@@ -216,26 +242,40 @@ def model_rows(
         stat = stats.get(entry.model_id)
         rows.append({
             "Model": entry.model_id,
-            "Provider": PROVIDERS[entry.provider].display_name if entry.provider in PROVIDERS else entry.provider,
             "State": state_text(status) if status else INACTIVE,
-            "Detail": status.detail if status else "deactivated: not offered, never a fallback",
-            "Last check": local_time(status.checked_at) if status else "",
             "Calls": stat.calls if stat else 0,
-            "Success": f"{stat.success_rate:.0%}" if stat else "",
-            "p50 ms": _round(stat.p50_ms) if stat else None,
-            "p95 ms": _round(stat.p95_ms) if stat else None,
+            "Success": dash(stat.success_rate if stat else None, "{:.0%}"),
+            "p50 ms": dash(stat.p50_ms if stat else None, "{:,.0f}"),
+            "p95 ms": dash(stat.p95_ms if stat else None, "{:,.0f}"),
             "Last error": _last_error(stat),
-            "Cooldown until": local_time(status.cooldown_until) if status and status.cooldown_until else "",
+            "Cooldown until": dash(clock_time(status.cooldown_until) if status else None),
             "Priority": entry.priority,
-            "Source": entry.source,
         })
     return rows
 
 
+def model_detail(status: ModelStatus | None, entry: Any, stat: ModelStats | None) -> list[tuple[str, str]]:
+    """(label, text) pairs for the picked model's detail panel: what the table leaves out."""
+    provider = PROVIDERS[entry.provider].display_name if entry.provider in PROVIDERS else entry.provider
+    error = f"{stat.last_error_kind} at {local_time(stat.last_error_at)}: {_short(stat.last_error or '', 400)}" \
+        if stat and stat.last_error_kind else ""
+    return [
+        ("Provider", provider),
+        ("State", state_text(status) if status else INACTIVE),
+        ("Detail", status.detail if status else "deactivated: not offered, never a fallback"),
+        ("Last check", dash(local_time(status.checked_at) if status else None)),
+        ("Last call", dash(local_time(stat.last_call_at) if stat else None)),
+        ("Last error", dash(error)),
+        ("Cooldown until", dash(local_time(status.cooldown_until) if status and status.cooldown_until else None)),
+        ("Priority", str(entry.priority)),
+        ("Source", entry.source),
+    ]
+
+
 def _last_error(stat: ModelStats | None) -> str:
     if stat is None or stat.last_error_kind is None:
-        return ""
-    return f"{stat.last_error_kind} at {local_time(stat.last_error_at)}: {_short(stat.last_error or '', 120)}"
+        return DASH
+    return f"{stat.last_error_kind} at {clock_time(stat.last_error_at)}"
 
 
 def _round(value: float | None) -> float | None:

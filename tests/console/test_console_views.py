@@ -81,10 +81,28 @@ def test_model_rows_merge_status_registry_and_call_stats() -> None:
     rows = views.model_rows(statuses, entries, stats)
     assert [r["Model"] for r in rows] == ["lmstudio:qwen", "openai:gpt", "mistral:small"]  # active by priority
     qwen, gpt, small = rows
-    assert qwen["State"].startswith("⏸️ cooling down") and qwen["Cooldown until"] and qwen["Calls"] == 0
-    assert (gpt["Provider"], gpt["Calls"], gpt["Success"], gpt["p95 ms"]) == ("OpenAI", 10, "90%", 950.3)
-    assert gpt["Last error"].startswith("rate_limit at ") and gpt["Last error"].endswith("slow down")
-    assert small["State"] == views.INACTIVE and small["Success"] == ""
+    assert qwen["State"].startswith("⏸️ cooling down") and qwen["Cooldown until"] != "—" and qwen["Calls"] == 0
+    assert (gpt["Calls"], gpt["Success"], gpt["p95 ms"]) == (10, "90%", "950")
+    assert gpt["Last error"] == f"rate_limit at {views.clock_time(NOW)}"  # the whole message is in model_detail
+    assert small["State"] == views.INACTIVE and small["Success"] == "—" and small["p50 ms"] == "—"
+
+
+def test_model_detail_has_the_long_texts_and_dashes_for_missing_ones() -> None:
+    entry = Entry("openai:gpt", "openai")
+    stat = ModelStats("openai:gpt", 10, 9, 1, 0.9, 200.0, 950.26, 200.0, "rate_limit", "slow down", NOW, NOW)
+    detail = dict(views.model_detail(status("openai:gpt", ModelState.EXTERNAL_READY, "key configured"), entry, stat))
+    assert detail["Provider"] == "OpenAI" and detail["Detail"] == "key configured"
+    assert detail["Last error"].startswith("rate_limit at ") and detail["Last error"].endswith(": slow down")
+    assert detail["Cooldown until"] == "—"
+    assert dict(views.model_detail(None, entry, None))["Last call"] == "—"
+
+
+def test_grouped_puts_local_connections_first_and_keeps_each_group_together() -> None:
+    statuses = {m.model_id: m for m in [
+        status("openai:a", ModelState.EXTERNAL_READY), status("lmstudio:x", ModelState.LOADED, local=True),
+        status("anthropic:b", ModelState.EXTERNAL_READY), status("openai:c", ModelState.EXTERNAL_READY),
+        status("ollama:y", ModelState.NOT_LOADED, local=True), status("lmstudio:z", ModelState.LOADED, local=True)]}
+    assert views.grouped(statuses) == ["lmstudio:x", "lmstudio:z", "ollama:y", "anthropic:b", "openai:a", "openai:c"]
 
 
 def test_state_counts_for_the_overview() -> None:
