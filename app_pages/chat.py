@@ -11,7 +11,7 @@ import streamlit as st
 from console import state, views
 from orchestrator_core.errors import InputError, OrchestratorError, StreamInterruptedError
 from orchestrator_core.orchestrator import CallEvent
-from orchestrator_core.types import Message, ModelStatus
+from orchestrator_core.types import KeyCheck, Message, ModelStatus
 
 HISTORY = "chat_history"
 COMPARE = "compare_results"
@@ -28,11 +28,10 @@ if not statuses:
     st.page_link("app_pages/models.py", label="Models", icon="🧠")
     st.stop()
 
-model_ids = list(statuses)
+model_ids = views.grouped(statuses)  # grouped by connection: local hosts first
 if st.session_state.get("chat_model") not in statuses:
-    ready = [m for m, s in statuses.items() if s.state.ready]
-    usable = [m for m, s in statuses.items() if s.state.usable]
-    st.session_state["chat_model"] = (ready or usable or model_ids)[0]
+    keys_ok = {k.provider for k in orch.keys.list() if k.last_test_status is KeyCheck.OK}
+    st.session_state["chat_model"] = views.default_model(statuses, state.metric(orch, "last_used_model"), keys_ok)
 
 
 def params() -> dict[str, Any]:

@@ -27,7 +27,7 @@ cols = st.columns(4)
 cols[0].metric("Models ready", f"{counts['ready']} / {counts['total']}")
 cols[1].metric("Local models loaded", counts["loaded"])
 cols[2].metric("In cooldown", counts["cooling"])
-cols[3].metric("Unavailable", counts["unavailable"], help="host down or no key")
+cols[3].metric("Unavailable", counts["unavailable"], help="host down, no key, or a key rejected at its last test")
 
 cols = st.columns(3)
 cols[0].metric("Calls, last hour", last_hour["calls"])

@@ -41,6 +41,7 @@ STATE_ICONS: dict[ModelState, str] = {
     ModelState.COOLING_DOWN: "⏸️",
     ModelState.HOST_DOWN: "❌",
     ModelState.EXTERNAL_NO_KEY: "❌",
+    ModelState.EXTERNAL_KEY_REJECTED: "🚫",
 }
 STATE_WORDS: dict[ModelState, str] = {
     ModelState.EXTERNAL_READY: "hosted, ready",
@@ -54,6 +55,7 @@ STATE_WORDS: dict[ModelState, str] = {
     ModelState.COOLING_DOWN: "cooling down",
     ModelState.HOST_DOWN: "host down",
     ModelState.EXTERNAL_NO_KEY: "no key",
+    ModelState.EXTERNAL_KEY_REJECTED: "key rejected",
 }
 KEY_CHECK_TEXT: dict[KeyCheck, str] = {
     KeyCheck.OK: "✅ OK",
@@ -200,6 +202,22 @@ def grouped(statuses: Mapping[str, ModelStatus]) -> list[str]:
     return [m for _, m in sorted(enumerate(statuses), key=key)]
 
 
+def default_model(statuses: Mapping[str, ModelStatus], last_used: str | None, keys_ok: Iterable[str]) -> str:
+    """The model a picker starts on: the last used one if it can answer, else a loaded local model, else a
+    hosted one whose key tested OK, else any ready or usable one, else the first."""
+    ok = set(keys_ok)
+    ready = [m for m, s in statuses.items() if s.state.ready]
+    candidates = [
+        [last_used] if last_used in statuses and statuses[last_used].state.usable else [],
+        [m for m in ready if statuses[m].local],
+        [m for m in ready if not statuses[m].local and connection(m) in ok],
+        ready,
+        [m for m, s in statuses.items() if s.state.usable],
+        list(statuses),
+    ]
+    return next(group[0] for group in candidates if group)
+
+
 def ready_count(statuses: Iterable[ModelStatus]) -> int:
     return sum(s.state.ready for s in statuses)
 
@@ -207,7 +225,8 @@ def ready_count(statuses: Iterable[ModelStatus]) -> int:
 def state_counts(statuses: Iterable[ModelStatus]) -> dict[str, int]:
     """Counts for the overview: ready, loaded (local), cooling down, unavailable, total."""
     items = list(statuses)
-    unavailable = (ModelState.HOST_DOWN, ModelState.EXTERNAL_NO_KEY, ModelState.LOAD_FAILED)
+    unavailable = (ModelState.HOST_DOWN, ModelState.EXTERNAL_NO_KEY, ModelState.EXTERNAL_KEY_REJECTED,
+                   ModelState.LOAD_FAILED)
     return {
         "total": len(items),
         "ready": sum(s.state.ready for s in items),
@@ -439,9 +458,15 @@ def failure_notice(model_id: str, exc: OrchestratorError, alternative: str | Non
     return text
 
 
+_ONLY_A_CLOCK = re.compile(r"^\s*(loading|downloading)?( for)? *[\d.]+ ?s\s*$", re.IGNORECASE)
+
+
 def load_label(model_id: str, elapsed_s: float, detail: str = "") -> str:
-    """The st.status label while a model loads (Markdown: the id and the host's detail are escaped)."""
-    tail = f" — {_short(detail, 60)}" if detail else ""
+    """The st.status label while a model loads (Markdown: the id and the host's detail are escaped).
+
+    One clock: a detail that only says how long it has been loading ("loading for 3s") is left out.
+    """
+    tail = f" — {_short(detail, 60)}" if detail and not _ONLY_A_CLOCK.match(detail) else ""
     return plain(f"Loading {model_id}… {elapsed_s:.1f} s{tail}")
 
 

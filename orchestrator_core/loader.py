@@ -173,12 +173,14 @@ class ModelManager:
         clock: Callable[[], float] = time.monotonic,
         pause: Pause = _wait,
         pool: Executor | None = None,
+        key_rejected: Callable[[str], bool] = lambda _provider: False,
     ) -> None:
         self.settings = settings
         self.factory = factory
         self.registry = registry
         self.failures = failures
         self._stats = stats or (dict)
+        self._key_rejected = key_rejected  # a key whose last test was rejected does not make a model ready
         self._clock = clock
         self._pause = pause
         self._unloading: dict[str, float] = {}  # model id -> when its unload was asked for
@@ -290,6 +292,9 @@ class ModelManager:
         if not cls.needs_key:
             return ModelStatus(ref.id, ModelState.EXTERNAL_READY, "no key needed", now)
         if self.factory.key_for(ref.provider):
+            if self._key_rejected(ref.provider):
+                detail = "the key was rejected at its last test: replace it on the API Keys page, or test it again"
+                return ModelStatus(ref.id, ModelState.EXTERNAL_KEY_REJECTED, detail, now)
             return ModelStatus(ref.id, ModelState.EXTERNAL_READY, "key configured", now)
         env = f" or set {cls.key_env_var}" if cls.key_env_var else ""
         return ModelStatus(ref.id, ModelState.EXTERNAL_NO_KEY, f"no key: add one on the API Keys page{env}", now)

@@ -90,6 +90,7 @@ class ModelState(enum.StrEnum):
     COOLING_DOWN = "cooling_down"
     EXTERNAL_READY = "external_ready"
     EXTERNAL_NO_KEY = "external_no_key"
+    EXTERNAL_KEY_REJECTED = "external_key_rejected"  # the key a call would use failed its last test: rejected
 
     @property
     def ready(self) -> bool:

@@ -274,6 +274,16 @@ class KeyStore:
             return self.env_keys[provider]
         return self._decrypt(rows[0][0]) if rows else None
 
+    def rejected(self, provider: str) -> bool:
+        """True when the key secret_for would call the provider with was "rejected" at its last test."""
+        rows = self._secret_rows().get(provider, ())
+        if any(status != KeyCheck.REJECTED.value for _, status in rows):
+            return False
+        if provider in self.env_keys:
+            test = self._env_tests.get(provider)
+            return test is not None and test.status is KeyCheck.REJECTED
+        return bool(rows)
+
     def secret_by_id(self, key_id: KeyId) -> str:
         """The plaintext of one key, for testing it."""
         env_provider = self._env_provider(key_id)

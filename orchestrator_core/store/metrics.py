@@ -700,6 +700,14 @@ def fallback_flows(db: Database, since: float | None, until: float | None) -> li
         ]
 
 
+def last_used_model(db: Database) -> str | None:
+    """The model the newest request asked for (the newest attempt's requested_model), or None without calls."""
+    query = select(CallMetric.requested_model, CallMetric.model).order_by(CallMetric.ts.desc()).limit(1)
+    with db.engine.connect() as conn:
+        row = conn.execute(query).first()
+    return (row.requested_model or row.model) if row is not None else None
+
+
 def summary(db: Database, since: float | None = None) -> dict[str, int]:
     """Totals since a time: attempts made, ok, errors, requests, requests answered by a fallback.
 

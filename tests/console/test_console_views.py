@@ -49,7 +49,7 @@ def test_every_model_state_has_the_icon_the_issue_names() -> None:
     expected = {ModelState.EXTERNAL_READY: "🌐", ModelState.LOADED: "✅", ModelState.LOADING: "🔄",
                 ModelState.NOT_LOADED: "💤", ModelState.COOLING_DOWN: "⏸️", ModelState.HOST_DOWN: "❌",
                 ModelState.EXTERNAL_NO_KEY: "❌", ModelState.SLEEPING: "😴", ModelState.DOWNLOADING: "⬇️",
-                ModelState.UNLOADING: "⏏️", ModelState.LOAD_FAILED: "⛔"}
+                ModelState.UNLOADING: "⏏️", ModelState.LOAD_FAILED: "⛔", ModelState.EXTERNAL_KEY_REJECTED: "🚫"}
     assert {s: views.state_icon(s) for s in ModelState} == expected
     assert set(views.STATE_WORDS) == set(ModelState)
     until = NOW + timedelta(minutes=5)
@@ -191,3 +191,20 @@ def test_picker_status_gives_the_state_and_reason_beside_a_plain_id_picker() -> 
     assert text == "❌ host down — Cannot reach lmstudio"
     assert views.picker_status(None) == "❔ status unknown"
     assert views.picker_status(status("lmstudio:q", ModelState.LOADED, "loaded")) == "✅ loaded"  # said once
+
+
+def test_default_model_is_last_used_then_loaded_local_then_hosted_with_a_tested_key() -> None:
+    statuses = {s.model_id: s for s in [
+        status("openai:gpt", ModelState.EXTERNAL_READY), status("mistral:small", ModelState.EXTERNAL_READY),
+        status("lmstudio:qwen", ModelState.LOADED, local=True), status("ollama:llama", ModelState.NOT_LOADED, local=True),
+        status("google:flash", ModelState.EXTERNAL_KEY_REJECTED)]}
+    assert views.default_model(statuses, "ollama:llama", ["mistral"]) == "ollama:llama"
+    assert views.default_model(statuses, "google:flash", ["mistral"]) == "lmstudio:qwen"  # last used cannot answer
+    del statuses["lmstudio:qwen"]
+    assert views.default_model(statuses, None, ["mistral"]) == "mistral:small"  # its key tested OK
+    assert views.default_model(statuses, None, []) == "openai:gpt"
+
+
+def test_the_load_label_shows_one_clock() -> None:
+    assert views.load_label("lmstudio:q", 1.1, "loading for 3s") == views.plain("Loading lmstudio:q… 1.1 s")
+    assert views.load_label("llamacpp:t", 2.0, "loading 40%") == views.plain("Loading llamacpp:t… 2.0 s — loading 40%")

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 
 import httpx
 import pytest
 import respx
 from streamlit.testing.v1 import AppTest
 
+from orchestrator_core.orchestrator import Orchestrator
+from orchestrator_core.store import MetricRow
+from orchestrator_core.types import KeyCheck, KeyTestResult
 from tests.console.apptools import lmstudio_down, shown, start, texts
 from tests.helpers import ANTHROPIC, LMSTUDIO, OPENAI, lmstudio_models, openai_sse
 
@@ -252,3 +257,36 @@ def test_model_picker_entries_are_plain_ids_and_the_status_is_a_caption(
     picker = at.selectbox(key="chat_model")
     assert GPT in picker.options and all(option.count(":") == 1 and " " not in option for option in picker.options)
     assert any(c.startswith("🌐 hosted, ready") for c in captions(at))
+
+
+def test_a_new_chat_starts_on_the_last_used_model(wire: respx.MockRouter, with_openai_key: str,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  core: Callable[[], Orchestrator]) -> None:
+    lmstudio_down(wire)
+    monkeypatch.setenv("MISTRAL_API_KEY", "mistral-test-key-0123456789")
+    orch = core()
+    orch.metrics.record(MetricRow(model="mistral:mistral-small-latest", outcome="ok", latency_ms=80, request_id="r1",
+                                  requested_model="mistral:mistral-small-latest", ts=time.time() - 5))
+    orch.metrics.flush()
+    assert chat_page().selectbox(key="chat_model").value == "mistral:mistral-small-latest"
+
+
+def test_a_new_chat_prefers_a_loaded_local_model_to_a_hosted_one(wire: respx.MockRouter,
+                                                                 with_openai_key: str) -> None:
+    wire.get(f"{LMSTUDIO}/api/v1/models").respond(json=lmstudio_models({"qwen": True, "llama": False}))
+    assert chat_page().selectbox(key="chat_model").value == "lmstudio:qwen"
+
+
+def test_a_rejected_key_makes_no_model_ready_and_is_not_the_default(wire: respx.MockRouter,
+                                                                    core: Callable[[], Orchestrator]) -> None:
+    lmstudio_down(wire)
+    keys = core().keys
+    bad = keys.add("openai", "work", "sk-rejected-key-0123456789")
+    keys.record_test(bad.id, KeyTestResult(KeyCheck.REJECTED, "401 invalid key", 20.0))
+    good = keys.add("mistral", "ok", "mistral-good-key-0123456789")
+    keys.record_test(good.id, KeyTestResult(KeyCheck.OK, "accepted", 20.0))
+    at = chat_page()
+    assert at.selectbox(key="chat_model").value == "mistral:mistral-small-latest"  # not the rejected key's model
+    at.selectbox(key="chat_model").set_value(GPT).run()
+    assert any(c.startswith("🚫 key rejected") for c in captions(at))
+    assert "**1** of" in " ".join(str(m.value) for m in at.sidebar.markdown)  # only the Mistral model is ready
