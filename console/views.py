@@ -207,8 +207,9 @@ def default_model(statuses: Mapping[str, ModelStatus], last_used: str | None, ke
     hosted one whose key tested OK, else any ready or usable one, else the first."""
     ok = set(keys_ok)
     ready = [m for m, s in statuses.items() if s.state.ready]
-    candidates = [
-        [last_used] if last_used in statuses and statuses[last_used].state.usable else [],
+    last = statuses.get(last_used) if last_used is not None else None
+    candidates: list[list[str]] = [
+        [last.model_id] if last is not None and last.state.usable else [],
         [m for m in ready if statuses[m].local],
         [m for m in ready if not statuses[m].local and connection(m) in ok],
         ready,
