@@ -59,6 +59,12 @@ def switch_and_retry(model_id: str) -> None:
     st.session_state[PENDING] = True
 
 
+def reset_and_retry(model_id: str) -> None:
+    orch.manager.reset_failed(model_id)
+    st.session_state["chat_model"] = model_id
+    st.session_state[PENDING] = True
+
+
 def queue_prompt() -> None:
     """The input's submit: the prompt joins the conversation and a reply is due; the input stays off meanwhile."""
     prompt = st.session_state.get("chat_prompt") or ""
@@ -133,8 +139,12 @@ def render(item: dict[str, Any], index: int) -> None:
         with st.chat_message("system", avatar=item.get("icon", "⚠️")):
             render_loads(item)
             st.markdown(views.plain(item["content"]))  # notices quote hosts: model ids, error messages
+            last = index == len(st.session_state[HISTORY]) - 1
+            if item.get("reset") and last:
+                st.button(f"Reset {views.plain(item['reset'])}'s cooldown and retry", key=f"reset_{index}",
+                          on_click=reset_and_retry, args=(item["reset"],))
             target = item.get("switch_to")
-            if target and index == len(st.session_state[HISTORY]) - 1:
+            if target and last:
                 st.button(f"Switch to {views.plain(target)} and retry", key=f"switch_{index}",
                           on_click=switch_and_retry, args=(target,))
         return
@@ -216,8 +226,11 @@ def failed(history: list[dict[str, Any]], prompt: dict[str, Any], model_id: str,
     else:
         prompt["failed"] = True
     alternative = orch.manager.suggest_alternative(model_id)
-    notice = {"role": "notice", "content": views.failure_notice(model_id, exc, alternative),
-              "icon": views.notice_icon(exc),
+    cooling = orch.failures.get(model_id) if views.only_cooling(model_id, exc) else None
+    notice = {"role": "notice", "icon": "⏸️" if cooling else views.notice_icon(exc),
+              "content": views.cooldown_notice(cooling, alternative) if cooling
+              else views.failure_notice(model_id, exc, alternative),
+              "reset": model_id if cooling else None,
               "switch_to": alternative if not isinstance(exc, StreamInterruptedError) else None}
     history.append(notice)
     render(notice, len(history) - 1)

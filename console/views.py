@@ -25,6 +25,7 @@ from orchestrator_core.types import KeyCheck, ModelState, ModelStatus, Orchestra
 
 if TYPE_CHECKING:
     from orchestrator_core.loader import HostStatus
+    from orchestrator_core.store.failures import FailureEntry
     from orchestrator_core.store.keys import KeyInfo
     from orchestrator_core.store.metrics import ModelStats
     from orchestrator_core.store.tokens import TokenInfo
@@ -460,6 +461,19 @@ def failure_notice(model_id: str, exc: OrchestratorError, alternative: str | Non
 
 
 _ONLY_A_CLOCK = re.compile(r"^\s*(loading|downloading)?( for)? *[\d.]+ ?s\s*$", re.IGNORECASE)
+
+
+def only_cooling(model_id: str, exc: OrchestratorError) -> bool:
+    """True when the call failed only because the model asked for was cooling down (nothing else was tried)."""
+    return isinstance(exc, AllModelsFailedError) and bool(exc.attempts) and all(
+        a.model == model_id and a.error_kind == "cooling_down" for a in exc.attempts)
+
+
+def cooldown_notice(entry: FailureEntry, alternative: str | None) -> str:
+    """The notice when the one model asked for is cooling down: until when, why, and what to do."""
+    text = (f"{entry.model_id} is cooling down until {clock_time(entry.until)} after {entry.error_kind}: "
+            f"{_short(entry.message, 200)}. Reset its cooldown to try it again now")
+    return text + (f", or switch to {alternative}." if alternative else ".")
 
 
 def load_label(model_id: str, elapsed_s: float, detail: str = "") -> str:

@@ -290,3 +290,21 @@ def test_a_rejected_key_makes_no_model_ready_and_is_not_the_default(wire: respx.
     at.selectbox(key="chat_model").set_value(GPT).run()
     assert any(c.startswith("🚫 key rejected") for c in captions(at))
     assert "**1** of" in " ".join(str(m.value) for m in at.sidebar.markdown)  # only the Mistral model is ready
+
+
+def test_asking_one_model_in_cooldown_says_until_when_and_why_and_offers_a_reset(
+        wire: respx.MockRouter, with_openai_key: str, core: Callable[[], Orchestrator]) -> None:
+    lmstudio_down(wire)
+    wire.post(f"{OPENAI}/chat/completions").respond(headers=SSE, content=openai_sse(["back ", "again"]))
+    core().failures.record(GPT, "rate_limit", "slow down", 60)
+    at = chat_page()
+    at.selectbox(key="chat_model").set_value(GPT)
+    at.toggle(key="chat_auto_fallback").set_value(False)
+    send(at, "Hello?")
+    assert not at.exception
+    notice = next(shown(t) for t in texts(at) if "cooling down until" in shown(t))
+    assert notice.startswith(f"{GPT} is cooling down until ") and "after rate_limit: slow down" in notice
+    assert not any("No model could answer" in shown(t) for t in texts(at))
+    reset = next(b for b in at.button if b.key and b.key.startswith("reset_"))
+    reset.click().run()
+    assert not at.exception and "back again" in texts(at)
