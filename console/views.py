@@ -476,6 +476,28 @@ def cooldown_notice(entry: FailureEntry, alternative: str | None) -> str:
     return text + (f", or switch to {alternative}." if alternative else ".")
 
 
+def compare_progress(phase: str, elapsed_s: float, first_token_s: float | None) -> str:
+    """A Compare column's progress line while its model works: what it does, its clock, its first-token time."""
+    words = {"loading": "🔄 loading the model", "streaming": "✍️ answering"}.get(phase, "⏳ waiting for the first token")
+    first = f" · first token after {first_token_s:.1f} s" if first_token_s is not None else ""
+    return f"{words}… {elapsed_s:.1f} s{first}"
+
+
+def compare_error(model_id: str, exc: OrchestratorError) -> str:
+    """A Compare column's error as sentences: one per attempt, never the multi-line report run together."""
+    if isinstance(exc, AllModelsFailedError) and exc.attempts:
+        return " ".join(_sentence(f"{a.error or a.error_kind or a.outcome}") for a in exc.attempts)
+    return _sentence(exc.message)
+
+
+def _sentence(text: str) -> str:
+    text = " ".join(text.split()).rstrip()
+    if not text:
+        return ""
+    text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
 def load_label(model_id: str, elapsed_s: float, detail: str = "") -> str:
     """The st.status label while a model loads (Markdown: the id and the host's detail are escaped).
 
