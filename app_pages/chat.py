@@ -262,13 +262,17 @@ with chat_tab:
     for i, item in enumerate(history):
         render(item, i)
     busy = bool(st.session_state.get(PENDING)) and any(i["role"] == "user" for i in history)
+    # The reply and Stop are drawn into slots above the input: drawn after it, the reply showed below the input
+    # (in a tab the input is not pinned to the bottom) until the next rerun.
+    reply, stop_slot = st.container(), st.container()
     # Disabled while a reply runs: a prompt sent then would rerun the page and silently drop the running reply.
     st.chat_input("Ask something" if not busy else "Answering… (Stop to send another prompt)", key="chat_prompt",
                   on_submit=queue_prompt, disabled=busy)
     if busy:
-        st.button("⏹️ Stop", key="chat_stop", on_click=stop_reply,
-                  help="Stop the answer (or the load wait); the attempt is recorded as cancelled")
-        answer(history)
+        stop_slot.button("⏹️ Stop", key="chat_stop", on_click=stop_reply,
+                         help="Stop the answer (or the load wait); the attempt is recorded as cancelled")
+        with reply:
+            answer(history)
         st.session_state.pop(PENDING, None)
         st.session_state.pop(PARTIAL, None)
         st.rerun()  # turn the input back on

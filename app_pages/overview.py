@@ -19,8 +19,11 @@ steps = views.next_steps(hosts, keys, statuses)
 if steps:
     with st.container(border=True):
         st.subheader("Getting started")
-        for number, step in enumerate(steps, 1):
+        for number, (step, link) in enumerate(steps, 1):
             st.markdown(f"{number}. {step}")
+            if link is not None:
+                page, label = views.STEP_LINKS[link]
+                st.page_link(page, label=label, icon="➡️")
 
 counts = views.state_counts(statuses)
 cols = st.columns(4)
@@ -39,10 +42,14 @@ with left:
     st.subheader("Local hosts")
     if not hosts:
         st.info("No local host is checked: LOCAL_HOSTS is empty.")
+    seen = views.seen_up(orch.registry.list())
     for host in hosts:
-        st.markdown(f"{views.host_line(host)}  \n`{host.base_url}`")
+        st.markdown(f"{views.host_line(host, host.provider in seen)}  \n`{host.base_url}`")
         if not host.reachable:
             st.caption(views.plain(host.detail))
+    hint = views.probe_hint(hosts, seen)
+    if hint:
+        st.info(hint, icon="💡")
 with right:
     st.subheader("API keys")
     st.dataframe(pd.DataFrame(views.provider_key_rows(keys)), hide_index=True, width="stretch")

@@ -103,10 +103,18 @@ def sidebar(orch: Orchestrator) -> None:
     """Host reachability and ready models, from the cached status (one cheap request per host at most)."""
     hosts = orch.manager.hosts()
     statuses = orch.manager.list_with_status()
+    seen = views.seen_up(orch.registry.list())
+    # A host never seen up is folded into one grey line: red for a host the operator does not run misleads.
+    never = [h for h in hosts if not h.reachable and h.provider not in seen]
     with st.sidebar:
         st.caption("Local hosts")
         for host in hosts:
-            st.markdown(views.host_line(host), help=views.plain(f"{host.base_url} — {host.detail}"))
+            if host not in never or len(never) == len(hosts):
+                st.markdown(views.host_line(host, host.provider in seen),
+                            help=views.plain(f"{host.base_url} — {host.detail}"))
+        if never and len(never) < len(hosts):
+            st.markdown("⚪ not running: " + ", ".join(h.display_name for h in never),
+                        help=views.plain(views.probe_hint(hosts, seen) or ""))
         if not hosts:
             st.markdown("No local host configured (LOCAL_HOSTS is empty).")
         st.caption("Models")

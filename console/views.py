@@ -309,11 +309,29 @@ def _short(text: str, limit: int) -> str:
 
 
 # -- hosts and keys ---------------------------------------------------------------------------------
-def host_line(host: HostStatus) -> str:
-    """One line per local host for the sidebar and the overview."""
+def host_line(host: HostStatus, seen_up: bool = True) -> str:
+    """One line per local host for the sidebar and the overview; grey, not red, for a host never seen up."""
     if host.reachable:
         return f"🟢 {host.display_name}: {host.loaded} loaded of {host.models}"
+    if not seen_up:
+        return f"⚪ {host.display_name}: not running (never seen up)"
     return f"🔴 {host.display_name}: not reachable"
+
+
+def seen_up(entries: Iterable[Any]) -> set[str]:
+    """Local hosts that were up at least once: they listed a model, which the registry keeps as discovered."""
+    return {e.provider for e in entries if e.source == "discovered"}
+
+
+def probe_hint(hosts: Sequence[HostStatus], seen: set[str]) -> str | None:
+    """How to stop checking hosts that never answered: the LOCAL_HOSTS line to set, or None."""
+    never = [h for h in hosts if not h.reachable and h.provider not in seen]
+    if not never or len(never) == len(hosts):
+        return None  # nothing to hide, or every host: then Getting started says what to start
+    keep = ",".join(h.provider for h in hosts if h not in never)
+    names = ", ".join(h.display_name for h in never)
+    return (f"{names} never answered here. To stop checking them, set LOCAL_HOSTS={keep} in .env "
+            "(or the environment) and restart the console.")
 
 
 def key_rows(keys: Sequence[KeyInfo]) -> list[dict[str, Any]]:
@@ -376,23 +394,30 @@ def key_test_message(key: KeyInfo, status: KeyCheck, detail: str, latency_ms: fl
     return f"{key.provider} · {key.label}: {KEY_CHECK_TEXT[status]} in {latency_ms:.0f} ms — {_short(detail, 120)}"
 
 
-def next_steps(hosts: Sequence[HostStatus], keys: Sequence[KeyInfo], statuses: Sequence[ModelStatus]) -> list[str]:
-    """What a newcomer should do next, in order; empty when the console is ready to chat."""
-    steps = []
+# The page each Getting-started step is done on: (page file, link label).
+STEP_LINKS = {
+    "keys": ("app_pages/keys.py", "Add a key on the API keys page"),
+    "models": ("app_pages/models.py", "Open the Models page"),
+}
+
+
+def next_steps(hosts: Sequence[HostStatus], keys: Sequence[KeyInfo],
+               statuses: Sequence[ModelStatus]) -> list[tuple[str, str | None]]:
+    """What a newcomer should do next, in order, each with the STEP_LINKS page it is done on (or None)."""
+    steps: list[tuple[str, str | None]] = []
     if hosts and not any(h.reachable for h in hosts):
-        steps.append(
+        steps.append((
             "No local host is reachable. Start LM Studio's server (Developer tab → Start server, or "
             "`lms server start`), Ollama (`ollama serve`) or llama-server, or point LMSTUDIO_BASE_URL / "
-            "OLLAMA_BASE_URL / LLAMACPP_BASE_URL at where it runs."
-        )
+            "OLLAMA_BASE_URL / LLAMACPP_BASE_URL at where it runs.", None))
     if not keys:
-        steps.append("No API key yet. Add one on the API keys page (or set OPENAI_API_KEY and friends) to use "
-                     "hosted models and to have a fallback when local models fail.")
+        steps.append(("No API key yet. Add one on the API keys page (or set OPENAI_API_KEY and friends) to use "
+                      "hosted models and to have a fallback when local models fail.", "keys"))
     if statuses and not any(s.state.usable for s in statuses):
-        steps.append("No model is usable right now; see the Models page for why.")
+        steps.append(("No model is usable right now; see the Models page for why.", "models"))
     elif not statuses:
-        steps.append("No model is registered yet: models appear when a local host is reachable, or add a hosted "
-                     "model (for example openai:gpt-4o-mini) on the Models page.")
+        steps.append(("No model is registered yet: models appear when a local host is reachable, or add a hosted "
+                      "model (for example openai:gpt-4o-mini) on the Models page.", "models"))
     return steps
 
 

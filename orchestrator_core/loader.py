@@ -244,6 +244,10 @@ class ModelManager:
         now = datetime.now(UTC)
         failure = failures.get(ref.id)
         local = is_local(ref.provider)
+        if failure is not None and local and snapshot is not None and snapshot.error is not None:
+            # One cause, one state: the host is down (most likely why the model cools down at all).
+            return ModelStatus(ref.id, ModelState.HOST_DOWN, snapshot.error.message, snapshot.checked_at,
+                               cooldown_until=failure.until, local=True)
         if failure is not None:
             until = failure.until.astimezone().strftime("%H:%M:%S")
             return ModelStatus(

@@ -482,6 +482,6 @@ def _check_key(key: str | None) -> str:
 
 def _duplicate(provider: str, label: str) -> InvalidKeyInputError:
     return InvalidKeyInputError(
-        f"A {provider} key labelled {label!r} already exists; choose another label or edit that key."
+        f"A key labelled {label!r} already exists for {provider}; choose another label or edit that key."
     )
 

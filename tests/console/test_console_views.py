@@ -179,11 +179,24 @@ def test_next_steps_guide_a_newcomer_and_vanish_once_ready() -> None:
     up = HostStatus("lmstudio", "LM Studio", "http://127.0.0.1:1234", True, "1 models", 1, 1, NOW)
     no_key = [status("openai:gpt", ModelState.EXTERNAL_NO_KEY)]
     steps = views.next_steps([down], [], no_key)
-    assert "Start LM Studio's server" in steps[0] and "Add one on the API keys page" in steps[1]
-    assert "No model is usable" in steps[2]
+    assert "Start LM Studio's server" in steps[0][0] and "Add one on the API keys page" in steps[1][0]
+    assert "No model is usable" in steps[2][0]
+    assert [link for _, link in steps] == [None, "keys", "models"]  # the steps are links to their pages
     key = KeyInfo(1, "openai", "default", "••••cdef", "stored")
     assert views.next_steps([up], [key], [status("lmstudio:q", ModelState.LOADED)]) == []
     assert views.host_line(up) == "🟢 LM Studio: 1 loaded of 1" and views.host_line(down).startswith("🔴")
+    assert views.host_line(down, seen_up=False) == "⚪ LM Studio: not running (never seen up)"
+
+
+def test_probe_hint_names_the_hosts_never_seen_up_and_the_local_hosts_line_to_set() -> None:
+    def host(provider: str, name: str, up: bool) -> HostStatus:
+        return HostStatus(provider, name, "http://127.0.0.1:1", up, "", 0, 0, NOW)
+
+    hosts = [host("lmstudio", "LM Studio", True), host("ollama", "Ollama", False), host("llamacpp", "llama.cpp", False)]
+    hint = views.probe_hint(hosts, {"lmstudio", "llamacpp"})
+    assert hint is not None and hint.startswith("Ollama never answered here") and "LOCAL_HOSTS=lmstudio,llamacpp" in hint
+    assert views.probe_hint(hosts, {"lmstudio", "ollama", "llamacpp"}) is None
+    assert views.probe_hint(hosts[1:], set()) is None  # none ever up: Getting started says what to start
 
 
 def test_picker_status_gives_the_state_and_reason_beside_a_plain_id_picker() -> None:
