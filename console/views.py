@@ -21,7 +21,7 @@ from orchestrator_core.errors import (
     StreamInterruptedError,
 )
 from orchestrator_core.providers.registry import HOSTED_PROVIDERS, PROVIDERS
-from orchestrator_core.types import KeyCheck, ModelState, ModelStatus, OrchestratedResult
+from orchestrator_core.types import KeyCheck, ModelFacts, ModelState, ModelStatus, OrchestratedResult
 
 if TYPE_CHECKING:
     from orchestrator_core.loader import HostStatus
@@ -175,6 +175,27 @@ def state_text(status: ModelStatus) -> str:
     return f"{state_icon(status.state)} {words}"
 
 
+def model_facts(facts: ModelFacts | None) -> str:
+    """ "4.4 GB · context 4,096 of 32,768 · 5.1 GB in memory", from what the host reports; "" when nothing."""
+    if facts is None:
+        return ""
+    parts = []
+    if facts.size_bytes:
+        parts.append(_size(facts.size_bytes))
+    if facts.context_length and facts.max_context_length:
+        parts.append(f"context {facts.context_length:,} of {facts.max_context_length:,}")
+    elif facts.context_length or facts.max_context_length:
+        parts.append(f"context {facts.context_length or facts.max_context_length:,}"
+                     + ("" if facts.context_length else " max"))
+    if facts.memory_bytes:
+        parts.append(f"{_size(facts.memory_bytes)} in memory")
+    return " · ".join(parts)
+
+
+def _size(value: int) -> str:
+    return f"{value / 1e9:.1f} GB" if value >= 1e9 else f"{value / 1e6:.0f} MB"
+
+
 def picker_status(status: ModelStatus | None) -> str:
     """The chosen model's state and reason, shown beside a picker whose entries stay plain model ids.
 
@@ -186,7 +207,9 @@ def picker_status(status: ModelStatus | None) -> str:
     detail = _short(status.detail, 120)
     if detail.lower() == STATE_WORDS.get(status.state, status.state.value).lower():
         detail = ""  # the host's detail only repeats the state ("loaded — loaded")
-    return plain(f"{state_text(status)} — {detail}" if detail else state_text(status))  # a caption: Markdown
+    text = f"{state_text(status)} — {detail}" if detail else state_text(status)
+    facts = model_facts(status.facts)
+    return plain(f"{text} · {facts}" if facts else text)  # a caption: Markdown
 
 
 def connection(model_id: str) -> str:
@@ -288,6 +311,7 @@ def model_detail(status: ModelStatus | None, entry: Any, stat: ModelStats | None
         ("Last call", dash(local_time(stat.last_call_at) if stat else None)),
         ("Last error", dash(error)),
         ("Cooldown until", dash(local_time(status.cooldown_until) if status and status.cooldown_until else None)),
+        ("Size, context, memory", dash(model_facts(status.facts) if status else None)),
         ("Priority", str(entry.priority)),
         ("Source", entry.source),
     ]

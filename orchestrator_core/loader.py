@@ -277,7 +277,7 @@ class ModelManager:
             return unloading
         detail = host_model.detail or host_model.state.value.replace("_", " ")
         return ModelStatus(ref.id, host_model.state, detail, snapshot.checked_at, local=True,
-                           progress=host_model.progress)
+                           progress=host_model.progress, facts=host_model.facts)
 
     def _unloading_status(self, ref: ModelRef, host_model: HostModel, checked_at: datetime) -> ModelStatus | None:
         """UNLOADING while the host still lists a model whose unload was asked for (llama-server, Ollama)."""

@@ -104,6 +104,16 @@ class ModelState(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class ModelFacts:
+    """What a local host reports about a model beside its state (None where it does not say)."""
+
+    size_bytes: int | None = None  # the model's files
+    context_length: int | None = None  # the loaded instance's context window
+    max_context_length: int | None = None  # the most the model supports
+    memory_bytes: int | None = None  # in (GPU) memory while loaded
+
+
+@dataclass(frozen=True)
 class ModelStatus:
     model_id: str
     state: ModelState
@@ -112,6 +122,7 @@ class ModelStatus:
     cooldown_until: datetime | None = None
     local: bool = False
     progress: float | None = None  # percent, while loading or downloading, where the host reports it
+    facts: ModelFacts | None = None  # size, context, memory: where the host reports them
 
 
 @dataclass(frozen=True)
@@ -123,6 +134,7 @@ class HostModel:
     instance_ids: tuple[str, ...] = ()
     detail: str = ""
     progress: float | None = None  # percent, while loading or downloading, where the host reports it
+    facts: ModelFacts | None = None
 
 
 # Every column holding a model id (ai_models, call_metrics, model_failures, the rollups) is VARCHAR(255).

@@ -18,6 +18,7 @@ from orchestrator_core.types import (
     Attempt,
     ChatResult,
     KeyCheck,
+    ModelFacts,
     ModelState,
     ModelStatus,
     OrchestratedResult,
@@ -221,3 +222,13 @@ def test_default_model_is_last_used_then_loaded_local_then_hosted_with_a_tested_
 def test_the_load_label_shows_one_clock() -> None:
     assert views.load_label("lmstudio:q", 1.1, "loading for 3s") == views.plain("Loading lmstudio:q… 1.1 s")
     assert views.load_label("llamacpp:t", 2.0, "loading 40%") == views.plain("Loading llamacpp:t… 2.0 s — loading 40%")
+
+
+def test_model_facts_read_like_lm_studios_model_list() -> None:
+    facts = ModelFacts(size_bytes=4_680_000_000, context_length=8192, max_context_length=32768,
+                       memory_bytes=5_100_000_000)
+    assert views.model_facts(facts) == "4.7 GB · context 8,192 of 32,768 · 5.1 GB in memory"
+    assert views.model_facts(ModelFacts(size_bytes=274_290_560, max_context_length=2048)) == "274 MB · context 2,048 max"
+    assert views.model_facts(None) == views.model_facts(ModelFacts()) == ""
+    loaded = status("lmstudio:q", ModelState.LOADED, "loaded", local=True, facts=facts)
+    assert views.picker_status(loaded).endswith(views.plain(" · 4.7 GB · context 8,192 of 32,768 · 5.1 GB in memory"))

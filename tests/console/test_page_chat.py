@@ -274,7 +274,10 @@ def test_a_new_chat_starts_on_the_last_used_model(wire: respx.MockRouter, with_o
 def test_a_new_chat_prefers_a_loaded_local_model_to_a_hosted_one(wire: respx.MockRouter,
                                                                  with_openai_key: str) -> None:
     wire.get(f"{LMSTUDIO}/api/v1/models").respond(json=lmstudio_models({"qwen": True, "llama": False}))
-    assert chat_page().selectbox(key="chat_model").value == "lmstudio:qwen"
+    at = chat_page()
+    assert at.selectbox(key="chat_model").value == "lmstudio:qwen"
+    assert at.selectbox(key="chat_model").options[:2] == ["lmstudio:qwen", "lmstudio:llama"]  # grouped: local first
+    assert any("context 4,096 of 32,768" in shown(c) for c in captions(at))  # what the host reports
 
 
 def test_a_rejected_key_makes_no_model_ready_and_is_not_the_default(wire: respx.MockRouter,
