@@ -13,7 +13,7 @@ _OUTCOME_COLORS = {"ok": "rgba(46, 160, 67, 0.6)", "error": "rgba(218, 54, 51, 0
                    "skipped": "rgba(150, 150, 150, 0.5)"}
 
 
-LEGEND_BELOW = {"orientation": "h", "yanchor": "top", "y": -0.18, "xanchor": "left", "x": 0}
+LEGEND_BELOW = {"orientation": "h", "yanchor": "top", "y": -0.3, "xanchor": "left", "x": 0}  # under the ticks
 
 
 def _layout(fig: go.Figure, title: str, y_title: str = "", x_title: str = "") -> go.Figure:
