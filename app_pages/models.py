@@ -22,8 +22,9 @@ state.show_flash()
 
 
 # -- live status and actions ---------------------------------------------------------------------------
-# Column widths that keep every figure on a 1400 px screen; the long texts are in the detail panel.
-TABLE_COLUMNS = {  # pixels: the nine fit the main area of a 1400 px window beside the sidebar (~900 px)
+# Widths in pixels: the nine columns fit beside the sidebar of a 1400 px window (~900 px); the long texts are in
+# the detail panel.
+TABLE_COLUMNS = {
     "Model": st.column_config.TextColumn(width=190, pinned=True),
     "State": st.column_config.TextColumn(width=130),
     "Calls": st.column_config.NumberColumn(width=64, format="%d"),
