@@ -15,10 +15,12 @@ from orchestrator_core.types import ModelState, ModelStatus
 INTERVALS: dict[str, float | None] = {"Off": None, "2 s": 2.0, "5 s": 5.0, "10 s": 10.0, "30 s": 30.0}
 STATS_WINDOW_S = 86400.0
 WAIT_FOR = "models_wait_for"  # the model whose load the next full run waits for
+NOTICES = "models_notices"  # the last action's messages: shown through the panel's auto-refreshes
 
 orch = state.orchestrator()
 st.title("🧠 Models")
 state.show_flash()
+st.session_state.pop(NOTICES, None)  # a full run (a page visit, a registry change) ends the last action's messages
 
 
 # -- live status and actions ---------------------------------------------------------------------------
@@ -122,7 +124,12 @@ def actions(statuses: dict[str, ModelStatus], stats: dict[str, Any]) -> None:
 @st.fragment(run_every=INTERVALS[interval])
 def status_panel() -> None:
     """The table of every model and the actions: reruns on its own, and on every action, without the page."""
-    state.show_flash()  # an action's message: the action reran only this fragment
+    # An action reran only this fragment, so its messages are shown here, and kept until the next action or
+    # full run: the auto-refresh a few seconds later must not wipe them.
+    fresh = state.take_flash()
+    if fresh:
+        st.session_state[NOTICES] = fresh
+    state.show_messages(st.session_state.get(NOTICES, []))
     listed = orch.manager.list_with_status()
     stats = state.metric(orch, "table_stats", state.minute_now() - STATS_WINDOW_S)
     rows = views.model_rows(listed, orch.registry.list(), stats)

@@ -88,7 +88,17 @@ def flash(kind: str, text: str) -> None:
 
 def show_flash() -> None:
     """Render and forget queued messages, once each: a banner, not also a toast; they quote hosts, so plain text."""
-    for kind, text in st.session_state.pop(_FLASH, []):
+    show_messages(take_flash())
+
+
+def take_flash() -> list[tuple[str, str]]:
+    """The queued messages, forgotten here (for a panel that shows them across its own reruns)."""
+    messages: list[tuple[str, str]] = st.session_state.pop(_FLASH, [])
+    return messages
+
+
+def show_messages(messages: list[tuple[str, str]]) -> None:
+    for kind, text in messages:
         getattr(st, kind)(views.plain(text))
 
 
