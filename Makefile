@@ -43,6 +43,7 @@ screenshots: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/overhead.py
 	$(PY) bench/metrics_queries.py
+	$(PY) bench/models_page.py
 	$(PY) bench/load_speed.py
 	$(PY) bench/cli_startup.py
 	$(PY) bench/gateway.py

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import queue
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -11,7 +14,7 @@ import streamlit as st
 from console import state, views
 from orchestrator_core.errors import InputError, OrchestratorError, StreamInterruptedError
 from orchestrator_core.orchestrator import CallEvent
-from orchestrator_core.types import Message, ModelStatus
+from orchestrator_core.types import KeyCheck, Message, ModelState, ModelStatus
 
 HISTORY = "chat_history"
 COMPARE = "compare_results"
@@ -28,11 +31,10 @@ if not statuses:
     st.page_link("app_pages/models.py", label="Models", icon="🧠")
     st.stop()
 
-model_ids = list(statuses)
+model_ids = views.grouped(statuses)  # grouped by connection: local hosts first
 if st.session_state.get("chat_model") not in statuses:
-    ready = [m for m, s in statuses.items() if s.state.ready]
-    usable = [m for m, s in statuses.items() if s.state.usable]
-    st.session_state["chat_model"] = (ready or usable or model_ids)[0]
+    keys_ok = {k.provider for k in orch.keys.list() if k.last_test_status is KeyCheck.OK}
+    st.session_state["chat_model"] = views.default_model(statuses, state.metric(orch, "last_used_model"), keys_ok)
 
 
 def params() -> dict[str, Any]:
@@ -56,6 +58,12 @@ def clear_conversation() -> None:
 
 
 def switch_and_retry(model_id: str) -> None:
+    st.session_state["chat_model"] = model_id
+    st.session_state[PENDING] = True
+
+
+def reset_and_retry(model_id: str) -> None:
+    orch.manager.reset_failed(model_id)
     st.session_state["chat_model"] = model_id
     st.session_state[PENDING] = True
 
@@ -134,8 +142,12 @@ def render(item: dict[str, Any], index: int) -> None:
         with st.chat_message("system", avatar=item.get("icon", "⚠️")):
             render_loads(item)
             st.markdown(views.plain(item["content"]))  # notices quote hosts: model ids, error messages
+            last = index == len(st.session_state[HISTORY]) - 1
+            if item.get("reset") and last:
+                st.button(f"Reset {views.plain(item['reset'])}'s cooldown and retry", key=f"reset_{index}",
+                          on_click=reset_and_retry, args=(item["reset"],))
             target = item.get("switch_to")
-            if target and index == len(st.session_state[HISTORY]) - 1:
+            if target and last:
                 st.button(f"Switch to {views.plain(target)} and retry", key=f"switch_{index}",
                           on_click=switch_and_retry, args=(target,))
         return
@@ -217,8 +229,11 @@ def failed(history: list[dict[str, Any]], prompt: dict[str, Any], model_id: str,
     else:
         prompt["failed"] = True
     alternative = orch.manager.suggest_alternative(model_id)
-    notice = {"role": "notice", "content": views.failure_notice(model_id, exc, alternative),
-              "icon": views.notice_icon(exc),
+    cooling = orch.failures.get(model_id) if views.only_cooling(model_id, exc) else None
+    notice = {"role": "notice", "icon": "⏸️" if cooling else views.notice_icon(exc),
+              "content": views.cooldown_notice(cooling, alternative) if cooling
+              else views.failure_notice(model_id, exc, alternative),
+              "reset": model_id if cooling else None,
               "switch_to": alternative if not isinstance(exc, StreamInterruptedError) else None}
     history.append(notice)
     render(notice, len(history) - 1)
@@ -247,36 +262,121 @@ with chat_tab:
     for i, item in enumerate(history):
         render(item, i)
     busy = bool(st.session_state.get(PENDING)) and any(i["role"] == "user" for i in history)
+    # The reply and Stop are drawn into slots above the input: drawn after it, the reply showed below the input
+    # (in a tab the input is not pinned to the bottom) until the next rerun.
+    reply, stop_slot = st.container(), st.container()
     # Disabled while a reply runs: a prompt sent then would rerun the page and silently drop the running reply.
     st.chat_input("Ask something" if not busy else "Answering… (Stop to send another prompt)", key="chat_prompt",
                   on_submit=queue_prompt, disabled=busy)
     if busy:
-        st.button("⏹️ Stop", key="chat_stop", on_click=stop_reply,
-                  help="Stop the answer (or the load wait); the attempt is recorded as cancelled")
-        answer(history)
+        stop_slot.button("⏹️ Stop", key="chat_stop", on_click=stop_reply,
+                         help="Stop the answer (or the load wait); the attempt is recorded as cancelled")
+        with reply:
+            answer(history)
         st.session_state.pop(PENDING, None)
         st.session_state.pop(PARTIAL, None)
         st.rerun()  # turn the input back on
 
 
 # -- compare -----------------------------------------------------------------------------------------
-def ask_each(models: list[str], messages: list[Message]) -> list[dict[str, Any]]:
-    """Every model answers the same prompt, concurrently, without fallback: each column is its model."""
-    def one(model_id: str) -> dict[str, Any]:
-        try:
-            result = orch.chat(model_id, messages, fallback=False, **params())
-        except OrchestratorError as exc:
-            return {"model": model_id, "text": None, "caption": exc.message}
-        return {"model": model_id, "text": result.text, "caption": views.answer_caption(result)}
+class CompareColumn:
+    """One model's column while Compare runs: a progress line with its clock and first-token time, the text."""
 
-    with ThreadPoolExecutor(max_workers=len(models), thread_name_prefix="compare") as pool:
-        return list(pool.map(one, models))
+    def __init__(self, model_id: str) -> None:
+        self.model_id = model_id
+        st.markdown(f"**{views.plain(model_id)}**")
+        self.progress = st.empty()
+        self.body = st.empty()
+        self.caption = st.empty()
+        self.phase = "asking"
+        self.text = ""
+        self.first_token_s: float | None = None
+        self.item: dict[str, Any] | None = None  # set when the model is done
+
+    def on(self, kind: str, value: Any, elapsed_s: float) -> None:
+        if kind == "event" and value.kind == "loading":
+            self.phase = "loading"
+        elif kind == "event" and value.kind == "answering":
+            self.phase = "asking"
+        elif kind == "text":
+            if self.first_token_s is None:
+                self.first_token_s = elapsed_s
+            self.phase, self.text = "streaming", self.text + value
+            self.body.markdown(views.answer_markdown(self.text))
+        elif kind == "done":
+            self.item = {"model": self.model_id, "text": value.text, "caption": views.answer_caption(value)}
+            self.body.markdown(views.answer_markdown(value.text))
+        elif kind == "error":
+            self.item = {"model": self.model_id, "text": None, "caption": views.compare_error(self.model_id, value)}
+            self.body.error(views.plain(self.item["caption"]))
+
+    def tick(self, elapsed_s: float) -> None:
+        if self.item is not None:
+            self.progress.empty()
+            if self.item["text"] is not None:
+                self.caption.caption(views.plain(self.item["caption"]))
+            return
+        self.progress.caption(views.compare_progress(self.phase, elapsed_s, self.first_token_s))
+
+
+def stream_each(models: list[str], messages: list[Message]) -> list[dict[str, Any]]:
+    """Every model answers the same prompt at once, without fallback, each streaming into its own column.
+
+    The provider calls run on a pool; only this script thread touches the page, fed through a queue.
+    """
+    events: queue.Queue[tuple[str, str, Any]] = queue.Queue()
+    stop = threading.Event()
+
+    def one(model_id: str) -> None:
+        try:
+            stream = orch.stream_chat(model_id, messages, fallback=False,
+                                      on_event=lambda e: events.put((model_id, "event", e)), **params())
+            for piece in stream:
+                if stop.is_set():
+                    stream.close()  # the operator left: the attempt is recorded as cancelled
+                    return
+                events.put((model_id, "text", piece))
+            events.put((model_id, "done", stream.result))
+        except OrchestratorError as exc:
+            events.put((model_id, "error", exc))
+
+    columns = {}
+    for column, model_id in zip(st.columns(len(models)), models, strict=True):
+        with column:
+            columns[model_id] = CompareColumn(model_id)
+    started = time.monotonic()
+    pool = ThreadPoolExecutor(max_workers=len(models), thread_name_prefix="compare")
+    try:
+        futures = [pool.submit(one, model_id) for model_id in models]
+        while any(c.item is None for c in columns.values()):
+            try:
+                model_id, kind, value = events.get(timeout=0.2)
+            except queue.Empty:
+                if all(f.done() for f in futures):
+                    break  # a worker ended without a word: its exception is raised below
+            else:
+                columns[model_id].on(kind, value, time.monotonic() - started)
+            for column in columns.values():
+                column.tick(time.monotonic() - started)
+        for future in futures:
+            future.result()
+    finally:
+        stop.set()  # a rerun that interrupts this loop ends the streams too
+        pool.shutdown(wait=False)
+    return [c.item for c in columns.values() if c.item is not None]
 
 
 with compare_tab:
-    chosen = st.multiselect("Models (2–4)", model_ids, key="compare_models", max_selections=4)
+    # "Select all" must not pick a model without a key, with a rejected key or on a host that is down; one
+    # cooling down stays (its column says until when).
+    offered = [m for m in model_ids if statuses[m].state.usable or statuses[m].state is ModelState.COOLING_DOWN]
+    left_out = [m for m in model_ids if m not in offered]
+    chosen = st.multiselect("Models (2–4)", offered, key="compare_models", max_selections=4)
     for model_id in chosen:
         st.caption(f"{views.plain(model_id)}: {views.picker_status(statuses.get(model_id))}")
+    if left_out:
+        st.caption(views.plain("Not offered (they cannot answer now): " + ", ".join(
+            f"{m} ({views.STATE_WORDS.get(statuses[m].state, statuses[m].state.value)})" for m in left_out)))
     # A form: typing then clicking Compare is one submit (outside a form the text area's change rerun ate the click).
     with st.form("compare_form", border=False):
         question = st.text_area("Prompt", key="compare_prompt")
@@ -284,9 +384,8 @@ with compare_tab:
     if submitted and (len(chosen) < 2 or not question.strip()):
         st.warning("Pick 2 to 4 models and write a prompt, then press Compare.")
     elif submitted:
-        messages = conversation([{"role": "user", "content": question}])
-        with st.spinner(f"Asking {len(chosen)} models… (local ones are loaded first)"):
-            st.session_state[COMPARE] = ask_each(chosen, messages)
+        st.session_state[COMPARE] = stream_each(chosen, conversation([{"role": "user", "content": question}]))
+        st.rerun()  # the chips above show the states the answers left (a model loaded to answer)
     results = st.session_state.get(COMPARE) or []
     if results:
         for column, item in zip(st.columns(len(results)), results, strict=True):

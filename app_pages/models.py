@@ -1,58 +1,51 @@
-"""Models: a live status table, load / unload / reset actions, the registry, and charts over the call metrics."""
+"""Models: a live status table with actions and a detail panel, and the registry. The charts are on Usage."""
 
 from __future__ import annotations
 
 import time
-from datetime import date, timedelta
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from console import charts, state, views
+from console import state, views
 from orchestrator_core.errors import OrchestratorError
-from orchestrator_core.store import metrics
 from orchestrator_core.types import ModelState, ModelStatus
 
 INTERVALS: dict[str, float | None] = {"Off": None, "2 s": 2.0, "5 s": 5.0, "10 s": 10.0, "30 s": 30.0}
 STATS_WINDOW_S = 86400.0
+WAIT_FOR = "models_wait_for"  # the model whose load the next full run waits for
+NOTICES = "models_notices"  # the last action's messages: shown through the panel's auto-refreshes
 
 orch = state.orchestrator()
 st.title("🧠 Models")
 state.show_flash()
+st.session_state.pop(NOTICES, None)  # a full run (a page visit, a registry change) ends the last action's messages
 
 
-# -- live status ---------------------------------------------------------------------------------------
+# -- live status and actions ---------------------------------------------------------------------------
+# Widths in pixels: the nine columns fit beside the sidebar of a 1400 px window (~900 px); the long texts are in
+# the detail panel.
+TABLE_COLUMNS = {
+    "Model": st.column_config.TextColumn(width=190, pinned=True),
+    "State": st.column_config.TextColumn(width=130),
+    "Calls": st.column_config.NumberColumn(width=64, format="%d"),
+    "Success": st.column_config.TextColumn(width=66),
+    "p50 ms": st.column_config.TextColumn(width=64),
+    "p95 ms": st.column_config.TextColumn(width=64),
+    "Last error": st.column_config.TextColumn(width=160),
+    "Cooldown until": st.column_config.TextColumn("Cooling until", width=84),
+    "Priority": st.column_config.NumberColumn(width=60),
+}
+
 controls = st.columns([1, 1, 3], vertical_alignment="bottom")
 interval = controls[0].selectbox("Auto-refresh", list(INTERVALS), index=2, key="models_interval")
 if controls[1].button("Refresh now", key="models_refresh_now", help="Ask every local host again now"):
     orch.manager.list_with_status(force=True)
     state.clear_metric_cache()
+controls[2].page_link("app_pages/usage.py", label="Latency, errors and fallbacks over time: Usage", icon="📈")
 
 
-@st.fragment(run_every=INTERVALS[interval])
-def status_table() -> None:
-    """The table of every model; reruns on its own every few seconds without rerunning the page."""
-    rows = views.model_rows(
-        orch.manager.list_with_status(),
-        orch.registry.list(),
-        state.metric(orch, "model_stats", state.minute_now() - STATS_WINDOW_S),
-    )
-    if not rows:
-        st.info("No model registered yet: start a local host, or add a hosted model below.")
-        return
-    st.dataframe(
-        pd.DataFrame(rows), hide_index=True, width="stretch", key="models_table",
-        column_config={"p50 ms": st.column_config.NumberColumn(format="%.0f"),
-                       "p95 ms": st.column_config.NumberColumn(format="%.0f")},
-    )
-    st.caption(f"Status checked {views.local_time(time.time())}; calls, success and latency over the last 24 hours.")
-
-
-status_table()
-
-
-# -- actions -----------------------------------------------------------------------------------------
 def run_action(action: str, model_id: str | None) -> None:
     """Quick actions run as callbacks, so the table rendered next already shows their effect."""
     manager = orch.manager
@@ -97,25 +90,66 @@ def load_and_wait(model_id: str) -> None:
         box.update(label=views.plain(f"{model_id} is loaded ({time.monotonic() - started:.1f} s)"), state="complete")
 
 
-statuses: dict[str, ModelStatus] = {s.model_id: s for s in orch.manager.list_with_status()}
-st.subheader("Actions")
-if statuses:
+def detail_panel(chosen: str, status: ModelStatus | None, stats: dict[str, Any]) -> None:
+    """What the compact table leaves out, for the picked model."""
+    entry = next((e for e in orch.registry.list() if e.model_id == chosen), None)
+    if entry is None:
+        return
+    with st.expander(f"Detail: {views.plain(chosen)}"):
+        for label, text in views.model_detail(status, entry, stats.get(chosen)):
+            st.markdown(f"**{label}:** {views.plain(text)}")
+
+
+def actions(statuses: dict[str, ModelStatus], stats: dict[str, Any]) -> None:
+    """The picker with its status, the detail panel and the buttons; in the table's fragment, so they agree."""
+    st.subheader("Actions")
     # Plain ids as entries, the status beside them (views.picker_status says why).
-    chosen = st.selectbox("Model", list(statuses), key="action_model")
+    chosen = st.selectbox("Model", views.grouped(statuses), key="action_model")
     st.caption(views.picker_status(statuses.get(chosen)))
+    detail_panel(chosen, statuses.get(chosen), stats)
     local = statuses[chosen].local
     buttons = st.columns(5)
     buttons[0].button("Load", key="action_load", disabled=not local, on_click=run_action, args=("load", chosen),
                       help="Start loading in the background")
     buttons[1].button("Unload", key="action_unload", disabled=not local, on_click=run_action,
                       args=("unload", chosen))
-    wait = buttons[2].button("Load and wait", key="action_load_wait", disabled=not local)
+    if buttons[2].button("Load and wait", key="action_load_wait", disabled=not local):
+        # The wait runs in a full run below the fragment: an auto-refresh of the fragment would cut it short.
+        st.session_state[WAIT_FOR] = chosen
+        st.rerun(scope="app")
     buttons[3].button("Reset failure", key="action_reset", on_click=run_action, args=("reset", chosen))
     buttons[4].button("Reset all failures", key="action_reset_all", on_click=run_action, args=("reset_all", None))
-    if wait:
-        load_and_wait(chosen)
-else:
-    st.caption("Actions appear once a model is active.")
+
+
+@st.fragment(run_every=INTERVALS[interval])
+def status_panel() -> None:
+    """The table of every model and the actions: reruns on its own, and on every action, without the page."""
+    # An action reran only this fragment, so its messages are shown here, and kept until the next action or
+    # full run: the auto-refresh a few seconds later must not wipe them.
+    fresh = state.take_flash()
+    if fresh:
+        st.session_state[NOTICES] = fresh
+    state.show_messages(st.session_state.get(NOTICES, []))
+    listed = orch.manager.list_with_status()
+    stats = state.metric(orch, "table_stats", state.minute_now() - STATS_WINDOW_S)
+    rows = views.model_rows(listed, orch.registry.list(), stats)
+    if not rows:
+        st.info("No model registered yet: start a local host, or add a hosted model below.")
+        return
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="models_table",
+                 column_config=TABLE_COLUMNS)
+    st.caption(f"Status checked {views.local_time(time.time())}; calls, success and latency over the last 24 hours.")
+    statuses = {s.model_id: s for s in listed}
+    if statuses:
+        actions(statuses, stats)
+    else:
+        st.caption("Actions appear once a model is active.")
+
+
+status_panel()
+waiting = st.session_state.pop(WAIT_FOR, None)
+if waiting:
+    load_and_wait(waiting)
 
 
 # -- registry ----------------------------------------------------------------------------------------
@@ -177,62 +211,3 @@ with right:
         st.button("Remove", key="remove_model", on_click=remove_entry, args=(picked,), disabled=discovered,
                   help="Discovered models come back while the host lists them: deactivate them instead"
                   if discovered else None)
-
-
-# -- charts ------------------------------------------------------------------------------------------
-def chart(figure_rows: list[dict[str, Any]], build: Any, key: str, empty: str) -> None:
-    if figure_rows:
-        st.plotly_chart(build(figure_rows), key=key, width="stretch")
-    else:
-        st.info(empty)
-
-
-@st.fragment
-def metric_charts() -> None:
-    """Charts and the CSV export; changing the range reruns only this part."""
-    st.subheader("Charts")
-    pick = st.columns([3, 2])
-    range_choice = pick[0].radio("Time range", list(views.RANGES), horizontal=True, key="chart_range")
-    custom: tuple[date, ...] = ()
-    if range_choice == "Custom":
-        today = date.today()
-        picked: Any = pick[1].date_input("From – to", value=(today - timedelta(days=7), today), key="chart_dates")
-        custom = tuple(picked) if isinstance(picked, (tuple, list)) else (picked,)
-    window = views.resolve_range(range_choice, state.minute_now(), custom)
-    since, until = window.since, window.until
-    bucket = views.bucket_seconds(window.span_s)
-    outcomes = state.metric(orch, "calls_by_outcome", since, until)
-    if not outcomes:
-        st.info("No calls in this range yet. Send a prompt on the Chat page, or pick a longer range.")
-    else:
-        st.caption(f"Time buckets of {timedelta(seconds=bucket)}; aggregated in the database.")
-        row = st.columns(2)
-        with row[0]:
-            chart(state.metric(orch, "latency_series", since, until, bucket),
-                  lambda r: charts.percentile_series(r, "Latency over time (p50 / p95)"),
-                  "chart_latency", "No successful calls in this range.")
-        with row[1]:
-            chart(state.metric(orch, "latency_histogram", since, until), charts.latency_distribution,
-                  "chart_histogram", "No successful calls in this range.")
-        row = st.columns(2)
-        with row[0]:
-            chart(state.metric(orch, "ttft_series", since, until, bucket),
-                  lambda r: charts.percentile_series(r, "Time to first token (p50 / p95)"),
-                  "chart_ttft", "No streamed answers in this range, so no time to first token.")
-        with row[1]:
-            chart(outcomes, charts.calls_by_outcome, "chart_outcomes", "No calls in this range.")
-        chart(state.metric(orch, "fallback_flows", since, until), charts.fallback_sankey, "chart_fallbacks",
-              "No fallbacks in this range.")
-    st.download_button(
-        "Download metrics as CSV",
-        # Built only when clicked: a week of calls can be a large file.
-        data=lambda: views.csv_text(metrics.iter_export(orch.db, since, until), metrics.EXPORT_COLUMNS),
-        file_name=f"call_metrics_{int(since)}_{int(until)}.csv",
-        mime="text/csv",
-        on_click="ignore",
-        key="metrics_csv",
-        disabled=not outcomes,
-    )
-
-
-metric_charts()

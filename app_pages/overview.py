@@ -22,15 +22,18 @@ steps = views.next_steps(hosts, keys, statuses)
 if steps:
     with st.container(border=True):
         st.subheader("Getting started")
-        for number, step in enumerate(steps, 1):
+        for number, (step, link) in enumerate(steps, 1):
             st.markdown(f"{number}. {step}")
+            if link is not None:
+                page, label = views.STEP_LINKS[link]
+                st.page_link(page, label=label, icon="➡️")
 
 counts = views.state_counts(statuses)
 cols = st.columns(4)
 cols[0].metric("Models ready", f"{counts['ready']} / {counts['total']}")
 cols[1].metric("Local models loaded", counts["loaded"])
 cols[2].metric("In cooldown", counts["cooling"])
-cols[3].metric("Unavailable", counts["unavailable"], help="host down or no key")
+cols[3].metric("Unavailable", counts["unavailable"], help="host down, no key, or a key rejected at its last test")
 
 cols = st.columns(3)
 cols[0].metric("Calls, last hour", last_hour["calls"])
@@ -60,17 +63,22 @@ with left:
     st.subheader("Local hosts")
     if not hosts:
         st.info("No local host is checked: LOCAL_HOSTS is empty.")
+    seen = views.seen_up(orch.registry.list())
     for host in hosts:
-        st.markdown(f"{views.host_line(host)}  \n`{host.base_url}`")
+        st.markdown(f"{views.host_line(host, host.provider in seen)}  \n`{host.base_url}`")
         if not host.reachable:
             st.caption(views.plain(host.detail))
+    hint = views.probe_hint(hosts, seen)
+    if hint:
+        st.info(hint, icon="💡")
 with right:
     st.subheader("API keys")
     st.dataframe(pd.DataFrame(views.provider_key_rows(keys)), hide_index=True, width="stretch")
 
 st.subheader("Go to")
-links = st.columns(4)
+links = st.columns(5)
 links[0].page_link("app_pages/chat.py", label="Chat with a model", icon="💬")
-links[1].page_link("app_pages/models.py", label="Model status, actions and charts", icon="🧠")
-links[2].page_link("app_pages/keys.py", label="Manage API keys", icon="🔑")
+links[1].page_link("app_pages/models.py", label="Model status and actions", icon="🧠")
+links[2].page_link("app_pages/usage.py", label="Latency, errors and fallbacks", icon="📈")
 links[3].page_link("app_pages/spend.py", label="Spend, prices and budgets", icon="💰")
+links[4].page_link("app_pages/keys.py", label="Manage API keys", icon="🔑")

@@ -13,9 +13,13 @@ _OUTCOME_COLORS = {"ok": "rgba(46, 160, 67, 0.6)", "error": "rgba(218, 54, 51, 0
                    "skipped": "rgba(150, 150, 150, 0.5)"}
 
 
+LEGEND_BELOW = {"orientation": "h", "yanchor": "top", "y": -0.3, "xanchor": "left", "x": 0}  # under the ticks
+
+
 def _layout(fig: go.Figure, title: str, y_title: str = "", x_title: str = "") -> go.Figure:
+    # The legend below the plot, in rows: at its default place on the right it took most of a phone's width.
     fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, legend_title_text="",
-                      margin={"l": 10, "r": 10, "t": 40, "b": 10}, height=360)
+                      legend=LEGEND_BELOW, margin={"l": 10, "r": 10, "t": 40, "b": 10}, height=400)
     return fig
 
 

@@ -102,7 +102,17 @@ def flash(kind: str, text: str) -> None:
 
 def show_flash() -> None:
     """Render and forget queued messages, once each: a banner, not also a toast; they quote hosts, so plain text."""
-    for kind, text in st.session_state.pop(_FLASH, []):
+    show_messages(take_flash())
+
+
+def take_flash() -> list[tuple[str, str]]:
+    """The queued messages, forgotten here (for a panel that shows them across its own reruns)."""
+    messages: list[tuple[str, str]] = st.session_state.pop(_FLASH, [])
+    return messages
+
+
+def show_messages(messages: list[tuple[str, str]]) -> None:
+    for kind, text in messages:
         getattr(st, kind)(views.plain(text))
 
 
@@ -117,10 +127,18 @@ def sidebar(orch: Orchestrator) -> None:
     """Host reachability and ready models, from the cached status (one cheap request per host at most)."""
     hosts = orch.manager.hosts()
     statuses = orch.manager.list_with_status()
+    seen = views.seen_up(orch.registry.list())
+    # A host never seen up is folded into one grey line: red for a host the operator does not run misleads.
+    never = [h for h in hosts if not h.reachable and h.provider not in seen]
     with st.sidebar:
         st.caption("Local hosts")
         for host in hosts:
-            st.markdown(views.host_line(host), help=views.plain(f"{host.base_url} — {host.detail}"))
+            if host not in never or len(never) == len(hosts):
+                st.markdown(views.host_line(host, host.provider in seen),
+                            help=views.plain(f"{host.base_url} — {host.detail}"))
+        if never and len(never) < len(hosts):
+            st.markdown("⚪ not running: " + ", ".join(h.display_name for h in never),
+                        help=views.plain(views.probe_hint(hosts, seen) or ""))
         if not hosts:
             st.markdown("No local host configured (LOCAL_HOSTS is empty).")
         st.caption("Models")

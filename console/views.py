@@ -21,12 +21,13 @@ from orchestrator_core.errors import (
     StreamInterruptedError,
 )
 from orchestrator_core.providers.registry import HOSTED_PROVIDERS, PROVIDERS
-from orchestrator_core.types import KeyCheck, ModelState, ModelStatus, OrchestratedResult
+from orchestrator_core.types import KeyCheck, ModelFacts, ModelState, ModelStatus, OrchestratedResult
 
 from . import costs
 
 if TYPE_CHECKING:
     from orchestrator_core.loader import HostStatus
+    from orchestrator_core.store.failures import FailureEntry
     from orchestrator_core.store.keys import KeyInfo
     from orchestrator_core.store.metrics import ModelStats
     from orchestrator_core.store.tokens import TokenInfo
@@ -43,6 +44,7 @@ STATE_ICONS: dict[ModelState, str] = {
     ModelState.COOLING_DOWN: "⏸️",
     ModelState.HOST_DOWN: "❌",
     ModelState.EXTERNAL_NO_KEY: "❌",
+    ModelState.EXTERNAL_KEY_REJECTED: "🚫",
 }
 STATE_WORDS: dict[ModelState, str] = {
     ModelState.EXTERNAL_READY: "hosted, ready",
@@ -56,6 +58,7 @@ STATE_WORDS: dict[ModelState, str] = {
     ModelState.COOLING_DOWN: "cooling down",
     ModelState.HOST_DOWN: "host down",
     ModelState.EXTERNAL_NO_KEY: "no key",
+    ModelState.EXTERNAL_KEY_REJECTED: "key rejected",
 }
 KEY_CHECK_TEXT: dict[KeyCheck, str] = {
     KeyCheck.OK: "✅ OK",
@@ -174,6 +177,27 @@ def state_text(status: ModelStatus) -> str:
     return f"{state_icon(status.state)} {words}"
 
 
+def model_facts(facts: ModelFacts | None) -> str:
+    """ "4.4 GB · context 4,096 of 32,768 · 5.1 GB in memory", from what the host reports; "" when nothing."""
+    if facts is None:
+        return ""
+    parts = []
+    if facts.size_bytes:
+        parts.append(_size(facts.size_bytes))
+    if facts.context_length and facts.max_context_length:
+        parts.append(f"context {facts.context_length:,} of {facts.max_context_length:,}")
+    elif facts.context_length or facts.max_context_length:
+        parts.append(f"context {facts.context_length or facts.max_context_length:,}"
+                     + ("" if facts.context_length else " max"))
+    if facts.memory_bytes:
+        parts.append(f"{_size(facts.memory_bytes)} in memory")
+    return " · ".join(parts)
+
+
+def _size(value: int) -> str:
+    return f"{value / 1e9:.1f} GB" if value >= 1e9 else f"{value / 1e6:.0f} MB"
+
+
 def picker_status(status: ModelStatus | None) -> str:
     """The chosen model's state and reason, shown beside a picker whose entries stay plain model ids.
 
@@ -185,7 +209,40 @@ def picker_status(status: ModelStatus | None) -> str:
     detail = _short(status.detail, 120)
     if detail.lower() == STATE_WORDS.get(status.state, status.state.value).lower():
         detail = ""  # the host's detail only repeats the state ("loaded — loaded")
-    return plain(f"{state_text(status)} — {detail}" if detail else state_text(status))  # a caption: Markdown
+    text = f"{state_text(status)} — {detail}" if detail else state_text(status)
+    facts = model_facts(status.facts)
+    return plain(f"{text} · {facts}" if facts else text)  # a caption: Markdown
+
+
+def connection(model_id: str) -> str:
+    """The connection a model id names: its prefix before the first ":" ("lmstudio", "openai", a custom name)."""
+    return model_id.partition(":")[0]
+
+
+def grouped(statuses: Mapping[str, ModelStatus]) -> list[str]:
+    """Model ids grouped by connection for a picker: local hosts first, then hosted, each group in its order."""
+    def key(item: tuple[int, str]) -> tuple[bool, str, int]:
+        position, model_id = item
+        return (not statuses[model_id].local, connection(model_id), position)
+
+    return [m for _, m in sorted(enumerate(statuses), key=key)]
+
+
+def default_model(statuses: Mapping[str, ModelStatus], last_used: str | None, keys_ok: Iterable[str]) -> str:
+    """The model a picker starts on: the last used one if it can answer, else a loaded local model, else a
+    hosted one whose key tested OK, else any ready or usable one, else the first."""
+    ok = set(keys_ok)
+    ready = [m for m, s in statuses.items() if s.state.ready]
+    last = statuses.get(last_used) if last_used is not None else None
+    candidates: list[list[str]] = [
+        [last.model_id] if last is not None and last.state.usable else [],
+        [m for m in ready if statuses[m].local],
+        [m for m in ready if not statuses[m].local and connection(m) in ok],
+        ready,
+        [m for m, s in statuses.items() if s.state.usable],
+        list(statuses),
+    ]
+    return next(group[0] for group in candidates if group)
 
 
 def ready_count(statuses: Iterable[ModelStatus]) -> int:
@@ -195,7 +252,8 @@ def ready_count(statuses: Iterable[ModelStatus]) -> int:
 def state_counts(statuses: Iterable[ModelStatus]) -> dict[str, int]:
     """Counts for the overview: ready, loaded (local), cooling down, unavailable, total."""
     items = list(statuses)
-    unavailable = (ModelState.HOST_DOWN, ModelState.EXTERNAL_NO_KEY, ModelState.LOAD_FAILED)
+    unavailable = (ModelState.HOST_DOWN, ModelState.EXTERNAL_NO_KEY, ModelState.EXTERNAL_KEY_REJECTED,
+                   ModelState.LOAD_FAILED)
     return {
         "total": len(items),
         "ready": sum(s.state.ready for s in items),
@@ -205,12 +263,24 @@ def state_counts(statuses: Iterable[ModelStatus]) -> dict[str, int]:
     }
 
 
+DASH = "—"  # a figure there is none of: never "None", never an empty cell that reads like zero
+
+
+def dash(value: object, fmt: str = "{}") -> str:
+    """A figure for a table cell, or "—" when there is none."""
+    return DASH if value is None or value == "" else fmt.format(value)
+
+
 def model_rows(
     statuses: Sequence[ModelStatus],
     entries: Sequence[Any],
     stats: Mapping[str, ModelStats],
 ) -> list[dict[str, Any]]:
-    """One row per registered model: status, registry settings and call statistics, active first."""
+    """One compact row per registered model: state, call figures, cooldown, priority; active first.
+
+    The long texts (the host's detail, the whole last error, the source) are in model_detail, shown for the
+    picked model: as columns they pushed the figures off a 1400 px screen.
+    """
     by_id = {s.model_id: s for s in statuses}
     rows = []
     for entry in sorted(entries, key=lambda e: (not e.active, e.priority, e.model_id)):
@@ -218,26 +288,41 @@ def model_rows(
         stat = stats.get(entry.model_id)
         rows.append({
             "Model": entry.model_id,
-            "Provider": PROVIDERS[entry.provider].display_name if entry.provider in PROVIDERS else entry.provider,
             "State": state_text(status) if status else INACTIVE,
-            "Detail": status.detail if status else "deactivated: not offered, never a fallback",
-            "Last check": local_time(status.checked_at) if status else "",
             "Calls": stat.calls if stat else 0,
-            "Success": f"{stat.success_rate:.0%}" if stat else "",
-            "p50 ms": _round(stat.p50_ms) if stat else None,
-            "p95 ms": _round(stat.p95_ms) if stat else None,
+            "Success": dash(stat.success_rate if stat else None, "{:.0%}"),
+            "p50 ms": dash(stat.p50_ms if stat else None, "{:,.0f}"),
+            "p95 ms": dash(stat.p95_ms if stat else None, "{:,.0f}"),
             "Last error": _last_error(stat),
-            "Cooldown until": local_time(status.cooldown_until) if status and status.cooldown_until else "",
+            "Cooldown until": dash(clock_time(status.cooldown_until) if status else None),
             "Priority": entry.priority,
-            "Source": entry.source,
         })
     return rows
 
 
+def model_detail(status: ModelStatus | None, entry: Any, stat: ModelStats | None) -> list[tuple[str, str]]:
+    """(label, text) pairs for the picked model's detail panel: what the table leaves out."""
+    provider = PROVIDERS[entry.provider].display_name if entry.provider in PROVIDERS else entry.provider
+    error = f"{stat.last_error_kind} at {local_time(stat.last_error_at)}: {_short(stat.last_error or '', 400)}" \
+        if stat and stat.last_error_kind else ""
+    return [
+        ("Provider", provider),
+        ("State", state_text(status) if status else INACTIVE),
+        ("Detail", status.detail if status else "deactivated: not offered, never a fallback"),
+        ("Last check", dash(local_time(status.checked_at) if status else None)),
+        ("Last call", dash(local_time(stat.last_call_at) if stat else None)),
+        ("Last error", dash(error)),
+        ("Cooldown until", dash(local_time(status.cooldown_until) if status and status.cooldown_until else None)),
+        ("Size, context, memory", dash(model_facts(status.facts) if status else None)),
+        ("Priority", str(entry.priority)),
+        ("Source", entry.source),
+    ]
+
+
 def _last_error(stat: ModelStats | None) -> str:
     if stat is None or stat.last_error_kind is None:
-        return ""
-    return f"{stat.last_error_kind} at {local_time(stat.last_error_at)}: {_short(stat.last_error or '', 120)}"
+        return DASH
+    return f"{stat.last_error_kind} at {clock_time(stat.last_error_at)}"
 
 
 def _round(value: float | None) -> float | None:
@@ -250,11 +335,29 @@ def _short(text: str, limit: int) -> str:
 
 
 # -- hosts and keys ---------------------------------------------------------------------------------
-def host_line(host: HostStatus) -> str:
-    """One line per local host for the sidebar and the overview."""
+def host_line(host: HostStatus, seen_up: bool = True) -> str:
+    """One line per local host for the sidebar and the overview; grey, not red, for a host never seen up."""
     if host.reachable:
         return f"🟢 {host.display_name}: {host.loaded} loaded of {host.models}"
+    if not seen_up:
+        return f"⚪ {host.display_name}: not running (never seen up)"
     return f"🔴 {host.display_name}: not reachable"
+
+
+def seen_up(entries: Iterable[Any]) -> set[str]:
+    """Local hosts that were up at least once: they listed a model, which the registry keeps as discovered."""
+    return {e.provider for e in entries if e.source == "discovered"}
+
+
+def probe_hint(hosts: Sequence[HostStatus], seen: set[str]) -> str | None:
+    """How to stop checking hosts that never answered: the LOCAL_HOSTS line to set, or None."""
+    never = [h for h in hosts if not h.reachable and h.provider not in seen]
+    if not never or len(never) == len(hosts):
+        return None  # nothing to hide, or every host: then Getting started says what to start
+    keep = ",".join(h.provider for h in hosts if h not in never)
+    names = ", ".join(h.display_name for h in never)
+    return (f"{names} never answered here. To stop checking them, set LOCAL_HOSTS={keep} in .env "
+            "(or the environment) and restart the console.")
 
 
 def key_rows(keys: Sequence[KeyInfo]) -> list[dict[str, Any]]:
@@ -317,23 +420,30 @@ def key_test_message(key: KeyInfo, status: KeyCheck, detail: str, latency_ms: fl
     return f"{key.provider} · {key.label}: {KEY_CHECK_TEXT[status]} in {latency_ms:.0f} ms — {_short(detail, 120)}"
 
 
-def next_steps(hosts: Sequence[HostStatus], keys: Sequence[KeyInfo], statuses: Sequence[ModelStatus]) -> list[str]:
-    """What a newcomer should do next, in order; empty when the console is ready to chat."""
-    steps = []
+# The page each Getting-started step is done on: (page file, link label).
+STEP_LINKS = {
+    "keys": ("app_pages/keys.py", "Add a key on the API keys page"),
+    "models": ("app_pages/models.py", "Open the Models page"),
+}
+
+
+def next_steps(hosts: Sequence[HostStatus], keys: Sequence[KeyInfo],
+               statuses: Sequence[ModelStatus]) -> list[tuple[str, str | None]]:
+    """What a newcomer should do next, in order, each with the STEP_LINKS page it is done on (or None)."""
+    steps: list[tuple[str, str | None]] = []
     if hosts and not any(h.reachable for h in hosts):
-        steps.append(
+        steps.append((
             "No local host is reachable. Start LM Studio's server (Developer tab → Start server, or "
             "`lms server start`), Ollama (`ollama serve`) or llama-server, or point LMSTUDIO_BASE_URL / "
-            "OLLAMA_BASE_URL / LLAMACPP_BASE_URL at where it runs."
-        )
+            "OLLAMA_BASE_URL / LLAMACPP_BASE_URL at where it runs.", None))
     if not keys:
-        steps.append("No API key yet. Add one on the API keys page (or set OPENAI_API_KEY and friends) to use "
-                     "hosted models and to have a fallback when local models fail.")
+        steps.append(("No API key yet. Add one on the API keys page (or set OPENAI_API_KEY and friends) to use "
+                      "hosted models and to have a fallback when local models fail.", "keys"))
     if statuses and not any(s.state.usable for s in statuses):
-        steps.append("No model is usable right now; see the Models page for why.")
+        steps.append(("No model is usable right now; see the Models page for why.", "models"))
     elif not statuses:
-        steps.append("No model is registered yet: models appear when a local host is reachable, or add a hosted "
-                     "model (for example openai:gpt-4o-mini) on the Models page.")
+        steps.append(("No model is registered yet: models appear when a local host is reachable, or add a hosted "
+                      "model (for example openai:gpt-4o-mini) on the Models page.", "models"))
     return steps
 
 
@@ -402,9 +512,50 @@ def failure_notice(model_id: str, exc: OrchestratorError, alternative: str | Non
     return text
 
 
+_ONLY_A_CLOCK = re.compile(r"^\s*(loading|downloading)?( for)? *[\d.]+ ?s\s*$", re.IGNORECASE)
+
+
+def only_cooling(model_id: str, exc: OrchestratorError) -> bool:
+    """True when the call failed only because the model asked for was cooling down (nothing else was tried)."""
+    return isinstance(exc, AllModelsFailedError) and bool(exc.attempts) and all(
+        a.model == model_id and a.error_kind == "cooling_down" for a in exc.attempts)
+
+
+def cooldown_notice(entry: FailureEntry, alternative: str | None) -> str:
+    """The notice when the one model asked for is cooling down: until when, why, and what to do."""
+    text = (f"{entry.model_id} is cooling down until {clock_time(entry.until)} after {entry.error_kind}: "
+            f"{_short(entry.message, 200)}. Reset its cooldown to try it again now")
+    return text + (f", or switch to {alternative}." if alternative else ".")
+
+
+def compare_progress(phase: str, elapsed_s: float, first_token_s: float | None) -> str:
+    """A Compare column's progress line while its model works: what it does, its clock, its first-token time."""
+    words = {"loading": "🔄 loading the model", "streaming": "✍️ answering"}.get(phase, "⏳ waiting for the first token")
+    first = f" · first token after {first_token_s:.1f} s" if first_token_s is not None else ""
+    return f"{words}… {elapsed_s:.1f} s{first}"
+
+
+def compare_error(model_id: str, exc: OrchestratorError) -> str:
+    """A Compare column's error as sentences: one per attempt, never the multi-line report run together."""
+    if isinstance(exc, AllModelsFailedError) and exc.attempts:
+        return " ".join(_sentence(f"{a.error or a.error_kind or a.outcome}") for a in exc.attempts)
+    return _sentence(exc.message)
+
+
+def _sentence(text: str) -> str:
+    text = " ".join(text.split()).rstrip()
+    if not text:
+        return ""
+    text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
 def load_label(model_id: str, elapsed_s: float, detail: str = "") -> str:
-    """The st.status label while a model loads (Markdown: the id and the host's detail are escaped)."""
-    tail = f" — {_short(detail, 60)}" if detail else ""
+    """The st.status label while a model loads (Markdown: the id and the host's detail are escaped).
+
+    One clock: a detail that only says how long it has been loading ("loading for 3s") is left out.
+    """
+    tail = f" — {_short(detail, 60)}" if detail and not _ONLY_A_CLOCK.match(detail) else ""
     return plain(f"Loading {model_id}… {elapsed_s:.1f} s{tail}")
 
 

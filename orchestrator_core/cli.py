@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 STATE_ICONS: dict[str, str] = {
     "loaded": "✅", "sleeping": "😴", "loading": "🔄", "downloading": "⬇️", "not_loaded": "💤",
     "unloading": "⏏️", "load_failed": "⛔", "host_down": "❌", "cooling_down": "⏸️", "external_ready": "🌐",
-    "external_no_key": "❌",
+    "external_no_key": "❌", "external_key_rejected": "🚫",
 }
 
 

@@ -176,12 +176,14 @@ class ModelManager:
         clock: Callable[[], float] = time.monotonic,
         pause: Pause = _wait,
         pool: Executor | None = None,
+        key_rejected: Callable[[str], bool] = lambda _provider: False,
     ) -> None:
         self.settings = settings
         self.factory = factory
         self.registry = registry
         self.failures = failures
         self._stats = stats or (dict)
+        self._key_rejected = key_rejected  # a key whose last test was rejected does not make a model ready
         self._clock = clock
         self._pause = pause
         self._unloading: dict[str, float] = {}  # model id -> when its unload was asked for
@@ -245,6 +247,10 @@ class ModelManager:
         now = datetime.now(UTC)
         failure = failures.get(ref.id)
         local = is_local(ref.provider)
+        if failure is not None and local and snapshot is not None and snapshot.error is not None:
+            # One cause, one state: the host is down (most likely why the model cools down at all).
+            return ModelStatus(ref.id, ModelState.HOST_DOWN, snapshot.error.message, snapshot.checked_at,
+                               cooldown_until=failure.until, local=True)
         if failure is not None:
             until = failure.until.astimezone().strftime("%H:%M:%S")
             return ModelStatus(
@@ -274,7 +280,7 @@ class ModelManager:
             return unloading
         detail = host_model.detail or host_model.state.value.replace("_", " ")
         return ModelStatus(ref.id, host_model.state, detail, snapshot.checked_at, local=True,
-                           progress=host_model.progress)
+                           progress=host_model.progress, facts=host_model.facts)
 
     def _unloading_status(self, ref: ModelRef, host_model: HostModel, checked_at: datetime) -> ModelStatus | None:
         """UNLOADING while the host still lists a model whose unload was asked for (llama-server, Ollama)."""
@@ -293,6 +299,9 @@ class ModelManager:
         if not cls.needs_key:
             return ModelStatus(ref.id, ModelState.EXTERNAL_READY, "no key needed", now)
         if self.factory.key_for(ref.provider):
+            if self._key_rejected(ref.provider):
+                detail = "the key was rejected at its last test: replace it on the API Keys page, or test it again"
+                return ModelStatus(ref.id, ModelState.EXTERNAL_KEY_REJECTED, detail, now)
             return ModelStatus(ref.id, ModelState.EXTERNAL_READY, "key configured", now)
         env = f" or set {cls.key_env_var}" if cls.key_env_var else ""
         return ModelStatus(ref.id, ModelState.EXTERNAL_NO_KEY, f"no key: add one on the API Keys page{env}", now)

@@ -56,6 +56,7 @@ from .types import (
     KeyTestResult,
     Message,
     ModelRef,
+    ModelState,
     OrchestratedResult,
     TextDelta,
     Usage,
@@ -117,7 +118,7 @@ class Orchestrator:
         # first call past a dead host pays its refused connect, not ~10 ms of set-up. (Done when it resolves.)
         self.warming: Future[None] | None = self._pool.submit(self.failures.warm) if warm_up else None
         self.manager = ModelManager(settings, self.factory, self.registry, self.failures, self._model_stats,
-                                    pool=self._pool)
+                                    pool=self._pool, key_rejected=self.keys.rejected)
         self._stats_cache: tuple[float, dict[str, tuple[float, float]]] | None = None
         self._stats_wanted = False
         self._stats_refreshing = threading.Lock()
@@ -498,7 +499,8 @@ class _Call:
             manager = self.orch.manager
             status = manager.check_status(model_id)
             if not status.state.ready:  # a sleeping llama-server model wakes on the prompt itself
-                self.emit("loading", model_id, f"{model_id} is {status.state.value}; loading it first")
+                if status.state is not ModelState.HOST_DOWN:  # nothing loads there: ensure_ready says why
+                    self.emit("loading", model_id, f"{model_id} is {status.state.value}; loading it first")
                 manager.ensure_ready(model_id, on_progress=self._progress)
         self.emit("answering", model_id, f"sending the prompt to {model_id}")
         return self.orch.factory.get(ref.provider), ref.name

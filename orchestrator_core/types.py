@@ -91,6 +91,7 @@ class ModelState(enum.StrEnum):
     COOLING_DOWN = "cooling_down"
     EXTERNAL_READY = "external_ready"
     EXTERNAL_NO_KEY = "external_no_key"
+    EXTERNAL_KEY_REJECTED = "external_key_rejected"  # the key a call would use failed its last test: rejected
 
     @property
     def ready(self) -> bool:
@@ -104,6 +105,16 @@ class ModelState(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class ModelFacts:
+    """What a local host reports about a model beside its state (None where it does not say)."""
+
+    size_bytes: int | None = None  # the model's files
+    context_length: int | None = None  # the loaded instance's context window
+    max_context_length: int | None = None  # the most the model supports
+    memory_bytes: int | None = None  # in (GPU) memory while loaded
+
+
+@dataclass(frozen=True)
 class ModelStatus:
     model_id: str
     state: ModelState
@@ -112,6 +123,7 @@ class ModelStatus:
     cooldown_until: datetime | None = None
     local: bool = False
     progress: float | None = None  # percent, while loading or downloading, where the host reports it
+    facts: ModelFacts | None = None  # size, context, memory: where the host reports them
 
 
 @dataclass(frozen=True)
@@ -123,6 +135,7 @@ class HostModel:
     instance_ids: tuple[str, ...] = ()
     detail: str = ""
     progress: float | None = None  # percent, while loading or downloading, where the host reports it
+    facts: ModelFacts | None = None
 
 
 # Every column holding a model id (ai_models, call_metrics, model_failures, the rollups) is VARCHAR(255).

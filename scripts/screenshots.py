@@ -54,13 +54,21 @@ def main_() -> None:
         wait_idle(page)
         page.screenshot(path=OUT / "chat.png", full_page=True)
         open_page(page, console.url, "models")
+        main(page).locator('[data-testid="stDataFrame"]').first.wait_for()
+        wait_idle(page)
+        page.screenshot(path=OUT / "models.png", full_page=True)
+        open_page(page, console.url, "usage")
         page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').nth(4).wait_for()
         wait_idle(page)
-        page.screenshot(path=OUT / "models.png")
-        main(page).get_by_role("heading", name="Charts").evaluate("e => e.scrollIntoView({block: 'start'})")
-        page.screenshot(path=OUT / "charts.png")
+        page.screenshot(path=OUT / "charts.png", full_page=True)
+        phone = browser.new_page(viewport={"width": 390, "height": 844})
+        phone.set_default_timeout(60_000)
+        phone.goto(f"{console.url}/models")  # a phone's sidebar is folded away: straight to the page
+        main(phone).locator('[data-testid="stDataFrame"]').first.wait_for()
+        wait_idle(phone)
+        phone.screenshot(path=OUT / "models_phone.png", full_page=True)
         browser.close()
-    for name in ("overview", "keys", "chat", "models", "charts"):
+    for name in ("overview", "keys", "chat", "models", "charts", "models_phone"):
         print(OUT / f"{name}.png")
 
 

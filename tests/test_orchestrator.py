@@ -16,12 +16,14 @@ from orchestrator_core.errors import (
     ContentFilteredError,
     EmptyPromptError,
     InvalidModelIdError,
+    OrchestratorError,
     RateLimitError,
     StreamInterruptedError,
     UnknownProviderError,
 )
 from orchestrator_core.orchestrator import CallEvent, Orchestrator
 from orchestrator_core.store.tables import CallMetric
+from orchestrator_core.types import KeyCheck, KeyTestResult, ModelState
 from tests.helpers import (
     ANTHROPIC,
     FAKE_OPENAI_KEY,
@@ -110,6 +112,28 @@ def test_local_host_down_falls_back_to_hosted_model_with_key(orch: Orchestrator,
         ("openai:gpt-4.1-mini", "ok", "lmstudio:qwen"),
     ]
     assert orch.failures.get("lmstudio:qwen") is not None  # cooling down now
+
+
+def test_a_host_that_is_down_gets_no_loading_event(orch: Orchestrator, wire: respx.MockRouter) -> None:
+    wire.route(host="127.0.0.1", port=1234).mock(side_effect=httpx.ConnectError("refused"))
+    events: list[CallEvent] = []
+    with pytest.raises(OrchestratorError):
+        orch.chat("lmstudio:qwen", HELLO, fallback=False, on_event=events.append)
+    assert [e.kind for e in events if e.model_id == "lmstudio:qwen"] == ["attempt_failed"]  # never "Loading…"
+
+
+def test_a_hosted_model_whose_key_was_rejected_is_not_ready_nor_an_alternative(
+        orch: Orchestrator, wire: respx.MockRouter) -> None:
+    wire.route(host="127.0.0.1", port=1234).mock(side_effect=httpx.ConnectError("refused"))
+    key = next(k for k in orch.keys.list() if k.provider == "openai")
+    assert orch.manager.check_status("openai:gpt-4.1-mini").state is ModelState.EXTERNAL_READY
+    orch.keys.record_test(key.id, KeyTestResult(KeyCheck.REJECTED, "401 invalid key", 20.0))
+    status = orch.manager.check_status("openai:gpt-4.1-mini")
+    assert status.state is ModelState.EXTERNAL_KEY_REJECTED and not status.state.ready
+    assert "rejected at its last test" in status.detail
+    assert "openai:gpt-4.1-mini" not in orch.manager.alternatives("lmstudio:qwen")
+    orch.keys.record_test(key.id, KeyTestResult(KeyCheck.OK, "accepted", 20.0))
+    assert orch.manager.check_status("openai:gpt-4.1-mini").state is ModelState.EXTERNAL_READY
 
 
 def test_hosted_rate_limit_falls_back_to_next_model(db_url: str, wire: respx.MockRouter) -> None:

@@ -29,7 +29,7 @@ from ..errors import (
     error_text,
     host_message,
 )
-from ..types import ChatParams, HostModel, Message, ModelState
+from ..types import ChatParams, HostModel, Message, ModelFacts, ModelState
 from .base import LocalHost
 from .openai_compat import OpenAICompatibleProvider
 
@@ -245,8 +245,20 @@ def _models_v1(data: Any) -> list[HostModel]:
         state = ModelState.LOADED if instances else ModelState.NOT_LOADED
         # JIT and `lms load` can stack ":2" instances of one model; say so, each one costs memory.
         detail = f"{len(instances)} instances loaded: {', '.join(instances)}" if len(instances) > 1 else ""
-        result.append(HostModel(str(item.get("key") or item["id"]), state, instances, detail))
+        result.append(HostModel(str(item.get("key") or item["id"]), state, instances, detail, facts=_facts_v1(item)))
     return result
+
+
+def _facts_v1(item: dict[str, Any]) -> ModelFacts:
+    """Size and context from 0.4's list; the loaded context is the first instance's config (no memory figure)."""
+    loaded = [i.get("config") for i in item.get("loaded_instances") or [] if isinstance(i, dict)]
+    config = loaded[0] if loaded and isinstance(loaded[0], dict) else {}
+    return ModelFacts(size_bytes=_int(item.get("size_bytes")), context_length=_int(config.get("context_length")),
+                      max_context_length=_int(item.get("max_context_length")))
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _models_v0(data: Any) -> list[HostModel]:
@@ -258,10 +270,12 @@ def _models_v0(data: Any) -> list[HostModel]:
         if not isinstance(item, dict) or _is_embedding(item) or not item.get("id"):
             continue
         name = str(item["id"])
+        facts = ModelFacts(context_length=_int(item.get("loaded_context_length")),
+                           max_context_length=_int(item.get("max_context_length")))
         if item.get("state") == "loaded":
-            result.append(HostModel(name, ModelState.LOADED, (name,)))
+            result.append(HostModel(name, ModelState.LOADED, (name,), facts=facts))
         else:
-            result.append(HostModel(name, ModelState.NOT_LOADED))
+            result.append(HostModel(name, ModelState.NOT_LOADED, facts=facts))
     return result
 
 

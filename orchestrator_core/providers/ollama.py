@@ -17,7 +17,7 @@ from ..errors import (
     classify_response,
     host_message,
 )
-from ..types import HostModel, ModelState
+from ..types import HostModel, ModelFacts, ModelState
 from .base import LocalHost
 from .openai_compat import OpenAICompatibleProvider
 
@@ -50,14 +50,15 @@ class OllamaProvider(OpenAICompatibleProvider, LocalHost):
             name = _name(item)
             running = next((m for key, m in loaded.items() if self.same_model(name, key)), None)
             if running is None:
-                result.append(HostModel(name, ModelState.NOT_LOADED))
+                result.append(HostModel(name, ModelState.NOT_LOADED, facts=_facts(item, None)))
             else:
-                result.append(HostModel(name, ModelState.LOADED, (_name(running),), _memory_detail(running)))
+                result.append(HostModel(name, ModelState.LOADED, (_name(running),), _memory_detail(running),
+                                        facts=_facts(item, running)))
         known = {m.name for m in result}
         # A model can run without being listed by /api/tags (e.g. a cloud model): still show it.
         for key, item in loaded.items():
             if not any(self.same_model(key, name) for name in known):
-                result.append(HostModel(key, ModelState.LOADED, (key,), _memory_detail(item)))
+                result.append(HostModel(key, ModelState.LOADED, (key,), _memory_detail(item), facts=_facts(item, item)))
         return result
 
     @classmethod
@@ -127,6 +128,16 @@ def _canonical(name: str) -> str:
     """Lower-case with an explicit tag; a registry port ("host:5000/m") is not a tag."""
     name = name.strip().lower()
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+def _facts(downloaded: dict[str, Any], running: dict[str, Any] | None) -> ModelFacts:
+    """Size from /api/tags; the context and memory (size in RAM/VRAM) of the running copy from /api/ps."""
+    def number(item: dict[str, Any] | None, key: str) -> int | None:
+        value = item.get(key) if item else None
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+    return ModelFacts(size_bytes=number(downloaded, "size"), context_length=number(running, "context_length"),
+                      memory_bytes=number(running, "size"))
 
 
 def _memory_detail(item: dict[str, Any]) -> str:

@@ -164,6 +164,16 @@ class KeyStore:
         """The key to call a provider with (see secret.pick_secret): stored, else from the environment."""
         return pick_secret(self._secret_rows().get(provider, ()), self.env_keys.get(provider), self._decrypt)
 
+    def rejected(self, provider: str) -> bool:
+        """True when the key secret_for would call the provider with was "rejected" at its last test."""
+        rows = self._secret_rows().get(provider, ())
+        if any(status != KeyCheck.REJECTED.value for _, status in rows):
+            return False
+        if provider in self.env_keys:
+            test = self._env_tests.get(provider)
+            return test is not None and test.status is KeyCheck.REJECTED
+        return bool(rows)
+
     def secret_by_id(self, key_id: KeyId) -> str:
         """The plaintext of one key, for testing it."""
         env_provider = self._env_provider(key_id)
@@ -353,6 +363,6 @@ def _check_key(key: str | None) -> str:
 
 def _duplicate(provider: str, label: str) -> InvalidKeyInputError:
     return InvalidKeyInputError(
-        f"A {provider} key labelled {label!r} already exists; choose another label or edit that key."
+        f"A key labelled {label!r} already exists for {provider}; choose another label or edit that key."
     )
 

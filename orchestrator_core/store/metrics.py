@@ -512,6 +512,53 @@ def model_stats(db: Database, since: float | None = None) -> dict[str, ModelStat
     return stats
 
 
+def table_stats(db: Database, since: float | None = None) -> dict[str, ModelStats]:
+    """model_stats from the rollups, for the Models table: exact counts, p50/p95 estimated from the histograms.
+
+    model_stats walks every raw row of the range (over a second for a day of a million-row week on SQLite);
+    this reads the hour and minute rollups and two indexed queries (the last errors, the newest attempt per
+    model: a skip counts there), so a table action stays fast.
+    """
+    rows = rollup.covering(["model", "outcome", "calls", *LATENCY_BUCKETS], since, None,
+                           lambda t: [t.c.outcome.in_(("ok", "error"))])
+    keys = (rows.c.model, rows.c.outcome)
+    query = select(*keys, func.sum(rows.c.calls), *(func.sum(rows.c[c]) for c in LATENCY_BUCKETS)).group_by(*keys)
+    with db.engine.connect() as conn:
+        groups = conn.execute(query).all()
+        errors = _last_errors(conn, since)
+        newest = _newest_attempts(conn, sorted({g[0] for g in groups}))
+    by_model: dict[str, dict[str, Any]] = {}
+    for model, outcome, calls, *histogram in groups:
+        entry = by_model.setdefault(model, {"ok": 0, "error": 0, "newest": newest.get(model), "histogram": []})
+        entry[outcome] = int(calls)
+        if outcome == "ok":
+            entry["histogram"] = [int(n) for n in histogram]
+    return {model: _estimated(model, entry, errors.get(model)) for model, entry in sorted(by_model.items())
+            if entry["ok"] + entry["error"]}
+
+
+def _estimated(model: str, entry: dict[str, Any], err: tuple[str | None, str | None, float] | None) -> ModelStats:
+    calls = entry["ok"] + entry["error"]
+    p50 = rollup.estimate_percentile(entry["histogram"], 50)
+    return ModelStats(
+        model=model, calls=calls, ok=entry["ok"], errors=entry["error"], success_rate=entry["ok"] / calls,
+        p50_ms=p50, p95_ms=rollup.estimate_percentile(entry["histogram"], 95), median_latency_ms=p50,
+        last_error_kind=err[0] if err else None, last_error=err[1] if err else None,
+        last_error_at=_utc(err[2]) if err else None, last_call_at=_utc(entry["newest"]),
+    )
+
+
+def _newest_attempts(conn: Connection, models: Sequence[str]) -> dict[str, float]:
+    """The newest attempt's ts per model: one (model, ts) index lookup each, where GROUP BY scans the range."""
+    if not models:
+        return {}
+    parts = [select(literal(m).label("model"),
+                    select(func.max(CallMetric.ts)).where(CallMetric.model == m).scalar_subquery().label("ts"))
+             for m in models]
+    query = parts[0] if len(parts) == 1 else union_all(*parts)
+    return {r.model: float(r.ts) for r in conn.execute(query) if r.ts is not None}
+
+
 def _outcome_counts(conn: Connection, since: float | None) -> dict[str, dict[str, Any]]:
     # Grouped by (outcome, model) so the covering index answers it without touching the table.
     query = (
@@ -674,6 +721,14 @@ def fallback_flows(db: Database, since: float | None, until: float | None) -> li
             {"source": source, "target": target, "outcome": outcome, "calls": int(calls)}
             for source, target, outcome, calls in conn.execute(query)
         ]
+
+
+def last_used_model(db: Database) -> str | None:
+    """The model the newest request asked for (the newest attempt's requested_model), or None without calls."""
+    query = select(CallMetric.requested_model, CallMetric.model).order_by(CallMetric.ts.desc()).limit(1)
+    with db.engine.connect() as conn:
+        row = conn.execute(query).first()
+    return (row.requested_model or row.model) if row is not None else None
 
 
 def summary(db: Database, since: float | None = None) -> dict[str, int]:

@@ -18,6 +18,7 @@ from orchestrator_core.types import (
     Attempt,
     ChatResult,
     KeyCheck,
+    ModelFacts,
     ModelState,
     ModelStatus,
     OrchestratedResult,
@@ -49,7 +50,7 @@ def test_every_model_state_has_the_icon_the_issue_names() -> None:
     expected = {ModelState.EXTERNAL_READY: "🌐", ModelState.LOADED: "✅", ModelState.LOADING: "🔄",
                 ModelState.NOT_LOADED: "💤", ModelState.COOLING_DOWN: "⏸️", ModelState.HOST_DOWN: "❌",
                 ModelState.EXTERNAL_NO_KEY: "❌", ModelState.SLEEPING: "😴", ModelState.DOWNLOADING: "⬇️",
-                ModelState.UNLOADING: "⏏️", ModelState.LOAD_FAILED: "⛔"}
+                ModelState.UNLOADING: "⏏️", ModelState.LOAD_FAILED: "⛔", ModelState.EXTERNAL_KEY_REJECTED: "🚫"}
     assert {s: views.state_icon(s) for s in ModelState} == expected
     assert set(views.STATE_WORDS) == set(ModelState)
     until = NOW + timedelta(minutes=5)
@@ -81,10 +82,28 @@ def test_model_rows_merge_status_registry_and_call_stats() -> None:
     rows = views.model_rows(statuses, entries, stats)
     assert [r["Model"] for r in rows] == ["lmstudio:qwen", "openai:gpt", "mistral:small"]  # active by priority
     qwen, gpt, small = rows
-    assert qwen["State"].startswith("⏸️ cooling down") and qwen["Cooldown until"] and qwen["Calls"] == 0
-    assert (gpt["Provider"], gpt["Calls"], gpt["Success"], gpt["p95 ms"]) == ("OpenAI", 10, "90%", 950.3)
-    assert gpt["Last error"].startswith("rate_limit at ") and gpt["Last error"].endswith("slow down")
-    assert small["State"] == views.INACTIVE and small["Success"] == ""
+    assert qwen["State"].startswith("⏸️ cooling down") and qwen["Cooldown until"] != "—" and qwen["Calls"] == 0
+    assert (gpt["Calls"], gpt["Success"], gpt["p95 ms"]) == (10, "90%", "950")
+    assert gpt["Last error"] == f"rate_limit at {views.clock_time(NOW)}"  # the whole message is in model_detail
+    assert small["State"] == views.INACTIVE and small["Success"] == "—" and small["p50 ms"] == "—"
+
+
+def test_model_detail_has_the_long_texts_and_dashes_for_missing_ones() -> None:
+    entry = Entry("openai:gpt", "openai")
+    stat = ModelStats("openai:gpt", 10, 9, 1, 0.9, 200.0, 950.26, 200.0, "rate_limit", "slow down", NOW, NOW)
+    detail = dict(views.model_detail(status("openai:gpt", ModelState.EXTERNAL_READY, "key configured"), entry, stat))
+    assert detail["Provider"] == "OpenAI" and detail["Detail"] == "key configured"
+    assert detail["Last error"].startswith("rate_limit at ") and detail["Last error"].endswith(": slow down")
+    assert detail["Cooldown until"] == "—"
+    assert dict(views.model_detail(None, entry, None))["Last call"] == "—"
+
+
+def test_grouped_puts_local_connections_first_and_keeps_each_group_together() -> None:
+    statuses = {m.model_id: m for m in [
+        status("openai:a", ModelState.EXTERNAL_READY), status("lmstudio:x", ModelState.LOADED, local=True),
+        status("anthropic:b", ModelState.EXTERNAL_READY), status("openai:c", ModelState.EXTERNAL_READY),
+        status("ollama:y", ModelState.NOT_LOADED, local=True), status("lmstudio:z", ModelState.LOADED, local=True)]}
+    assert views.grouped(statuses) == ["lmstudio:x", "lmstudio:z", "ollama:y", "anthropic:b", "openai:a", "openai:c"]
 
 
 def test_state_counts_for_the_overview() -> None:
@@ -170,11 +189,24 @@ def test_next_steps_guide_a_newcomer_and_vanish_once_ready() -> None:
     up = HostStatus("lmstudio", "LM Studio", "http://127.0.0.1:1234", True, "1 models", 1, 1, NOW)
     no_key = [status("openai:gpt", ModelState.EXTERNAL_NO_KEY)]
     steps = views.next_steps([down], [], no_key)
-    assert "Start LM Studio's server" in steps[0] and "Add one on the API keys page" in steps[1]
-    assert "No model is usable" in steps[2]
+    assert "Start LM Studio's server" in steps[0][0] and "Add one on the API keys page" in steps[1][0]
+    assert "No model is usable" in steps[2][0]
+    assert [link for _, link in steps] == [None, "keys", "models"]  # the steps are links to their pages
     key = KeyInfo(1, "openai", "default", "••••cdef", "stored")
     assert views.next_steps([up], [key], [status("lmstudio:q", ModelState.LOADED)]) == []
     assert views.host_line(up) == "🟢 LM Studio: 1 loaded of 1" and views.host_line(down).startswith("🔴")
+    assert views.host_line(down, seen_up=False) == "⚪ LM Studio: not running (never seen up)"
+
+
+def test_probe_hint_names_the_hosts_never_seen_up_and_the_local_hosts_line_to_set() -> None:
+    def host(provider: str, name: str, up: bool) -> HostStatus:
+        return HostStatus(provider, name, "http://127.0.0.1:1", up, "", 0, 0, NOW)
+
+    hosts = [host("lmstudio", "LM Studio", True), host("ollama", "Ollama", False), host("llamacpp", "llama.cpp", False)]
+    hint = views.probe_hint(hosts, {"lmstudio", "llamacpp"})
+    assert hint is not None and hint.startswith("Ollama never answered here") and "LOCAL_HOSTS=lmstudio,llamacpp" in hint
+    assert views.probe_hint(hosts, {"lmstudio", "ollama", "llamacpp"}) is None
+    assert views.probe_hint(hosts[1:], set()) is None  # none ever up: Getting started says what to start
 
 
 def test_picker_status_gives_the_state_and_reason_beside_a_plain_id_picker() -> None:
@@ -182,3 +214,30 @@ def test_picker_status_gives_the_state_and_reason_beside_a_plain_id_picker() -> 
     assert text == "❌ host down — Cannot reach lmstudio"
     assert views.picker_status(None) == "❔ status unknown"
     assert views.picker_status(status("lmstudio:q", ModelState.LOADED, "loaded")) == "✅ loaded"  # said once
+
+
+def test_default_model_is_last_used_then_loaded_local_then_hosted_with_a_tested_key() -> None:
+    statuses = {s.model_id: s for s in [
+        status("openai:gpt", ModelState.EXTERNAL_READY), status("mistral:small", ModelState.EXTERNAL_READY),
+        status("lmstudio:qwen", ModelState.LOADED, local=True), status("ollama:llama", ModelState.NOT_LOADED, local=True),
+        status("google:flash", ModelState.EXTERNAL_KEY_REJECTED)]}
+    assert views.default_model(statuses, "ollama:llama", ["mistral"]) == "ollama:llama"
+    assert views.default_model(statuses, "google:flash", ["mistral"]) == "lmstudio:qwen"  # last used cannot answer
+    del statuses["lmstudio:qwen"]
+    assert views.default_model(statuses, None, ["mistral"]) == "mistral:small"  # its key tested OK
+    assert views.default_model(statuses, None, []) == "openai:gpt"
+
+
+def test_the_load_label_shows_one_clock() -> None:
+    assert views.load_label("lmstudio:q", 1.1, "loading for 3s") == views.plain("Loading lmstudio:q… 1.1 s")
+    assert views.load_label("llamacpp:t", 2.0, "loading 40%") == views.plain("Loading llamacpp:t… 2.0 s — loading 40%")
+
+
+def test_model_facts_read_like_lm_studios_model_list() -> None:
+    facts = ModelFacts(size_bytes=4_680_000_000, context_length=8192, max_context_length=32768,
+                       memory_bytes=5_100_000_000)
+    assert views.model_facts(facts) == "4.7 GB · context 8,192 of 32,768 · 5.1 GB in memory"
+    assert views.model_facts(ModelFacts(size_bytes=274_290_560, max_context_length=2048)) == "274 MB · context 2,048 max"
+    assert views.model_facts(None) == views.model_facts(ModelFacts()) == ""
+    loaded = status("lmstudio:q", ModelState.LOADED, "loaded", local=True, facts=facts)
+    assert views.picker_status(loaded).endswith(views.plain(" · 4.7 GB · context 8,192 of 32,768 · 5.1 GB in memory"))

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 
 import httpx
 import pytest
 import respx
 from streamlit.testing.v1 import AppTest
 
+from orchestrator_core.orchestrator import Orchestrator
+from orchestrator_core.store import MetricRow
+from orchestrator_core.types import KeyCheck, KeyTestResult
 from tests.console.apptools import lmstudio_down, shown, start, texts
-from tests.helpers import ANTHROPIC, LMSTUDIO, OPENAI, lmstudio_models, openai_sse
+from tests.helpers import ANTHROPIC, LMSTUDIO, OPENAI, lmstudio_models, openai_sse, sse_response
 
 SSE = {"content-type": "text/event-stream"}
 GPT = "openai:gpt-4.1-mini"
@@ -144,13 +149,13 @@ def test_compare_shows_each_model_side_by_side(wire: respx.MockRouter, with_open
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-0123456789")
     lmstudio_down(wire)
-    wire.post(f"{OPENAI}/chat/completions").respond(json={
-        "id": "c1", "model": "gpt-4.1-mini", "usage": {"prompt_tokens": 4, "completion_tokens": 3},
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "GPT says hi"}, "finish_reason": "stop"}]})
-    wire.post(f"{ANTHROPIC}/v1/messages").respond(json={
-        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-haiku-4-5",
-        "content": [{"type": "text", "text": "Claude says hi"}], "stop_reason": "end_turn",
-        "usage": {"input_tokens": 4, "output_tokens": 4}})
+    wire.post(f"{OPENAI}/chat/completions").respond(headers=SSE, content=openai_sse(["GPT says ", "hi"]))
+    wire.post(f"{ANTHROPIC}/v1/messages").mock(return_value=sse_response(
+        {"type": "message_start", "message": {"id": "m1", "model": "claude-haiku-4-5",
+                                              "usage": {"input_tokens": 4, "output_tokens": 0}}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Claude says hi"}},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 4}},
+        {"type": "message_stop"}))
     at = chat_page()
     at.multiselect(key="compare_models").set_value([GPT, "anthropic:claude-haiku-4-5"])
     at.text_area(key="compare_prompt").set_value("Greet me")  # in a form: sent with the click, one run
@@ -252,3 +257,80 @@ def test_model_picker_entries_are_plain_ids_and_the_status_is_a_caption(
     picker = at.selectbox(key="chat_model")
     assert GPT in picker.options and all(option.count(":") == 1 and " " not in option for option in picker.options)
     assert any(c.startswith("🌐 hosted, ready") for c in captions(at))
+
+
+def test_a_new_chat_starts_on_the_last_used_model(wire: respx.MockRouter, with_openai_key: str,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  core: Callable[[], Orchestrator]) -> None:
+    lmstudio_down(wire)
+    monkeypatch.setenv("MISTRAL_API_KEY", "mistral-test-key-0123456789")
+    orch = core()
+    orch.metrics.record(MetricRow(model="mistral:mistral-small-latest", outcome="ok", latency_ms=80, request_id="r1",
+                                  requested_model="mistral:mistral-small-latest", ts=time.time() - 5))
+    orch.metrics.flush()
+    assert chat_page().selectbox(key="chat_model").value == "mistral:mistral-small-latest"
+
+
+def test_a_new_chat_prefers_a_loaded_local_model_to_a_hosted_one(wire: respx.MockRouter,
+                                                                 with_openai_key: str) -> None:
+    wire.get(f"{LMSTUDIO}/api/v1/models").respond(json=lmstudio_models({"qwen": True, "llama": False}))
+    at = chat_page()
+    assert at.selectbox(key="chat_model").value == "lmstudio:qwen"
+    assert set(at.selectbox(key="chat_model").options[:2]) == {"lmstudio:qwen", "lmstudio:llama"}  # local first
+    assert any("context 4,096 of 32,768" in shown(c) for c in captions(at))  # what the host reports
+
+
+def test_a_rejected_key_makes_no_model_ready_and_is_not_the_default(wire: respx.MockRouter,
+                                                                    core: Callable[[], Orchestrator]) -> None:
+    lmstudio_down(wire)
+    keys = core().keys
+    bad = keys.add("openai", "work", "sk-rejected-key-0123456789")
+    keys.record_test(bad.id, KeyTestResult(KeyCheck.REJECTED, "401 invalid key", 20.0))
+    good = keys.add("mistral", "ok", "mistral-good-key-0123456789")
+    keys.record_test(good.id, KeyTestResult(KeyCheck.OK, "accepted", 20.0))
+    at = chat_page()
+    assert at.selectbox(key="chat_model").value == "mistral:mistral-small-latest"  # not the rejected key's model
+    at.selectbox(key="chat_model").set_value(GPT).run()
+    assert any(c.startswith("🚫 key rejected") for c in captions(at))
+    assert "**1** of" in " ".join(str(m.value) for m in at.sidebar.markdown)  # only the Mistral model is ready
+
+
+def test_asking_one_model_in_cooldown_says_until_when_and_why_and_offers_a_reset(
+        wire: respx.MockRouter, with_openai_key: str, core: Callable[[], Orchestrator]) -> None:
+    lmstudio_down(wire)
+    wire.post(f"{OPENAI}/chat/completions").respond(headers=SSE, content=openai_sse(["back ", "again"]))
+    core().failures.record(GPT, "rate_limit", "slow down", 60)
+    at = chat_page()
+    at.selectbox(key="chat_model").set_value(GPT)
+    at.toggle(key="chat_auto_fallback").set_value(False)
+    send(at, "Hello?")
+    assert not at.exception
+    notice = next(shown(t) for t in texts(at) if "cooling down until" in shown(t))
+    assert notice.startswith(f"{GPT} is cooling down until ") and "after rate_limit: slow down" in notice
+    assert not any("No model could answer" in shown(t) for t in texts(at))
+    reset = next(b for b in at.button if b.key and b.key.startswith("reset_"))
+    reset.click().run()
+    assert not at.exception and "back again" in texts(at)
+
+
+
+def test_compare_streams_each_column_with_its_first_token_time_and_offers_only_models_that_can_answer(
+        wire: respx.MockRouter, with_openai_key: str, monkeypatch: pytest.MonkeyPatch,
+        core: Callable[[], Orchestrator]) -> None:
+    monkeypatch.setenv("MISTRAL_API_KEY", "mistral-test-key-0123456789")
+    lmstudio_down(wire)
+    wire.post(f"{OPENAI}/chat/completions").respond(headers=SSE, content=openai_sse(["streamed ", "to GPT"]))
+    core().failures.record("mistral:mistral-small-latest", "rate_limit", "slow down", 60)
+    at = chat_page()
+    offered = at.multiselect(key="compare_models").options
+    assert GPT in offered and "anthropic:claude-haiku-4-5" not in offered  # no key: Select all must not pick it
+    assert any("anthropic:claude-haiku-4-5 (no key)" in shown(c) for c in captions(at))
+    at.multiselect(key="compare_models").set_value([GPT, "mistral:mistral-small-latest"])
+    at.text_area(key="compare_prompt").set_value("Greet me")
+    at.button(key="compare_run").click().run()
+    assert not at.exception
+    assert "streamed to GPT" in texts(at)
+    assert any(c.startswith(f"answered by {GPT}") and "first token" in c for c in captions(at))
+    error = shown(at.error[0].value)
+    assert error.startswith("In cooldown until ") and error.endswith("reset it on the Models page.")
+    assert "\n" not in error and "Every model tried failed" not in error

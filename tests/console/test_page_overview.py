@@ -12,7 +12,9 @@ from orchestrator_core.orchestrator import Orchestrator
 from tests.console.apptools import lmstudio_down, seed_metrics, start, texts
 from tests.helpers import LMSTUDIO, lmstudio_models
 
-PAGES = ["app_pages/overview.py", "app_pages/chat.py", "app_pages/models.py", "app_pages/keys.py", "app_pages/spend.py"]
+PAGES = ["app_pages/overview.py", "app_pages/chat.py", "app_pages/models.py", "app_pages/usage.py",
+         "app_pages/spend.py", "app_pages/keys.py"]
+NEVER_UP = "⚪ LM Studio: not running (never seen up)"
 
 
 def test_navigation_renders_every_page(wire: respx.MockRouter) -> None:
@@ -20,11 +22,11 @@ def test_navigation_renders_every_page(wire: respx.MockRouter) -> None:
     at = start()
     assert not at.exception
     assert [t.value for t in at.title] == ["🏠 Overview"]
-    for page, title in zip(PAGES[1:], ["💬 Chat", "🧠 Models", "🔑 API keys", "💰 Spend"], strict=True):
+    for page, title in zip(PAGES[1:], ["💬 Chat", "🧠 Models", "📈 Usage", "💰 Spend", "🔑 API keys"], strict=True):
         at.switch_page(page).run()
         assert not at.exception, page
         assert [t.value for t in at.title] == [title]
-        assert "🔴 LM Studio: not reachable" in [m.value for m in at.sidebar.markdown]  # the frame stays
+        assert NEVER_UP in [m.value for m in at.sidebar.markdown]  # the frame stays
 
 
 def test_overview_tells_a_newcomer_what_to_do_next(wire: respx.MockRouter) -> None:
@@ -34,8 +36,23 @@ def test_overview_tells_a_newcomer_what_to_do_next(wire: respx.MockRouter) -> No
     shown = "\n".join(texts(at))
     assert "Getting started" in shown
     assert "Start LM Studio's server" in shown and "No API key yet" in shown
-    assert "🔴 LM Studio: not reachable" in shown
+    assert NEVER_UP in shown
     assert {link.label for link in at.get("page_link")} >= {"Chat with a model", "Manage API keys"}
+    assert "Add a key on the API keys page" in {link.label for link in at.get("page_link")}  # the step is a link
+
+
+def test_a_host_seen_up_before_is_red_when_down_and_one_never_seen_is_folded_away(
+        wire: respx.MockRouter, monkeypatch: pytest.MonkeyPatch, core: Callable[[], Orchestrator]) -> None:
+    monkeypatch.setenv("LOCAL_HOSTS", "lmstudio,ollama")
+    lmstudio_down(wire)
+    core().registry.sync_discovered("lmstudio", ["qwen"])  # LM Studio listed a model once: it was up before
+    at = start()
+    assert not at.exception
+    sidebar = [m.value for m in at.sidebar.markdown]
+    assert "🔴 LM Studio: not reachable" in sidebar and "⚪ not running: Ollama" in sidebar
+    assert not any(line.startswith("🔴 Ollama") for line in sidebar)
+    hint = next(i.value for i in at.info if "never answered here" in i.value)
+    assert hint.startswith("Ollama never answered here") and "LOCAL_HOSTS=lmstudio " in hint
 
 
 def test_sidebar_shows_host_reachability_and_ready_models(wire: respx.MockRouter, with_openai_key: str,

@@ -201,6 +201,22 @@ def test_a_running_reply_disables_the_input_and_stop_ends_the_load_wait(page: Pa
     expect(page.get_by_text("slow one", exact=True)).to_be_visible()  # the prompt is still in the conversation
 
 
+# -- 5. the reply is drawn above the input, not below it ---------------------------------------------------
+def test_a_running_reply_is_drawn_above_the_chat_input(page: Page, host: ModuleType) -> None:
+    host.LOAD_SECONDS = 6.0
+    open_page(page, "chat")
+    pick(page, "Model", "lmstudio:beta-model")
+    send(page, "where does this go")
+    loading = page.get_by_test_id("stChatMessage").filter(has_text="Loading lmstudio:beta-model")
+    expect(loading).to_be_visible()
+    reply_box = loading.bounding_box()
+    input_box = page.get_by_test_id("stChatInput").bounding_box()
+    assert reply_box is not None and input_box is not None
+    assert reply_box["y"] + reply_box["height"] <= input_box["y"]  # below it was the first run's layout
+    page.get_by_role("button", name="⏹️ Stop").click()
+    settle(page)
+
+
 # -- 4. compare answers the first click after typing -----------------------------------------------------
 def test_compare_runs_on_the_first_click_after_typing(page: Page) -> None:
     open_page(page, "chat")

@@ -17,8 +17,9 @@ def test_a_newcomer_sees_what_to_do_first_and_that_no_host_is_reachable(newcomer
     steps = body.locator('[data-testid="stMarkdownContainer"] ol li')
     assert steps.count() >= 2  # no host reachable, no key
     assert "API keys" in steps.all_inner_texts()[1]
-    assert "🔴 LM Studio" in body.inner_text()
-    assert "🔴 LM Studio: not reachable" in page.locator('[data-testid="stSidebar"]').inner_text()
+    assert "⚪ LM Studio: not running (never seen up)" in body.inner_text()  # grey: never seen up, so not red
+    assert "⚪ LM Studio: not running" in page.locator('[data-testid="stSidebar"]').inner_text()
+    assert body.get_by_role("link", name="Add a key on the API keys page").is_visible()  # the step is a link
 
 
 def test_adding_a_key_and_testing_it_marks_it_ok(with_hosts: Console, page: Any) -> None:

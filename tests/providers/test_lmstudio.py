@@ -18,7 +18,7 @@ from orchestrator_core.errors import (
     UnsupportedOperationError,
 )
 from orchestrator_core.providers.lmstudio import UNKNOWN_STATE, LMStudioProvider
-from orchestrator_core.types import ChatParams, ChatResult, Message, ModelState, TextDelta
+from orchestrator_core.types import ChatParams, ChatResult, Message, ModelFacts, ModelState, TextDelta
 
 BASE = "http://127.0.0.1:1234"
 Wire = respx.MockRouter
@@ -397,3 +397,16 @@ def test_lmstudio_openai_only_host_reports_a_model_loaded_after_a_jit_load(wire:
     assert before == {"tiny": ModelState.NOT_LOADED, "other": ModelState.NOT_LOADED}
     assert after["tiny"].state is ModelState.LOADED and "just in time" in after["tiny"].detail
     assert after["other"].state is ModelState.NOT_LOADED
+
+
+def test_lmstudio_v1_reports_size_and_the_loaded_and_maximum_context(wire: Wire, lms: LMStudioProvider) -> None:
+    wire.get("/api/v1/models").respond(json={"models": [
+        {"type": "llm", "key": "qwen/qwen3-8b", "size_bytes": 4_680_000_000, "max_context_length": 32768,
+         "loaded_instances": [{"id": "qwen/qwen3-8b", "config": {"context_length": 8192}}]},
+        {"type": "llm", "key": "meta/llama", "size_bytes": "big", "loaded_instances": []}]})
+
+    models = {m.name: m for m in lms.host_models()}
+
+    assert models["qwen/qwen3-8b"].facts == ModelFacts(size_bytes=4_680_000_000, context_length=8192,
+                                                       max_context_length=32768)
+    assert models["meta/llama"].facts == ModelFacts()  # nonsense is left out, not shown

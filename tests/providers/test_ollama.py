@@ -12,7 +12,7 @@ import respx
 
 from orchestrator_core.errors import ModelLoadError, ModelNotFoundError, ProviderUnavailableError
 from orchestrator_core.providers.ollama import OllamaProvider
-from orchestrator_core.types import ChatParams, Message, ModelState
+from orchestrator_core.types import ChatParams, Message, ModelFacts, ModelState
 
 BASE = "http://127.0.0.1:11434"
 Wire = respx.MockRouter
@@ -170,3 +170,16 @@ def test_ollama_chat_with_an_unknown_model_is_model_not_found(wire: Wire, ollama
 
     with pytest.raises(ModelNotFoundError):
         ollama.chat("nope", HELLO, ChatParams())
+
+
+def test_ollama_reports_size_and_the_running_copys_context_and_memory(wire: Wire, ollama: OllamaProvider) -> None:
+    wire.get("/api/tags").respond(json=TAGS)
+    wire.get("/api/ps").respond(json={"models": [
+        {"name": "mistral:latest", "model": "mistral:latest", "size": 6_000_000_000, "size_vram": 6_000_000_000,
+         "context_length": 4096}]})
+
+    models = {m.name: m for m in ollama.host_models()}
+
+    assert models["mistral:latest"].facts == ModelFacts(size_bytes=5137025024, context_length=4096,
+                                                        memory_bytes=6_000_000_000)
+    assert models["llama3.2:latest"].facts == ModelFacts(size_bytes=2019393189)

@@ -152,6 +152,23 @@ def test_secret_for_prefers_newest_stored_key_not_rejected_then_env(db: Database
     assert keys.secret_for("mistral") is None
 
 
+def test_rejected_is_true_only_when_the_key_a_call_would_use_failed_its_last_test(db: Database,
+                                                                                  tmp_path: Path) -> None:
+    keys = KeyStore(db, load_fernet(None, tmp_path), env_keys={"google": "g-env-key-123456789"},
+                    known_providers=PROVIDERS)
+    assert not keys.rejected("openai")  # no key at all is "no key", not "rejected"
+    first = keys.add("openai", "first", "sk-first-key-123456789")
+    keys.record_test(first.id, KeyTestResult(KeyCheck.REJECTED, "401", 10.0))
+    assert keys.rejected("openai")
+    second = keys.add("openai", "second", "sk-second-key-123456789")
+    assert not keys.rejected("openai")  # the untested key is the one a call uses
+    keys.record_test(second.id, KeyTestResult(KeyCheck.UNVERIFIED, "timeout", 10.0))
+    assert not keys.rejected("openai")
+    assert not keys.rejected("google")
+    keys.record_test("env:google", KeyTestResult(KeyCheck.REJECTED, "403", 10.0))
+    assert keys.rejected("google")
+
+
 def test_record_test_is_stored_for_stored_keys_and_kept_in_memory_for_env_keys(db: Database, tmp_path: Path) -> None:
     keys = KeyStore(db, load_fernet(None, tmp_path), env_keys={"google": "AIza-env-key-123456"},
                     known_providers=PROVIDERS)

@@ -182,6 +182,23 @@ def test_model_stats_since_only_counts_newer_calls(seeded: Database) -> None:
     assert metrics.model_stats(seeded, since=5000) == {}
 
 
+def test_table_stats_match_model_stats_with_estimated_percentiles(seeded: Database) -> None:
+    exact, estimated = metrics.model_stats(seeded), metrics.table_stats(seeded)
+    assert set(estimated) == set(exact)
+    for model, want in exact.items():
+        got = estimated[model]
+        assert (got.calls, got.ok, got.errors, got.success_rate) == (want.calls, want.ok, want.errors, want.success_rate)
+        assert (got.last_error_kind, got.last_error, got.last_error_at) == (want.last_error_kind, want.last_error,
+                                                                             want.last_error_at)
+        assert got.last_call_at is not None and want.last_call_at is not None
+        assert got.last_call_at >= want.last_call_at  # the newest attempt: a skip counts there
+        assert got.p50_ms is not None and want.p50_ms is not None and _in_bucket_of(got.p50_ms, want.p50_ms)
+        assert got.p95_ms is not None and want.p95_ms is not None and _in_bucket_of(got.p95_ms, want.p95_ms)
+    # Rollups hold whole minutes: a since inside a minute counts that whole minute (the page's since is whole).
+    assert metrics.table_stats(seeded, since=1060)["openai:a"].calls == metrics.model_stats(seeded, 1020)["openai:a"].calls
+    assert metrics.table_stats(seeded, since=5000) == {}
+
+
 def _in_bucket_of(estimate: float, exact: float) -> bool:
     """The histogram estimate lies in the log bucket that holds the exact nearest-rank value."""
     low, high = rollup.bucket_edges(rollup.bucket_index(exact))
