@@ -24,7 +24,7 @@ PARTIAL = "chat_partial"  # the words streamed so far, kept for Stop
 orch = state.orchestrator()
 st.title("💬 Chat")
 
-statuses: dict[str, ModelStatus] = {s.model_id: s for s in orch.manager.list_with_status()}
+statuses: dict[str, ModelStatus] = {s.model_id: s for s in orch.statuses()}
 if not statuses:
     st.info("No active model yet. Start a local host (LM Studio, Ollama, llama-server) or add a hosted model "
             "on the Models page, and add its key on the API keys page.")
@@ -33,7 +33,7 @@ if not statuses:
 
 model_ids = views.grouped(statuses)  # grouped by connection: local hosts first
 if st.session_state.get("chat_model") not in statuses:
-    keys_ok = {k.provider for k in orch.keys.list() if k.last_test_status is KeyCheck.OK}
+    keys_ok = {k.connection for k in orch.keys_of() if k.last_test_status is KeyCheck.OK}
     st.session_state["chat_model"] = views.default_model(statuses, state.metric(orch, "last_used_model"), keys_ok)
 
 
@@ -63,7 +63,7 @@ def switch_and_retry(model_id: str) -> None:
 
 
 def reset_and_retry(model_id: str) -> None:
-    orch.manager.reset_failed(model_id)
+    orch.reset_cooldowns(model_id)
     st.session_state["chat_model"] = model_id
     st.session_state[PENDING] = True
 
@@ -228,8 +228,8 @@ def failed(history: list[dict[str, Any]], prompt: dict[str, Any], model_id: str,
         history.append({"role": "assistant", "content": partial, "caption": caption})
     else:
         prompt["failed"] = True
-    alternative = orch.manager.suggest_alternative(model_id)
-    cooling = orch.failures.get(model_id) if views.only_cooling(model_id, exc) else None
+    alternative = orch.suggest_alternative(model_id)
+    cooling = orch.cooldown(model_id) if views.only_cooling(model_id, exc) else None
     notice = {"role": "notice", "icon": "⏸️" if cooling else views.notice_icon(exc),
               "content": views.cooldown_notice(cooling, alternative) if cooling
               else views.failure_notice(model_id, exc, alternative),

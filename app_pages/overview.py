@@ -13,9 +13,9 @@ SPEND_PERIODS: tuple[tuple[str, spend.Period], ...] = (("today", "day"), ("this 
 orch = state.orchestrator()
 st.title("🏠 Overview")
 
-hosts = orch.manager.hosts()
-statuses = orch.manager.list_with_status()
-keys = orch.keys.list()
+hosts = orch.hosts()
+statuses = orch.statuses()
+keys = orch.keys_of()
 last_hour = state.metric(orch, "summary", state.minute_now() - 3600)
 
 steps = views.next_steps(hosts, keys, statuses)
@@ -63,7 +63,7 @@ with left:
     st.subheader("Local hosts")
     if not hosts:
         st.info("No local host is checked: LOCAL_HOSTS is empty.")
-    seen = views.seen_up(orch.registry.list())
+    seen = views.seen_up(orch.models())
     for host in hosts:
         st.markdown(f"{views.host_line(host, host.provider in seen)}  \n`{host.base_url}`")
         if not host.reachable:

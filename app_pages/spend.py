@@ -75,7 +75,7 @@ def _chart(rows: list[dict[str, object]], build: object, key: str) -> None:
 def unpriced() -> None:
     st.subheader("Unpriced models")
     seen = [r["model"] for r in state.spend(orch, "spend_by_model", state.minute_now() - 30 * 86400, None)]
-    models = orch.unpriced_models([e.model_id for e in orch.registry.list()] + seen)
+    models = orch.unpriced_models([e.model_id for e in orch.models()] + seen)
     if models:
         st.warning("Calls of these models are recorded at an unknown cost (never $0): "
                    + ", ".join(f"`{views.plain(m)}`" for m in models) + ". Set a price for them below.")

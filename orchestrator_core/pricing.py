@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .errors import UnknownProviderError
-from .providers.registry import is_local, provider_class
+from .providers.registry import PROVIDERS
 from .types import ModelRef, Usage
 
 log = logging.getLogger(__name__)
@@ -187,17 +186,13 @@ def _rate(value: Any) -> Rate | None:
 
 
 def _is_local(provider: str) -> bool:
-    try:
-        return is_local(provider)
-    except UnknownProviderError:
-        return False
+    cls = PROVIDERS.get(provider)
+    return cls is not None and cls.local
 
 
 def _table_id(provider: str) -> str | None:
-    try:
-        return provider_class(provider).price_table_id
-    except UnknownProviderError:  # a connection whose name is no provider kind: only an override prices it
-        return None
+    cls = PROVIDERS.get(provider)  # a connection whose name is no seeded one: only an override prices it
+    return cls.price_table_id if cls is not None else None
 
 
 _TABLE_LOCK = threading.Lock()

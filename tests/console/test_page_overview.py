@@ -35,7 +35,7 @@ def test_overview_tells_a_newcomer_what_to_do_next(wire: respx.MockRouter) -> No
     assert not at.exception and not at.error
     shown = "\n".join(texts(at))
     assert "Getting started" in shown
-    assert "Start LM Studio's server" in shown and "No API key yet" in shown
+    assert "start LM Studio and its local server" in shown and "No API key yet" in shown
     assert NEVER_UP in shown
     assert {link.label for link in at.get("page_link")} >= {"Chat with a model", "Manage API keys"}
     assert "Add a key on the API keys page" in {link.label for link in at.get("page_link")}  # the step is a link
