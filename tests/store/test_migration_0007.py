@@ -70,3 +70,34 @@ def test_todays_ids_keys_registry_metrics_and_cooldowns_keep_working_after_0007(
     assert connections["custom"] == ("openai-compatible", True, 1)
     assert connections["openai"] == ("openai", True, 1)
     assert connections["lmstudio"] == ("lmstudio", True, 0)
+
+
+def test_the_migrations_form_one_chain_with_costs_after_connections() -> None:
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config())
+    assert script.get_heads() == [script.get_current_head()]  # one head: no branch left to merge
+    chain = [rev.revision for rev in script.walk_revisions("base", "heads")]
+    assert chain[:3] == ["0008", "0007", "0006"]
+
+
+def test_a_0006_database_with_data_upgrades_to_head_with_connections_and_costs(tmp_path: Path) -> None:
+    secret = Fernet.generate_key().decode()
+    url = _database_at_0006_with_data(tmp_path / "old.db", Fernet(secret.encode()))
+
+    with respx.mock(assert_all_called=False) as wire:
+        wire.post(f"{OPENAI}/chat/completions").respond(json=openai_answer("priced"))
+        with Orchestrator.from_settings(settings(url, secret_key=secret, local_hosts=())) as orch:
+            orch.chat("openai:gpt-4.1-mini", HELLO, fallback=False)
+            orch.flush_metrics(5.0)
+            orch.set_group("default", ["openai:gpt-4.1-mini"])
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        costs = conn.execute(text("SELECT request_id, cost_usd, price_source FROM call_metrics")).all()
+        groups = conn.execute(text("SELECT name FROM model_groups")).scalars().all()
+        areas = set(conn.execute(text("SELECT area FROM cache_generations")).scalars())
+    engine.dispose()
+    assert {row.request_id for row in costs if row.cost_usd is None} >= {"r1"}  # the old row: cost unknown
+    assert any(row.cost_usd is not None and row.cost_usd > 0 for row in costs)  # this call: priced
+    assert groups == ["default"]
+    assert areas >= {"connections", "groups", "pricing", "spend"}
