@@ -8,20 +8,22 @@ import streamlit as st
 
 from console import state, views
 from orchestrator_core.errors import OrchestratorError
-from orchestrator_core.providers.registry import HOSTED_PROVIDERS, PROVIDERS
 from orchestrator_core.store import KeyInfo, TokenInfo
 from orchestrator_core.types import KeyCheck, KeyTestResult
 
-KEY_PROVIDERS = (*HOSTED_PROVIDERS, "lmstudio")  # LM Studio only with "Require Authentication" on
 FLASH_KIND = {KeyCheck.OK: "success", KeyCheck.REJECTED: "error", KeyCheck.UNVERIFIED: "warning"}
 
 orch = state.orchestrator()
 st.title("🔑 API keys")
 state.show_flash()
+# Connections that take a key: hosted ones, and local hosts whose kind has a key variable (LM Studio's token).
+KEY_CONNECTIONS = {c.name: c for c in orch.connections()
+                   if not c.local or c.provider_class.key_env_vars}
 
 
 def provider_name(name: str) -> str:
-    return f"{PROVIDERS[name].display_name} ({name})"
+    connection = KEY_CONNECTIONS.get(name)
+    return f"{connection.provider_class.display_name} ({name})" if connection else name
 
 
 # -- callbacks: they run before the page, so the table below already shows their effect ------------------
@@ -95,8 +97,8 @@ by_id = {k.id: k for k in keys}
 if keys:
     st.dataframe(views.key_rows(keys), hide_index=True, width="stretch", key="keys_table")
 else:
-    st.info("No key yet. Add one below, or set OPENAI_API_KEY, ANTHROPIC_API_KEY, GOOGLE_API_KEY, MISTRAL_API_KEY "
-            "… in the environment or .env (those are listed here read-only).")
+    st.info(f"No key yet. Add one below, or set {views.key_env_names()} in the environment or .env (those are "
+            "listed here read-only).")
 
 if keys:
     top = st.columns([3, 1, 1, 1], vertical_alignment="bottom")
@@ -147,7 +149,7 @@ if keys:
 st.subheader("Add a key")
 with st.form("add_key_form", clear_on_submit=False):
     cols = st.columns([1, 1, 2])
-    cols[0].selectbox("Provider", KEY_PROVIDERS, key="new_key_provider", format_func=provider_name)
+    cols[0].selectbox("Provider", tuple(KEY_CONNECTIONS), key="new_key_provider", format_func=provider_name)
     cols[1].text_input("Label", key="new_key_label", placeholder="default")
     cols[2].text_input("Key", type="password", key="new_key_value", placeholder="paste the key")
     st.form_submit_button("Save key", type="primary", on_click=add_key)

@@ -20,7 +20,8 @@ from orchestrator_core.errors import (
     OrchestratorError,
     StreamInterruptedError,
 )
-from orchestrator_core.providers.registry import HOSTED_PROVIDERS, PROVIDERS
+from orchestrator_core.providers.base import LocalHost
+from orchestrator_core.providers.registry import HOSTED_PROVIDERS, LOCAL_PROVIDERS, PROVIDERS
 from orchestrator_core.types import KeyCheck, ModelState, ModelStatus, OrchestratedResult
 
 if TYPE_CHECKING:
@@ -304,10 +305,14 @@ def provider_key_rows(keys: Sequence[KeyInfo]) -> list[dict[str, Any]]:
         elif not cls.needs_key:
             state = "✅ no key needed"
         else:
-            env = f" or set {cls.key_env_var}" if cls.key_env_var else ""
-            state = f"➕ none: add one on the API keys page{env}"
+            state = f"➕ none: add one on the API keys page{cls.key_env_hint()}"
         rows.append({"Provider": cls.display_name, "Keys": state})
     return rows
+
+
+def key_env_names() -> str:
+    """The documented key variables of the hosted kinds, for a hint: 'OPENAI_API_KEY, ANTHROPIC_API_KEY, …'."""
+    return ", ".join(PROVIDERS[name].key_env_vars[0] for name in HOSTED_PROVIDERS if PROVIDERS[name].key_env_vars)
 
 
 def key_test_message(key: KeyInfo, status: KeyCheck, detail: str, latency_ms: float) -> str:
@@ -319,14 +324,14 @@ def next_steps(hosts: Sequence[HostStatus], keys: Sequence[KeyInfo], statuses: S
     """What a newcomer should do next, in order; empty when the console is ready to chat."""
     steps = []
     if hosts and not any(h.reachable for h in hosts):
-        steps.append(
-            "No local host is reachable. Start LM Studio's server (Developer tab → Start server, or "
-            "`lms server start`), Ollama (`ollama serve`) or llama-server, or point LMSTUDIO_BASE_URL / "
-            "OLLAMA_BASE_URL / LLAMACPP_BASE_URL at where it runs."
-        )
+        local = [PROVIDERS[name] for name in LOCAL_PROVIDERS]
+        starts = "; or ".join(cls.start_hint for cls in local if issubclass(cls, LocalHost))
+        urls = " / ".join(cls.base_url_env_vars[0] for cls in local if cls.base_url_env_vars)
+        steps.append(f"No local host is reachable. To use one, {starts}; or point {urls} at where it runs, or add "
+                     "the host on the Connections page.")
     if not keys:
-        steps.append("No API key yet. Add one on the API keys page (or set OPENAI_API_KEY and friends) to use "
-                     "hosted models and to have a fallback when local models fail.")
+        steps.append(f"No API key yet. Add one on the API keys page (or set {key_env_names()} in the environment) to "
+                     "use hosted models and to have a fallback when local models fail.")
     if statuses and not any(s.state.usable for s in statuses):
         steps.append("No model is usable right now; see the Models page for why.")
     elif not statuses:

@@ -161,7 +161,7 @@ def test_next_steps_guide_a_newcomer_and_vanish_once_ready() -> None:
     up = HostStatus("lmstudio", "LM Studio", "http://127.0.0.1:1234", True, "1 models", 1, 1, NOW)
     no_key = [status("openai:gpt", ModelState.EXTERNAL_NO_KEY)]
     steps = views.next_steps([down], [], no_key)
-    assert "Start LM Studio's server" in steps[0] and "Add one on the API keys page" in steps[1]
+    assert "start LM Studio and its local server" in steps[0] and "Add one on the API keys page" in steps[1]
     assert "No model is usable" in steps[2]
     key = KeyInfo(1, "openai", "default", "••••cdef", "stored")
     assert views.next_steps([up], [key], [status("lmstudio:q", ModelState.LOADED)]) == []

@@ -33,7 +33,7 @@ def test_overview_tells_a_newcomer_what_to_do_next(wire: respx.MockRouter) -> No
     assert not at.exception and not at.error
     shown = "\n".join(texts(at))
     assert "Getting started" in shown
-    assert "Start LM Studio's server" in shown and "No API key yet" in shown
+    assert "start LM Studio and its local server" in shown and "No API key yet" in shown
     assert "🔴 LM Studio: not reachable" in shown
     assert {link.label for link in at.get("page_link")} >= {"Chat with a model", "Manage API keys"}
 
