@@ -17,6 +17,7 @@ PAGES = [
     st.Page("app_pages/overview.py", title="Overview", icon="🏠", default=True),
     st.Page("app_pages/chat.py", title="Chat", icon="💬"),
     st.Page("app_pages/models.py", title="Models", icon="🧠"),
+    st.Page("app_pages/connections.py", title="Connections", icon="🔌"),
     st.Page("app_pages/keys.py", title="API keys", icon="🔑"),
 ]
 

@@ -45,6 +45,16 @@ def main_() -> None:
         page.get_by_role("button", name="Save key").click()
         wait_idle(page)
         page.screenshot(path=OUT / "keys.png", full_page=True)
+        open_page(page, console.url, "connections")
+        choose(page, "new_conn_kind", "(lmstudio)")
+        keyed(page, "new_conn_name").locator("input").fill("desk")
+        keyed(page, "new_conn_url").locator("input").fill(str(console.lmstudio_url))
+        page.get_by_role("button", name="Add connection").click()
+        wait_idle(page)
+        keyed(page, "conn_test_button").get_by_role("button").click()
+        main(page).locator('[data-testid="stAlertContentSuccess"]').last.wait_for()
+        wait_idle(page)
+        page.screenshot(path=OUT / "connections.png", full_page=True)
         open_page(page, console.url, "chat")
         choose(page, "chat_model", "lmstudio:llama-3.2-3b-instruct")
         prompt = keyed(page, "chat_prompt").locator("textarea")
@@ -60,7 +70,7 @@ def main_() -> None:
         main(page).get_by_role("heading", name="Charts").evaluate("e => e.scrollIntoView({block: 'start'})")
         page.screenshot(path=OUT / "charts.png")
         browser.close()
-    for name in ("overview", "keys", "chat", "models", "charts"):
+    for name in ("overview", "keys", "connections", "chat", "models", "charts"):
         print(OUT / f"{name}.png")
 
 
