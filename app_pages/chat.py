@@ -8,7 +8,7 @@ from typing import Any
 
 import streamlit as st
 
-from console import state, views
+from console import groups_view, state, views
 from orchestrator_core.errors import InputError, OrchestratorError, StreamInterruptedError
 from orchestrator_core.orchestrator import CallEvent
 from orchestrator_core.types import Message, ModelStatus
@@ -28,8 +28,9 @@ if not statuses:
     st.page_link("app_pages/models.py", label="Models", icon="🧠")
     st.stop()
 
-model_ids = list(statuses)
-if st.session_state.get("chat_model") not in statuses:
+groups = {g.name: g for g in orch.groups()}
+model_ids = groups_view.picker_options(list(groups.values()), list(statuses))  # groups first
+if st.session_state.get("chat_model") not in model_ids:
     ready = [m for m, s in statuses.items() if s.state.ready]
     usable = [m for m, s in statuses.items() if s.state.usable]
     st.session_state["chat_model"] = (ready or usable or model_ids)[0]
@@ -230,7 +231,8 @@ top = st.columns([3, 1])
 chosen_model = top[0].selectbox("Model", model_ids, key="chat_model",
                                 help="🌐 hosted, ready · ✅ loaded · 🔄 loading · 💤 not loaded (loaded on send) · "
                                      "⏸️ cooling down · ❌ unavailable")
-top[0].caption(views.picker_status(statuses.get(chosen_model)))
+top[0].caption(views.plain(f"Group: {groups_view.chain(groups[chosen_model].members)}") if chosen_model in groups
+               else views.picker_status(statuses.get(chosen_model)))
 top[1].toggle("Automatic fallback", value=True, key="chat_auto_fallback",
               help="When the model fails, answer with the best alternative and say so.")
 with st.expander("Settings"):

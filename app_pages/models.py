@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from console import charts, state, views
+from console import charts, groups_view, state, views
 from orchestrator_core.errors import OrchestratorError
 from orchestrator_core.store import metrics
 from orchestrator_core.types import ModelState, ModelStatus
@@ -235,4 +235,5 @@ def metric_charts() -> None:
     )
 
 
+groups_view.group_editor(orch, [m.model_id for m in orch.models() if m.active])
 metric_charts()
