@@ -21,7 +21,7 @@ PARTIAL = "chat_partial"  # the words streamed so far, kept for Stop
 orch = state.orchestrator()
 st.title("💬 Chat")
 
-statuses: dict[str, ModelStatus] = {s.model_id: s for s in orch.manager.list_with_status()}
+statuses: dict[str, ModelStatus] = {s.model_id: s for s in orch.statuses()}
 if not statuses:
     st.info("No active model yet. Start a local host (LM Studio, Ollama, llama-server) or add a hosted model "
             "on the Models page, and add its key on the API keys page.")
@@ -217,7 +217,7 @@ def failed(history: list[dict[str, Any]], prompt: dict[str, Any], model_id: str,
         history.append({"role": "assistant", "content": partial, "caption": caption})
     else:
         prompt["failed"] = True
-    alternative = orch.manager.suggest_alternative(model_id)
+    alternative = orch.suggest_alternative(model_id)
     notice = {"role": "notice", "content": views.failure_notice(model_id, exc, alternative),
               "icon": views.notice_icon(exc),
               "switch_to": alternative if not isinstance(exc, StreamInterruptedError) else None}

@@ -30,7 +30,7 @@ def provider_name(name: str) -> str:
 def add_key() -> None:
     ss = st.session_state
     try:
-        info = orch.keys.add(ss.get("new_key_provider", ""), ss.get("new_key_label") or None,
+        info = orch.add_key(ss.get("new_key_provider", ""), ss.get("new_key_label") or None,
                              ss.get("new_key_value", ""))
     except OrchestratorError as exc:
         state.flash("error", exc.message)  # the form keeps everything that was typed
@@ -44,7 +44,7 @@ def update_key(key_id: int | str) -> None:
     ss = st.session_state
     new_key = ss.get(f"edit_key_value_{key_id}") or None
     try:
-        info = orch.keys.update(key_id, label=ss.get(f"edit_key_label_{key_id}"), key=new_key)
+        info = orch.edit_key(key_id, label=ss.get(f"edit_key_label_{key_id}"), key=new_key)
     except OrchestratorError as exc:
         state.flash("error", exc.message)
         return
@@ -82,7 +82,7 @@ def confirm(action: str, act: Callable[[], object], done: str, cancel: Callable[
 @st.dialog("Delete this key?", on_dismiss=cancel_delete)
 def confirm_delete(key: KeyInfo) -> None:
     st.markdown(f"The {key.provider} key **{views.plain(key.label)}** ({views.plain(key.masked)}) is removed for good.")
-    confirm("Delete", lambda: orch.keys.delete(key.id), f"Deleted the {key.provider} key “{key.label}”.",
+    confirm("Delete", lambda: orch.delete_key(key.id), f"Deleted the {key.provider} key “{key.label}”.",
             cancel_delete)
 
 
@@ -92,7 +92,7 @@ def report(key: KeyInfo, result: KeyTestResult) -> None:
 
 
 # -- the list ------------------------------------------------------------------------------------------
-keys = orch.keys.list()
+keys = orch.keys_of()
 by_id = {k.id: k for k in keys}
 if keys:
     st.dataframe(views.key_rows(keys), hide_index=True, width="stretch", key="keys_table")

@@ -11,7 +11,6 @@ import streamlit as st
 
 from console import charts, groups_view, state, views
 from orchestrator_core.errors import OrchestratorError
-from orchestrator_core.store import metrics
 from orchestrator_core.types import ModelState, ModelStatus
 
 INTERVALS: dict[str, float | None] = {"Off": None, "2 s": 2.0, "5 s": 5.0, "10 s": 10.0, "30 s": 30.0}
@@ -26,7 +25,7 @@ state.show_flash()
 controls = st.columns([1, 1, 3], vertical_alignment="bottom")
 interval = controls[0].selectbox("Auto-refresh", list(INTERVALS), index=2, key="models_interval")
 if controls[1].button("Refresh now", key="models_refresh_now", help="Ask every local host again now"):
-    orch.manager.list_with_status(force=True)
+    orch.statuses(force=True)
     state.clear_metric_cache()
 
 
@@ -34,8 +33,8 @@ if controls[1].button("Refresh now", key="models_refresh_now", help="Ask every l
 def status_table() -> None:
     """The table of every model; reruns on its own every few seconds without rerunning the page."""
     rows = views.model_rows(
-        orch.manager.list_with_status(),
-        orch.registry.list(),
+        orch.statuses(),
+        orch.models(),
         state.metric(orch, "model_stats", state.minute_now() - STATS_WINDOW_S),
     )
     if not rows:
@@ -52,26 +51,30 @@ def status_table() -> None:
 status_table()
 
 
+def metrics_csv(since: float, until: float) -> str:
+    columns, rows = orch.export_metrics(since, until)
+    return views.csv_text(rows, columns)
+
+
 # -- actions -----------------------------------------------------------------------------------------
 def run_action(action: str, model_id: str | None) -> None:
     """Quick actions run as callbacks, so the table rendered next already shows their effect."""
-    manager = orch.manager
     try:
         if action == "load" and model_id:
-            manager.load(model_id)
+            orch.load(model_id)
             state.flash("success", f"Loading {model_id} started; the table shows 🔄 until it is loaded.")
         elif action == "unload" and model_id:
-            status = manager.unload(model_id)
+            status = orch.unload(model_id)
             if status.state is ModelState.UNLOADING:
                 state.flash("warning", f"{model_id}: unload requested; {status.detail}. "
                             "The table shows ⏏️ until it is gone.")
             else:
                 state.flash("success", f"{model_id} unloaded.")
         elif action == "reset":
-            cleared = manager.reset_failed(model_id)
+            cleared = orch.reset_cooldowns(model_id)
             state.flash("success", f"{model_id}: failure cleared." if cleared else f"{model_id} had no failure.")
         elif action == "reset_all":
-            state.flash("success", f"Cleared {manager.reset_failed()} failure(s); every model may be tried again.")
+            state.flash("success", f"Cleared {orch.reset_cooldowns()} failure(s); every model may be tried again.")
     except OrchestratorError as exc:
         state.flash("error", exc.message)
 
@@ -86,8 +89,8 @@ def load_and_wait(model_id: str) -> None:
     with st.status(views.load_label(model_id, 0.0), expanded=True) as box:
         started = time.monotonic()
         try:
-            orch.manager.load(model_id)
-            orch.manager.wait_for_load(
+            orch.load(model_id)
+            orch.wait_for_load(
                 model_id, on_progress=lambda p: box.update(label=views.load_label(model_id, p.elapsed_s, p.detail))
             )
         except OrchestratorError as exc:
@@ -97,7 +100,7 @@ def load_and_wait(model_id: str) -> None:
         box.update(label=views.plain(f"{model_id} is loaded ({time.monotonic() - started:.1f} s)"), state="complete")
 
 
-statuses: dict[str, ModelStatus] = {s.model_id: s for s in orch.manager.list_with_status()}
+statuses: dict[str, ModelStatus] = {s.model_id: s for s in orch.statuses()}
 st.subheader("Actions")
 if statuses:
     # Plain ids as entries, the status beside them (views.picker_status says why).
@@ -122,8 +125,8 @@ else:
 def add_model() -> None:
     model_id = st.session_state.get("new_model_id", "").strip()
     try:
-        orch.registry.add(model_id, display_name=st.session_state.get("new_model_name") or None,
-                          priority=int(st.session_state.get("new_model_priority", 100)))
+        orch.add_model(model_id, display_name=st.session_state.get("new_model_name") or None,
+                       priority=int(st.session_state.get("new_model_priority", 100)))
     except OrchestratorError as exc:
         state.flash("error", exc.message)  # the form keeps what was typed
         return
@@ -134,8 +137,8 @@ def add_model() -> None:
 
 def save_entry(model_id: str) -> None:
     try:
-        orch.registry.set_active(model_id, bool(st.session_state[f"edit_active_{model_id}"]))
-        orch.registry.set_priority(model_id, int(st.session_state[f"edit_priority_{model_id}"]))
+        orch.edit_model(model_id, active=bool(st.session_state[f"edit_active_{model_id}"]),
+                        priority=int(st.session_state[f"edit_priority_{model_id}"]))
     except OrchestratorError as exc:
         state.flash("error", exc.message)
         return
@@ -144,7 +147,7 @@ def save_entry(model_id: str) -> None:
 
 def remove_entry(model_id: str) -> None:
     try:
-        orch.registry.remove(model_id)
+        orch.remove_model(model_id)
     except OrchestratorError as exc:
         state.flash("error", exc.message)
         return
@@ -161,7 +164,7 @@ with left, st.form("add_model_form", clear_on_submit=False):
     st.number_input("Priority (lower is tried first)", value=100, step=10, key="new_model_priority")
     st.form_submit_button("Add model", on_click=add_model)
 
-entries = {e.model_id: e for e in orch.registry.list()}
+entries = {e.model_id: e for e in orch.models()}
 with right:
     st.markdown("**Activate, deactivate, prioritise**")
     if entries:
@@ -226,7 +229,7 @@ def metric_charts() -> None:
     st.download_button(
         "Download metrics as CSV",
         # Built only when clicked: a week of calls can be a large file.
-        data=lambda: views.csv_text(metrics.iter_export(orch.db, since, until), metrics.EXPORT_COLUMNS),
+        data=lambda: metrics_csv(since, until),
         file_name=f"call_metrics_{int(since)}_{int(until)}.csv",
         mime="text/csv",
         on_click="ignore",

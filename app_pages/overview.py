@@ -10,9 +10,9 @@ from console import state, views
 orch = state.orchestrator()
 st.title("🏠 Overview")
 
-hosts = orch.manager.hosts()
-statuses = orch.manager.list_with_status()
-keys = orch.keys.list()
+hosts = orch.hosts()
+statuses = orch.statuses()
+keys = orch.keys_of()
 last_hour = state.metric(orch, "summary", state.minute_now() - 3600)
 
 steps = views.next_steps(hosts, keys, statuses)

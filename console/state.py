@@ -14,7 +14,6 @@ import streamlit as st
 
 from orchestrator_core.errors import ConfigurationError, DatabaseError, SecretKeyError
 from orchestrator_core.orchestrator import Orchestrator
-from orchestrator_core.store import metrics as metric_queries
 
 from . import gate, shared, views
 
@@ -57,7 +56,7 @@ def orchestrator() -> Orchestrator:
 @st.cache_data(ttl=METRICS_TTL_S, max_entries=128, show_spinner="Aggregating call metrics…")
 def _metric(name: str, database: str, args: tuple[Any, ...]) -> Any:
     # database is only part of the cache key: two databases never share an entry.
-    return getattr(metric_queries, name)(shared.orchestrator().db, *args)
+    return shared.orchestrator().metric_query(name, *args)
 
 
 def metric(orch: Orchestrator, name: str, *args: Any) -> Any:
@@ -66,9 +65,8 @@ def metric(orch: Orchestrator, name: str, *args: Any) -> Any:
     While the database is busy (another process holds the write lock) the writer cannot flush, so the
     page reads what is stored instead of waiting for every chart.
     """
-    if not orch.metrics.stalled:
-        orch.metrics.flush(timeout=FLUSH_WAIT_S)
-    return _metric(name, orch.db.url.render_as_string(hide_password=True), args)
+    orch.flush_metrics(FLUSH_WAIT_S)
+    return _metric(name, orch.database_name, args)
 
 
 def clear_metric_cache() -> None:
@@ -101,8 +99,8 @@ def session_list(name: str) -> list[Any]:
 # -- the frame --------------------------------------------------------------------------------------
 def sidebar(orch: Orchestrator) -> None:
     """Host reachability and ready models, from the cached status (one cheap request per host at most)."""
-    hosts = orch.manager.hosts()
-    statuses = orch.manager.list_with_status()
+    hosts = orch.hosts()
+    statuses = orch.statuses()
     with st.sidebar:
         st.caption("Local hosts")
         for host in hosts:
