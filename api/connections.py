@@ -75,7 +75,7 @@ class ConnectionTestOut(BaseModel):
     name: str
     reachable: bool
     model_count: int | None
-    key: str | None = Field(description="ok | rejected | unverified; null when the kind needs no key")
+    key: str | None = Field(description="ok | rejected | could_not_verify; null when the kind needs no key")
     detail: str
     latency_ms: float
 
