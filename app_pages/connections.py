@@ -43,6 +43,7 @@ def add_connection() -> None:
         return
     for field in ("new_conn_name", "new_conn_key"):
         ss[field] = ""
+    prefill_url()  # ready for the next one of this kind
     ss["conn_pick"] = added.name
     with_key = " with its key" if key else ""
     state.flash("success", f"Added {added.name} ({kind.display_name}) at {cv.safe_url(added.base_url)}{with_key}. "

@@ -36,6 +36,8 @@ def status_text(connection: Connection, kind: KindInfo, host: HostStatus | None)
         if host.reachable:
             return f"🟢 up: {host.loaded} loaded of {host.models}"
         return "🔴 not reachable"
+    if kind.local:
+        return "⚪ not probed (not in LOCAL_HOSTS)"
     if kind.needs_key and connection.key_count == 0:
         return "❌ no key"
     return f"✅ {_count(connection.key_count, 'key')}" if connection.key_count else "✅ enabled"

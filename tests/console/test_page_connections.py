@@ -49,6 +49,7 @@ def test_the_page_lists_the_seeded_connections_with_their_status() -> None:
     assert table["lmstudio"]["Status"] == "🔴 not reachable"
     assert table["openai"]["Status"] == "❌ no key"
     assert table["openai"]["Source"] == "environment"
+    assert table["ollama"]["Status"] == "⚪ not probed (not in LOCAL_HOSTS)"  # LOCAL_HOSTS=lmstudio here
 
 
 def test_the_kind_picker_prefills_the_default_url(core: Callable[[], Orchestrator]) -> None:
