@@ -226,7 +226,8 @@ class ModelManager:
         failures = self.failures.active()
         connections = {c.name: c for c in self.factory.connections.list()}
         refs = [ModelRef.parse(e.model_id) for e in self.registry.list(active_only=True)]
-        return [self._status(r, connections[r.provider], snapshots.get(r.provider), failures)
+        keys: dict[str, tuple[str | None, bool]] = {}  # per connection, asked once for all its models
+        return [self._status(r, connections[r.provider], snapshots.get(r.provider), failures, keys)
                 for r in refs if r.provider in connections]
 
     def hosts(self, *, force: bool = False) -> list[HostStatus]:
@@ -253,7 +254,7 @@ class ModelManager:
 
     def _status(
         self, ref: ModelRef, connection: Connection, snapshot: _Snapshot | None,
-        failures: Mapping[str, FailureEntry],
+        failures: Mapping[str, FailureEntry], keys: dict[str, tuple[str | None, bool]] | None = None,
     ) -> ModelStatus:
         now = datetime.now(UTC)
         failure = failures.get(ref.id)
@@ -268,7 +269,7 @@ class ModelManager:
                 now, cooldown_until=failure.until, local=local,
             )
         if not local:
-            return self._hosted_status(ref, connection, now)
+            return self._hosted_status(ref, connection, now, {} if keys is None else keys)
         if snapshot is None:
             detail = f"{ref.provider} is not in LOCAL_HOSTS, so it is not checked; add it to use this model"
             return ModelStatus(ref.id, ModelState.HOST_DOWN, detail, now, local=True)
@@ -304,14 +305,19 @@ class ModelManager:
         detail = f"unload requested {age:.1f}s ago; the host still lists it as {host_model.state.value}"
         return ModelStatus(ref.id, ModelState.UNLOADING, detail, checked_at, local=True)
 
-    def _hosted_status(self, ref: ModelRef, connection: Connection, now: datetime) -> ModelStatus:
+    def _hosted_status(
+        self, ref: ModelRef, connection: Connection, now: datetime, keys: dict[str, tuple[str | None, bool]]
+    ) -> ModelStatus:
         cls = connection.provider_class
-        problem = self.factory.key_problem(connection.name)  # every key of the pool cooling or rejected
+        if connection.name not in keys:  # (every key cooling or rejected: why, or None; a key at all)
+            keys[connection.name] = (self.factory.key_problem(connection.name),
+                                     bool(self.factory.key_for(connection.name)))
+        problem, has_key = keys[connection.name]
         if problem is not None:
             return ModelStatus(ref.id, ModelState.EXTERNAL_NO_KEY, problem, now)
         if not cls.needs_key:
             return ModelStatus(ref.id, ModelState.EXTERNAL_READY, "no key needed", now)
-        if self.factory.key_for(ref.provider):
+        if has_key:
             return ModelStatus(ref.id, ModelState.EXTERNAL_READY, "key configured", now)
         detail = f"no key: add one on the API Keys page{cls.key_env_hint()}"
         return ModelStatus(ref.id, ModelState.EXTERNAL_NO_KEY, detail, now)

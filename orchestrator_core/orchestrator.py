@@ -661,7 +661,10 @@ class _Call:
         down, the connection sits out this call), so one key never stays out of use once the model is reset."""
         if key is None or exc.key_fault is None or self.orch.keys.pool_size(ref.provider) < 2:
             return False
-        self.orch.keys.record_fault(key.id, exc.key_fault, exc.message, self._key_cooldown(exc))
+        try:
+            self.orch.keys.record_fault(key.id, exc.key_fault, exc.message, self._key_cooldown(exc))
+        except Exception:  # a busy database must not turn a rotation into a failed call
+            log.warning("could not record the state of key %s", key.masked, exc_info=True)
         if last:
             return False
         detail = f"key {key.masked}: {exc.message}; trying the next key of {ref.provider}"
@@ -678,7 +681,7 @@ class _Call:
         if key is None:
             return
         try:
-            self.orch.keys.record_used(key.id)
+            self.orch.keys.record_used(key.id, background=self.orch._pool)
         except Exception:
             log.warning("could not record when a key was last used", exc_info=True)
 

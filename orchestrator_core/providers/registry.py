@@ -30,29 +30,3 @@ KINDS: dict[str, type[Provider]] = {
 PROVIDERS: dict[str, type[Provider]] = {cls.name: cls for cls in KINDS.values()}
 LOCAL_PROVIDERS: tuple[str, ...] = tuple(n for n, c in PROVIDERS.items() if c.local)
 HOSTED_PROVIDERS: tuple[str, ...] = tuple(n for n in PROVIDERS if n not in LOCAL_PROVIDERS)
-
-
-def kind_class(kind: str) -> type[Provider]:
-    """The class of a kind (or of a seeded connection's name), or UnknownProviderError naming the kinds."""
-    found = KINDS.get(kind) or PROVIDERS.get(kind)
-    if found is not None:
-        return found
-    from ..errors import UnknownProviderError  # noqa: PLC0415 - errors is imported by the providers this module imports
-
-    raise UnknownProviderError(f"Unknown kind {kind!r}; use one of: {', '.join(KINDS)}.", provider=kind)
-
-
-def provider_class(name: str) -> type[Provider]:
-    """The class of a seeded connection name, or UnknownProviderError naming the known ones."""
-    found = PROVIDERS.get(name)
-    if found is not None:
-        return found
-    from ..errors import UnknownProviderError  # noqa: PLC0415 - errors is imported by the providers this module imports
-
-    raise UnknownProviderError(
-        f"Unknown provider {name!r}; use one of: {', '.join(PROVIDERS)}.", provider=name
-    )
-
-
-def is_local(name: str) -> bool:
-    return name in LOCAL_PROVIDERS

@@ -12,10 +12,12 @@ import base64
 import binascii
 import builtins
 import hashlib
+import logging
 import os
 import stat
 import time
 from collections.abc import Collection, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +35,8 @@ from ..types import KeyCheck, KeyTestResult
 from .db import Database, upsert_insert
 from .generations import Generations, Token, generations_for
 from .tables import ApiKey, AppMeta, utcnow
+
+log = logging.getLogger(__name__)
 
 SECRET_FILE = "secret.key"  # noqa: S105 - a file name, not a secret
 MAX_KEY_LEN = 500
@@ -377,19 +381,29 @@ class KeyStore:
             row = self._row(s, key_id)
             row.fault, row.cooling_until, row.last_error = fault, until, message[:1000]
 
-    def record_used(self, key_id: KeyId) -> None:
-        """A call succeeded with this key: remember when (written at most every USED_WRITE_EVERY_S)."""
+    def record_used(self, key_id: KeyId, *, background: Executor | None = None) -> None:
+        """A call succeeded with this key: remember when (written at most every USED_WRITE_EVERY_S, on
+        ``background`` when given, so a busy database never holds up the call)."""
         now = time.time()
         if now - self._used.get(key_id, 0.0) < USED_WRITE_EVERY_S:
             return
         self._used[key_id] = now
-        if self._env_provider(key_id) is not None or not isinstance(key_id, int):
-            return
+        if not isinstance(key_id, int):
+            return  # the env key has no row: its last use is kept in memory
+        if background is None:
+            self._write_used(key_id, now)
+        else:
+            background.submit(self._write_used, key_id, now)
+
+    def _write_used(self, key_id: int, when: float) -> None:
         # Not a change of the pool (no generation bump): every cache of keys stays valid.
-        with self.db.session() as s:
-            row = s.get(ApiKey, key_id)
-            if row is not None:
-                row.last_used_at = datetime.fromtimestamp(now, UTC)
+        try:
+            with self.db.session() as s:
+                row = s.get(ApiKey, key_id)
+                if row is not None:
+                    row.last_used_at = datetime.fromtimestamp(when, UTC)
+        except (DatabaseBusyError, OperationalError):
+            log.info("last use of key %s not recorded: the database is busy or read-only", key_id)
 
     def _env_state(self, connection: str, now: datetime) -> KeyState:
         fault, until, _ = self._env_faults.get(connection, (None, None, None))
@@ -525,6 +539,9 @@ class KeyStore:
 
     def _info(self, row: ApiKey, masked: str) -> KeyInfo:
         used = row.last_used_at
+        noted = self._used.get(row.id)  # this process's last use, newer than the row while its write is queued
+        if noted is not None and (used is None or noted > used.timestamp()):
+            used = datetime.fromtimestamp(noted, UTC)
         cooling = row.cooling_until
         return KeyInfo(
             id=row.id,
