@@ -11,7 +11,7 @@ from typing import Any
 
 import streamlit as st
 
-from console import state, views
+from console import groups_view, state, views
 from orchestrator_core.errors import InputError, OrchestratorError, StreamInterruptedError
 from orchestrator_core.orchestrator import CallEvent
 from orchestrator_core.types import KeyCheck, Message, ModelState, ModelStatus
@@ -31,8 +31,10 @@ if not statuses:
     st.page_link("app_pages/models.py", label="Models", icon="🧠")
     st.stop()
 
-model_ids = views.grouped(statuses)  # grouped by connection: local hosts first
-if st.session_state.get("chat_model") not in statuses:
+groups = {g.name: g for g in orch.groups()}
+# Groups first, then the models grouped by connection (local hosts first).
+model_ids = groups_view.picker_options(list(groups.values()), views.grouped(statuses))
+if st.session_state.get("chat_model") not in model_ids:
     keys_ok = {k.connection for k in orch.keys_of() if k.last_test_status is KeyCheck.OK}
     st.session_state["chat_model"] = views.default_model(statuses, state.metric(orch, "last_used_model"), keys_ok)
 
@@ -245,7 +247,8 @@ top = st.columns([3, 1])
 chosen_model = top[0].selectbox("Model", model_ids, key="chat_model",
                                 help="🌐 hosted, ready · ✅ loaded · 🔄 loading · 💤 not loaded (loaded on send) · "
                                      "⏸️ cooling down · ❌ unavailable")
-top[0].caption(views.picker_status(statuses.get(chosen_model)))
+top[0].caption(views.plain(f"Group: {groups_view.chain(groups[chosen_model].members)}") if chosen_model in groups
+               else views.picker_status(statuses.get(chosen_model)))
 top[1].toggle("Automatic fallback", value=True, key="chat_auto_fallback",
               help="When the model fails, answer with the best alternative and say so.")
 with st.expander("Settings"):
@@ -369,8 +372,9 @@ def stream_each(models: list[str], messages: list[Message]) -> list[dict[str, An
 with compare_tab:
     # "Select all" must not pick a model without a key, with a rejected key or on a host that is down; one
     # cooling down stays (its column says until when).
-    offered = [m for m in model_ids if statuses[m].state.usable or statuses[m].state is ModelState.COOLING_DOWN]
-    left_out = [m for m in model_ids if m not in offered]
+    compared = [m for m in model_ids if m in statuses]  # models only: a group answers with one of its members
+    offered = [m for m in compared if statuses[m].state.usable or statuses[m].state is ModelState.COOLING_DOWN]
+    left_out = [m for m in compared if m not in offered]
     chosen = st.multiselect("Models (2–4)", offered, key="compare_models", max_selections=4)
     for model_id in chosen:
         st.caption(f"{views.plain(model_id)}: {views.picker_status(statuses.get(model_id))}")

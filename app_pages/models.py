@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from console import state, views
+from console import groups_view, state, views
 from orchestrator_core.errors import OrchestratorError
 from orchestrator_core.types import ModelState, ModelStatus
 
@@ -210,3 +210,6 @@ with right:
         st.button("Remove", key="remove_model", on_click=remove_entry, args=(picked,), disabled=discovered,
                   help="Discovered models come back while the host lists them: deactivate them instead"
                   if discovered else None)
+
+
+groups_view.group_editor(orch, [m.model_id for m in orch.models() if m.active])

@@ -33,6 +33,7 @@ DEFAULT_DATA_DIR = "data"
 SIGN_IN_MAX_FAILURES = 5
 SIGN_IN_LOCKOUT_S = 60.0
 RANKINGS = ("priority", "cost")  # how fallback orders the alternatives of one tier (fallback.rank_alternatives)
+SESSION_LIFETIME_S = 12 * 3600.0  # how long the console's session cookie keeps an operator signed in
 
 
 def home_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -74,6 +75,7 @@ class Settings:
     gateway_threads: int = 64
     sign_in_max_failures: int = SIGN_IN_MAX_FAILURES  # wrong console passwords in a row before the lockout
     sign_in_lockout_s: float = SIGN_IN_LOCKOUT_S  # how long sign-in then stays locked, for every session
+    session_lifetime_s: float = SESSION_LIFETIME_S  # a signed-in console survives reloads this long (make run)
     # A hostile or broken host: whole-call and stream idle deadlines, size caps (see providers/guard.py).
     call_deadline_s: float = 600.0  # a whole call, not one read; loads have LOAD_TIMEOUT_S instead
     stream_idle_timeout_s: float = 120.0  # a stream with no new data (keep-alive comments do not count)
@@ -135,6 +137,7 @@ class Settings:
             gateway_threads=_whole(env, "GATEWAY_THREADS", 64, minimum=1),
             sign_in_max_failures=_whole(env, "SIGN_IN_MAX_FAILURES", SIGN_IN_MAX_FAILURES, minimum=1),
             sign_in_lockout_s=_number(env, "SIGN_IN_LOCKOUT_S", SIGN_IN_LOCKOUT_S, minimum=1.0),
+            session_lifetime_s=_number(env, "SESSION_LIFETIME_S", SESSION_LIFETIME_S, minimum=60.0),
             call_deadline_s=_number(env, "CALL_DEADLINE_S", 600.0),
             stream_idle_timeout_s=_number(env, "STREAM_IDLE_TIMEOUT_S", 120.0),
             max_response_bytes=_whole(env, "MAX_RESPONSE_BYTES", 8 * 1024 * 1024, minimum=1024),
