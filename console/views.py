@@ -351,14 +351,25 @@ def seen_up(entries: Iterable[Any]) -> set[str]:
 
 
 def probe_hint(hosts: Sequence[HostStatus], seen: set[str]) -> str | None:
-    """How to stop checking hosts that never answered: the LOCAL_HOSTS line to set, or None."""
+    """How to stop checking hosts that never answered: the LOCAL_HOSTS line to set (seeded hosts), or to
+    disable an added connection (LOCAL_HOSTS does not name those), or None."""
     never = [h for h in hosts if not h.reachable and h.provider not in seen]
     if not never or len(never) == len(hosts):
         return None  # nothing to hide, or every host: then Getting started says what to start
-    keep = ",".join(h.provider for h in hosts if h not in never)
-    names = ", ".join(h.display_name for h in never)
-    return (f"{names} never answered here. To stop checking them, set LOCAL_HOSTS={keep} in .env "
-            "(or the environment) and restart the console.")
+    seeded = [h for h in never if h.provider in LOCAL_PROVIDERS]
+    added = [h for h in never if h not in seeded]
+    fixes = []
+    if seeded:
+        keep = ",".join(h.provider for h in hosts if h.provider in LOCAL_PROVIDERS and h not in never)
+        fixes.append(f"To stop checking {_names(seeded)}, set LOCAL_HOSTS={keep} in .env (or the environment) and "
+                     "restart the console.")
+    if added:
+        fixes.append(f"To stop checking {_names(added)}, disable it on the Connections page.")
+    return f"{_names(never)} never answered here. " + " ".join(fixes)
+
+
+def _names(hosts: Sequence[HostStatus]) -> str:
+    return ", ".join(h.display_name for h in hosts)
 
 
 def key_rows(keys: Sequence[KeyInfo]) -> list[dict[str, Any]]:

@@ -24,6 +24,8 @@ def test_two_lm_studio_hosts_are_listed_by_connection_name(wire: respx.MockRoute
     assert not at.exception
     lines = [t for t in texts(at) if "LM Studio" in t]
     assert any(t.startswith("🟢 desk (LM Studio)") for t in lines), lines
-    assert any(t.startswith("🔴 LM Studio") for t in lines), lines
+    assert any(t.startswith("⚪ LM Studio: not running (never seen up)") for t in lines), lines
+    hint = next(i.value for i in at.info if "never answered here" in i.value)
+    assert "LOCAL_HOSTS= " in hint and "desk" not in hint  # LOCAL_HOSTS names seeded hosts only
     overview = [t for t in texts(at) if "desk (LM Studio)" in t]
     assert len(overview) >= 2  # the sidebar and the overview's Local hosts
