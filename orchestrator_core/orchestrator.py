@@ -43,6 +43,7 @@ from .errors import (
     OrchestratorError,
     ProviderError,
     StreamInterruptedError,
+    UnknownConnectionError,
     should_fall_back,
 )
 from .fallback import cools_down, is_connection_wide
@@ -125,7 +126,7 @@ class Orchestrator:
             _ = self.metrics  # rows an earlier process spooled are written at this start, not at the first call
         self.tokens = TokenStore(database)  # gateway tokens of the HTTP API (api/)
         self.pricing = PricingStore(database)  # price overrides and budgets (issue 11)
-        self.prices = PriceBook(self.pricing.override_prices)
+        self.prices = PriceBook(self.pricing.override_prices, kind_of=self._kind_of)
         self.budgets = BudgetGuard(database, self.pricing)
         self.factory = ProviderFactory(settings, self.keys.secret_for, connections=self.connection_store,
                                        key_problem=self.keys.pool_problem)
@@ -421,6 +422,13 @@ class Orchestrator:
         """The database URL without its password (a cache key for the pages)."""
         return self.db.url.render_as_string(hide_password=True)
     # -- cost -------------------------------------------------------------------------------------
+    def _kind_of(self, connection: str) -> str | None:
+        """A connection's kind for pricing (from memory), or None when there is no such connection."""
+        try:
+            return self.connection_store.get(connection).kind
+        except UnknownConnectionError:
+            return None
+
     def unpriced_models(self, model_ids: Iterable[str] | None = None) -> list[str]:
         """Models whose calls are recorded at an unknown cost: no override, not local, not in the price table.
 
