@@ -9,7 +9,7 @@ import streamlit as st
 
 from console import charts, costs, state, views
 from orchestrator_core.errors import OrchestratorError
-from orchestrator_core.store.prices import PERIODS
+from orchestrator_core.store.prices import ALL_CONNECTIONS, PERIODS
 from orchestrator_core.store.spend import Period, period_start
 
 SPEND_RANGES = {"Last 24 hours": 86400.0, "Last 7 days": 7 * 86400.0, "Last 30 days": 30 * 86400.0}
@@ -109,7 +109,9 @@ def overrides() -> None:
         pick = st.selectbox("Override", [e.target for e in entries], key="price_remove_pick")
         st.button("Remove override", key="price_remove", on_click=remove_override, args=(pick,))
     with st.form("price_form", border=True):
-        st.text_input("Model id or connection:*", key="price_target", placeholder="custom:my-model")
+        names = ", ".join(f"{c.name}:*" for c in orch.connections() if not c.local)
+        st.text_input("Model id or connection:*", key="price_target", placeholder="custom:my-model",
+                      help=f"A model id, or every model of a connection: {names}")
         cols = st.columns(3)
         cols[0].number_input("Input $/M tokens", min_value=0.0, step=0.05, format="%.4f", key="price_input")
         cols[1].number_input("Output $/M tokens", min_value=0.0, step=0.05, format="%.4f", key="price_output")
@@ -145,7 +147,10 @@ def budgets() -> None:
         st.button("Remove budget", key="budget_remove", on_click=remove_budget, args=labels[pick])
     with st.form("budget_form", border=True):
         cols = st.columns(3)
-        cols[0].text_input("Connection or *", key="budget_scope", placeholder="openai")
+        # Hosted connections only: a local model costs 0, so a budget on it would never be spent.
+        hosted = [c.name for c in orch.connections() if not c.local]
+        cols[0].selectbox("Connection or *", [ALL_CONNECTIONS, *hosted], key="budget_scope",
+                          help="* is every connection together")
         cols[1].selectbox("Period", PERIODS, key="budget_period")
         cols[2].number_input("Budget USD", min_value=0.0, step=1.0, format="%.2f", key="budget_limit")
         st.form_submit_button("Save budget", on_click=save_budget, key="budget_save")
