@@ -323,7 +323,8 @@ class ModelManager:
                                      bool(self.factory.key_for(connection.name)))
         problem, has_key = keys[connection.name]
         if problem is not None and self._key_rejected(connection.name):
-            detail = "every key was rejected: replace it on the API Keys page, or test it again"
+            detail = (f"every key of {connection.name} was rejected at its last test or by a call: replace it on "
+                      "the API Keys page, or test it again")
             return ModelStatus(ref.id, ModelState.EXTERNAL_KEY_REJECTED, detail, now)
         if problem is not None:
             return ModelStatus(ref.id, ModelState.EXTERNAL_NO_KEY, problem, now)

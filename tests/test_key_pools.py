@@ -10,7 +10,7 @@ import pytest
 import respx
 
 from orchestrator_core.orchestrator import Orchestrator
-from orchestrator_core.types import ModelState
+from orchestrator_core.types import KeyCheck, KeyTestResult, ModelState
 from tests.helpers import settings
 from tests.standins import StandIn, openai_standin
 
@@ -137,3 +137,16 @@ def test_the_environment_key_is_a_read_only_member_of_its_kind_s_default_connect
     assert [a.outcome for a in result.attempts] == ["error", "ok"]
     assert groq.keys_seen == [f"Bearer {HOT}", f"Bearer {GOOD}"]
     assert (env.read_only, env.id, env.state) == (True, "env:custom", "ok")
+
+
+def test_a_pool_shows_key_rejected_only_once_every_key_of_it_was_rejected(orch: Orchestrator, groq: StandIn) -> None:
+    first, second = _pool(orch, groq, GOOD, OTHER_GOOD)
+    orch.keys.record_test(first, KeyTestResult(KeyCheck.REJECTED, "401 invalid key", 20.0))
+    one_rejected = orch.model_status(MODEL, force=True)
+    orch.keys.record_test(second, KeyTestResult(KeyCheck.REJECTED, "401 invalid key", 20.0))
+    both_rejected = orch.model_status(MODEL, force=True)
+
+    assert one_rejected.state is ModelState.EXTERNAL_READY  # the other key still answers
+    assert both_rejected.state is ModelState.EXTERNAL_KEY_REJECTED and not both_rejected.state.ready
+    assert "every key of groq was rejected" in both_rejected.detail
+    assert orch.keys.rejected("groq") and not orch.keys.rejected("openai")
