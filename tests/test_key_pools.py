@@ -143,10 +143,11 @@ def test_a_pool_shows_key_rejected_only_once_every_key_of_it_was_rejected(orch: 
     first, second = _pool(orch, groq, GOOD, OTHER_GOOD)
     orch.keys.record_test(first, KeyTestResult(KeyCheck.REJECTED, "401 invalid key", 20.0))
     one_rejected = orch.model_status(MODEL, force=True)
+    pool_rejected_with_one = orch.keys.rejected("groq")
     orch.keys.record_test(second, KeyTestResult(KeyCheck.REJECTED, "401 invalid key", 20.0))
     both_rejected = orch.model_status(MODEL, force=True)
 
-    assert one_rejected.state is ModelState.EXTERNAL_READY  # the other key still answers
+    assert one_rejected.state is ModelState.EXTERNAL_READY and not pool_rejected_with_one  # the other key answers
     assert both_rejected.state is ModelState.EXTERNAL_KEY_REJECTED and not both_rejected.state.ready
     assert "every key of groq was rejected" in both_rejected.detail
     assert orch.keys.rejected("groq") and not orch.keys.rejected("openai")
