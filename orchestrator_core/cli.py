@@ -124,7 +124,7 @@ def _status_read_only(args: argparse.Namespace) -> int | None:
     factory = ProviderFactory(settings, keys, connections=store.connections(settings), key_problem=keys.problem)
     # The manager only reads here (list_with_status and hosts): the read-only views stand in for the stores.
     manager = ModelManager(settings, factory, cast("ModelRegistry", store.registry),
-                           cast("FailureCache", store.failures))
+                           cast("FailureCache", store.failures), key_rejected=keys.rejected)
     try:
         return _status(manager, args)
     except NeedsWrite:

@@ -270,8 +270,9 @@ def test_status_shows_a_connection_whose_keys_are_all_out_of_use_as_the_full_sta
     data = _equal_outputs(capsys, monkeypatch)
 
     states = _states(data)
-    assert states["groq:llama-3.3-70b"] == (
-        "external_no_key", "every key of groq was rejected; test it again or replace it on the API Keys page")
+    assert states["groq:llama-3.3-70b"] == (  # ux's rejected-key state, for a pool whose every key was rejected
+        "external_key_rejected", "every key of groq was rejected at its last test or by a call: replace it on the "
+        "API Keys page, or test it again")
     assert states["together:qwen-72b"] == ("external_ready", "no key needed")  # one of its keys is usable
     with Orchestrator.from_settings(Settings.from_env()) as orch:
         orch.keys.record_fault(third.id, "rejected", "401 from together", 0.0)

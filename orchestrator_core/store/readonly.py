@@ -212,6 +212,12 @@ class KeyLookup:
             states.append(("ok", None))
         return explain_unusable(connection, states)
 
+    def rejected(self, connection: str) -> bool:
+        """KeyStore.rejected: every key of the connection was rejected (a fresh process's env key never is)."""
+        now = datetime.now(UTC)
+        stored = self.stored.get(connection, ())
+        return bool(stored) and connection not in self.env_keys and all(r.state(now) == "rejected" for r in stored)
+
     def _plaintext(self, token: str) -> str:
         plaintext = self.plaintexts.get(token)
         if plaintext is None:  # never: every stored token was decrypted when the lookup was made
