@@ -119,3 +119,12 @@ def test_the_sdk_lists_a_group_and_chats_through_it(admin: httpx.Client, sdk: op
     answer = sdk.chat.completions.create(model="default", messages=[{"role": "user", "content": "hi"}])
     assert answer.choices[0].message.content == "fine"
     assert answer.model == "custom:healthy"
+
+
+def test_an_answer_through_a_group_names_the_member_and_the_group(admin: httpx.Client, sdk: openai.OpenAI) -> None:
+    admin.put("/api/groups/default", json={"members": ["custom:dead", "custom:healthy"]})
+    raw = sdk.chat.completions.with_raw_response.create(model="default", messages=[{"role": "user", "content": "hi"}])
+    answer = raw.parse()
+    assert answer.model == "custom:healthy"
+    assert raw.headers["x-orchestrator-model"] == "custom:healthy" and raw.headers["x-orchestrator-group"] == "default"
+    assert raw.headers["x-orchestrator-fallback-from"] == "custom:dead" and raw.headers["x-orchestrator-attempts"] == "2"
