@@ -440,6 +440,7 @@ def key_test_message(key: KeyInfo, status: KeyCheck, detail: str, latency_ms: fl
 STEP_LINKS = {
     "keys": ("app_pages/keys.py", "Add a key on the API keys page"),
     "models": ("app_pages/models.py", "Open the Models page"),
+    "connections": ("app_pages/connections.py", "Add a host on the Connections page"),
 }
 
 
@@ -452,7 +453,7 @@ def next_steps(hosts: Sequence[HostStatus], keys: Sequence[KeyInfo],
         starts = "; or ".join(cls.start_hint for cls in local if issubclass(cls, LocalHost))
         urls = " / ".join(cls.base_url_env_vars[0] for cls in local if cls.base_url_env_vars)
         steps.append((f"No local host is reachable. To use one, {starts}; or point {urls} at where it runs, or "
-                      "add the host on the Connections page.", None))
+                      "add the host on the Connections page.", "connections"))
     if not keys:
         steps.append((f"No API key yet. Add one on the API keys page (or set {key_env_names()} in the environment) "
                       "to use hosted models and to have a fallback when local models fail.", "keys"))
