@@ -48,7 +48,7 @@ def spend_section() -> None:
     cols = st.columns(3)
     for column, (label, period) in zip(cols, SPEND_PERIODS, strict=True):
         column.metric(f"Spent {label}", costs.usd(state.spend(orch, "spend_total", spend.period_start(period, now))))
-    for line in costs.budget_warnings(orch.budgets.statuses()):
+    for line in costs.budget_warnings(orch.budget_statuses()):
         st.warning(views.plain(line))
     top = costs.spend_rows(state.spend(orch, "spend_by_model", spend.period_start("month", now), None), limit=5)
     if top:

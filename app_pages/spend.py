@@ -20,7 +20,7 @@ state.show_flash()
 
 
 def budget_banner() -> None:
-    for line in costs.budget_warnings(orch.budgets.statuses()):
+    for line in costs.budget_warnings(orch.budget_statuses()):
         st.warning(views.plain(line))
 
 
@@ -87,7 +87,7 @@ def save_override() -> None:
     s = st.session_state
     try:
         cached = s["price_cached"] if s.get("price_cached_set") else None
-        entry = orch.pricing.set_override(s["price_target"], s["price_input"], s["price_output"], cached)
+        entry = orch.set_price_override(s["price_target"], s["price_input"], s["price_output"], cached)
     except OrchestratorError as exc:
         state.flash("error", exc.message)
         return
@@ -95,7 +95,7 @@ def save_override() -> None:
 
 
 def remove_override(target: str) -> None:
-    orch.pricing.remove_override(target)
+    orch.remove_price_override(target)
     state.flash("success", f"Override of {target} removed; the table price applies again.")
 
 
@@ -103,7 +103,7 @@ def overrides() -> None:
     st.subheader("Price overrides")
     st.caption("USD per million tokens, for a model id (openai:gpt-4o-mini) or a whole connection (custom:*). "
                "An override wins over the genai-prices table; local models cost 0 unless overridden.")
-    entries = orch.pricing.overrides()
+    entries = orch.price_overrides()
     if entries:
         st.dataframe(pd.DataFrame(costs.override_rows(entries)), hide_index=True, width="stretch")
         pick = st.selectbox("Override", [e.target for e in entries], key="price_remove_pick")
@@ -123,7 +123,7 @@ def overrides() -> None:
 def save_budget() -> None:
     s = st.session_state
     try:
-        entry = orch.pricing.set_budget(s["budget_scope"], s["budget_period"], s["budget_limit"])
+        entry = orch.set_budget(s["budget_scope"], s["budget_period"], s["budget_limit"])
     except OrchestratorError as exc:
         state.flash("error", exc.message)
         return
@@ -131,7 +131,7 @@ def save_budget() -> None:
 
 
 def remove_budget(scope: str, period: str) -> None:
-    orch.pricing.remove_budget(scope, period)
+    orch.remove_budget(scope, period)
     state.flash("success", f"The {period} budget of {scope} was removed.")
 
 
@@ -139,7 +139,7 @@ def budgets() -> None:
     st.subheader("Budgets")
     st.caption("Per connection (the part of a model id before ':') or * for all. Past 80 % the console warns; "
                "once spent, that connection's models are refused and fallback skips them, in every process.")
-    statuses = orch.budgets.statuses()
+    statuses = orch.budget_statuses()
     if statuses:
         st.dataframe(pd.DataFrame(costs.budget_rows(statuses)), hide_index=True, width="stretch")
         labels = {f"{s.scope} / {s.period}": (s.scope, s.period) for s in statuses}

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import exits
-from .budgets import BudgetGuard
+from .budgets import BudgetGuard, BudgetStatus
 from .clients import ProviderFactory
 from .config import Settings
 from .connections import Connection, ConnectionTest, KeyMode, KindInfo, ModelGroup, kinds
@@ -55,7 +55,7 @@ from .store.connections import ConnectionStore, GroupStore
 from .store.db import Database
 from .store.failures import FailureCache, FailureEntry
 from .store.keys import KeyInfo, KeyStore, check_key
-from .store.prices import ALL_CONNECTIONS, PricingStore
+from .store.prices import ALL_CONNECTIONS, BudgetEntry, OverrideEntry, PricingStore
 from .store.registry import ModelEntry, ModelRegistry
 from .store.secret import PoolKey, load_fernet
 from .store.spool import Spool
@@ -422,6 +422,32 @@ class Orchestrator:
         """The database URL without its password (a cache key for the pages)."""
         return self.db.url.render_as_string(hide_password=True)
     # -- cost -------------------------------------------------------------------------------------
+    def budget_statuses(self) -> tuple[BudgetStatus, ...]:
+        """Every budget with what was spent of it in its period (the Overview and Spend page warnings)."""
+        return self.budgets.statuses()
+
+    def price_overrides(self) -> list[OverrideEntry]:
+        return self.pricing.overrides()
+
+    def set_price_override(self, target: str, input_per_mtok: float, output_per_mtok: float,
+                           cached_input_per_mtok: float | None = None) -> OverrideEntry:
+        """The operator's price for a model id or a whole connection ("groq:*"); wins over the table."""
+        return self.pricing.set_override(target, input_per_mtok, output_per_mtok, cached_input_per_mtok)
+
+    def remove_price_override(self, target: str) -> bool:
+        return self.pricing.remove_override(target)
+
+    def set_budget(self, scope: str, period: str, limit_usd: float) -> BudgetEntry:
+        """A monthly or daily budget for a connection, or "*" for all; an unknown connection is refused, since a
+        budget on a misspelt name would never be spent."""
+        name = (scope or "").strip().lower()
+        if name != ALL_CONNECTIONS:
+            self.connection_store.get(name)
+        return self.pricing.set_budget(name, period, limit_usd)
+
+    def remove_budget(self, scope: str, period: str) -> bool:
+        return self.pricing.remove_budget(scope, period)
+
     def _kind_of(self, connection: str) -> str | None:
         """A connection's kind for pricing (from memory), or None when there is no such connection."""
         try:

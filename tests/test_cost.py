@@ -19,7 +19,7 @@ from genai_prices import Usage as TableUsage
 from genai_prices import calc_price
 from sqlalchemy import select
 
-from orchestrator_core.errors import AllModelsFailedError, BudgetExceededError
+from orchestrator_core.errors import AllModelsFailedError, BudgetExceededError, UnknownConnectionError
 from orchestrator_core.fallback import rank_alternatives
 from orchestrator_core.orchestrator import Orchestrator
 from orchestrator_core.pricing import Price, PriceBook
@@ -395,3 +395,14 @@ def test_spent_overall_budget_keeps_fallback_off_every_hosted_connection_also_ad
     tried = [a.model for a in failed.value.attempts]
     assert tried[0] == "lmstudio:qwen"
     assert not [m for m in tried if not m.startswith("lmstudio:")]  # no hosted one tried, not even skipped
+
+
+def test_a_budget_on_an_unknown_connection_is_refused_and_one_on_an_added_connection_is_kept(
+    orch: Orchestrator,
+) -> None:
+    with pytest.raises(UnknownConnectionError, match="opneai"):
+        orch.set_budget("opneai", "month", 10.0)  # misspelt: it would never be spent
+    orch.add_connection("groq", "openai-compatible", base_url="https://api.groq.com/openai/v1")
+    orch.set_budget("Groq", "day", 2.0)
+    orch.set_budget("*", "month", 50.0)
+    assert {(b.scope, b.period) for b in orch.pricing.budgets()} == {("groq", "day"), ("*", "month")}
