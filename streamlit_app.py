@@ -19,12 +19,14 @@ PAGES = [
     st.Page("app_pages/models.py", title="Models", icon="🧠"),
     st.Page("app_pages/usage.py", title="Usage", icon="📈"),
     st.Page("app_pages/spend.py", title="Spend", icon="💰"),
+    st.Page("app_pages/connections.py", title="Connections", icon="🔌"),
     st.Page("app_pages/keys.py", title="API keys", icon="🔑"),
 ]
 
 if not gate.allowed():
     # The gate is the only page, so no other page script can run before it is passed.
-    st.navigation([st.Page(gate.sign_in, title="Sign in", icon="🔒")], position="hidden").run()
+    st.navigation(gate.sign_in_pages(PAGES), position="hidden").run()
+    gate.session_cookie()  # after Lock: clears the cookie
     st.stop()
 
 problem = state.startup_error()
@@ -39,4 +41,5 @@ if problem is not None:
 page = st.navigation(PAGES)
 state.sidebar(state.orchestrator())
 gate.account_controls()
+gate.session_cookie()  # after sign-in: sets the cookie
 page.run()

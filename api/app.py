@@ -19,7 +19,7 @@ from orchestrator_core import shared
 from orchestrator_core.errors import ConfigurationError, OrchestratorError
 from orchestrator_core.orchestrator import Orchestrator
 
-from . import errors, gateway, management, prom
+from . import connections, errors, gateway, management, prom
 from .auth import FailureLimiter
 
 log = logging.getLogger("api")
@@ -117,6 +117,7 @@ def create_api(
     )
     app.state.backend = backend
     app.include_router(management.router)
+    app.include_router(connections.router)
     app.include_router(gateway.router)
     app.include_router(management.metrics_router)
     app.add_exception_handler(OrchestratorError, errors.on_orchestrator_error)

@@ -12,10 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 
 from .app import create_api
+from .console_session import SessionCookieMiddleware
 
 ROOT = Path(__file__).resolve().parent.parent
 CONSOLE_SCRIPT = ROOT / "streamlit_app.py"
@@ -28,8 +30,8 @@ async def _not_found(_: Request) -> PlainTextResponse:
 def console_and_api() -> FastAPI:
     """The console (st.App at /) with the API routes in front of it."""
     import streamlit as st  # noqa: PLC0415 - streamlit loads only when the app is built
-
-    console = st.App(str(CONSOLE_SCRIPT))
+    # The session cookie (console/session.py) is set here: a Streamlit script cannot answer with a header.
+    console = st.App(str(CONSOLE_SCRIPT), middleware=[Middleware(SessionCookieMiddleware)])
     parent = create_api(outer_lifespan=console.lifespan())
     # Streamlit's /_stcore/metrics counts sessions and their state: closed (issue 7). Matched before the mount.
     parent.add_route("/_stcore/metrics", _not_found, methods=["GET", "HEAD", "POST"], include_in_schema=False)

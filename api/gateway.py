@@ -34,12 +34,18 @@ CHAT_ERRORS = openai_errors(400, 401, 402, 403, 404, 409, 429, 502, 503, 504)  #
 
 @router.get("/models", response_model=OpenAIModelList, responses=openai_errors(401, 429, 503))
 async def list_models(request: Request, _: ChatToken, ready: bool = False) -> OpenAIModelList:
-    """Every active model in OpenAI's list shape, with its state; ready=true: only those that can answer now."""
-    statuses = await request.app.state.backend.call(lambda o: o.manager.list_with_status())
-    return OpenAIModelList(data=[
-        OpenAIModel(id=s.model_id, owned_by=s.model_id.partition(":")[0], state=s.state.value, ready=s.state.ready)
-        for s in statuses if s.state.ready or not ready
-    ])
+    """Every active model in OpenAI's list shape, with its state, then the model groups (owned_by "group", ready
+    when a member is); ready=true: only those that can answer now."""
+    statuses, groups = await request.app.state.backend.call(lambda o: (o.manager.list_with_status(), o.groups()))
+    data = [OpenAIModel(id=s.model_id, owned_by=s.model_id.partition(":")[0], state=s.state.value, ready=s.state.ready)
+            for s in statuses if s.state.ready or not ready]
+    ready_ids = {s.model_id for s in statuses if s.state.ready}
+    for group in groups:
+        usable = any(m in ready_ids for m in group.members)
+        if usable or not ready:
+            data.append(OpenAIModel(id=group.name, owned_by="group", state="ready" if usable else "unavailable",
+                                    ready=usable))
+    return OpenAIModelList(data=data)
 
 
 @router.post("/chat/completions", response_model=ChatCompletion,

@@ -50,6 +50,8 @@ def result_headers(result: OrchestratedResult) -> dict[str, str]:
                "x-request-id": result.request_id}
     if result.fell_back:
         headers["x-orchestrator-fallback-from"] = result.requested_model
+    if result.group:  # a call through a model group: the body's model is the member that answered
+        headers["x-orchestrator-group"] = result.group
     # USD as a plain decimal number; "unknown" for an unpriced model or an answer without usage (never "0").
     cost = result.cost_usd
     headers["x-orchestrator-cost-usd"] = "unknown" if cost is None else f"{cost:.10f}".rstrip("0").rstrip(".") or "0"

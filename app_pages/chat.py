@@ -11,7 +11,7 @@ from typing import Any
 
 import streamlit as st
 
-from console import state, views
+from console import groups_view, state, views
 from orchestrator_core.errors import InputError, OrchestratorError, StreamInterruptedError
 from orchestrator_core.orchestrator import CallEvent
 from orchestrator_core.types import KeyCheck, Message, ModelState, ModelStatus
@@ -24,16 +24,18 @@ PARTIAL = "chat_partial"  # the words streamed so far, kept for Stop
 orch = state.orchestrator()
 st.title("💬 Chat")
 
-statuses: dict[str, ModelStatus] = {s.model_id: s for s in orch.manager.list_with_status()}
+statuses: dict[str, ModelStatus] = {s.model_id: s for s in orch.statuses()}
 if not statuses:
     st.info("No active model yet. Start a local host (LM Studio, Ollama, llama-server) or add a hosted model "
             "on the Models page, and add its key on the API keys page.")
     st.page_link("app_pages/models.py", label="Models", icon="🧠")
     st.stop()
 
-model_ids = views.grouped(statuses)  # grouped by connection: local hosts first
-if st.session_state.get("chat_model") not in statuses:
-    keys_ok = {k.provider for k in orch.keys.list() if k.last_test_status is KeyCheck.OK}
+groups = {g.name: g for g in orch.groups()}
+# Groups first, then the models grouped by connection (local hosts first).
+model_ids = groups_view.picker_options(list(groups.values()), views.grouped(statuses))
+if st.session_state.get("chat_model") not in model_ids:
+    keys_ok = {k.connection for k in orch.keys_of() if k.last_test_status is KeyCheck.OK}
     st.session_state["chat_model"] = views.default_model(statuses, state.metric(orch, "last_used_model"), keys_ok)
 
 
@@ -63,7 +65,7 @@ def switch_and_retry(model_id: str) -> None:
 
 
 def reset_and_retry(model_id: str) -> None:
-    orch.manager.reset_failed(model_id)
+    orch.reset_cooldowns(model_id)
     st.session_state["chat_model"] = model_id
     st.session_state[PENDING] = True
 
@@ -228,8 +230,8 @@ def failed(history: list[dict[str, Any]], prompt: dict[str, Any], model_id: str,
         history.append({"role": "assistant", "content": partial, "caption": caption})
     else:
         prompt["failed"] = True
-    alternative = orch.manager.suggest_alternative(model_id)
-    cooling = orch.failures.get(model_id) if views.only_cooling(model_id, exc) else None
+    alternative = orch.suggest_alternative(model_id)
+    cooling = orch.cooldown(model_id) if views.only_cooling(model_id, exc) else None
     notice = {"role": "notice", "icon": "⏸️" if cooling else views.notice_icon(exc),
               "content": views.cooldown_notice(cooling, alternative) if cooling
               else views.failure_notice(model_id, exc, alternative),
@@ -245,7 +247,8 @@ top = st.columns([3, 1])
 chosen_model = top[0].selectbox("Model", model_ids, key="chat_model",
                                 help="🌐 hosted, ready · ✅ loaded · 🔄 loading · 💤 not loaded (loaded on send) · "
                                      "⏸️ cooling down · ❌ unavailable")
-top[0].caption(views.picker_status(statuses.get(chosen_model)))
+top[0].caption(views.plain(f"Group: {groups_view.chain(groups[chosen_model].members)}") if chosen_model in groups
+               else views.picker_status(statuses.get(chosen_model)))
 top[1].toggle("Automatic fallback", value=True, key="chat_auto_fallback",
               help="When the model fails, answer with the best alternative and say so.")
 with st.expander("Settings"):
@@ -369,8 +372,9 @@ def stream_each(models: list[str], messages: list[Message]) -> list[dict[str, An
 with compare_tab:
     # "Select all" must not pick a model without a key, with a rejected key or on a host that is down; one
     # cooling down stays (its column says until when).
-    offered = [m for m in model_ids if statuses[m].state.usable or statuses[m].state is ModelState.COOLING_DOWN]
-    left_out = [m for m in model_ids if m not in offered]
+    compared = [m for m in model_ids if m in statuses]  # models only: a group answers with one of its members
+    offered = [m for m in compared if statuses[m].state.usable or statuses[m].state is ModelState.COOLING_DOWN]
+    left_out = [m for m in compared if m not in offered]
     chosen = st.multiselect("Models (2–4)", offered, key="compare_models", max_selections=4)
     for model_id in chosen:
         st.caption(f"{views.plain(model_id)}: {views.picker_status(statuses.get(model_id))}")

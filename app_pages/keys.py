@@ -1,4 +1,5 @@
-"""API keys: masked list, add / edit / delete (with confirmation), test one or all; environment keys read-only."""
+"""API keys: pools grouped by connection (mode, per-key state), add / edit / delete (with confirmation), test one,
+a pool or all; environment keys read-only."""
 
 from __future__ import annotations
 
@@ -6,29 +7,35 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from console import state, views
+from console import keys_view, state, views
+from orchestrator_core.connections import KeyMode
 from orchestrator_core.errors import OrchestratorError
-from orchestrator_core.providers.registry import HOSTED_PROVIDERS, PROVIDERS
 from orchestrator_core.store import KeyInfo, TokenInfo
 from orchestrator_core.types import KeyCheck, KeyTestResult
 
-KEY_PROVIDERS = (*HOSTED_PROVIDERS, "lmstudio")  # LM Studio only with "Require Authentication" on
 FLASH_KIND = {KeyCheck.OK: "success", KeyCheck.REJECTED: "error", KeyCheck.UNVERIFIED: "warning"}
 
 orch = state.orchestrator()
 st.title("🔑 API keys")
 state.show_flash()
+# Connections that take a key: hosted ones, and local hosts whose kind has a key variable (LM Studio's token).
+KEY_CONNECTIONS = {c.name: c for c in orch.connections()
+                   if not c.local or c.provider_class.key_env_vars}
 
 
 def provider_name(name: str) -> str:
-    return f"{PROVIDERS[name].display_name} ({name})"
+    connection = KEY_CONNECTIONS.get(name)
+    if connection is None:
+        return name
+    # "OpenAI (openai)" for a seeded one; "groq (Custom OpenAI-compatible)" names itself already.
+    return f"{connection.display_name} ({name})" if connection.seeded else connection.display_name
 
 
 # -- callbacks: they run before the page, so the table below already shows their effect ------------------
 def add_key() -> None:
     ss = st.session_state
     try:
-        info = orch.keys.add(ss.get("new_key_provider", ""), ss.get("new_key_label") or None,
+        info = orch.add_key(ss.get("new_key_provider", ""), ss.get("new_key_label") or None,
                              ss.get("new_key_value", ""))
     except OrchestratorError as exc:
         state.flash("error", exc.message)  # the form keeps everything that was typed
@@ -42,7 +49,7 @@ def update_key(key_id: int | str) -> None:
     ss = st.session_state
     new_key = ss.get(f"edit_key_value_{key_id}") or None
     try:
-        info = orch.keys.update(key_id, label=ss.get(f"edit_key_label_{key_id}"), key=new_key)
+        info = orch.edit_key(key_id, label=ss.get(f"edit_key_label_{key_id}"), key=new_key)
     except OrchestratorError as exc:
         state.flash("error", exc.message)
         return
@@ -80,7 +87,7 @@ def confirm(action: str, act: Callable[[], object], done: str, cancel: Callable[
 @st.dialog("Delete this key?", on_dismiss=cancel_delete)
 def confirm_delete(key: KeyInfo) -> None:
     st.markdown(f"The {key.provider} key **{views.plain(key.label)}** ({views.plain(key.masked)}) is removed for good.")
-    confirm("Delete", lambda: orch.keys.delete(key.id), f"Deleted the {key.provider} key “{key.label}”.",
+    confirm("Delete", lambda: orch.delete_key(key.id), f"Deleted the {key.provider} key “{key.label}”.",
             cancel_delete)
 
 
@@ -90,13 +97,53 @@ def report(key: KeyInfo, result: KeyTestResult) -> None:
 
 
 # -- the list ------------------------------------------------------------------------------------------
-keys = orch.keys.list()
+def set_mode(name: str) -> None:
+    mode = st.session_state.get(f"pool_mode_{name}")
+    try:
+        orch.edit_connection(name, key_mode=mode)
+    except OrchestratorError as exc:
+        state.flash("error", exc.message)
+        return
+    state.flash("success", f"{name} now uses its keys {'in turn' if mode == KeyMode.ROUND_ROBIN else 'in order'}.")
+
+
+def test_all(connection: str | None) -> None:
+    """Test every key (of one connection) and say how many passed."""
+    with st.spinner("Testing keys…"):
+        try:
+            results = orch.test_all_keys(connection)
+        except OrchestratorError as exc:  # e.g. the database is busy: the results could not be saved
+            state.flash("error", exc.message)
+            return
+    counts = {check: sum(r.status is check for r in results.values()) for check in KeyCheck}
+    state.flash("info", f"Tested {len(results)} keys: {counts[KeyCheck.OK]} OK, {counts[KeyCheck.REJECTED]} "
+                        f"rejected, {counts[KeyCheck.UNVERIFIED]} could not be verified.")
+
+
+def pool_section(name: str, pool: list[KeyInfo]) -> None:
+    """One connection's pool: its mode, its keys with their state, Test all of it."""
+    connection = KEY_CONNECTIONS.get(name)
+    mode = connection.key_mode.value if connection else KeyMode.ORDERED.value
+    cols = st.columns([3, 1, 1], vertical_alignment="bottom")
+    cols[0].markdown(f"**{views.plain(keys_view.pool_title(provider_name(name), len(pool), mode))}**")
+    if connection is not None:
+        modes = [m.value for m in KeyMode]
+        cols[1].selectbox("Pool mode", modes, index=modes.index(mode), key=f"pool_mode_{name}", on_change=set_mode,
+                          args=(name,), help="ordered: the first healthy key; round-robin: the healthy keys in turn")
+    if cols[2].button("Test all", key=f"key_test_pool_{name}", help=f"Test every key of {name}"):
+        test_all(name)
+        st.rerun()
+    st.dataframe(keys_view.pool_rows(pool), hide_index=True, width="stretch", key=f"keys_table_{name}")
+
+
+# -- the pools -----------------------------------------------------------------------------------------
+keys = orch.keys_of()
 by_id = {k.id: k for k in keys}
-if keys:
-    st.dataframe(views.key_rows(keys), hide_index=True, width="stretch", key="keys_table")
-else:
-    st.info("No key yet. Add one below, or set OPENAI_API_KEY, ANTHROPIC_API_KEY, GOOGLE_API_KEY, MISTRAL_API_KEY "
-            "… in the environment or .env (those are listed here read-only).")
+for pool_name, pool_keys in keys_view.by_connection(keys).items():
+    pool_section(pool_name, pool_keys)
+if not keys:
+    st.info(f"No key yet. Add one below, or set {views.key_env_names()} in the environment or .env (those are "
+            "listed here read-only).")
 
 if keys:
     top = st.columns([3, 1, 1, 1], vertical_alignment="bottom")
@@ -105,7 +152,7 @@ if keys:
     test_one = top[1].button("Test", key="key_test", help="Ask the provider whether it accepts this key")
     top[2].button("Delete", key="key_delete", on_click=ask_delete, args=(key_id,), disabled=picked.read_only,
                   help="Environment keys are removed by unsetting their variable" if picked.read_only else None)
-    test_all = top[3].button("Test all", key="key_test_all")
+    test_all_pressed = top[3].button("Test all", key="key_test_all", help="Test every key of every connection")
     if test_one:
         with st.spinner(f"Testing {views.plain(views.key_option(picked))}…"):
             try:
@@ -113,18 +160,8 @@ if keys:
             except OrchestratorError as exc:
                 state.flash("error", exc.message)
         st.rerun()
-    if test_all:
-        with st.spinner(f"Testing {len(keys)} keys…"):
-            try:
-                results = orch.test_all_keys()
-            except OrchestratorError as exc:  # e.g. the database is busy: the results could not be saved
-                state.flash("error", exc.message)
-                results = None
-        if results is not None:
-            counts = {check: sum(r.status is check for r in results.values()) for check in KeyCheck}
-            state.flash("info", f"Tested {len(results)} keys: {counts[KeyCheck.OK]} OK, "
-                                f"{counts[KeyCheck.REJECTED]} rejected, {counts[KeyCheck.UNVERIFIED]} could not be "
-                                "verified.")
+    if test_all_pressed:
+        test_all(None)
         st.rerun()
 
     with st.expander(f"Edit “{views.plain(picked.label)}”", expanded=False):
@@ -147,7 +184,7 @@ if keys:
 st.subheader("Add a key")
 with st.form("add_key_form", clear_on_submit=False):
     cols = st.columns([1, 1, 2])
-    cols[0].selectbox("Provider", KEY_PROVIDERS, key="new_key_provider", format_func=provider_name)
+    cols[0].selectbox("Connection", tuple(KEY_CONNECTIONS), key="new_key_provider", format_func=provider_name)
     cols[1].text_input("Label", key="new_key_label", placeholder="default")
     cols[2].text_input("Key", type="password", key="new_key_value", placeholder="paste the key")
     st.form_submit_button("Save key", type="primary", on_click=add_key)

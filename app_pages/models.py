@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from console import state, views
+from console import groups_view, state, views
 from orchestrator_core.errors import OrchestratorError
 from orchestrator_core.types import ModelState, ModelStatus
 
@@ -41,30 +41,29 @@ TABLE_COLUMNS = {
 controls = st.columns([1, 1, 3], vertical_alignment="bottom")
 interval = controls[0].selectbox("Auto-refresh", list(INTERVALS), index=2, key="models_interval")
 if controls[1].button("Refresh now", key="models_refresh_now", help="Ask every local host again now"):
-    orch.manager.list_with_status(force=True)
+    orch.statuses(force=True)
     state.clear_metric_cache()
 controls[2].page_link("app_pages/usage.py", label="Latency, errors and fallbacks over time: Usage", icon="📈")
 
 
 def run_action(action: str, model_id: str | None) -> None:
     """Quick actions run as callbacks, so the table rendered next already shows their effect."""
-    manager = orch.manager
     try:
         if action == "load" and model_id:
-            manager.load(model_id)
+            orch.load(model_id)
             state.flash("success", f"Loading {model_id} started; the table shows 🔄 until it is loaded.")
         elif action == "unload" and model_id:
-            status = manager.unload(model_id)
+            status = orch.unload(model_id)
             if status.state is ModelState.UNLOADING:
                 state.flash("warning", f"{model_id}: unload requested; {status.detail}. "
                             "The table shows ⏏️ until it is gone.")
             else:
                 state.flash("success", f"{model_id} unloaded.")
         elif action == "reset":
-            cleared = manager.reset_failed(model_id)
+            cleared = orch.reset_cooldowns(model_id)
             state.flash("success", f"{model_id}: failure cleared." if cleared else f"{model_id} had no failure.")
         elif action == "reset_all":
-            state.flash("success", f"Cleared {manager.reset_failed()} failure(s); every model may be tried again.")
+            state.flash("success", f"Cleared {orch.reset_cooldowns()} failure(s); every model may be tried again.")
     except OrchestratorError as exc:
         state.flash("error", exc.message)
 
@@ -79,8 +78,8 @@ def load_and_wait(model_id: str) -> None:
     with st.status(views.load_label(model_id, 0.0), expanded=True) as box:
         started = time.monotonic()
         try:
-            orch.manager.load(model_id)
-            orch.manager.wait_for_load(
+            orch.load(model_id)
+            orch.wait_for_load(
                 model_id, on_progress=lambda p: box.update(label=views.load_label(model_id, p.elapsed_s, p.detail))
             )
         except OrchestratorError as exc:
@@ -92,7 +91,7 @@ def load_and_wait(model_id: str) -> None:
 
 def detail_panel(chosen: str, status: ModelStatus | None, stats: dict[str, Any]) -> None:
     """What the compact table leaves out, for the picked model."""
-    entry = next((e for e in orch.registry.list() if e.model_id == chosen), None)
+    entry = next((e for e in orch.models() if e.model_id == chosen), None)
     if entry is None:
         return
     with st.expander(f"Detail: {views.plain(chosen)}"):
@@ -130,9 +129,9 @@ def status_panel() -> None:
     if fresh:
         st.session_state[NOTICES] = fresh
     state.show_messages(st.session_state.get(NOTICES, []))
-    listed = orch.manager.list_with_status()
+    listed = orch.statuses()
     stats = state.metric(orch, "table_stats", state.minute_now() - STATS_WINDOW_S)
-    rows = views.model_rows(listed, orch.registry.list(), stats)
+    rows = views.model_rows(listed, orch.models(), stats)
     if not rows:
         st.info("No model registered yet: start a local host, or add a hosted model below.")
         return
@@ -156,8 +155,8 @@ if waiting:
 def add_model() -> None:
     model_id = st.session_state.get("new_model_id", "").strip()
     try:
-        orch.registry.add(model_id, display_name=st.session_state.get("new_model_name") or None,
-                          priority=int(st.session_state.get("new_model_priority", 100)))
+        orch.add_model(model_id, display_name=st.session_state.get("new_model_name") or None,
+                       priority=int(st.session_state.get("new_model_priority", 100)))
     except OrchestratorError as exc:
         state.flash("error", exc.message)  # the form keeps what was typed
         return
@@ -168,8 +167,8 @@ def add_model() -> None:
 
 def save_entry(model_id: str) -> None:
     try:
-        orch.registry.set_active(model_id, bool(st.session_state[f"edit_active_{model_id}"]))
-        orch.registry.set_priority(model_id, int(st.session_state[f"edit_priority_{model_id}"]))
+        orch.edit_model(model_id, active=bool(st.session_state[f"edit_active_{model_id}"]),
+                        priority=int(st.session_state[f"edit_priority_{model_id}"]))
     except OrchestratorError as exc:
         state.flash("error", exc.message)
         return
@@ -178,7 +177,7 @@ def save_entry(model_id: str) -> None:
 
 def remove_entry(model_id: str) -> None:
     try:
-        orch.registry.remove(model_id)
+        orch.remove_model(model_id)
     except OrchestratorError as exc:
         state.flash("error", exc.message)
         return
@@ -195,7 +194,7 @@ with left, st.form("add_model_form", clear_on_submit=False):
     st.number_input("Priority (lower is tried first)", value=100, step=10, key="new_model_priority")
     st.form_submit_button("Add model", on_click=add_model)
 
-entries = {e.model_id: e for e in orch.registry.list()}
+entries = {e.model_id: e for e in orch.models()}
 with right:
     st.markdown("**Activate, deactivate, prioritise**")
     if entries:
@@ -211,3 +210,6 @@ with right:
         st.button("Remove", key="remove_model", on_click=remove_entry, args=(picked,), disabled=discovered,
                   help="Discovered models come back while the host lists them: deactivate them instead"
                   if discovered else None)
+
+
+groups_view.group_editor(orch, [m.model_id for m in orch.models() if m.active])

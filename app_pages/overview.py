@@ -13,9 +13,9 @@ SPEND_PERIODS: tuple[tuple[str, spend.Period], ...] = (("today", "day"), ("this 
 orch = state.orchestrator()
 st.title("🏠 Overview")
 
-hosts = orch.manager.hosts()
-statuses = orch.manager.list_with_status()
-keys = orch.keys.list()
+hosts = orch.hosts()
+statuses = orch.statuses()
+keys = orch.keys_of()
 last_hour = state.metric(orch, "summary", state.minute_now() - 3600)
 
 steps = views.next_steps(hosts, keys, statuses)
@@ -48,7 +48,7 @@ def spend_section() -> None:
     cols = st.columns(3)
     for column, (label, period) in zip(cols, SPEND_PERIODS, strict=True):
         column.metric(f"Spent {label}", costs.usd(state.spend(orch, "spend_total", spend.period_start(period, now))))
-    for line in costs.budget_warnings(orch.budgets.statuses()):
+    for line in costs.budget_warnings(orch.budget_statuses()):
         st.warning(views.plain(line))
     top = costs.spend_rows(state.spend(orch, "spend_by_model", spend.period_start("month", now), None), limit=5)
     if top:
@@ -63,7 +63,7 @@ with left:
     st.subheader("Local hosts")
     if not hosts:
         st.info("No local host is checked: LOCAL_HOSTS is empty.")
-    seen = views.seen_up(orch.registry.list())
+    seen = views.seen_up(orch.models())
     for host in hosts:
         st.markdown(f"{views.host_line(host, host.provider in seen)}  \n`{host.base_url}`")
         if not host.reachable:

@@ -9,7 +9,7 @@ import streamlit as st
 
 from console import charts, costs, state, views
 from orchestrator_core.errors import OrchestratorError
-from orchestrator_core.store.prices import PERIODS
+from orchestrator_core.store.prices import ALL_CONNECTIONS, PERIODS
 from orchestrator_core.store.spend import Period, period_start
 
 SPEND_RANGES = {"Last 24 hours": 86400.0, "Last 7 days": 7 * 86400.0, "Last 30 days": 30 * 86400.0}
@@ -20,7 +20,7 @@ state.show_flash()
 
 
 def budget_banner() -> None:
-    for line in costs.budget_warnings(orch.budgets.statuses()):
+    for line in costs.budget_warnings(orch.budget_statuses()):
         st.warning(views.plain(line))
 
 
@@ -75,7 +75,7 @@ def _chart(rows: list[dict[str, object]], build: object, key: str) -> None:
 def unpriced() -> None:
     st.subheader("Unpriced models")
     seen = [r["model"] for r in state.spend(orch, "spend_by_model", state.minute_now() - 30 * 86400, None)]
-    models = orch.unpriced_models([e.model_id for e in orch.registry.list()] + seen)
+    models = orch.unpriced_models([e.model_id for e in orch.models()] + seen)
     if models:
         st.warning("Calls of these models are recorded at an unknown cost (never $0): "
                    + ", ".join(f"`{views.plain(m)}`" for m in models) + ". Set a price for them below.")
@@ -87,7 +87,7 @@ def save_override() -> None:
     s = st.session_state
     try:
         cached = s["price_cached"] if s.get("price_cached_set") else None
-        entry = orch.pricing.set_override(s["price_target"], s["price_input"], s["price_output"], cached)
+        entry = orch.set_price_override(s["price_target"], s["price_input"], s["price_output"], cached)
     except OrchestratorError as exc:
         state.flash("error", exc.message)
         return
@@ -95,7 +95,7 @@ def save_override() -> None:
 
 
 def remove_override(target: str) -> None:
-    orch.pricing.remove_override(target)
+    orch.remove_price_override(target)
     state.flash("success", f"Override of {target} removed; the table price applies again.")
 
 
@@ -103,13 +103,15 @@ def overrides() -> None:
     st.subheader("Price overrides")
     st.caption("USD per million tokens, for a model id (openai:gpt-4o-mini) or a whole connection (custom:*). "
                "An override wins over the genai-prices table; local models cost 0 unless overridden.")
-    entries = orch.pricing.overrides()
+    entries = orch.price_overrides()
     if entries:
         st.dataframe(pd.DataFrame(costs.override_rows(entries)), hide_index=True, width="stretch")
         pick = st.selectbox("Override", [e.target for e in entries], key="price_remove_pick")
         st.button("Remove override", key="price_remove", on_click=remove_override, args=(pick,))
     with st.form("price_form", border=True):
-        st.text_input("Model id or connection:*", key="price_target", placeholder="custom:my-model")
+        names = ", ".join(f"{c.name}:*" for c in orch.connections() if not c.local)
+        st.text_input("Model id or connection:*", key="price_target", placeholder="custom:my-model",
+                      help=f"A model id, or every model of a connection: {names}")
         cols = st.columns(3)
         cols[0].number_input("Input $/M tokens", min_value=0.0, step=0.05, format="%.4f", key="price_input")
         cols[1].number_input("Output $/M tokens", min_value=0.0, step=0.05, format="%.4f", key="price_output")
@@ -121,7 +123,7 @@ def overrides() -> None:
 def save_budget() -> None:
     s = st.session_state
     try:
-        entry = orch.pricing.set_budget(s["budget_scope"], s["budget_period"], s["budget_limit"])
+        entry = orch.set_budget(s["budget_scope"], s["budget_period"], s["budget_limit"])
     except OrchestratorError as exc:
         state.flash("error", exc.message)
         return
@@ -129,7 +131,7 @@ def save_budget() -> None:
 
 
 def remove_budget(scope: str, period: str) -> None:
-    orch.pricing.remove_budget(scope, period)
+    orch.remove_budget(scope, period)
     state.flash("success", f"The {period} budget of {scope} was removed.")
 
 
@@ -137,7 +139,7 @@ def budgets() -> None:
     st.subheader("Budgets")
     st.caption("Per connection (the part of a model id before ':') or * for all. Past 80 % the console warns; "
                "once spent, that connection's models are refused and fallback skips them, in every process.")
-    statuses = orch.budgets.statuses()
+    statuses = orch.budget_statuses()
     if statuses:
         st.dataframe(pd.DataFrame(costs.budget_rows(statuses)), hide_index=True, width="stretch")
         labels = {f"{s.scope} / {s.period}": (s.scope, s.period) for s in statuses}
@@ -145,7 +147,10 @@ def budgets() -> None:
         st.button("Remove budget", key="budget_remove", on_click=remove_budget, args=labels[pick])
     with st.form("budget_form", border=True):
         cols = st.columns(3)
-        cols[0].text_input("Connection or *", key="budget_scope", placeholder="openai")
+        # Hosted connections only: a local model costs 0, so a budget on it would never be spent.
+        hosted = [c.name for c in orch.connections() if not c.local]
+        cols[0].selectbox("Connection or *", [ALL_CONNECTIONS, *hosted], key="budget_scope",
+                          help="* is every connection together")
         cols[1].selectbox("Period", PERIODS, key="budget_period")
         cols[2].number_input("Budget USD", min_value=0.0, step=1.0, format="%.2f", key="budget_limit")
         st.form_submit_button("Save budget", on_click=save_budget, key="budget_save")

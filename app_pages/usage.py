@@ -12,10 +12,14 @@ from typing import Any
 import streamlit as st
 
 from console import charts, state, views
-from orchestrator_core.store import metrics
 
 orch = state.orchestrator()
 st.title("📈 Usage")
+
+
+def metrics_csv(since: float, until: float) -> str:
+    columns, rows = orch.export_metrics(since, until)
+    return views.csv_text(rows, columns)
 
 
 def chart(figure_rows: list[dict[str, Any]], build: Any, key: str, empty: str) -> None:
@@ -71,7 +75,7 @@ def metric_charts() -> None:
     st.download_button(
         "Download metrics as CSV",
         # Built only when clicked: a week of calls can be a large file.
-        data=lambda: views.csv_text(metrics.iter_export(orch.db, since, until), metrics.EXPORT_COLUMNS),
+        data=lambda: metrics_csv(since, until),
         file_name=f"call_metrics_{int(since)}_{int(until)}.csv",
         mime="text/csv",
         on_click="ignore",

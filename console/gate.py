@@ -1,7 +1,9 @@
 """Access control for every page: Streamlit's OIDC login when [auth] is configured, else an optional password.
 
 The router asks ``allowed()`` before it registers the real pages; until it is True the only page is
-``sign_in``, so no page script runs for a visitor who has not passed the gate.
+``sign_in`` (registered under every page's URL, so a deep link such as /models opens that page once the gate is
+passed), and no page script runs for a visitor who has not passed the gate. Under `make run` a session cookie
+(console/session.py) keeps the operator signed in across reloads.
 """
 
 from __future__ import annotations
@@ -13,12 +15,16 @@ from collections.abc import Mapping
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
+from orchestrator_core.config import Settings
 from orchestrator_core.errors import ConfigurationError
 
-from . import shared, views
+from . import session, shared, views
 from .auth import PasswordCheck, password_check_from_env, try_password
 
 UNLOCKED = "console_unlocked"
+LOCKED = "console_locked"  # Lock was pressed: the cookie this tab's websocket still carries no longer counts
+_GRANT = "console_session_grant"  # set on sign-in, rendered once as the request that sets the cookie
+_FORGET = "console_forget_session"  # set on Lock, rendered once as the request that clears the cookie
 _UNAVAILABLE = "Sign-in is unavailable right now: the sign-in count cannot be kept. The server log says why."
 log = logging.getLogger(__name__)
 
@@ -40,7 +46,35 @@ def allowed() -> bool:
         check = password_check_from_env(os.environ)
     except ConfigurationError:
         return False  # fail closed: sign_in shows what to fix
-    return check is None or bool(st.session_state.get(UNLOCKED))
+    if check is None or st.session_state.get(UNLOCKED):
+        return True
+    if not st.session_state.get(LOCKED) and _cookie_valid(check):
+        st.session_state[UNLOCKED] = True
+        return True
+    return False
+
+
+def _cookie_valid(check: PasswordCheck) -> bool:
+    token = st.context.cookies.get(session.COOKIE)
+    if not token or not _cookies_served():
+        return False
+    try:
+        return session.valid(token, check, Settings.from_env())
+    except ConfigurationError as exc:
+        log.error("The console's session cookie cannot be checked: %s", exc.message)
+        return False
+
+
+def _cookies_served() -> bool:
+    """True when the session-cookie middleware is in front of this session (make run, not streamlit run)."""
+    return st.context.headers.get(session.MARKER) == "1"
+
+
+def sign_in_pages(pages: list[st.Page]) -> list[st.Page]:
+    """The sign-in page, under the default URL and under every other page's URL (deep links survive the gate)."""
+    return [st.Page(sign_in, title="Sign in", icon="🔒", default=True)] + [
+        st.Page(sign_in, title="Sign in", icon="🔒", url_path=page.url_path) for page in pages if page.url_path
+    ]
 
 
 def sign_in() -> None:
@@ -87,7 +121,23 @@ def _password_form(check: PasswordCheck) -> None:
         st.error(problem)
         return
     st.session_state[UNLOCKED] = True
-    st.rerun()
+    st.session_state[LOCKED] = False
+    if _cookies_served():
+        st.session_state[_GRANT] = session.GRANTS.new()
+    st.rerun()  # the same URL: the page this tab asked for, now the real one
+
+
+def session_cookie() -> None:
+    """Once after sign-in or Lock: the browser asks the middleware to set or clear the session cookie."""
+    grant = st.session_state.pop(_GRANT, None)
+    forget = st.session_state.pop(_FORGET, False)
+    if grant is None and not forget:
+        return
+    # The grant goes in a POST body (never a URL) and is good for one use within a minute.
+    request = (f'{{method: "POST", body: JSON.stringify({{grant: "{grant}"}}), '
+               'headers: {"content-type": "application/json"}, credentials: "same-origin"}'
+               if grant else '{method: "DELETE", credentials: "same-origin"}')
+    st.html(f'<script>fetch("{session.PATH}", {request});</script>', unsafe_allow_javascript=True)
 
 
 def account_controls() -> None:
@@ -102,3 +152,5 @@ def account_controls() -> None:
 
 def _lock() -> None:
     st.session_state[UNLOCKED] = False
+    st.session_state[LOCKED] = True
+    st.session_state[_FORGET] = _cookies_served()

@@ -14,8 +14,6 @@ import streamlit as st
 
 from orchestrator_core.errors import ConfigurationError, DatabaseError, SecretKeyError
 from orchestrator_core.orchestrator import Orchestrator
-from orchestrator_core.store import metrics as metric_queries
-from orchestrator_core.store import spend as spend_queries
 
 from . import gate, shared, views
 
@@ -58,7 +56,7 @@ def orchestrator() -> Orchestrator:
 @st.cache_data(ttl=METRICS_TTL_S, max_entries=128, show_spinner="Aggregating call metrics…")
 def _metric(name: str, database: str, args: tuple[Any, ...]) -> Any:
     # database is only part of the cache key: two databases never share an entry.
-    return getattr(metric_queries, name)(shared.orchestrator().db, *args)
+    return shared.orchestrator().metric_query(name, *args)
 
 
 def metric(orch: Orchestrator, name: str, *args: Any) -> Any:
@@ -67,9 +65,8 @@ def metric(orch: Orchestrator, name: str, *args: Any) -> Any:
     While the database is busy (another process holds the write lock) the writer cannot flush, so the
     page reads what is stored instead of waiting for every chart.
     """
-    if not orch.metrics.stalled:
-        orch.metrics.flush(timeout=FLUSH_WAIT_S)
-    return _metric(name, orch.db.url.render_as_string(hide_password=True), args)
+    orch.flush_metrics(FLUSH_WAIT_S)
+    return _metric(name, orch.database_name, args)
 
 
 def clear_metric_cache() -> None:
@@ -79,14 +76,13 @@ def clear_metric_cache() -> None:
 
 @st.cache_data(ttl=METRICS_TTL_S, max_entries=128, show_spinner="Summing spend…")
 def _spend(name: str, database: str, args: tuple[Any, ...]) -> Any:
-    return getattr(spend_queries, name)(shared.orchestrator().db, *args)
+    return shared.orchestrator().spend_query(name, *args)
 
 
 def spend(orch: Orchestrator, name: str, *args: Any) -> Any:
     """store.spend.<name>(db, *args), cached and flushed like metric()."""
-    if not orch.metrics.stalled:
-        orch.metrics.flush(timeout=FLUSH_WAIT_S)
-    return _spend(name, orch.db.url.render_as_string(hide_password=True), args)
+    orch.flush_metrics(FLUSH_WAIT_S)
+    return _spend(name, orch.database_name, args)
 
 
 def minute_now() -> float:
@@ -125,9 +121,9 @@ def session_list(name: str) -> list[Any]:
 # -- the frame --------------------------------------------------------------------------------------
 def sidebar(orch: Orchestrator) -> None:
     """Host reachability and ready models, from the cached status (one cheap request per host at most)."""
-    hosts = orch.manager.hosts()
-    statuses = orch.manager.list_with_status()
-    seen = views.seen_up(orch.registry.list())
+    hosts = orch.hosts()
+    statuses = orch.statuses()
+    seen = views.seen_up(orch.models())
     # A host never seen up is folded into one grey line: red for a host the operator does not run misleads.
     never = [h for h in hosts if not h.reachable and h.provider not in seen]
     with st.sidebar:

@@ -20,7 +20,8 @@ from orchestrator_core.errors import (
     OrchestratorError,
     StreamInterruptedError,
 )
-from orchestrator_core.providers.registry import HOSTED_PROVIDERS, PROVIDERS
+from orchestrator_core.providers.base import LocalHost
+from orchestrator_core.providers.registry import HOSTED_PROVIDERS, LOCAL_PROVIDERS, PROVIDERS
 from orchestrator_core.types import KeyCheck, ModelFacts, ModelState, ModelStatus, OrchestratedResult
 
 from . import costs
@@ -350,14 +351,25 @@ def seen_up(entries: Iterable[Any]) -> set[str]:
 
 
 def probe_hint(hosts: Sequence[HostStatus], seen: set[str]) -> str | None:
-    """How to stop checking hosts that never answered: the LOCAL_HOSTS line to set, or None."""
+    """How to stop checking hosts that never answered: the LOCAL_HOSTS line to set (seeded hosts), or to
+    disable an added connection (LOCAL_HOSTS does not name those), or None."""
     never = [h for h in hosts if not h.reachable and h.provider not in seen]
     if not never or len(never) == len(hosts):
         return None  # nothing to hide, or every host: then Getting started says what to start
-    keep = ",".join(h.provider for h in hosts if h not in never)
-    names = ", ".join(h.display_name for h in never)
-    return (f"{names} never answered here. To stop checking them, set LOCAL_HOSTS={keep} in .env "
-            "(or the environment) and restart the console.")
+    seeded = [h for h in never if h.provider in LOCAL_PROVIDERS]
+    added = [h for h in never if h not in seeded]
+    fixes = []
+    if seeded:
+        keep = ",".join(h.provider for h in hosts if h.provider in LOCAL_PROVIDERS and h not in never)
+        fixes.append(f"To stop checking {_names(seeded)}, set LOCAL_HOSTS={keep} in .env (or the environment) and "
+                     "restart the console.")
+    if added:
+        fixes.append(f"To stop checking {_names(added)}, disable it on the Connections page.")
+    return f"{_names(never)} never answered here. " + " ".join(fixes)
+
+
+def _names(hosts: Sequence[HostStatus]) -> str:
+    return ", ".join(h.display_name for h in hosts)
 
 
 def key_rows(keys: Sequence[KeyInfo]) -> list[dict[str, Any]]:
@@ -409,10 +421,14 @@ def provider_key_rows(keys: Sequence[KeyInfo]) -> list[dict[str, Any]]:
         elif not cls.needs_key:
             state = "✅ no key needed"
         else:
-            env = f" or set {cls.key_env_var}" if cls.key_env_var else ""
-            state = f"➕ none: add one on the API keys page{env}"
+            state = f"➕ none: add one on the API keys page{cls.key_env_hint()}"
         rows.append({"Provider": cls.display_name, "Keys": state})
     return rows
+
+
+def key_env_names() -> str:
+    """The documented key variables of the hosted kinds, for a hint: 'OPENAI_API_KEY, ANTHROPIC_API_KEY, …'."""
+    return ", ".join(PROVIDERS[name].key_env_vars[0] for name in HOSTED_PROVIDERS if PROVIDERS[name].key_env_vars)
 
 
 def key_test_message(key: KeyInfo, status: KeyCheck, detail: str, latency_ms: float) -> str:
@@ -424,6 +440,7 @@ def key_test_message(key: KeyInfo, status: KeyCheck, detail: str, latency_ms: fl
 STEP_LINKS = {
     "keys": ("app_pages/keys.py", "Add a key on the API keys page"),
     "models": ("app_pages/models.py", "Open the Models page"),
+    "connections": ("app_pages/connections.py", "Add a host on the Connections page"),
 }
 
 
@@ -432,13 +449,14 @@ def next_steps(hosts: Sequence[HostStatus], keys: Sequence[KeyInfo],
     """What a newcomer should do next, in order, each with the STEP_LINKS page it is done on (or None)."""
     steps: list[tuple[str, str | None]] = []
     if hosts and not any(h.reachable for h in hosts):
-        steps.append((
-            "No local host is reachable. Start LM Studio's server (Developer tab → Start server, or "
-            "`lms server start`), Ollama (`ollama serve`) or llama-server, or point LMSTUDIO_BASE_URL / "
-            "OLLAMA_BASE_URL / LLAMACPP_BASE_URL at where it runs.", None))
+        local = [PROVIDERS[name] for name in LOCAL_PROVIDERS]
+        starts = "; or ".join(cls.start_hint for cls in local if issubclass(cls, LocalHost))
+        urls = " / ".join(cls.base_url_env_vars[0] for cls in local if cls.base_url_env_vars)
+        steps.append((f"No local host is reachable. To use one, {starts}; or point {urls} at where it runs, or "
+                      "add the host on the Connections page.", "connections"))
     if not keys:
-        steps.append(("No API key yet. Add one on the API keys page (or set OPENAI_API_KEY and friends) to use "
-                      "hosted models and to have a fallback when local models fail.", "keys"))
+        steps.append((f"No API key yet. Add one on the API keys page (or set {key_env_names()} in the environment) "
+                      "to use hosted models and to have a fallback when local models fail.", "keys"))
     if statuses and not any(s.state.usable for s in statuses):
         steps.append(("No model is usable right now; see the Models page for why.", "models"))
     elif not statuses:

@@ -1,4 +1,6 @@
-"""Command line: ``python -m orchestrator_core status|load|unload|chat|keys|tokens ...`` (``--json`` for scripts).
+"""Command line: ``python -m orchestrator_core status|load|unload|chat|keys|tokens|connections|groups ...``.
+
+``--json`` (before the command, or after the connections and groups commands) prints JSON for scripts.
 
 Start-up is part of every command's cost, so modules load when a command needs them: parsing the
 arguments imports nothing of the core, and only chat or load ever import the metrics module. ``status``
@@ -67,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("reset", help="clear the failure cache").add_argument("model", nargs="?", default=None)
     _add_tokens_parser(sub)
+    _add_connections_parser(sub)
+    _add_groups_parser(sub)
     return parser
 
 
@@ -99,7 +103,8 @@ def _open(args: argparse.Namespace) -> Orchestrator:
     from .orchestrator import Orchestrator  # noqa: PLC0415 - start-up cost: a command imports what it needs
 
     # Read-only commands open without the write check, so they work while another process writes.
-    read_only = args.command == "status" or (args.command == "keys" and args.keys_command == "list")
+    read_only = args.command == "status" or (args.command == "keys" and args.keys_command == "list") or (
+        args.command in ("connections", "groups") and getattr(args, f"{args.command}_command") == "list")
     return Orchestrator.from_settings(Settings.from_env(), check_writable=not read_only)
 
 
@@ -115,11 +120,11 @@ def _status_read_only(args: argparse.Namespace) -> int | None:
     store = ReadOnlyStore.open(settings.database_url)
     if store is None:
         return None
-    factory = ProviderFactory(settings, store.key_lookup(load_fernet(settings.secret_key, store.dir),
-                                                         settings.env_keys))
+    keys = store.key_lookup(load_fernet(settings.secret_key, store.dir), settings.env_keys)
+    factory = ProviderFactory(settings, keys, connections=store.connections(settings), key_problem=keys.problem)
     # The manager only reads here (list_with_status and hosts): the read-only views stand in for the stores.
     manager = ModelManager(settings, factory, cast("ModelRegistry", store.registry),
-                           cast("FailureCache", store.failures))
+                           cast("FailureCache", store.failures), key_rejected=keys.rejected)
     try:
         return _status(manager, args)
     except NeedsWrite:
@@ -140,20 +145,24 @@ def _dispatch(orch: Orchestrator, args: argparse.Namespace) -> int:
     if args.command == "status":
         return _status(orch.manager, args)
     if args.command == "load":
-        orch.manager.load(args.model)
-        status = orch.manager.wait_for_load(args.model, timeout_s=args.timeout,
-                                            on_progress=None if args.json else _print_progress)
+        orch.load(args.model)
+        status = orch.wait_for_load(args.model, timeout_s=args.timeout,
+                                    on_progress=None if args.json else _print_progress)
         return _out(args, dataclasses.asdict(status), _state_line(args.model, status))
     if args.command == "unload":
-        status = orch.manager.unload(args.model)
+        status = orch.unload(args.model)
         return _out(args, dataclasses.asdict(status), _state_line(args.model, status))
     if args.command == "chat":
         return _chat(orch, args)
     if args.command == "reset":
-        cleared = orch.manager.reset_failed(args.model)
+        cleared = orch.reset_cooldowns(args.model)
         return _out(args, {"cleared": cleared}, f"Cleared {cleared} failure entries.")
     if args.command == "tokens":
         return _tokens(orch, args)
+    if args.command == "connections":
+        return _connections(orch, args)
+    if args.command == "groups":
+        return _groups(orch, args)
     return _keys(orch, args)
 
 
@@ -261,6 +270,124 @@ def _tokens(orch: Orchestrator, args: argparse.Namespace) -> int:
         state = "active" if i.active else f"revoked {i.revoked_at:%Y-%m-%d %H:%M}"
         created = f"{i.created_at:%Y-%m-%d %H:%M}"
         print(f"{i.id:<5} {i.name:<24} {i.scope:<6} created {created}  last used {used:<16} {state}")
+    return 0
+
+
+# -- connections and model groups (issue 10) ------------------------------------------------------------------
+def _add_connections_parser(sub: Any) -> None:
+    conns = sub.add_parser("connections", help="named endpoints of a kind (hosts, OpenAI-compatible services)")
+    cmds = conns.add_subparsers(dest="connections_command", required=True)
+    _json_flag(cmds.add_parser("list", help="every connection: name, kind, base URL, enabled, keys"))
+    add = _json_flag(cmds.add_parser("add", help="add a connection (its key from standard input with --key -)"))
+    add.add_argument("name", help="a short slug, the prefix of its model ids, e.g. groq or desk-lmstudio")
+    add.add_argument("--kind", required=True, help="openai, anthropic, google, mistral, genspark, "
+                     "openai-compatible, lmstudio, ollama or llamacpp")
+    _connection_options(add)
+    add.add_argument("--key", default=None, metavar="-",
+                     help="'-': read the connection's first key from standard input (never on the command line)")
+    edit = _json_flag(cmds.add_parser("edit", help="change a connection's URL, options, key mode or enabled flag"))
+    edit.add_argument("name")
+    _connection_options(edit)
+    switch = edit.add_mutually_exclusive_group()
+    switch.add_argument("--enable", dest="enabled", action="store_const", const=True, default=None)
+    switch.add_argument("--disable", dest="enabled", action="store_const", const=False)
+    for name, text in (("remove", "remove a connection: its models are deactivated, its metrics kept "
+                                  "(a seeded one is disabled)"),
+                       ("test", "reachability, model count and key check")):
+        _json_flag(cmds.add_parser(name, help=text)).add_argument("name")
+
+
+def _connection_options(cmd: Any) -> None:
+    cmd.add_argument("--base-url", default=None, help="e.g. http://192.168.1.20:1234 (default: the kind's)")
+    cmd.add_argument("--option", action="append", default=None, metavar="NAME=VALUE",
+                     help="a kind option such as api_version=v1beta (repeatable)")
+    cmd.add_argument("--key-mode", choices=("ordered", "round-robin"), default=None)
+
+
+def _add_groups_parser(sub: Any) -> None:
+    groups = sub.add_parser("groups", help="model groups: a name usable wherever a model id is")
+    cmds = groups.add_subparsers(dest="groups_command", required=True)
+    _json_flag(cmds.add_parser("list", help="every group with its members in order"))
+    put = _json_flag(cmds.add_parser("set", help="create or replace a group"))
+    put.add_argument("name", help="e.g. default")
+    put.add_argument("models", nargs="+", metavar="MODEL", help="connection:model ids, tried in this order")
+    _json_flag(cmds.add_parser("remove", help="remove a group")).add_argument("name")
+
+
+def _json_flag(cmd: Any) -> Any:
+    # SUPPRESS: unset here leaves the --json given before the command in place.
+    cmd.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON instead of text")
+    return cmd
+
+
+def _connections(orch: Orchestrator, args: argparse.Namespace) -> int:
+    command = args.connections_command
+    if command == "list":
+        connections = orch.connections()
+        if args.json:
+            return _print_json([dataclasses.asdict(c) for c in connections])
+        for c in connections:
+            state = "enabled " if c.enabled else "DISABLED"
+            seeded = " (from the environment)" if c.seeded else ""
+            print(f"{c.name:<16} {c.kind:<18} {state} {c.key_count} key(s) {c.key_mode.value:<11} {c.base_url}{seeded}")
+        return 0
+    if command == "test":
+        result = orch.test_connection(args.name)
+        _out(args, dataclasses.asdict(result), f"{'up  ' if result.reachable else 'DOWN'} {result.name}: "
+             f"{result.detail} ({result.latency_ms:.0f} ms)")
+        return 0 if result.reachable else 1
+    if command == "remove":
+        orch.remove_connection(args.name)
+        return _out(args, {"removed": args.name}, f"Removed connection {args.name!r}; its models are deactivated.")
+    changes: dict[str, Any] = {"base_url": args.base_url, "options": _options(args.option),
+                               "key_mode": args.key_mode}
+    if command == "add":
+        given = {name: value for name, value in changes.items() if value is not None}  # the rest: defaults
+        info = orch.add_connection(args.name, args.kind, key=_stdin_key(args.key), **given)
+        return _out(args, dataclasses.asdict(info), f"Added connection {info.name!r} ({info.kind}) at {info.base_url}.")
+    info = orch.edit_connection(args.name, enabled=args.enabled, **changes)
+    return _out(args, dataclasses.asdict(info), f"Saved connection {info.name!r}.")
+
+
+def _stdin_key(flag: str | None) -> str | None:
+    """The key from standard input for --key -; anything else is refused: argv ends up in shell history."""
+    if flag is None:
+        return None
+    if flag != "-":
+        from .errors import InvalidKeyInputError  # noqa: PLC0415 - start-up cost: a command imports what it needs
+
+        raise InvalidKeyInputError("Pass --key - and write the key to standard input (e.g. `pass show groq | "
+                                   "python -m orchestrator_core connections add groq ... --key -`); a key on the "
+                                   "command line ends up in the shell history.")
+    return sys.stdin.readline().strip()
+
+
+def _options(items: list[str] | None) -> dict[str, str] | None:
+    if items is None:
+        return None
+    pairs = [item.partition("=") for item in items]
+    bad = [item for item, (_, sep, _) in zip(items, pairs, strict=True) if not sep]
+    if bad:
+        from .errors import InvalidConnectionError  # noqa: PLC0415 - start-up cost: a command imports what it needs
+
+        raise InvalidConnectionError(f"--option {bad[0]!r} must look like NAME=VALUE, e.g. api_version=v1beta.")
+    return {name.strip(): value.strip() for name, _, value in pairs}
+
+
+def _groups(orch: Orchestrator, args: argparse.Namespace) -> int:
+    if args.groups_command == "set":
+        group = orch.set_group(args.name, args.models)
+        return _out(args, dataclasses.asdict(group), f"Group {group.name}: {' -> '.join(group.members)}.")
+    if args.groups_command == "remove":
+        orch.remove_group(args.name)
+        return _out(args, {"removed": args.name}, f"Removed group {args.name!r}.")
+    groups = orch.groups()
+    if args.json:
+        return _print_json([dataclasses.asdict(g) for g in groups])
+    for g in groups:
+        print(f"{g.name:<16} {' -> '.join(g.members)}")
+    if not groups:
+        print("No model group yet; make one with 'groups set default MODEL [MODEL ...]'.")
     return 0
 
 

@@ -11,22 +11,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .errors import ConfigurationError
+from .providers import registry as _registry
 
-# Hosted providers and local hosts, with the environment names of their settings.
-HOSTED_PROVIDERS = ("openai", "anthropic", "google", "mistral", "genspark", "custom")
-LOCAL_PROVIDERS = ("lmstudio", "ollama", "llamacpp")
-
+# Derived from the registry of kinds (providers/registry.py), never listed here: the seeded connections'
+# names, which of them are local hosts, and their default base URLs.
+HOSTED_PROVIDERS = _registry.HOSTED_PROVIDERS
+LOCAL_PROVIDERS = _registry.LOCAL_PROVIDERS
 DEFAULT_BASE_URLS: dict[str, str] = {
-    "openai": "https://api.openai.com/v1",
-    "anthropic": "https://api.anthropic.com",
-    "google": "https://generativelanguage.googleapis.com",
-    "mistral": "https://api.mistral.ai/v1",
-    # Unofficial: Genspark documents no public API; this is its in-product OpenAI-compatible proxy.
-    "genspark": "https://www.genspark.ai/api/llm_proxy/v1",
-    "custom": "http://127.0.0.1:8000/v1",
-    "lmstudio": "http://127.0.0.1:1234",
-    "ollama": "http://127.0.0.1:11434",
-    "llamacpp": "http://127.0.0.1:8080",
+    name: cls.default_base_url for name, cls in _registry.PROVIDERS.items() if cls.default_base_url
 }
 
 # The project's folder: the repository root, which holds orchestrator_core/. It, or ORCHESTRATOR_HOME, holds
@@ -41,6 +33,7 @@ DEFAULT_DATA_DIR = "data"
 SIGN_IN_MAX_FAILURES = 5
 SIGN_IN_LOCKOUT_S = 60.0
 RANKINGS = ("priority", "cost")  # how fallback orders the alternatives of one tier (fallback.rank_alternatives)
+SESSION_LIFETIME_S = 12 * 3600.0  # how long the console's session cookie keeps an operator signed in
 
 
 def home_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -48,10 +41,6 @@ def home_dir(environ: Mapping[str, str] | None = None) -> Path:
     raw = (os.environ if environ is None else environ).get(HOME_ENV, "").strip()
     # An explicit relative ORCHESTRATOR_HOME (e.g. ".") is the operator's choice of the starting folder.
     return Path(raw).expanduser().absolute() if raw else PROJECT_DIR
-
-
-def _env_name(provider: str, suffix: str) -> str:
-    return f"{provider.upper()}_{suffix}"
 
 
 @dataclass(frozen=True)
@@ -86,6 +75,7 @@ class Settings:
     gateway_threads: int = 64
     sign_in_max_failures: int = SIGN_IN_MAX_FAILURES  # wrong console passwords in a row before the lockout
     sign_in_lockout_s: float = SIGN_IN_LOCKOUT_S  # how long sign-in then stays locked, for every session
+    session_lifetime_s: float = SESSION_LIFETIME_S  # a signed-in console survives reloads this long (make run)
     # A hostile or broken host: whole-call and stream idle deadlines, size caps (see providers/guard.py).
     call_deadline_s: float = 600.0  # a whole call, not one read; loads have LOAD_TIMEOUT_S instead
     stream_idle_timeout_s: float = 120.0  # a stream with no new data (keep-alive comments do not count)
@@ -113,17 +103,12 @@ class Settings:
         local_hosts = environ.get("LOCAL_HOSTS")
 
         base_urls = dict(DEFAULT_BASE_URLS)
-        for provider in (*HOSTED_PROVIDERS, *LOCAL_PROVIDERS):
-            if url := env.get(_env_name(provider, "BASE_URL")):
-                base_urls[provider] = _check_url(_env_name(provider, "BASE_URL"), url)
-        if "GEMINI_BASE_URL" in env and "GOOGLE_BASE_URL" not in env:
-            base_urls["google"] = _check_url("GEMINI_BASE_URL", env["GEMINI_BASE_URL"])
-
-        key_vars = {p: _env_name(p, "API_KEY") for p in HOSTED_PROVIDERS if _env_name(p, "API_KEY") in env}
-        if "google" not in key_vars and "GEMINI_API_KEY" in env:
-            key_vars["google"] = "GEMINI_API_KEY"
-        if "LM_API_TOKEN" in env:  # LM Studio 0.4+ with "Require Authentication" on
-            key_vars["lmstudio"] = "LM_API_TOKEN"
+        key_vars: dict[str, str] = {}
+        for name, kind in _registry.PROVIDERS.items():  # the first variable set of a kind wins, then its aliases
+            if url_var := next((v for v in kind.base_url_env_vars if v in env), None):
+                base_urls[name] = _check_url(url_var, env[url_var])
+            if key_var := next((v for v in kind.key_env_vars if v in env), None):
+                key_vars[name] = key_var
         env_keys = {p: _env_key(var, env[var]) for p, var in key_vars.items()}
 
         return cls(
@@ -152,6 +137,7 @@ class Settings:
             gateway_threads=_whole(env, "GATEWAY_THREADS", 64, minimum=1),
             sign_in_max_failures=_whole(env, "SIGN_IN_MAX_FAILURES", SIGN_IN_MAX_FAILURES, minimum=1),
             sign_in_lockout_s=_number(env, "SIGN_IN_LOCKOUT_S", SIGN_IN_LOCKOUT_S, minimum=1.0),
+            session_lifetime_s=_number(env, "SESSION_LIFETIME_S", SESSION_LIFETIME_S, minimum=60.0),
             call_deadline_s=_number(env, "CALL_DEADLINE_S", 600.0),
             stream_idle_timeout_s=_number(env, "STREAM_IDLE_TIMEOUT_S", 120.0),
             max_response_bytes=_whole(env, "MAX_RESPONSE_BYTES", 8 * 1024 * 1024, minimum=1024),

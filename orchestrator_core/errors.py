@@ -4,8 +4,10 @@
     ├── InputError                         the caller must fix something; never falls back
     │   ├── InvalidModelIdError            not "provider:model"
     │   ├── UnknownProviderError           provider prefix not registered
+    │   │   └── UnknownConnectionError     no connection (or model group) of that name (404)
     │   ├── EmptyPromptError               no messages, or only whitespace
     │   ├── InvalidKeyInputError           empty key, whitespace inside, unknown provider, duplicate label
+    │   ├── InvalidConnectionError         a connection or group that does not fit: says what to fix (422)
     │   └── InvalidParameterError          an HTTP API body field that does not fit (names it: param)
     │       └── UnsupportedParameterError  a parameter the core cannot honour yet (tools, n > 1, ...)
     ├── ConfigurationError                 settings, database or secret problems found at start-up
@@ -24,6 +26,7 @@
     │   ├── BadRequestError                other 4xx the caller caused
     │   │   └── ContextLengthError         prompt longer than the model's context
     │   ├── ProviderUnavailableError       refused, DNS, 5xx, Anthropic 529
+    │   │   └── ConnectionDisabledError    the model's connection is disabled
     │   ├── ProviderTimeoutError           connect / read / pool timeouts
     │   ├── BadResponseError               non-JSON, HTML page, missing fields, broken SSE stream
     │   ├── ContentFilteredError           a refusal or safety block: OpenAI refusal / content_filter,
@@ -36,9 +39,17 @@
         ├── TokenScopeError                the token's scope does not allow the route (403)
         └── TooManyTokenFailuresError      too many failed token checks from one address (429)
 
-Each class carries its policy: ``http_status`` and ``openai_type`` say how the HTTP API answers it
-(400 input, 401/403 access, 402 budget spent, 404 unknown model, 409 wrong state, 429 rate limits,
-502/503/504 upstream).
+Each class carries its policy, one table to read (no caller keeps a parallel list):
+- ``http_status`` and ``openai_type``: how the HTTP API answers it (400 input, 401/403 access, 402 budget
+  spent, 404 unknown model, 409 wrong state, 429 rate limits, 502/503/504 upstream);
+- ``falls_back``: another model could succeed, so the call moves on (a refusal: FALLBACK_ON_CONTENT_FILTER);
+- ``connection_wide``: every model of the connection would fail now, so fallback skips the whole connection;
+  ``host_wide``: the same, for a connection to a local host only (a host that is down);
+- ``cooldown_factor``: how long the model sits out, in FAILURE_COOLDOWN_S (a 429 with retry-after: that
+  long); None: not at all (a refusal says nothing about the model);
+- ``key_fault``: what it says about the key that was used: ``cooling`` (429, for its retry-after),
+  ``rejected`` (skipped until tested again or replaced), ``exhausted`` (quota: cools long). The call then
+  tries the next key of the same connection before it falls back to another model.
 
 Messages say what happened and what fixes it, and never contain a key: ``classify_response``
 scrubs every secret it is given from provider text before it reaches a message.
@@ -54,12 +65,14 @@ import math
 import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import httpx
 
 if TYPE_CHECKING:
     from .types import Attempt
+
+KeyFault = Literal["cooling", "rejected", "exhausted"]
 
 
 class OrchestratorError(Exception):
@@ -74,6 +87,11 @@ class OrchestratorError(Exception):
     # it) and its attempts, so an API route can answer with them.
     request_id: str | None = None
     call_attempts: tuple[Attempt, ...] = ()
+    falls_back: ClassVar[bool] = False
+    connection_wide: ClassVar[bool] = False
+    host_wide: ClassVar[bool] = False
+    cooldown_factor: ClassVar[float | None] = 1.0
+    key_fault: ClassVar[KeyFault | None] = None
 
     def __init__(
         self,
@@ -116,6 +134,15 @@ class InvalidKeyInputError(InputError):
     kind = "invalid_key_input"
 
 
+class UnknownConnectionError(UnknownProviderError):
+    kind = "unknown_connection"
+
+
+class InvalidConnectionError(InputError):
+    kind = "invalid_connection"
+    http_status = 422
+
+
 class ConfigurationError(OrchestratorError):
     kind = "configuration"
     http_status = 503
@@ -144,40 +171,54 @@ class ProviderError(OrchestratorError):
 
 class AuthenticationError(ProviderError):
     kind = "auth"
+    falls_back = connection_wide = True
+    cooldown_factor = 5.0  # not fixed by waiting a minute: keep it out of the way longer
+    key_fault = "rejected"
 
 
 class MissingKeyError(ProviderError):
     kind = "no_key"
+    falls_back = connection_wide = True
+    cooldown_factor = 5.0
 
 
 class RateLimitError(ProviderError):
     kind = "rate_limit"
     http_status = 429
     openai_type = "rate_limit_error"
+    falls_back = True
+    key_fault = "cooling"
 
 
 class QuotaExceededError(ProviderError):
     kind = "quota"
     http_status = 429
     openai_type = "insufficient_quota"
+    falls_back = connection_wide = True
+    cooldown_factor = 5.0
+    key_fault = "exhausted"
 
 
 class ModelNotFoundError(ProviderError):
     kind = "model_not_found"
     http_status = 404
     openai_type = "invalid_request_error"
+    falls_back = True
+    cooldown_factor = 5.0
 
 
 class ModelNotLoadedError(ProviderError):
     kind = "not_loaded"
     http_status = 409
     openai_type = "invalid_request_error"
+    falls_back = True
 
 
 class ModelLoadError(ProviderError):
     kind = "load_failed"
     http_status = 409
     openai_type = "upstream_error"
+    falls_back = True
 
 
 class ModelLoadTimeoutError(ModelLoadError):
@@ -200,16 +241,28 @@ class ProviderUnavailableError(ProviderError):
     kind = "unavailable"
     http_status = 503
     openai_type = "upstream_error"
+    falls_back = True
+    host_wide = True  # a local host that is down takes all its models with it; a hosted 503 may be one model's
+
+
+class ConnectionDisabledError(ProviderUnavailableError):
+    """The model's connection is switched off: fallback skips all of it, and no model of it cools down."""
+
+    kind = "connection_disabled"
+    connection_wide = True
+    cooldown_factor = None
 
 
 class ProviderTimeoutError(ProviderError):
     kind = "timeout"
     http_status = 504
     openai_type = "timeout"
+    falls_back = True
 
 
 class BadResponseError(ProviderError):
     kind = "bad_response"
+    falls_back = True
 
 
 class UnsupportedOperationError(ProviderError):
@@ -226,6 +279,8 @@ class ContentFilteredError(ProviderError):
     """
 
     kind = "content_filter"
+    falls_back = True  # unless FALLBACK_ON_CONTENT_FILTER is off (should_fall_back)
+    cooldown_factor = None  # the prompt was refused; the model itself is fine
 
     def __init__(
         self, message: str, *, reason: str, refusal: str | None = None, partial_text: str = "", **fields: Any
@@ -324,21 +379,6 @@ class TooManyTokenFailuresError(GatewayAccessError):
     openai_type = "rate_limit_error"
 
 
-# Failures another model could fix: the orchestrator records them, cools the model down and falls back.
-FALLBACK_ERRORS: tuple[type[OrchestratorError], ...] = (
-    AuthenticationError,
-    MissingKeyError,
-    RateLimitError,
-    QuotaExceededError,
-    ModelNotFoundError,
-    ModelNotLoadedError,
-    ModelLoadError,
-    ProviderUnavailableError,
-    ProviderTimeoutError,
-    BadResponseError,
-)
-
-
 def should_fall_back(exc: BaseException, *, on_content_filter: bool = True) -> bool:
     """True when another model could succeed where this one failed.
 
@@ -347,7 +387,7 @@ def should_fall_back(exc: BaseException, *, on_content_filter: bool = True) -> b
     """
     if isinstance(exc, ContentFilteredError):
         return on_content_filter
-    return isinstance(exc, FALLBACK_ERRORS)
+    return isinstance(exc, OrchestratorError) and exc.falls_back
 
 
 # ---------------------------------------------------------------------------------------------

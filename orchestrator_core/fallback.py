@@ -6,25 +6,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from .errors import (
-    AuthenticationError,
-    ContentFilteredError,
-    MissingKeyError,
-    ModelLoadError,
-    ModelNotFoundError,
-    ModelNotLoadedError,
     OrchestratorError,
-    ProviderUnavailableError,
-    QuotaExceededError,
     RateLimitError,
 )
 from .types import ModelRef, ModelState, ModelStatus
-
-# Failures that concern the whole provider or host, not just one model: skip its other models too.
-PROVIDER_WIDE_ERRORS: tuple[type[OrchestratorError], ...] = (
-    AuthenticationError,
-    MissingKeyError,
-    QuotaExceededError,
-)
 
 # Tiers of suggest_alternative: lower is tried first.
 TIER_HOSTED_READY = 0
@@ -44,28 +29,20 @@ class Candidate:
 
 
 def cooldown_seconds(exc: OrchestratorError, base_s: float) -> float:
-    """How long a model sits out after this failure."""
+    """How long a model sits out after this failure: the error class's cooldown_factor of FAILURE_COOLDOWN_S."""
     if isinstance(exc, RateLimitError) and exc.retry_after:
         return max(exc.retry_after, 1.0)
-    if isinstance(exc, (QuotaExceededError, AuthenticationError, MissingKeyError, ModelNotFoundError)):
-        return base_s * 5  # not fixed by waiting a minute: keep it out of the way longer
-    return base_s
+    return base_s * (exc.cooldown_factor or 1.0)
 
 
 def cools_down(exc: OrchestratorError) -> bool:
     """False for a refusal or safety block: the prompt was refused, the model itself is fine."""
-    return not isinstance(exc, ContentFilteredError)
+    return exc.cooldown_factor is not None
 
 
-def is_provider_wide(exc: OrchestratorError, model_id: str) -> bool:
-    """True when the failure means every model of this provider would fail the same way now."""
-    if isinstance(exc, PROVIDER_WIDE_ERRORS):
-        return True
-    # A local host that is down takes all its models with it; a loaded-model problem does not.
-    local = ModelRef.parse(model_id).provider in ("lmstudio", "ollama", "llamacpp")
-    return local and isinstance(exc, ProviderUnavailableError) and not isinstance(
-        exc, (ModelLoadError, ModelNotLoadedError)
-    )
+def is_connection_wide(exc: OrchestratorError, *, local: bool) -> bool:
+    """True when the failure means every model of this connection would fail the same way now."""
+    return exc.connection_wide or (local and exc.host_wide)
 
 
 def tier_of(status: ModelStatus) -> int | None:
@@ -84,7 +61,7 @@ def tier_of(status: ModelStatus) -> int | None:
 
 
 def rank_alternatives(
-    failed_model: str,
+    failed_model: ModelRef | str,
     statuses: Iterable[ModelStatus],
     *,
     priorities: Mapping[str, int],
@@ -102,7 +79,7 @@ def rank_alternatives(
     RANKING=cost setting: a model's estimated cost for this request, None when unpriced), the cheaper model of
     a tier comes first and unpriced ones after every priced one; the order above breaks ties.
     """
-    skip = {failed_model, *exclude}
+    skip = {failed_model.id if isinstance(failed_model, ModelRef) else failed_model, *exclude}
     skip_providers = set(exclude_providers)
     candidates: list[Candidate] = []
     for status in statuses:

@@ -28,6 +28,7 @@ import httpx
 
 from .clients import ProviderFactory
 from .config import Settings
+from .connections import Connection
 from .errors import (
     ModelLoadError,
     ModelLoadTimeoutError,
@@ -40,7 +41,6 @@ from .errors import (
 )
 from .fallback import cooldown_seconds, rank_alternatives
 from .providers.base import LocalHost
-from .providers.registry import PROVIDERS, is_local, provider_class
 from .types import HostModel, ModelRef, ModelState, ModelStatus
 
 if TYPE_CHECKING:  # the status command runs the manager on store.readonly, without SQLAlchemy
@@ -48,6 +48,7 @@ if TYPE_CHECKING:  # the status command runs the manager on store.readonly, with
     from .store.registry import ModelRegistry
 
 StatsSource = Callable[[], Mapping[str, tuple[float, float]]]
+ModelLike = str | ModelRef  # a verb takes the parsed reference a call passes down, or an id to parse
 Pause = Callable[[threading.Event, float], object]  # wait up to n seconds, or until the event is set
 
 FIRST_POLL_S = 0.05  # a model that loads in 20 ms is seen after ~50 ms, not after a whole POLL_INTERVAL_S
@@ -70,16 +71,17 @@ def _wait(event: threading.Event, seconds: float) -> object:
 
 @dataclass(frozen=True)
 class HostStatus:
-    """Reachability of one local host, for the sidebar and the overview."""
+    """Reachability of one local host (one connection of a local kind), for the sidebar and the overview."""
 
-    provider: str
-    display_name: str
+    provider: str  # the connection's name
+    display_name: str  # "LM Studio" for the seeded connection, "desk (LM Studio)" for another
     base_url: str
     reachable: bool
     detail: str
     models: int
     loaded: int
     checked_at: datetime
+    kind: str = ""
 
 
 @dataclass(frozen=True)
@@ -188,7 +190,7 @@ class ModelManager:
         self._pause = pause
         self._unloading: dict[str, float] = {}  # model id -> when its unload was asked for
         self._snapshots: dict[str, _Snapshot] = {}
-        self._host_locks = {p: threading.Lock() for p in PROVIDERS if is_local(p)}
+        self._host_locks: dict[str, threading.Lock] = {}  # per connection, made on first use
         self._jobs: dict[str, _LoadJob] = {}
         self._jobs_lock = threading.Lock()
         # Probes of several stale hosts run here; a pool per status check would start threads every time.
@@ -204,13 +206,21 @@ class ModelManager:
             pool.shutdown(wait=True)
 
     # -- status ---------------------------------------------------------------------------------
-    def check_status(self, model_id: str, *, force: bool = False) -> ModelStatus:
+    def check_status(self, model: ModelLike, *, force: bool = False) -> ModelStatus:
         """The state of one model: loaded, loading, not loaded, host down, cooling down, key or not."""
-        ref = ModelRef.parse(model_id)
-        provider_class(ref.provider)
-        probed = is_local(ref.provider) and ref.provider in self.settings.local_hosts
-        snapshot = self._snapshot(ref.provider, force) if probed else None
-        return self._status(ref, snapshot, self.failures.active())
+        ref = _ref(model)
+        connection = self.factory.connection(ref.provider)
+        snapshot = self._snapshot(ref.provider, force) if self._probed(connection) else None
+        return self._status(ref, connection, snapshot, self.failures.active())
+
+    def _probed(self, connection: Connection) -> bool:
+        """Local, enabled, and for a seeded host: named in LOCAL_HOSTS (the operator added the others)."""
+        return connection.local and connection.enabled and (
+            not connection.seeded or connection.name in self.settings.local_hosts)
+
+    def local_connections(self) -> list[Connection]:
+        """The local hosts whose status is probed, one request per connection."""
+        return [c for c in self.factory.connections.list() if self._probed(c)]
 
     def list_with_status(self, *, force: bool = False, cached: bool = False) -> list[ModelStatus]:
         """Every active model with its status: one request per stale local host, hosts checked concurrently.
@@ -219,34 +229,44 @@ class ModelManager:
         a fallback in the middle of a call, where a probe would add its time to the user's wait)."""
         snapshots = self._all_snapshots(force, cached=cached)
         failures = self.failures.active()
+        connections = {c.name: c for c in self.factory.connections.list()}
         refs = [ModelRef.parse(e.model_id) for e in self.registry.list(active_only=True)]
-        return [self._status(r, snapshots.get(r.provider), failures) for r in refs if r.provider in PROVIDERS]
+        keys: dict[str, tuple[str | None, bool]] = {}  # per connection, asked once for all its models
+        return [self._status(r, connections[r.provider], snapshots.get(r.provider), failures, keys)
+                for r in refs if r.provider in connections]
 
     def hosts(self, *, force: bool = False) -> list[HostStatus]:
-        """Reachability and model counts of every local host."""
+        """Reachability and model counts of every probed local host (one request per connection)."""
+        connections = {c.name: c for c in self.local_connections()}
         result = []
-        for provider, snap in self._all_snapshots(force).items():
+        for name, snap in self._all_snapshots(force).items():
             models = snap.models or []
+            connection = connections[name]
             result.append(
                 HostStatus(
-                    provider=provider,
-                    display_name=provider_class(provider).display_name,
-                    base_url=self.settings.base_url(provider),
+                    provider=name,
+                    display_name=connection.display_name,
+                    base_url=connection.base_url,
                     reachable=snap.error is None,
                     detail=snap.error.message if snap.error else f"{len(models)} models",
                     models=len(models),
                     loaded=sum(m.state is ModelState.LOADED for m in models),
                     checked_at=snap.checked_at,
+                    kind=connection.kind,
                 )
             )
         return result
 
     def _status(
-        self, ref: ModelRef, snapshot: _Snapshot | None, failures: Mapping[str, FailureEntry]
+        self, ref: ModelRef, connection: Connection, snapshot: _Snapshot | None,
+        failures: Mapping[str, FailureEntry], keys: dict[str, tuple[str | None, bool]] | None = None,
     ) -> ModelStatus:
         now = datetime.now(UTC)
         failure = failures.get(ref.id)
-        local = is_local(ref.provider)
+        local = connection.local
+        if not connection.enabled:
+            detail = f"connection {connection.name} is disabled; enable it on the Connections page"
+            return ModelStatus(ref.id, ModelState.HOST_DOWN, detail, now, local=local)
         if failure is not None and local and snapshot is not None and snapshot.error is not None:
             # One cause, one state: the host is down (most likely why the model cools down at all).
             return ModelStatus(ref.id, ModelState.HOST_DOWN, snapshot.error.message, snapshot.checked_at,
@@ -258,7 +278,7 @@ class ModelManager:
                 now, cooldown_until=failure.until, local=local,
             )
         if not local:
-            return self._hosted_status(ref, now)
+            return self._hosted_status(ref, connection, now, {} if keys is None else keys)
         if snapshot is None:
             detail = f"{ref.provider} is not in LOCAL_HOSTS, so it is not checked; add it to use this model"
             return ModelStatus(ref.id, ModelState.HOST_DOWN, detail, now, local=True)
@@ -271,7 +291,7 @@ class ModelManager:
         if ref.name in snapshot.found:
             host_model = snapshot.found[ref.name]
         else:
-            host_model = snapshot.found[ref.name] = self._find(ref, snapshot.models or [])
+            host_model = snapshot.found[ref.name] = self._find(ref, connection, snapshot.models or [])
         if host_model is None:
             detail = "not on the host's model list; download it on the host or check the name"
             return ModelStatus(ref.id, ModelState.NOT_LOADED, detail, snapshot.checked_at, local=True)
@@ -294,25 +314,34 @@ class ModelManager:
         detail = f"unload requested {age:.1f}s ago; the host still lists it as {host_model.state.value}"
         return ModelStatus(ref.id, ModelState.UNLOADING, detail, checked_at, local=True)
 
-    def _hosted_status(self, ref: ModelRef, now: datetime) -> ModelStatus:
-        cls = provider_class(ref.provider)
+    def _hosted_status(
+        self, ref: ModelRef, connection: Connection, now: datetime, keys: dict[str, tuple[str | None, bool]]
+    ) -> ModelStatus:
+        cls = connection.provider_class
+        if connection.name not in keys:  # (every key cooling or rejected: why, or None; a key at all)
+            keys[connection.name] = (self.factory.key_problem(connection.name),
+                                     bool(self.factory.key_for(connection.name)))
+        problem, has_key = keys[connection.name]
+        if problem is not None and self._key_rejected(connection.name):
+            detail = (f"every key of {connection.name} was rejected at its last test or by a call: replace it on "
+                      "the API Keys page, or test it again")
+            return ModelStatus(ref.id, ModelState.EXTERNAL_KEY_REJECTED, detail, now)
+        if problem is not None:
+            return ModelStatus(ref.id, ModelState.EXTERNAL_NO_KEY, problem, now)
         if not cls.needs_key:
             return ModelStatus(ref.id, ModelState.EXTERNAL_READY, "no key needed", now)
-        if self.factory.key_for(ref.provider):
-            if self._key_rejected(ref.provider):
-                detail = "the key was rejected at its last test: replace it on the API Keys page, or test it again"
-                return ModelStatus(ref.id, ModelState.EXTERNAL_KEY_REJECTED, detail, now)
+        if has_key:
             return ModelStatus(ref.id, ModelState.EXTERNAL_READY, "key configured", now)
-        env = f" or set {cls.key_env_var}" if cls.key_env_var else ""
-        return ModelStatus(ref.id, ModelState.EXTERNAL_NO_KEY, f"no key: add one on the API Keys page{env}", now)
+        detail = f"no key: add one on the API Keys page{cls.key_env_hint()}"
+        return ModelStatus(ref.id, ModelState.EXTERNAL_NO_KEY, detail, now)
 
-    def _find(self, ref: ModelRef, models: Iterable[HostModel]) -> HostModel | None:
-        host = cast(type[LocalHost], provider_class(ref.provider))  # no provider object (nor key lookup) per model
+    def _find(self, ref: ModelRef, connection: Connection, models: Iterable[HostModel]) -> HostModel | None:
+        host = cast(type[LocalHost], connection.provider_class)  # no provider object (nor key lookup) per model
         return next((m for m in models if host.same_model(ref.name, m.name)), None)
 
     # -- host snapshots (the only network traffic of a status check) --------------------------------
     def _all_snapshots(self, force: bool, *, cached: bool = False) -> dict[str, _Snapshot]:
-        hosts = self.settings.local_hosts
+        hosts = [c.name for c in self.local_connections()]
         found: dict[str, _Snapshot] = {}
         stale: list[str] = []
         for provider in hosts:
@@ -336,7 +365,7 @@ class ModelManager:
             return self._pool
         with self._pool_lock:
             if self._own_pool is None:
-                workers = max(1, len(self.settings.local_hosts) - 1)
+                workers = max(1, min(8, len(self.local_connections()) - 1))
                 self._own_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="host-status")
             return self._own_pool
 
@@ -344,7 +373,7 @@ class ModelManager:
         snap = self._snapshots.get(provider)
         if snap is not None and not force and self._fresh(snap):
             return snap
-        lock = self._host_locks[provider]
+        lock = self._host_locks.get(provider) or self._host_locks.setdefault(provider, threading.Lock())
         asked_at = self._clock()
         with lock:
             snap = self._snapshots.get(provider)
@@ -499,13 +528,14 @@ class ModelManager:
             )
 
     def ensure_ready(
-        self, model_id: str, on_progress: Callable[[LoadProgress], None] | None = None
+        self, model: ModelLike, on_progress: Callable[[LoadProgress], None] | None = None
     ) -> ModelStatus:
         """Check and load: return once the model can take a prompt, or raise why it cannot."""
-        status = self.check_status(model_id)
+        ref = _ref(model)
+        model_id = ref.id
+        status = self.check_status(ref)
         if status.state.ready or not status.local:
             return status
-        ref = ModelRef.parse(model_id)
         status = self._loadable(ref, status)
         if status.state.ready:
             return status
@@ -541,10 +571,10 @@ class ModelManager:
         finally:
             watch.stop()
 
-    def _local_ref(self, model_id: str, action: str) -> ModelRef:
-        ref = ModelRef.parse(model_id)
-        provider_class(ref.provider)
-        if not is_local(ref.provider):
+    def _local_ref(self, model: ModelLike, action: str) -> ModelRef:
+        ref = _ref(model)
+        model_id = ref.id
+        if not self.factory.connection(ref.provider).local:
             raise UnsupportedOperationError(
                 f"{model_id} is a hosted model; there is nothing to {action}.", provider=ref.provider, model=model_id
             )
@@ -552,7 +582,7 @@ class ModelManager:
 
     # -- alternatives and the failure cache ---------------------------------------------------------
     def alternatives(
-        self, model_id: str, *, exclude: Iterable[str] = (), exclude_providers: Iterable[str] = (),
+        self, model: ModelLike, *, exclude: Iterable[str] = (), exclude_providers: Iterable[str] = (),
         cost_of: Callable[[str], float | None] | None = None,
     ) -> list[str]:
         """Every model worth trying instead of model_id, best first (see fallback.rank_alternatives).
@@ -561,7 +591,7 @@ class ModelManager:
         priorities = {e.model_id: e.priority for e in self.registry.list(active_only=True)}
         priorities.update(self.settings.priorities)
         return rank_alternatives(
-            model_id,
+            _ref(model),
             self.list_with_status(cached=True),
             priorities=priorities,
             stats=self._stats(),
@@ -571,11 +601,11 @@ class ModelManager:
         )
 
     def suggest_alternative(
-        self, model_id: str, *, exclude: Iterable[str] = (), exclude_providers: Iterable[str] = (),
+        self, model: ModelLike, *, exclude: Iterable[str] = (), exclude_providers: Iterable[str] = (),
         cost_of: Callable[[str], float | None] | None = None,
     ) -> str | None:
-        """The best model to use instead of model_id, or None when nothing is usable (cost_of: RANKING=cost)."""
-        ranked = self.alternatives(model_id, exclude=exclude, exclude_providers=exclude_providers, cost_of=cost_of)
+        """The best model to use instead of model, or None when nothing is usable (cost_of: RANKING=cost)."""
+        ranked = self.alternatives(model, exclude=exclude, exclude_providers=exclude_providers, cost_of=cost_of)
         return ranked[0] if ranked else None
 
     def record_failure(self, model_id: str, exc: OrchestratorError) -> FailureEntry:
@@ -589,3 +619,7 @@ class ModelManager:
 
     def failure_list(self) -> list[FailureEntry]:
         return self.failures.all()
+
+
+def _ref(model: ModelLike) -> ModelRef:
+    return model if isinstance(model, ModelRef) else ModelRef.parse(model)

@@ -8,13 +8,17 @@ moves to ``ModelManager.suggest_alternative``, up to ``max_fallback_hops`` times
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import itertools
 import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection as CollectionABC
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -22,31 +26,38 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import exits
-from .budgets import BudgetGuard
+from .budgets import BudgetGuard, BudgetStatus
 from .clients import ProviderFactory
 from .config import Settings
+from .connections import Connection, ConnectionTest, KeyMode, KindInfo, ModelGroup, kinds
 from .errors import (
     AllModelsFailedError,
     BadResponseError,
     BudgetExceededError,
+    ConnectionDisabledError,
     ContentFilteredError,
     InputError,
+    InvalidConnectionError,
     InvalidKeyInputError,
+    InvalidModelIdError,
     OrchestratorError,
     ProviderError,
     StreamInterruptedError,
+    UnknownConnectionError,
     should_fall_back,
 )
-from .fallback import cools_down, is_provider_wide
-from .loader import LoadProgress, ModelManager
+from .fallback import cools_down, is_connection_wide
+from .loader import HostStatus, LoadProgress, ModelManager
 from .pricing import Cost, PriceBook, estimated_tokens
-from .providers.registry import LOCAL_PROVIDERS, PROVIDERS, is_local, provider_class
+from .probe import probe_connection
+from .providers.base import Provider
+from .store.connections import ConnectionStore, GroupStore
 from .store.db import Database
-from .store.failures import FailureCache
-from .store.keys import KeyStore
-from .store.prices import ALL_CONNECTIONS, PricingStore
-from .store.registry import ModelRegistry
-from .store.secret import load_fernet
+from .store.failures import FailureCache, FailureEntry
+from .store.keys import KeyInfo, KeyStore, check_key
+from .store.prices import ALL_CONNECTIONS, BudgetEntry, OverrideEntry, PricingStore
+from .store.registry import ModelEntry, ModelRegistry
+from .store.secret import PoolKey, load_fernet
 from .store.spool import Spool
 from .store.tokens import TokenStore
 from .types import (
@@ -57,6 +68,7 @@ from .types import (
     Message,
     ModelRef,
     ModelState,
+    ModelStatus,
     OrchestratedResult,
     TextDelta,
     Usage,
@@ -74,6 +86,8 @@ MAX_PROMPT_CHARS = 2_000_000  # a guard against pasting a file by mistake, far a
 _ID_PREFIX = os.urandom(6).hex()
 _ID_COUNTER = itertools.count(1)
 STATS_MAX_AGE_S = 30.0  # ranking statistics older than this are refreshed in the background
+KEY_EXHAUSTED_COOLDOWN_S = 3600.0  # a key out of quota sits out an hour (a rate-limited one: its retry-after)
+POOL_THREADS = 8  # host probes (one per local connection) and statistics refreshes
 
 
 @dataclass(frozen=True)
@@ -98,9 +112,12 @@ class Orchestrator:
         self.settings = settings
         self.db = database
         fernet = load_fernet(settings.secret_key, database.dir)
-        self.keys = KeyStore(database, fernet, env_keys=settings.env_keys, known_providers=tuple(PROVIDERS))
+        self.connection_store = ConnectionStore(database, settings)
+        self.group_store = GroupStore(database)
+        names = _ConnectionNames(self.connection_store)  # live: a connection added anywhere is known at once
+        self.keys = KeyStore(database, fernet, env_keys=settings.env_keys, known_providers=names)
         self.keys.verify_secret()
-        self.registry = ModelRegistry(database, known_providers=tuple(PROVIDERS))
+        self.registry = ModelRegistry(database, known_providers=names)
         self.failures = FailureCache(database)
         self._metrics: MetricsRecorder | None = None
         self._metrics_lock = threading.Lock()
@@ -109,11 +126,12 @@ class Orchestrator:
             _ = self.metrics  # rows an earlier process spooled are written at this start, not at the first call
         self.tokens = TokenStore(database)  # gateway tokens of the HTTP API (api/)
         self.pricing = PricingStore(database)  # price overrides and budgets (issue 11)
-        self.prices = PriceBook(self.pricing.override_prices)
+        self.prices = PriceBook(self.pricing.override_prices, kind_of=self._kind_of)
         self.budgets = BudgetGuard(database, self.pricing)
-        self.factory = ProviderFactory(settings, self.keys.secret_for)
+        self.factory = ProviderFactory(settings, self.keys.secret_for, connections=self.connection_store,
+                                       key_problem=self.keys.pool_problem)
         # Long-lived: host probes and statistics refreshes must not start threads during a call.
-        self._pool = ThreadPoolExecutor(max_workers=len(LOCAL_PROVIDERS), thread_name_prefix="orchestrator")
+        self._pool = ThreadPoolExecutor(max_workers=POOL_THREADS, thread_name_prefix="orchestrator")
         # Off the hot path: the pool's first thread starts now and the cooldown write is compiled, so the
         # first call past a dead host pays its refused connect, not ~10 ms of set-up. (Done when it resolves.)
         self.warming: Future[None] | None = self._pool.submit(self.failures.warm) if warm_up else None
@@ -175,15 +193,15 @@ class Orchestrator:
     # -- chat ------------------------------------------------------------------------------------
     def chat(
         self,
-        model_id: str,
+        model: str,
         messages: list[Message],
         *,
         fallback: bool | None = None,
         on_event: EventSink | None = None,
         **params: Any,
     ) -> OrchestratedResult:
-        """Send messages to model_id, loading it first if needed and falling back on failures."""
-        call = _Call(self, model_id, messages, params, fallback, on_event, streamed=False)
+        """Send messages to a model id or group, loading it first if needed and falling back on failures."""
+        call = _Call(self, model, messages, params, fallback, on_event, streamed=False)
         try:
             return call.run()
         except OrchestratorError as exc:
@@ -192,7 +210,7 @@ class Orchestrator:
 
     def stream_chat(
         self,
-        model_id: str,
+        model: str,
         messages: list[Message],
         *,
         fallback: bool | None = None,
@@ -200,12 +218,73 @@ class Orchestrator:
         **params: Any,
     ) -> ChatStream:
         """Like chat, but iterate the returned ChatStream for text; ``.result`` is set when it ends."""
-        call = _Call(self, model_id, messages, params, fallback, on_event, streamed=True)
+        call = _Call(self, model, messages, params, fallback, on_event, streamed=True)
         return ChatStream(call)
 
+    # -- connections ---------------------------------------------------------------------------------
+    def kinds(self) -> list[KindInfo]:
+        """Every provider kind with its facts (default URL, key needed, local host, options)."""
+        return kinds()
+
+    def connections(self) -> list[Connection]:
+        """Every connection: the seeded ones (one per kind) first, then the others by name."""
+        counts = Counter(k.provider for k in self.keys.list())
+        return [dataclasses.replace(c, key_count=counts[c.name]) for c in self.connection_store.list()]
+
+    def connection(self, name: str) -> Connection:
+        """One connection; UnknownConnectionError when there is none of that name."""
+        found = self.connection_store.get(name)
+        return dataclasses.replace(found, key_count=len(self.keys.list(found.name)))
+
+    def add_connection(
+        self, name: str, kind: str, *, base_url: str | None = None, options: Mapping[str, str] | None = None,
+        enabled: bool = True, key_mode: KeyMode | str = KeyMode.ORDERED, key: str | None = None,
+    ) -> Connection:
+        """Add a connection (and its first key); it is used at once, in every process on the database."""
+        if key is not None:
+            check_key(key)  # refused before anything is stored
+        added = self.connection_store.add(name, kind, base_url=base_url, options=options, enabled=enabled,
+                                          key_mode=key_mode)
+        if key is not None:
+            self.keys.add(added.name, None, key)
+        return self.connection(added.name)
+
+    def edit_connection(
+        self, name: str, *, base_url: str | None = None, options: Mapping[str, str] | None = None,
+        enabled: bool | None = None, key_mode: KeyMode | str | None = None,
+    ) -> Connection:
+        """Change a connection's URL, options, enabled flag or key mode."""
+        self.connection_store.edit(name, base_url=base_url, options=options, enabled=enabled, key_mode=key_mode)
+        self.manager.invalidate(name)
+        return self.connection(name)
+
+    def remove_connection(self, name: str) -> None:
+        """Remove a connection: its models are deactivated, its metrics kept; a seeded one is disabled."""
+        self.connection_store.remove(name)
+        self.manager.invalidate(name)
+
+    def test_connection(self, name: str) -> ConnectionTest:
+        """Reachability, the model count and the key check of one connection, with one request."""
+        return probe_connection(self.connection(name), self.factory)
+
     # -- keys --------------------------------------------------------------------------------------
+    def keys_of(self, connection: str | None = None) -> list[KeyInfo]:
+        """Keys (masked) with their pool state, of one connection or all."""
+        return self.keys.list(connection)
+
+    def add_key(self, connection: str, label: str | None, key: str) -> KeyInfo:
+        """Store a key in a connection's pool."""
+        return self.keys.add(connection, label, key)
+
+    def edit_key(self, key_id: int | str, *, label: str | None = None, key: str | None = None) -> KeyInfo:
+        """Relabel or replace a key; a replaced key forgets its test and its faults."""
+        return self.keys.update(key_id, label=label, key=key)
+
+    def delete_key(self, key_id: int | str) -> None:
+        self.keys.delete(key_id)
+
     def test_key(self, key_id: int | str) -> KeyTestResult:
-        """Test one stored or environment key against its provider and persist the result."""
+        """Test one stored or environment key against its connection and persist the result."""
         info = next((k for k in self.keys.list() if k.id == key_id), None)
         if info is None:
             raise InvalidKeyInputError(f"No key with id {key_id!r}; it may have been deleted.")
@@ -214,15 +293,168 @@ class Orchestrator:
         self.keys.record_test(key_id, result)
         return result
 
-    def test_all_keys(self) -> dict[int | str, KeyTestResult]:
-        """Test every key; keys of different providers are tested concurrently."""
-        ids = [k.id for k in self.keys.list()]
+    def test_all_keys(self, connection: str | None = None) -> dict[int | str, KeyTestResult]:
+        """Test every key (of one connection); keys are tested concurrently."""
+        ids = [k.id for k in self.keys.list(connection)]
         if not ids:
             return {}
         with ThreadPoolExecutor(max_workers=min(8, len(ids)), thread_name_prefix="key-test") as pool:
             return dict(zip(ids, pool.map(self.test_key, ids), strict=True))
 
+    # -- model groups ------------------------------------------------------------------------------
+    def groups(self) -> list[ModelGroup]:
+        return self.group_store.list()
+
+    def set_group(self, name: str, members: Sequence[str]) -> ModelGroup:
+        """Create or replace a group; every member must be connection:model on a known connection."""
+        for member in members:
+            self.connection_store.get(ModelRef.parse(member.strip()).provider)
+        return self.group_store.set(name, [ModelRef.parse(m.strip()).id for m in members])
+
+    def remove_group(self, name: str) -> None:
+        self.group_store.remove(name)
+
+    def resolve(self, model: str) -> tuple[str | None, tuple[ModelRef, ...]]:
+        """(group name or None, the models to try in order) for a model id or a group name; parsed once."""
+        text = (model or "").strip()
+        if text and ":" not in text:
+            group = self.group_store.find(text)
+            if group is not None:
+                known = {c.name for c in self.connection_store.list()}
+                refs = tuple(r for r in map(ModelRef.parse, group.members) if r.provider in known)
+                if not refs:
+                    raise InvalidConnectionError(f"Group {group.name} has no member on a known connection; "
+                                                 f"set it again with 'groups set {group.name} MODEL ...'.")
+                return group.name, refs
+        ref = ModelRef.parse(text)
+        self.connection_store.get(ref.provider)
+        return None, (ref,)
+
+    # -- models, status and cooldowns, for the pages -----------------------------------------------------
+    def statuses(self, *, force: bool = False) -> list[ModelStatus]:
+        """Every active model with its status (one request per stale local host)."""
+        return self.manager.list_with_status(force=force)
+
+    def model_status(self, model_id: str, *, force: bool = False) -> ModelStatus:
+        return self.manager.check_status(model_id, force=force)
+
+    def hosts(self, *, force: bool = False) -> list[HostStatus]:
+        """Every probed local host, by connection."""
+        return self.manager.hosts(force=force)
+
+    def load(self, model_id: str) -> ModelStatus:
+        """Start loading a local model (returns at once)."""
+        return self.manager.load(model_id)
+
+    def wait_for_load(self, model_id: str, *, timeout_s: float | None = None,
+                      on_progress: Callable[[LoadProgress], None] | None = None) -> ModelStatus:
+        return self.manager.wait_for_load(model_id, timeout_s=timeout_s, on_progress=on_progress)
+
+    def unload(self, model_id: str) -> ModelStatus:
+        return self.manager.unload(model_id)
+
+    def suggest_alternative(self, model_id: str) -> str | None:
+        return self.manager.suggest_alternative(model_id)
+
+    def cooldowns(self) -> list[FailureEntry]:
+        return self.manager.failure_list()
+
+    def cooldown(self, model_id: str) -> FailureEntry | None:
+        """The model's cooldown, or None when it is not cooling down."""
+        return self.failures.get(model_id)
+
+    def reset_cooldowns(self, model_id: str | None = None) -> int:
+        """Clear the failure cache for one model or all; returns how many entries were cleared."""
+        return self.manager.reset_failed(model_id)
+
+    def models(self) -> list[ModelEntry]:
+        """The registry: every model, active or not, by priority."""
+        return self.registry.list()
+
+    def add_model(self, model_id: str, *, display_name: str | None = None, priority: int = 100) -> ModelEntry:
+        return self.registry.add(model_id, display_name=display_name, priority=priority)
+
+    def edit_model(self, model_id: str, *, active: bool | None = None, priority: int | None = None) -> ModelEntry:
+        entry = self.registry.get(model_id)
+        if active is not None:
+            entry = self.registry.set_active(model_id, active)
+        if priority is not None:
+            entry = self.registry.set_priority(model_id, priority)
+        if entry is None:
+            raise InvalidModelIdError(f"Model {model_id!r} is not registered; add it first.", model=model_id)
+        return entry
+
+    def remove_model(self, model_id: str) -> None:
+        self.registry.remove(model_id)
+
+    # -- metric queries, for the pages -------------------------------------------------------------------
+    def metric_query(self, name: str, *args: Any) -> Any:
+        """store.metrics.<name>(database, *args): the chart and table queries of the Metrics page."""
+        from .store import metrics as metric_queries  # noqa: PLC0415 - the metrics module loads on the first recorded call
+
+        query = getattr(metric_queries, name, None) if not name.startswith("_") else None
+        if not inspect.isfunction(query) or query.__module__ != metric_queries.__name__:
+            raise InputError(f"Unknown metric query {name!r}; see orchestrator_core/store/metrics.py.")
+        return query(self.db, *args)
+
+    def spend_query(self, name: str, *args: Any) -> Any:
+        """store.spend.<name>(database, *args): the spend sums of the Overview and the Spend page."""
+        from .store import spend as spend_queries  # noqa: PLC0415 - like the metric queries: loaded when a page asks
+
+        query = getattr(spend_queries, name, None) if not name.startswith("_") else None
+        if not inspect.isfunction(query) or query.__module__ != spend_queries.__name__:
+            raise InputError(f"Unknown spend query {name!r}; see orchestrator_core/store/spend.py.")
+        return query(self.db, *args)
+
+    def export_metrics(self, since: float | None, until: float | None) -> tuple[tuple[str, ...], Iterator[Any]]:
+        """The column names and the rows of every call attempt in the window, for a CSV download."""
+        from .store import metrics as metric_queries  # noqa: PLC0415 - the metrics module loads on the first recorded call
+
+        return tuple(metric_queries.EXPORT_COLUMNS), metric_queries.iter_export(self.db, since, until)
+
+    def flush_metrics(self, timeout_s: float) -> None:
+        """Write queued metric rows before a page reads them, unless the database is busy (then read what is stored)."""
+        if not self.metrics.stalled:
+            self.metrics.flush(timeout=timeout_s)
+
+    @property
+    def database_name(self) -> str:
+        """The database URL without its password (a cache key for the pages)."""
+        return self.db.url.render_as_string(hide_password=True)
     # -- cost -------------------------------------------------------------------------------------
+    def budget_statuses(self) -> tuple[BudgetStatus, ...]:
+        """Every budget with what was spent of it in its period (the Overview and Spend page warnings)."""
+        return self.budgets.statuses()
+
+    def price_overrides(self) -> list[OverrideEntry]:
+        return self.pricing.overrides()
+
+    def set_price_override(self, target: str, input_per_mtok: float, output_per_mtok: float,
+                           cached_input_per_mtok: float | None = None) -> OverrideEntry:
+        """The operator's price for a model id or a whole connection ("groq:*"); wins over the table."""
+        return self.pricing.set_override(target, input_per_mtok, output_per_mtok, cached_input_per_mtok)
+
+    def remove_price_override(self, target: str) -> bool:
+        return self.pricing.remove_override(target)
+
+    def set_budget(self, scope: str, period: str, limit_usd: float) -> BudgetEntry:
+        """A monthly or daily budget for a connection, or "*" for all; an unknown connection is refused, since a
+        budget on a misspelt name would never be spent."""
+        name = (scope or "").strip().lower()
+        if name != ALL_CONNECTIONS:
+            self.connection_store.get(name)
+        return self.pricing.set_budget(name, period, limit_usd)
+
+    def remove_budget(self, scope: str, period: str) -> bool:
+        return self.pricing.remove_budget(scope, period)
+
+    def _kind_of(self, connection: str) -> str | None:
+        """A connection's kind for pricing (from memory), or None when there is no such connection."""
+        try:
+            return self.connection_store.get(connection).kind
+        except UnknownConnectionError:
+            return None
+
     def unpriced_models(self, model_ids: Iterable[str] | None = None) -> list[str]:
         """Models whose calls are recorded at an unknown cost: no override, not local, not in the price table.
 
@@ -327,9 +559,8 @@ class _Call:
         streamed: bool,
     ) -> None:
         self.orch = orch
-        ref = ModelRef.parse(model_id)
-        self.requested = ref.id
-        provider_class(ref.provider)
+        self.group, self.members = orch.resolve(model_id)
+        self.requested = self.members[0].id
         self.messages = validate_messages(list(messages))
         _check_size(self.messages)
         self.params = _params(params)
@@ -345,24 +576,30 @@ class _Call:
         orch.prices.warm()  # the price table imports while the first call waits for its answer
 
     # -- the chain -------------------------------------------------------------------------------
-    def chain(self) -> Iterator[str]:
-        """Models to try in order: the requested one, then suggested alternatives."""
-        current: str | None = self.requested
-        previous: str | None = None
+    def chain(self) -> Iterator[ModelRef]:
+        """Models to try in order: the requested one (a group's members, in order), then suggested alternatives."""
+        previous: ModelRef | None = None
+        for member in self.members:
+            if member.provider in self.dead_providers or member.id in self.tried:
+                continue
+            if previous is not None:
+                self.emit("fallback", member.id, f"{self.group}: moving on from {previous.id} to {member.id}")
+            self.tried.add(member.id)
+            yield member
+            previous = member
         hops = 0
-        while current is not None:
-            self.tried.add(current)
-            yield current
-            if not self.fallback or hops >= self.orch.settings.max_fallback_hops:
-                return
-            previous = current
-            current = self.orch.manager.suggest_alternative(
+        while previous is not None and self.fallback and hops < self.orch.settings.max_fallback_hops:
+            found = self.orch.manager.suggest_alternative(
                 previous, exclude=self.tried, exclude_providers=self.dead_providers | self.over_budget(),
                 cost_of=self.cost_of(),
             )
             hops += 1
-            if current is not None:
-                self.emit("fallback", current, f"falling back from {previous} to {current}")
+            if found is None:
+                return
+            self.emit("fallback", found, f"falling back from {previous.id} to {found}")
+            self.tried.add(found)
+            previous = ModelRef.parse(found)
+            yield previous
 
     def run(self) -> OrchestratedResult:
         try:
@@ -377,47 +614,73 @@ class _Call:
             self.orch._refresh_stats_if_wanted()
 
     def _run(self) -> OrchestratedResult:
-        for model_id in self.chain():
-            if self.skip_if_cooling(model_id) or self.skip_if_over_budget(model_id):
+        for ref in self.chain():
+            model_id = ref.id
+            skip = self.skip_if_cooling(model_id) or self.skip_if_over_budget(ref)
+            keys = None if skip else self.keys_or_skip(ref)
+            if keys is None:
                 continue
             started = time.perf_counter()
             try:
-                provider, name = self.prepare(model_id)
-                result = provider.chat(name, self.messages, self.params)
+                provider = self.prepare(ref)
+                for turn, key in enumerate(keys):
+                    try:
+                        result = provider.with_key(key.secret if key else None).chat(
+                            ref.name, self.messages, self.params)
+                    except ProviderError as exc:
+                        if self.next_key(ref, key, exc, started, last=turn == len(keys) - 1):
+                            started = time.perf_counter()
+                            continue
+                        raise
+                    self.key_used(key)
+                    break
             except OrchestratorError as exc:
-                self.failed(model_id, exc, started, ttft=None)
+                self.failed(ref, exc, started, ttft=None)
                 continue
             except Exception as exc:  # noqa: BLE001 - a bug in a client must still end in a documented error
-                self.failed(model_id, _unexpected(model_id, exc), started, ttft=None)
+                self.failed(ref, _unexpected(model_id, exc), started, ttft=None)
                 continue
             latency = _ms(started)
             self.succeeded(model_id, result, latency, ttft=None)
-            return self.finish(model_id, result, ttft=None)
+            return self.finish(ref, result, ttft=None)
         raise AllModelsFailedError(self.attempts, model=self.requested, refused=self.refused)
 
     def _run_stream(self) -> Generator[str | OrchestratedResult, None, None]:
-        for model_id in self.chain():
-            if self.skip_if_cooling(model_id) or self.skip_if_over_budget(model_id):
+        for ref in self.chain():
+            model_id = ref.id
+            skip = self.skip_if_cooling(model_id) or self.skip_if_over_budget(ref)
+            keys = None if skip else self.keys_or_skip(ref)
+            if keys is None:
                 continue
             started = time.perf_counter()
             first: float | None = None
             try:
-                provider, name = self.prepare(model_id)
-                stream = provider.stream_chat(name, self.messages, self.params)
+                provider = self.prepare(ref)
                 result: ChatResult | None = None
-                for event in stream:
-                    if isinstance(event, TextDelta):
-                        if first is None:
-                            first = _ms(started)
-                        yield event.text
-                    else:
-                        result = event
+                for turn, key in enumerate(keys):
+                    stream = provider.with_key(key.secret if key else None).stream_chat(
+                        ref.name, self.messages, self.params)
+                    try:
+                        for event in stream:
+                            if isinstance(event, TextDelta):
+                                if first is None:
+                                    first = _ms(started)
+                                yield event.text
+                            else:
+                                result = event
+                    except ProviderError as key_exc:
+                        if first is None and self.next_key(ref, key, key_exc, started, last=turn == len(keys) - 1):
+                            started = time.perf_counter()
+                            continue
+                        raise
+                    self.key_used(key)
+                    break
                 if result is None:
                     raise BadResponseError(f"{model_id} ended its stream without a result.", model=model_id)
             except Exception as raised:  # noqa: BLE001 - see run()
                 exc = raised if isinstance(raised, OrchestratorError) else _unexpected(model_id, raised)
                 try:
-                    self.failed(model_id, exc, started, ttft=first)
+                    self.failed(ref, exc, started, ttft=first)
                 except OrchestratorError:
                     if first is None:
                         raise
@@ -435,7 +698,7 @@ class _Call:
                 self.add_attempt(Attempt(model_id, "error", _ms(started), "cancelled", reason, first, self._from()))
                 raise
             self.succeeded(model_id, result, _ms(started), ttft=first)
-            yield self.finish(model_id, result, ttft=first)
+            yield self.finish(ref, result, ttft=first)
             return
         raise AllModelsFailedError(self.attempts, model=self.requested, refused=self.refused)
 
@@ -455,16 +718,18 @@ class _Call:
         self.emit("attempt_failed", model_id, detail)
         return True
 
-    def skip_if_over_budget(self, model_id: str) -> bool:
-        """A spent budget refuses the requested model and skips a fallback to one of its connection."""
-        provider = ModelRef.parse(model_id).provider
+    def skip_if_over_budget(self, ref: ModelRef) -> bool:
+        """A spent budget refuses the requested model and skips a fallback (or a later group member) to its
+        connection; a group whose every member is over budget ends as AllModelsFailedError."""
+        model_id = ref.id
         try:
-            self.orch.budgets.check(provider, model_id, local=is_local(provider))
+            local = self.orch.factory.connection(ref.provider).local
+            self.orch.budgets.check(ref.provider, model_id, local=local)
         except BudgetExceededError as exc:
-            if model_id == self.requested:
+            if model_id == self.requested and self.group is None:
                 self.add_attempt(Attempt(model_id, "error", 0.0, exc.kind, exc.message, None, self._from()))
                 raise
-            self.dead_providers.add(provider)
+            self.dead_providers.add(ref.provider)
             self.add_attempt(Attempt(model_id, "skipped", 0.0, exc.kind, exc.message, None, self._from()))
             self.emit("attempt_failed", model_id, exc.message, error=exc)
             return True
@@ -479,8 +744,8 @@ class _Call:
         except Exception:
             log.warning("could not read the budgets", exc_info=True)
             return set()
-        if ALL_CONNECTIONS in blocked:
-            return {name for name in PROVIDERS if not is_local(name)}
+        if ALL_CONNECTIONS in blocked:  # the overall budget: every hosted connection (local ones cost 0)
+            return {c.name for c in self.orch.connection_store.list() if not c.local}
         return set(blocked)
 
     def cost_of(self) -> Callable[[str], float | None] | None:
@@ -492,20 +757,75 @@ class _Call:
         prices = self.orch.prices
         return lambda model_id: prices.estimate(model_id, input_tokens, output_tokens)
 
-    def prepare(self, model_id: str) -> tuple[Any, str]:
-        """Check and load: never send a prompt to a local model that is not ready."""
-        ref = ModelRef.parse(model_id)
-        if is_local(ref.provider):
+    def prepare(self, ref: ModelRef) -> Provider:
+        """Check and load: never send a prompt to a local model that is not ready, nor to a disabled connection."""
+        connection = self.orch.factory.connection(ref.provider)
+        if not connection.enabled:
+            raise ConnectionDisabledError(
+                f"Connection {connection.name} is disabled; enable it on the Connections page or with "
+                f"'python -m orchestrator_core connections edit {connection.name} --enable'.",
+                provider=connection.name, model=ref.id,
+            )
+        if connection.local:
             manager = self.orch.manager
-            status = manager.check_status(model_id)
+            status = manager.check_status(ref)
             if not status.state.ready:  # a sleeping llama-server model wakes on the prompt itself
                 if status.state is not ModelState.HOST_DOWN:  # nothing loads there: ensure_ready says why
-                    self.emit("loading", model_id, f"{model_id} is {status.state.value}; loading it first")
-                manager.ensure_ready(model_id, on_progress=self._progress)
-        self.emit("answering", model_id, f"sending the prompt to {model_id}")
-        return self.orch.factory.get(ref.provider), ref.name
+                    self.emit("loading", ref.id, f"{ref.id} is {status.state.value}; loading it first")
+                manager.ensure_ready(ref, on_progress=self._progress)
+        self.emit("answering", ref.id, f"sending the prompt to {ref.id}")
+        return self.orch.factory.provider(ref.provider)
 
-    def failed(self, model_id: str, exc: OrchestratorError, started: float, ttft: float | None) -> None:
+    def keys_or_skip(self, ref: ModelRef) -> list[PoolKey | None] | None:
+        """The keys this call tries on the model's connection, in order ([None]: it has none at all).
+
+        None when it has keys but every one is cooling, exhausted or rejected: like a model in cooldown, that
+        costs no network attempt; the attempt is recorded as skipped and the whole connection sits out."""
+        connection = self.orch.factory.connection(ref.provider)
+        pool = self.orch.keys.pool(connection.name, round_robin=connection.key_mode is KeyMode.ROUND_ROBIN)
+        if pool:
+            return list(pool)
+        problem = self.orch.keys.pool_problem(connection.name)
+        if problem is None:
+            return [None]
+        self.dead_providers.add(connection.name)
+        self.add_attempt(Attempt(ref.id, "skipped", 0.0, "no_usable_key", problem, None, self._from()))
+        self.emit("attempt_failed", ref.id, problem)
+        return None
+
+    def next_key(self, ref: ModelRef, key: PoolKey | None, exc: ProviderError, started: float, *, last: bool) -> bool:
+        """Note what a failure says about the key; True when the call should try the connection's next key.
+
+        Only in a pool of two or more keys: a lone key's failure is the model's, as before pools (it cools
+        down, the connection sits out this call), so one key never stays out of use once the model is reset."""
+        if key is None or exc.key_fault is None or self.orch.keys.pool_size(ref.provider) < 2:
+            return False
+        try:
+            self.orch.keys.record_fault(key.id, exc.key_fault, exc.message, self._key_cooldown(exc))
+        except Exception:  # a busy database must not turn a rotation into a failed call
+            log.warning("could not record the state of key %s", key.masked, exc_info=True)
+        if last:
+            return False
+        detail = f"key {key.masked}: {exc.message}; trying the next key of {ref.provider}"
+        self.add_attempt(Attempt(ref.id, "error", _ms(started), exc.kind, detail, None, self._from()))
+        self.emit("attempt_failed", ref.id, detail, error=exc)
+        return True
+
+    def _key_cooldown(self, exc: ProviderError) -> float:
+        if exc.key_fault == "exhausted":
+            return KEY_EXHAUSTED_COOLDOWN_S
+        return max(exc.retry_after or self.orch.settings.failure_cooldown_s, 1.0)
+
+    def key_used(self, key: PoolKey | None) -> None:
+        if key is None:
+            return
+        try:
+            self.orch.keys.record_used(key.id, background=self.orch._pool)
+        except Exception:
+            log.warning("could not record when a key was last used", exc_info=True)
+
+    def failed(self, ref: ModelRef, exc: OrchestratorError, started: float, ttft: float | None) -> None:
+        model_id = ref.id
         self.add_attempt(Attempt(model_id, "error", _ms(started), exc.kind, exc.message, ttft, self._from()))
         self.emit("attempt_failed", model_id, exc.message, error=exc)
         if isinstance(exc, ContentFilteredError):
@@ -517,10 +837,17 @@ class _Call:
                 self.orch.manager.record_failure(model_id, exc)
         except Exception:
             log.warning("could not record the failure of %s", model_id, exc_info=True)
-        if is_provider_wide(exc, model_id):
-            self.dead_providers.add(ModelRef.parse(model_id).provider)
-        if isinstance(exc, ProviderError) and not self.fallback:
+        if is_connection_wide(exc, local=self._local(ref)):
+            self.dead_providers.add(ref.provider)
+        members_left = any(m.id not in self.tried and m.provider not in self.dead_providers for m in self.members)
+        if isinstance(exc, ProviderError) and not self.fallback and not members_left:
             raise exc
+
+    def _local(self, ref: ModelRef) -> bool:
+        try:
+            return self.orch.factory.connection(ref.provider).local
+        except OrchestratorError:
+            return False
 
     def succeeded(self, model_id: str, result: ChatResult, latency: float, ttft: float | None) -> None:
         cost, requested = self.costs(model_id, result.usage)
@@ -528,20 +855,20 @@ class _Call:
                           cost.total_usd if cost is not None else None)
         self.add_attempt(attempt, result, cost, requested)
 
-    def finish(self, model_id: str, result: ChatResult, ttft: float | None) -> OrchestratedResult:
+    def finish(self, ref: ModelRef, result: ChatResult, ttft: float | None) -> OrchestratedResult:
         notes: list[str] = []
-        name = ModelRef.parse(model_id).name
-        if is_local(ModelRef.parse(model_id).provider) and not _same_model(name, result.model):
-            notes.append(f"The host answered with {result.model!r}, not {name!r}.")
+        if self._local(ref) and not _same_model(ref.name, result.model):
+            notes.append(f"The host answered with {result.model!r}, not {ref.name!r}.")
         return OrchestratedResult(
             result=result,
-            model_id=model_id,
+            model_id=ref.id,
             requested_model=self.requested,
             attempts=tuple(self.attempts),
             latency_ms=_ms(self.started),
             ttft_ms=ttft,
             request_id=self.request_id,
             notes=tuple(notes),
+            group=self.group,
         )
 
     # -- bookkeeping -------------------------------------------------------------------------------
@@ -644,3 +971,18 @@ def _same_model(requested: str, answered: str) -> bool:
 def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
 
+
+class _ConnectionNames(CollectionABC[str]):
+    """The names of the connections now: what the key store and the registry accept as a prefix."""
+
+    def __init__(self, store: ConnectionStore) -> None:
+        self._store = store
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and any(c.name == name for c in self._store.list())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([c.name for c in self._store.list()])
+
+    def __len__(self) -> int:
+        return len(self._store.list())

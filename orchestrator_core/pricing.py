@@ -5,7 +5,8 @@ Resolution for a model id, first match wins:
 1. an override for the model id (store/prices.py, the Spend page), then one for its connection ("openai:*");
 2. a local host's model: 0 (it runs on this machine);
 3. the genai-prices table bundled with the installed package (its version is the price source), matched by the
-   provider class's ``price_table_id`` and the model name;
+   ``price_table_id`` of the connection's KIND (a `work` connection of kind openai pays OpenAI's prices, a `groq`
+   one of kind openai-compatible is unpriced unless overridden) and the model name;
 4. otherwise the model is **unpriced**: its cost is None ("unknown"), never 0.
 
 genai-prices can refresh its table over the network, but only when its ``UpdatePrices`` is started, which
@@ -24,8 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .errors import UnknownProviderError
-from .providers.registry import is_local, provider_class
+from .providers.base import Provider
+from .providers.registry import KINDS, PROVIDERS
 from .types import ModelRef, Usage
 
 log = logging.getLogger(__name__)
@@ -97,13 +98,22 @@ class Price:
 LOCAL_PRICE = Price(Rate(0.0), Rate(0.0), None, "local")
 
 OverrideSource = Callable[[], Mapping[str, Price]]
+KindOf = Callable[[str], str | None]  # a connection's kind, or None for an unknown connection
+
+
+def seeded_kind(connection: str) -> str | None:
+    """The kind of a seeded connection (named after its kind; ``custom`` is openai-compatible), else None."""
+    cls = PROVIDERS.get(connection)
+    return cls.kind if cls is not None else None
 
 
 class PriceBook:
     """Prices by model id: overrides (read through ``overrides``), local models, the bundled table."""
 
-    def __init__(self, overrides: OverrideSource, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, overrides: OverrideSource, *, kind_of: KindOf = seeded_kind,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._overrides = overrides
+        self._kind_of = kind_of  # the table is chosen by the connection's kind, not by its name
         self._clock = clock
         # model id -> (valid until, price), for one set of overrides: a call reads it with two dict lookups.
         self._resolved: dict[str, tuple[float, Price | None]] = {}
@@ -120,7 +130,8 @@ class PriceBook:
         hit = self._resolved.get(model_id)
         if hit is not None and now < hit[0]:
             return hit[1]
-        price = _resolve(ModelRef.parse(model_id), overrides)
+        ref = ModelRef.parse(model_id)
+        price = _resolve(ref, overrides, KINDS.get(self._kind_of(ref.provider) or ""))
         self._resolved[model_id] = (now + TABLE_TTL_S, price)
         return price
 
@@ -146,16 +157,17 @@ class PriceBook:
                 self._warming.start()
 
 
-def _resolve(ref: ModelRef, overrides: Mapping[str, Price]) -> Price | None:
+def _resolve(ref: ModelRef, overrides: Mapping[str, Price], kind: type[Provider] | None) -> Price | None:
     found = overrides.get(ref.id) or overrides.get(f"{ref.provider}:*")
     if found is not None:
         return found
-    return LOCAL_PRICE if _is_local(ref.provider) else table_price(ref)
+    if kind is not None and kind.local:
+        return LOCAL_PRICE
+    return table_price(ref, _table_id(kind))
 
 
-def table_price(ref: ModelRef) -> Price | None:
-    """The bundled genai-prices table's price for a model, or None when the table does not know it."""
-    table_id = _table_id(ref.provider)
+def table_price(ref: ModelRef, table_id: str | None) -> Price | None:
+    """The bundled genai-prices table's price for a model of that table provider id, or None when unknown."""
     if table_id is None:
         return None
     snapshot = _load_table()
@@ -186,18 +198,10 @@ def _rate(value: Any) -> Rate | None:
     return Rate(float(value.base), tuple((int(t.start), float(t.price)) for t in tiers))
 
 
-def _is_local(provider: str) -> bool:
-    try:
-        return is_local(provider)
-    except UnknownProviderError:
-        return False
-
-
-def _table_id(provider: str) -> str | None:
-    try:
-        return provider_class(provider).price_table_id
-    except UnknownProviderError:  # a connection whose name is no provider kind: only an override prices it
-        return None
+def _table_id(kind: type[Provider] | None) -> str | None:
+    """The price table's provider id of a kind (None: openai-compatible and unknown connections, which only an
+    override prices: a `groq` connection of kind openai-compatible is not OpenAI)."""
+    return kind.price_table_id if kind is not None else None
 
 
 _TABLE_LOCK = threading.Lock()

@@ -144,10 +144,14 @@ MAX_MODEL_ID_LEN = 255
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A model addressed as ``provider:model``."""
+    """A model addressed as ``connection:model``, parsed once at the facade and passed down a call."""
 
-    provider: str
+    provider: str  # the connection's name (the seeded connection of a kind is named after it): see connection
     name: str
+
+    @property
+    def connection(self) -> str:
+        return self.provider
 
     @functools.cached_property  # read for every model on every status list and fallback hop
     def id(self) -> str:
@@ -208,6 +212,7 @@ class OrchestratedResult:
     ttft_ms: float | None
     request_id: str
     notes: tuple[str, ...] = ()
+    group: str | None = None  # the model group asked for, when the call went through one (model_id: its member)
 
     @property
     def text(self) -> str:

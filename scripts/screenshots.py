@@ -45,6 +45,19 @@ def main_() -> None:
         page.get_by_role("button", name="Save key").click()
         wait_idle(page)
         page.screenshot(path=OUT / "keys.png", full_page=True)
+        open_page(page, console.url, "connections")
+        choose(page, "new_conn_kind", "(lmstudio)")
+        keyed(page, "new_conn_name").locator("input").fill("desk")
+        keyed(page, "new_conn_url").locator("input").fill(str(console.lmstudio_url))
+        page.get_by_role("button", name="Add connection").click()
+        wait_idle(page)
+        keyed(page, "conn_test_button").get_by_role("button").click()
+        main(page).get_by_text("Reachable: yes").wait_for()
+        wait_idle(page)
+        page.set_viewport_size({"width": 1400, "height": 1500})  # the table, the Test result and the Add form
+        main(page).get_by_role("heading", name="Connections").first.evaluate("e => e.scrollIntoView()")
+        page.screenshot(path=OUT / "connections.png")
+        page.set_viewport_size({"width": 1400, "height": 900})
         open_page(page, console.url, "chat")
         choose(page, "chat_model", "lmstudio:llama-3.2-3b-instruct")
         prompt = keyed(page, "chat_prompt").locator("textarea")
@@ -68,7 +81,7 @@ def main_() -> None:
         wait_idle(phone)
         phone.screenshot(path=OUT / "models_phone.png", full_page=True)
         browser.close()
-    for name in ("overview", "keys", "chat", "models", "charts", "models_phone"):
+    for name in ("overview", "keys", "connections", "chat", "models", "charts", "models_phone"):
         print(OUT / f"{name}.png")
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator_core.providers.lmstudio import forget_hosts
 from tests.parts import pytest_sessionfinish, pytest_terminal_summary  # noqa: F401 - per-part counts; CI runs all
 
 _ISOLATED_SUFFIXES = ("_API_KEY", "_BASE_URL")
@@ -29,7 +28,6 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[No
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ORCHESTRATOR_HOME", str(tmp_path))  # .env, data/ and secret.key: this test's own
     monkeypatch.chdir(tmp_path)
-    forget_hosts()
     yield
 
 

@@ -1,7 +1,8 @@
-"""Loopback stand-ins for hosted OpenAI-compatible APIs: one that answers and one that is down.
+"""Loopback stand-ins for hosted OpenAI-compatible APIs (one that answers, one that is down) and local hosts.
 
 They speak the wire the official API speaks (/v1/models with a Bearer key, /v1/chat/completions plain and
-streamed as SSE), so the console and the core talk to them exactly as to the real service.
+streamed as SSE), so the console and the core talk to them exactly as to the real service. A llama-server
+stand-in (``llamacpp_standin``) answers GET /models in router mode with every model loaded.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.server.seen.append(("GET", self.path))
-        if self.path.rstrip("/").endswith("/models"):
+        self.server.keys_seen.append(self.headers.get("authorization", ""))
+        if self.server.router and self.path.rstrip("/") == "/models":  # llama-server's router list
+            self._json({"data": [{"id": m, "status": {"value": "loaded"}} for m in self.server.models]})
+        elif self.path.rstrip("/").endswith("/models"):
             if not self._authorized():
                 return
             self._json({"object": "list", "data": [{"id": m, "object": "model"} for m in self.server.models]})
@@ -34,8 +38,12 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length") or 0)
         body: dict[str, Any] = json.loads(self.rfile.read(length) or b"{}")
         self.server.seen.append(("POST", self.path))
+        self.server.keys_seen.append(self.headers.get("authorization", ""))
         if not self.path.rstrip("/").endswith("/chat/completions"):
             self._json({"error": {"message": "Not found", "type": "invalid_request_error"}}, 404)
+        elif self.headers.get("authorization", "").removeprefix("Bearer ") in self.server.rate_limited:
+            self._json({"error": {"message": "Rate limit reached for this key.", "type": "requests"}}, 429,
+                       {"retry-after": "30"})
         elif self.server.fails:
             self._json({"error": {"message": "The stand-in is overloaded.", "type": "server_error"}}, 503)
         elif self._authorized():
@@ -43,7 +51,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _authorized(self) -> bool:
         expected = self.server.key
-        if expected is None or self.headers.get("authorization") == f"Bearer {expected}":
+        sent = self.headers.get("authorization", "").removeprefix("Bearer ")
+        if expected is None or sent == expected or sent in self.server.rate_limited:
             return True
         self._json({"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error",
                               "code": "invalid_api_key"}}, 401)
@@ -73,11 +82,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(f"data: {json.dumps(done)}\n\ndata: [DONE]\n\n".encode())
         self.close_connection = True
 
-    def _json(self, body: object, status: int = 200) -> None:
+    def _json(self, body: object, status: int = 200, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 
@@ -88,33 +99,62 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, *, fails: bool, key: str | None, models: tuple[str, ...], word_delay_s: float) -> None:
+    def __init__(self, *, fails: bool, key: str | None, models: tuple[str, ...], word_delay_s: float,
+                 router: bool = False, rate_limited: tuple[str, ...] = ()) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.fails, self.key, self.models, self.word_delay_s = fails, key, models, word_delay_s
+        self.router = router
+        self.rate_limited = set(rate_limited)  # keys answered with 429 and retry-after: 30
         self.seen: list[tuple[str, str]] = []
+        self.keys_seen: list[str] = []  # the Authorization header of every request, in order
 
 
 class StandIn:
     """A running stand-in: ``base_url`` ends in /v1, like the real API's."""
 
-    def __init__(self, server: _Server) -> None:
+    def __init__(self, server: _Server, *, root: bool = False) -> None:
         self._server = server
-        self.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        self.base_url = f"http://127.0.0.1:{server.server_address[1]}" + ("" if root else "/v1")
 
     @property
     def seen(self) -> list[tuple[str, str]]:
         return self._server.seen
 
+    @property
+    def keys_seen(self) -> list[str]:
+        return self._server.keys_seen
+
+    @property
+    def fails(self) -> bool:
+        return self._server.fails
+
+    @fails.setter
+    def fails(self, value: bool) -> None:
+        self._server.fails = value
+
 
 @contextmanager
 def openai_standin(*, fails: bool = False, key: str | None = None, models: tuple[str, ...] = ("gpt-4.1-mini",),
-                   word_delay_s: float = 0.02) -> Iterator[StandIn]:
+                   word_delay_s: float = 0.02, rate_limited: tuple[str, ...] = ()) -> Iterator[StandIn]:
     """Serve an OpenAI-compatible API on a free 127.0.0.1 port until the block ends."""
-    server = _Server(fails=fails, key=key, models=models, word_delay_s=word_delay_s)
+    with _serving(_Server(fails=fails, key=key, models=models, word_delay_s=word_delay_s,
+                          rate_limited=rate_limited)) as server:
+        yield StandIn(server)
+
+
+@contextmanager
+def llamacpp_standin(*, models: tuple[str, ...] = ("tiny.gguf",), fails: bool = False) -> Iterator[StandIn]:
+    """Serve a llama-server in router mode (every model loaded); ``base_url`` is the host root."""
+    with _serving(_Server(fails=fails, key=None, models=models, word_delay_s=0.0, router=True)) as server:
+        yield StandIn(server, root=True)
+
+
+@contextmanager
+def _serving(server: _Server) -> Iterator[_Server]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield StandIn(server)
+        yield server
     finally:
         server.shutdown()
         server.server_close()

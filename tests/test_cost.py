@@ -19,7 +19,7 @@ from genai_prices import Usage as TableUsage
 from genai_prices import calc_price
 from sqlalchemy import select
 
-from orchestrator_core.errors import BudgetExceededError
+from orchestrator_core.errors import AllModelsFailedError, BudgetExceededError, UnknownConnectionError
 from orchestrator_core.fallback import rank_alternatives
 from orchestrator_core.orchestrator import Orchestrator
 from orchestrator_core.pricing import Price, PriceBook
@@ -361,3 +361,48 @@ def test_budget_check_sums_spend_again_only_after_spend_or_budgets_changed(
         assert len(spend_queries) == 4
     finally:
         event.remove(orch.db.engine, "before_cursor_execute", seen)
+
+
+# -- connections (issue 10): priced by kind, budgets by connection name ----------------------------------
+def test_a_connection_is_priced_by_its_kind_not_by_its_name(orch: Orchestrator) -> None:
+    orch.add_connection("groq", "openai-compatible", base_url="https://api.groq.com/openai/v1")
+    orch.add_connection("work", "openai")
+    orch.add_connection("desk", "lmstudio", base_url="http://192.0.2.20:1234")
+    assert orch.prices.price("groq:gpt-4o-mini") is None  # an openai-compatible service is not OpenAI
+    work, openai = orch.prices.price("work:gpt-4o-mini"), orch.prices.price("openai:gpt-4o-mini")
+    assert work is not None and work == openai  # a second OpenAI account pays OpenAI's prices
+    desk = orch.prices.price("desk:qwen")
+    assert desk is not None and desk.source == "local"
+    orch.pricing.set_override("groq:*", 0.5, 1.0)
+    groq = orch.prices.price("groq:gpt-4o-mini")
+    assert groq is not None and groq.source == "override"
+
+
+def test_spent_overall_budget_keeps_fallback_off_every_hosted_connection_also_added_ones(
+    orch: Orchestrator, wire: respx.MockRouter
+) -> None:
+    wire.post(f"{OPENAI}/chat/completions").respond(json=openai_answer(10, 10, cached=0))
+    wire.post(f"{LMSTUDIO}/v1/chat/completions").respond(503, json={"error": {"message": "busy"}})
+    orch.add_connection("work", "openai", key="sk-test-work-0123456789abcdef")
+    orch.registry.add("work:gpt-4o-mini", priority=1)  # hosted and first in priority: fallback's first pick
+    orch.registry.add("lmstudio:qwen", priority=50)
+    orch.pricing.set_override("openai:*", 1e6, 1e6)
+    orch.pricing.set_budget("*", "day", 1.0)
+    orch.chat("openai:gpt-4o-mini", HELLO)  # spends the overall budget
+    rows(orch)
+    with pytest.raises(AllModelsFailedError) as failed:
+        orch.chat("lmstudio:qwen", HELLO)  # local: never refused; its fallbacks would all be hosted
+    tried = [a.model for a in failed.value.attempts]
+    assert tried[0] == "lmstudio:qwen"
+    assert not [m for m in tried if not m.startswith("lmstudio:")]  # no hosted one tried, not even skipped
+
+
+def test_a_budget_on_an_unknown_connection_is_refused_and_one_on_an_added_connection_is_kept(
+    orch: Orchestrator,
+) -> None:
+    with pytest.raises(UnknownConnectionError, match="opneai"):
+        orch.set_budget("opneai", "month", 10.0)  # misspelt: it would never be spent
+    orch.add_connection("groq", "openai-compatible", base_url="https://api.groq.com/openai/v1")
+    orch.set_budget("Groq", "day", 2.0)
+    orch.set_budget("*", "month", 50.0)
+    assert {(b.scope, b.period) for b in orch.pricing.budgets()} == {("groq", "day"), ("*", "month")}

@@ -13,7 +13,7 @@ from orchestrator_core.errors import (
     RateLimitError,
     should_fall_back,
 )
-from orchestrator_core.fallback import cooldown_seconds, is_provider_wide, rank_alternatives
+from orchestrator_core.fallback import cooldown_seconds, is_connection_wide, rank_alternatives
 from orchestrator_core.types import ModelState, ModelStatus
 
 NOW = datetime.now(UTC)
@@ -100,11 +100,11 @@ def test_cooldown_follows_retry_after_and_is_longer_for_quota_and_auth() -> None
     assert cooldown_seconds(ProviderUnavailableError("x"), 60) == 60
 
 
-def test_provider_wide_failures() -> None:
-    assert is_provider_wide(AuthenticationError("x"), "openai:gpt-4.1-mini")
-    assert is_provider_wide(ProviderUnavailableError("down"), "lmstudio:qwen")
-    assert not is_provider_wide(ProviderUnavailableError("503"), "openai:gpt-4.1-mini")
-    assert not is_provider_wide(ModelLoadError("oom"), "lmstudio:qwen")
+def test_connection_wide_failures() -> None:
+    assert is_connection_wide(AuthenticationError("x"), local=False)
+    assert is_connection_wide(ProviderUnavailableError("down"), local=True)
+    assert not is_connection_wide(ProviderUnavailableError("503"), local=False)
+    assert not is_connection_wide(ModelLoadError("oom"), local=True)
 
 
 def test_caller_errors_never_fall_back() -> None:

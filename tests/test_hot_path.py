@@ -56,6 +56,7 @@ def orch(db_url: str, wire: respx.MockRouter) -> Iterator[Orchestrator]:
 def clock(orch: Orchestrator) -> Clock:
     fake = Clock()
     generations_for(orch.db)._clock = fake
+    generations_for(orch.db).refresh()  # a read before the swap (registry.add checks the connection) was on the real clock
     orch.manager._clock = fake
     return fake
 

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from threading import Thread
@@ -16,6 +17,7 @@ from threading import Thread
 import pytest
 
 from orchestrator_core import cli
+from orchestrator_core.config import Settings
 from orchestrator_core.orchestrator import Orchestrator
 from orchestrator_core.store import readonly
 from orchestrator_core.store.spool import Spool
@@ -24,6 +26,7 @@ from tests.helpers import lmstudio_models, settings
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "aYrx9ucDmqez-nZZVBKDPq-WwztcQXsl2F8v6tRMVOE="  # a Fernet key as is: no scrypt stretch per start
 HOST_MODELS = {"qwen-7b": True, "llama-3b": False}
+_READ_ONLY = cli._status_read_only
 
 
 class _LMStudio(BaseHTTPRequestHandler):
@@ -42,13 +45,28 @@ class _LMStudio(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def host() -> Iterator[str]:
+@contextmanager
+def _serve() -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _LMStudio)
     Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def host() -> Iterator[str]:
+    with _serve() as url:
+        yield url
+
+
+@pytest.fixture
+def second_host() -> Iterator[str]:
+    """Another LM Studio, for a connection the operator added (the same models as the first)."""
+    with _serve() as url:
+        yield url
 
 
 @pytest.fixture
@@ -75,7 +93,7 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 def _run_read_only(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *argv: str) -> tuple[int, str, str]:
     """Run, and check that the read-only path answered (not the full start)."""
     answered: list[int | None] = []
-    quick = cli._status_read_only
+    quick = _READ_ONLY  # not cli's attribute: an earlier _full_start in the same test may have replaced it
 
     def watched(args: argparse.Namespace) -> int | None:
         answered.append(quick(args))
@@ -175,3 +193,107 @@ def test_read_only_store_leaves_an_older_schema_to_the_migration(status_env: str
         conn.execute("UPDATE alembic_version SET version_num = '0005'")
 
     assert readonly.ReadOnlyStore.open(status_env) is None
+
+
+def _equal_outputs(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """Both paths print the same JSON and text; the read-only path answered. Returns the parsed JSON."""
+    quick_json = _run_read_only(capsys, monkeypatch, "--json", "status")
+    quick_text = _run_read_only(capsys, monkeypatch, "status")
+    _full_start(monkeypatch)
+    full_json, full_text = _run(capsys, "--json", "status"), _run(capsys, "status")
+
+    assert quick_json[0] == full_json[0] == 0 and quick_json[2] == full_json[2] == ""
+    assert _without_times(quick_json[1]) == _without_times(full_json[1])
+    assert quick_text == full_text
+    data: dict[str, object] = json.loads(quick_json[1])
+    return data
+
+
+def _states(data: dict[str, object]) -> dict[str, tuple[str, str]]:
+    return {m["model_id"]: (m["state"], m["detail"]) for m in data["models"]}  # type: ignore[attr-defined]
+
+
+def test_status_shows_an_added_lmstudio_connection_as_the_full_start_does(
+    status_env: str, second_host: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Orchestrator.from_settings(Settings.from_env()) as orch:
+        orch.add_connection("desk", "lmstudio", base_url=second_host)
+        orch.statuses(force=True)  # registers desk's models, as the console's first status would
+
+    data = _equal_outputs(capsys, monkeypatch)
+
+    desk = [h for h in data["hosts"] if h["provider"] == "desk"]  # type: ignore[attr-defined]
+    assert [(h["display_name"], h["base_url"], h["kind"], h["reachable"]) for h in desk] == [
+        ("desk (LM Studio)", second_host, "lmstudio", True)]
+    states = _states(data)
+    assert states["desk:qwen-7b"][0] == "loaded" and states["desk:llama-3b"][0] == "not_loaded"
+    assert states["lmstudio:llama-3b"][0] == "cooling_down"  # the seeded host's cooldown is not desk's
+
+
+def test_status_shows_a_disabled_connection_as_the_full_start_does(
+    status_env: str, second_host: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Orchestrator.from_settings(Settings.from_env()) as orch:
+        orch.add_connection("spare", "lmstudio", base_url=second_host)
+        orch.statuses(force=True)
+        orch.edit_connection("spare", enabled=False)
+        orch.edit_connection("mistral", enabled=False)  # a seeded one: its first edit stores a row
+
+    data = _equal_outputs(capsys, monkeypatch)
+
+    assert "spare" not in {h["provider"] for h in data["hosts"]}  # type: ignore[attr-defined]  # not probed
+    states = _states(data)
+    assert states["spare:qwen-7b"] == ("host_down", "connection spare is disabled; enable it on the Connections page")
+    assert states["mistral:mistral-small-latest"][0] == "host_down"  # despite MISTRAL_API_KEY
+    assert states["openai:gpt-4.1-mini"][0] == "external_ready"
+
+
+def test_status_shows_a_connection_whose_keys_are_all_out_of_use_as_the_full_start_does(
+    status_env: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Orchestrator.from_settings(Settings.from_env()) as orch:
+        orch.add_connection("groq", "openai-compatible", base_url="https://api.groq.com/openai/v1",
+                            key="gsk-first-key-0123456789")
+        orch.add_connection("together", "openai-compatible", base_url="https://api.together.xyz/v1",
+                            key_mode="round-robin", key="tg-first-key-0123456789")
+        orch.add_key("together", "second", "tg-second-key-0123456789")
+        orch.add_key("together", "third", "tg-third-key-0123456789")
+        orch.add_key("groq", "second", "gsk-second-key-0123456789")
+        for key in orch.keys_of("groq"):
+            orch.keys.record_fault(key.id, "rejected", "401 from groq", 0.0)
+        first, second, third = orch.keys_of("together")
+        orch.keys.record_fault(first.id, "cooling", "429 from together", 600.0)
+        orch.keys.record_fault(second.id, "exhausted", "quota of together", 3600.0)
+        for model in ("groq:llama-3.3-70b", "together:qwen-72b"):
+            orch.add_model(model)
+
+    data = _equal_outputs(capsys, monkeypatch)
+
+    states = _states(data)
+    assert states["groq:llama-3.3-70b"] == (  # ux's rejected-key state, for a pool whose every key was rejected
+        "external_key_rejected", "every key of groq was rejected at its last test or by a call: replace it on the "
+        "API Keys page, or test it again")
+    assert states["together:qwen-72b"] == ("external_ready", "no key needed")  # one of its keys is usable
+    with Orchestrator.from_settings(Settings.from_env()) as orch:
+        orch.keys.record_fault(third.id, "rejected", "401 from together", 0.0)
+
+    states = _states(_equal_outputs(capsys, monkeypatch))
+    state, detail = states["together:qwen-72b"]
+    assert state == "external_no_key" and detail.startswith(
+        "every key of together is rejected, rate limited or out of quota until ")
+
+
+def test_read_only_connections_are_the_connection_stores(status_env: str, second_host: str) -> None:
+    with Orchestrator.from_settings(Settings.from_env()) as orch:
+        orch.add_connection("desk", "lmstudio", base_url=second_host, key_mode="round-robin")
+        orch.add_connection("claude-eu", "anthropic", base_url="https://eu.example.test/anthropic",
+                            options={"anthropic_version": "2024-01-01"}, enabled=False)
+        orch.edit_connection("google", options={"api_version": "v1"})
+        orch.edit_connection("openai", base_url="https://proxy.example.test/v1", enabled=False)
+        full = orch.connection_store.list()
+    store = readonly.ReadOnlyStore.open(status_env)
+
+    assert store is not None and store.connections(Settings.from_env()).list() == full
+    by_name = {c.name: c for c in full}
+    assert by_name["claude-eu"].options == {"anthropic_version": "2024-01-01"} and not by_name["claude-eu"].enabled
+    assert by_name["openai"].base_url == "https://proxy.example.test/v1" and by_name["openai"].seeded

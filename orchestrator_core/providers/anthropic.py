@@ -19,11 +19,14 @@ MODELS_PATH = "/v1/models"
 class AnthropicProvider(Provider):
     """POST {base}/v1/messages; the base URL has no /v1 (https://api.anthropic.com)."""
 
-    name = "anthropic"
+    kind = name = "anthropic"
     display_name = "Anthropic"
+    default_base_url = "https://api.anthropic.com"
+    base_url_env_vars = ("ANTHROPIC_BASE_URL",)
+    key_env_vars = ("ANTHROPIC_API_KEY",)
     needs_key = True
-    key_env_var = "ANTHROPIC_API_KEY"
     price_table_id = "anthropic"
+    option_names = ("anthropic_version",)  # the seeded connection's: ANTHROPIC_VERSION
     # The anthropic-version the current SDK sends (anthropic 2.13 to 2.15, _constants.py); ANTHROPIC_VERSION
     # pins another one, such as 2023-06-01 for an older gateway.
     default_version: ClassVar[str] = "2026-10-21"

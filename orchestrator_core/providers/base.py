@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import copy
 import json
 import sys
 import time
@@ -36,23 +37,53 @@ if TYPE_CHECKING:
 
 
 class Provider(abc.ABC):
-    """A model provider reached over HTTP."""
+    """A model provider reached over HTTP.
 
-    name: ClassVar[str]
+    The facts of a kind live here and nowhere else: config, the key store, fallback and the pages derive
+    their lists from these attributes through ``providers.registry.KINDS``.
+    """
+
+    kind: ClassVar[str]  # the registry key: openai, anthropic, google, ..., openai-compatible, lmstudio
+    # The connection this object serves; the class value is the kind's seeded connection, named after the kind.
+    name: str
     display_name: ClassVar[str]
+    default_base_url: ClassVar[str | None] = None  # None: the operator must give one
+    base_url_env_vars: ClassVar[tuple[str, ...]] = ()  # the seeded connection's URL: the first one set wins
+    key_env_vars: ClassVar[tuple[str, ...]] = ()  # the seeded connection's key: documented name, then aliases
     needs_key: ClassVar[bool] = True
     local: ClassVar[bool] = False
-    key_env_var: ClassVar[str | None] = None
+    # Options a connection of this kind accepts (name -> what it is): constructor keywords such as api_version.
+    option_names: ClassVar[tuple[str, ...]] = ()
     forbidden_list_means_restricted: ClassVar[bool] = False  # a 403 on list-models is not a bad key
     price_table_id: ClassVar[str | None] = None  # provider id in the genai-prices table (pricing.py)
 
     def __init__(
-        self, client: httpx.Client, api_key: str | None = None, *, limits: CallLimits | None = None, **options: Any
+        self, client: httpx.Client, api_key: str | None = None, *, limits: CallLimits | None = None,
+        connection: str | None = None, **options: Any,
     ) -> None:
         self.client = client
         self.api_key = api_key
         self.limits = limits or CallLimits()
         self.options = options
+        if connection is not None:
+            self.name = connection
+
+    @classmethod
+    def key_env_hint(cls) -> str:
+        """' or set OPENAI_API_KEY' for a message that says how to add a key; '' when no variable exists."""
+        return f" or set {cls.key_env_vars[0]}" if cls.key_env_vars else ""
+
+    def with_key(self, api_key: str | None) -> Provider:
+        """This provider for one request with one key: same client and learned host state, another key."""
+        view = copy.copy(self)
+        view.api_key = api_key
+        return view
+
+    def with_client(self, client: httpx.Client, limits: CallLimits) -> Provider:
+        """This provider on another client (the status probes' short timeouts), sharing its learned state."""
+        view = copy.copy(self)
+        view.client, view.limits = client, limits
+        return view
 
     # -- the three operations every provider offers -------------------------------------------
     @abc.abstractmethod
@@ -238,9 +269,10 @@ class Provider(abc.ABC):
 
     def require_key(self) -> str:
         if not self.api_key:
-            env = f" or set {self.key_env_var}" if self.key_env_var else ""
+            whose = "" if self.name == type(self).name else f" for connection {self.name}"
             raise MissingKeyError(
-                f"No {self.display_name} key: add one on the API Keys page{env}.", provider=self.name
+                f"No {self.display_name} key{whose}: add one on the API Keys page{self.key_env_hint()}.",
+                provider=self.name,
             )
         return self.api_key
 
@@ -248,6 +280,7 @@ class Provider(abc.ABC):
 class LocalHost(abc.ABC):
     """What a local model host adds to a provider: see what is loaded, load and unload."""
 
+    start_hint: ClassVar[str] = "start the host"  # how to start it, for a Test that finds it down
     supports_load: ClassVar[bool] = True
     supports_unload: ClassVar[bool] = True
     pushes_model_events: ClassVar[bool] = False  # model_events() streams state changes (llama-server router)

@@ -19,11 +19,14 @@ _MAX_MODEL_PAGES = 5  # 1000 models a page: more pages than this means something
 class GeminiProvider(Provider):
     """POST {base}/{version}/models/{model}:generateContent; the base URL has no version."""
 
-    name = "google"
+    kind = name = "google"
     display_name = "Google Gemini"
+    default_base_url = "https://generativelanguage.googleapis.com"
+    base_url_env_vars = ("GOOGLE_BASE_URL", "GEMINI_BASE_URL")
+    key_env_vars = ("GOOGLE_API_KEY", "GEMINI_API_KEY")
     needs_key = True
-    key_env_var = "GOOGLE_API_KEY"  # config also accepts GEMINI_API_KEY
     price_table_id = "google"
+    option_names = ("api_version",)  # v1 or v1beta; the seeded connection's: GEMINI_API_VERSION
     # google-genai 3.x calls /v1 by default (GOOGLE_AI_API_DEFAULT_VERSION); v1beta, the default before it,
     # stays selectable with GEMINI_API_VERSION and serves the same generateContent shapes.
     default_api_version: ClassVar[str] = "v1"

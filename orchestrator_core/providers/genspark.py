@@ -7,7 +7,10 @@ from .openai_compat import OpenAICompatibleProvider
 
 
 class GensparkProvider(OpenAICompatibleProvider):
-    name = "genspark"
+    kind = name = "genspark"
     display_name = "Genspark (unofficial, OpenAI-compatible)"
+    # Unofficial: Genspark documents no public API; this is its in-product OpenAI-compatible proxy.
+    default_base_url = "https://www.genspark.ai/api/llm_proxy/v1"
+    base_url_env_vars = ("GENSPARK_BASE_URL",)
+    key_env_vars = ("GENSPARK_API_KEY",)
     needs_key = True
-    key_env_var = "GENSPARK_API_KEY"

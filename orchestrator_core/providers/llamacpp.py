@@ -10,8 +10,8 @@ mode without ``status``; very old servers lack the route), so the mode is told f
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
@@ -33,40 +33,49 @@ Mode = Literal["router", "single"]
 
 _ALREADY_RUNNING = ("already running", "already loaded")  # "loaded" in servers before the rename
 _NOT_RUNNING = ("not running", "not loaded")
-# What each single-model server served, kept per shared client (provider objects may be built per
-# call): while the model reloads every route but /health answers 503, and the name must still show.
-_SINGLE_NAMES: weakref.WeakKeyDictionary[httpx.Client, list[str]] = weakref.WeakKeyDictionary()
+
+
+@dataclass
+class _Learned:
+    """What this connection's server has shown about itself, kept on its long-lived provider object."""
+
+    mode: Mode | None = None
+    # What a single-model server served: while the model reloads every route but /health answers 503, and
+    # the name must still show.
+    single_names: list[str] = field(default_factory=list)
 
 
 class LlamaCppProvider(OpenAICompatibleProvider, LocalHost):
     """A llama-server; base_url is the host root (http://127.0.0.1:8080). A key only with --api-key."""
 
-    name = "llamacpp"
+    kind = name = "llamacpp"
     display_name = "llama.cpp (llama-server)"
+    default_base_url = "http://127.0.0.1:8080"
+    base_url_env_vars = ("LLAMACPP_BASE_URL",)
     needs_key = False
     local = True
-    key_env_var = None
+    start_hint = "start llama-server (`llama-server -m MODEL.gguf --port PORT`, or `--models-dir DIR` for the router)"
     chat_path = "/v1/chat/completions"
     models_path = "/v1/models"
     pushes_model_events = True
 
     def __init__(self, client: httpx.Client, api_key: str | None = None, **options: Any) -> None:
         super().__init__(client, api_key, **options)
-        self._mode: Mode | None = None
+        self.learned = _Learned()  # shared by the with_key / with_client views of this connection's provider
 
     @property
     def mode(self) -> Mode | None:
         """The mode host_models last saw ("router" or "single"); None before the first look."""
-        return self._mode
+        return self.learned.mode
 
     # -- state ----------------------------------------------------------------------------------
     def host_models(self) -> list[HostModel]:
         """Every model with its state: one request in router mode, two or three in single mode."""
         items = self._items_or_none("/models")
         if items is not None and (not items or any(isinstance(i.get("status"), dict) for i in items)):
-            self._mode = "router"
+            self.learned.mode = "router"
             return [_router_model(i) for i in items if i.get("id")]
-        self._mode = "single"
+        self.learned.mode = "single"
         return self._single_models(items)
 
     def _single_models(self, items: list[dict[str, Any]] | None) -> list[HostModel]:
@@ -74,8 +83,8 @@ class LlamaCppProvider(OpenAICompatibleProvider, LocalHost):
         if items is None:
             items = self._items_or_none(self.models_path)
         if items is not None:
-            _SINGLE_NAMES[self.client] = [str(i["id"]) for i in items if i.get("id")]
-        names = _SINGLE_NAMES.get(self.client, [])
+            self.learned.single_names = [str(i["id"]) for i in items if i.get("id")]
+        names = self.learned.single_names
         if ready:
             return [HostModel(n, ModelState.LOADED, detail="single-model mode") for n in names]
         return [HostModel(n, ModelState.LOADING, detail="loading (GET /health answers 503)") for n in names]
@@ -119,9 +128,9 @@ class LlamaCppProvider(OpenAICompatibleProvider, LocalHost):
 
     # -- helpers --------------------------------------------------------------------------------
     def _require_router(self, model: str, action: str) -> None:
-        if self._mode is None:
+        if self.learned.mode is None:
             self.host_models()
-        if self._mode == "single":
+        if self.learned.mode == "single":
             raise UnsupportedOperationError(
                 f"llama-server at {self.base_url} runs in single-model mode (started with -m), which "
                 f"cannot {action} models over HTTP; restart llama-server without -m (with --models-dir "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import httpx
@@ -42,42 +43,44 @@ UNKNOWN_STATE = "old LM Studio: load state unknown"
 _UNKNOWN_ROUTE = "unexpected endpoint or method"
 # Errors of a load call that mean something other than "the host could not load it".
 _PASS_THROUGH = (AuthenticationError, ModelNotFoundError, ProviderTimeoutError, RateLimitError)
-# The detected level is kept per host URL, not per provider object: callers build a provider
-# object per call (on a status client and a call client), and the level should outlive them.
-_API_LEVELS: dict[str, ApiLevel] = {}
-# Models this process loaded just in time on a host that cannot report load state (before 0.3.6):
-# the best knowledge there is, so a finished load is not reported as "not loaded" forever.
-_JIT_LOADED: dict[str, set[str]] = {}
 JIT_STATE = "loaded just in time (this LM Studio cannot report load state; may be stale)"
 
 
-def forget_hosts() -> None:
-    """Drop what was learned about hosts (API level, JIT loads); tests start from a clean slate."""
-    _API_LEVELS.clear()
-    _JIT_LOADED.clear()
+@dataclass
+class _Learned:
+    """What this connection's host has shown about itself, kept on its long-lived provider object."""
+
+    api_level: ApiLevel | None = None  # detected once, then one request per status check
+    # Models this process loaded just in time on a host that cannot report load state (before 0.3.6):
+    # the best knowledge there is, so a finished load is not reported as "not loaded" forever.
+    jit_loaded: set[str] = field(default_factory=set)
 
 
 class LMStudioProvider(OpenAICompatibleProvider, LocalHost):
     """LM Studio's local server; base_url is the host root (http://127.0.0.1:1234)."""
 
-    name = "lmstudio"
+    kind = name = "lmstudio"
     display_name = "LM Studio"
+    default_base_url = "http://127.0.0.1:1234"
+    base_url_env_vars = ("LMSTUDIO_BASE_URL",)
+    key_env_vars = ("LM_API_TOKEN",)  # only when "Require Authentication" is on (0.4.0+)
     needs_key = False
     local = True
-    key_env_var = "LM_API_TOKEN"  # only when "Require Authentication" is on (0.4.0+)
+    start_hint = "start LM Studio and its local server (Developer tab, or `lms server start`)"
     chat_path = "/v1/chat/completions"
     models_path = "/v1/models"
+
+    def __init__(self, client: httpx.Client, api_key: str | None = None, **options: Any) -> None:
+        super().__init__(client, api_key, **options)
+        self.learned = _Learned()  # shared by the with_key / with_client views of this connection's provider
 
     @property
     def api_level(self) -> ApiLevel | None:
         """The native API this host answered on ("v1", "v0", "openai"); None until first asked."""
-        return _API_LEVELS.get(self.base_url)
+        return self.learned.api_level
 
     def _remember(self, level: ApiLevel | None) -> None:
-        if level is None:
-            _API_LEVELS.pop(self.base_url, None)
-        else:
-            _API_LEVELS[self.base_url] = level
+        self.learned.api_level = level
 
     # -- state ----------------------------------------------------------------------------------
     def host_models(self) -> list[HostModel]:
@@ -95,7 +98,7 @@ class LMStudioProvider(OpenAICompatibleProvider, LocalHost):
                 return _models_v0(data)
         models = self._transport_guard(self.list_models)
         self._remember("openai")
-        jit = _JIT_LOADED.get(self.base_url, set())
+        jit = self.learned.jit_loaded
         return [
             HostModel(name, ModelState.LOADED, detail=JIT_STATE) if name in jit
             else HostModel(name, ModelState.NOT_LOADED, detail=UNKNOWN_STATE)
@@ -160,7 +163,7 @@ class LMStudioProvider(OpenAICompatibleProvider, LocalHost):
             raise self._jit_refused(model, self._host_message(response, body), error.status_code)
         if isinstance(body, dict) and body.get("error"):
             raise self._jit_refused(model, self._host_message(response, body), response.status_code)
-        _JIT_LOADED.setdefault(self.base_url, set()).add(model)
+        self.learned.jit_loaded.add(model)
 
     # -- helpers --------------------------------------------------------------------------------
     def _get_native(self, path: str) -> Any | None:

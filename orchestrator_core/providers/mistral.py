@@ -6,9 +6,11 @@ from .openai_compat import OpenAICompatibleProvider
 
 
 class MistralProvider(OpenAICompatibleProvider):
-    name = "mistral"
+    kind = name = "mistral"
     display_name = "Mistral"
+    default_base_url = "https://api.mistral.ai/v1"
+    base_url_env_vars = ("MISTRAL_BASE_URL",)
+    key_env_vars = ("MISTRAL_API_KEY",)
     needs_key = True
-    key_env_var = "MISTRAL_API_KEY"
     price_table_id = "mistral"
     send_stream_usage_option = False

@@ -29,11 +29,13 @@ _PASS_THROUGH = (AuthenticationError, ModelNotFoundError, ProviderTimeoutError, 
 class OllamaProvider(OpenAICompatibleProvider, LocalHost):
     """An Ollama server; base_url is the host root (http://127.0.0.1:11434). It needs no key."""
 
-    name = "ollama"
+    kind = name = "ollama"
     display_name = "Ollama"
+    default_base_url = "http://127.0.0.1:11434"
+    base_url_env_vars = ("OLLAMA_BASE_URL",)
     needs_key = False
     local = True
-    key_env_var = None
+    start_hint = "start Ollama (`ollama serve`, or the desktop app)"
     chat_path = "/v1/chat/completions"
     models_path = "/v1/models"
 

@@ -6,10 +6,12 @@ from .openai_compat import OpenAICompatibleProvider
 
 
 class OpenAIProvider(OpenAICompatibleProvider):
-    name = "openai"
+    kind = name = "openai"
     display_name = "OpenAI"
+    default_base_url = "https://api.openai.com/v1"
+    base_url_env_vars = ("OPENAI_BASE_URL",)
+    key_env_vars = ("OPENAI_API_KEY",)
     needs_key = True
-    key_env_var = "OPENAI_API_KEY"
     price_table_id = "openai"
     max_tokens_field = "max_completion_tokens"
     # GPT-5 and the o-series reasoning models accept only the default temperature (and no top_p): "Unsupported

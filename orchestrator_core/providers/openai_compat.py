@@ -14,10 +14,8 @@ from .base import Provider, event_json
 class OpenAICompatibleProvider(Provider):
     """POST {base}/chat/completions with Bearer auth; SSE chunks ending in ``data: [DONE]``."""
 
-    name = "custom"
     display_name = "OpenAI-compatible endpoint"
     needs_key = False
-    key_env_var: ClassVar[str | None] = "CUSTOM_API_KEY"
     chat_path: ClassVar[str] = "/chat/completions"
     models_path: ClassVar[str] = "/models"
     max_tokens_field: ClassVar[str] = "max_tokens"

@@ -1,9 +1,14 @@
-"""The explicit provider registry: the prefix of a model id names one of these classes."""
+"""The explicit registry of provider kinds: the only list of kinds; every other list is derived from it.
+
+A kind is one class. A connection (connections.py) is a name, a kind, a base URL and options; the
+environment seeds one connection per kind, named after the kind (``Provider.name``), so the prefix
+``openai`` of ``openai:gpt-4.1-mini`` is the seeded connection of kind ``openai``.
+"""
 
 from __future__ import annotations
 
 from .anthropic import AnthropicProvider
-from .base import LocalHost, Provider
+from .base import Provider
 from .custom import CustomProvider
 from .gemini import GeminiProvider
 from .genspark import GensparkProvider
@@ -13,33 +18,15 @@ from .mistral import MistralProvider
 from .ollama import OllamaProvider
 from .openai import OpenAIProvider
 
-PROVIDERS: dict[str, type[Provider]] = {
-    "openai": OpenAIProvider,
-    "anthropic": AnthropicProvider,
-    "google": GeminiProvider,
-    "mistral": MistralProvider,
-    "genspark": GensparkProvider,
-    "custom": CustomProvider,
-    "lmstudio": LMStudioProvider,
-    "ollama": OllamaProvider,
-    "llamacpp": LlamaCppProvider,
+KINDS: dict[str, type[Provider]] = {
+    cls.kind: cls
+    for cls in (
+        OpenAIProvider, AnthropicProvider, GeminiProvider, MistralProvider, GensparkProvider, CustomProvider,
+        LMStudioProvider, OllamaProvider, LlamaCppProvider,
+    )
 }
 
-LOCAL_PROVIDERS: tuple[str, ...] = tuple(n for n, c in PROVIDERS.items() if issubclass(c, LocalHost))
+# Derived views: the seeded connection names (the kinds' default names) and which of them are local hosts.
+PROVIDERS: dict[str, type[Provider]] = {cls.name: cls for cls in KINDS.values()}
+LOCAL_PROVIDERS: tuple[str, ...] = tuple(n for n, c in PROVIDERS.items() if c.local)
 HOSTED_PROVIDERS: tuple[str, ...] = tuple(n for n in PROVIDERS if n not in LOCAL_PROVIDERS)
-
-
-def provider_class(name: str) -> type[Provider]:
-    """The class for a provider prefix, or UnknownProviderError naming the known ones."""
-    found = PROVIDERS.get(name)
-    if found is not None:
-        return found
-    from ..errors import UnknownProviderError  # noqa: PLC0415 - errors is imported by the providers this module imports
-
-    raise UnknownProviderError(
-        f"Unknown provider {name!r}; use one of: {', '.join(PROVIDERS)}.", provider=name
-    )
-
-
-def is_local(name: str) -> bool:
-    return name in LOCAL_PROVIDERS

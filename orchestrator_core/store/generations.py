@@ -1,6 +1,7 @@
 """Freshness of the in-memory caches: a change counter per area, so a call that changes nothing reads no SQL.
 
-The failure cache, the stored keys and the model registry keep their rows in memory. Every write to
+The failure cache, the stored keys, the model registry, the connections and the model groups keep their
+rows in memory. Every write to
 one of these areas bumps its row of ``cache_generations`` in the same transaction (so it works on SQLite
 and PostgreSQL alike) and, after the commit, a counter of this process. A cache remembers the token
 (database counter, process counter) its rows were loaded at and reloads when the token differs:
@@ -30,7 +31,7 @@ from .tables import CacheGeneration
 
 log = logging.getLogger(__name__)
 
-AREAS = ("failures", "keys", "registry", "pricing", "spend")  # pricing, spend: migration 0008
+AREAS = ("failures", "keys", "registry", "connections", "groups", "pricing", "spend")  # 0007, 0008
 FRESHNESS_S = 0.25  # another process's write is seen within this time
 
 Token = tuple[int, int]

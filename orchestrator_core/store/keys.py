@@ -9,9 +9,12 @@ from ``secret.key`` beside the database (secret.py). Losing both makes stored ke
 from __future__ import annotations
 
 import builtins
+import logging
+import time
 from collections.abc import Collection, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import cast
 
 from cryptography.fernet import Fernet
@@ -19,39 +22,56 @@ from sqlalchemy import Table, bindparam, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from ..config import HOSTED_PROVIDERS, LOCAL_PROVIDERS, key_text_problem
+from ..config import key_text_problem
 from ..errors import DatabaseBusyError, InvalidKeyInputError, SecretKeyError, mask_key
+from ..providers.registry import PROVIDERS
 from ..types import KeyCheck, KeyTestResult
 from .db import Database, upsert_insert
 from .generations import Generations, Token, generations_for
-from .secret import VERIFIER_KEY, VERIFIER_PLAINTEXT, StoredKey, check_verifier, decrypt, pick_secret
+from .secret import (
+    VERIFIER_KEY,
+    VERIFIER_PLAINTEXT,
+    KeyId,
+    KeyState,
+    PoolKey,
+    PoolRow,
+    check_verifier,
+    decrypt,
+    explain_unusable,
+    key_state,
+    pick_secret,
+    usable_keys,
+)
 from .tables import ApiKey, AppMeta, utcnow
+
+log = logging.getLogger(__name__)
 
 MAX_KEY_LEN = 500
 MAX_LABEL_LEN = 100
 DEFAULT_LABEL = "default"
-_ENV_VARS = {"google": "GOOGLE_API_KEY (or GEMINI_API_KEY)", "lmstudio": "LM_API_TOKEN"}
 
-KeyId = int | str
 AREA = "keys"
-SecretRows = Mapping[str, Sequence[StoredKey]]  # provider -> (token, last test), newest first
+SecretRows = Mapping[str, Sequence[PoolRow]]  # connection -> its stored keys in pool order
 
 _VERIFIER = select(AppMeta.__table__.c.value).where(AppMeta.__table__.c.key == VERIFIER_KEY)
 
 _KEYS = ApiKey.__table__
+# Pool order: position, then the newest key first (every key had position 0 before pools: the newest won).
 _SECRET_ROWS = (
-    select(_KEYS.c.provider, _KEYS.c.encrypted_key, _KEYS.c.last_test_status)
+    select(_KEYS.c.id, _KEYS.c.provider, _KEYS.c.encrypted_key, _KEYS.c.last_test_status, _KEYS.c.fault,
+           _KEYS.c.cooling_until)
     .where(_KEYS.c.user_id == bindparam("user_id"))
-    .order_by(_KEYS.c.updated_at.desc(), _KEYS.c.id.desc())
+    .order_by(_KEYS.c.position, _KEYS.c.updated_at.desc(), _KEYS.c.id.desc())
 )
+USED_WRITE_EVERY_S = 10.0  # last_used_at is written at most this often per key: no write per call
 
 
 @dataclass(frozen=True)
 class KeyInfo:
     """What may be shown about a key: never the plaintext, only its mask."""
 
-    id: KeyId  # an int for stored keys, "env:<provider>" for environment keys
-    provider: str
+    id: KeyId  # an int for stored keys, "env:<connection>" for environment keys
+    provider: str  # the key's connection (named after the kind for the seeded ones): see ``connection``
     label: str
     masked: str
     source: str  # "stored" | "env"
@@ -61,6 +81,15 @@ class KeyInfo:
     last_test_status: KeyCheck | None = None
     last_test_detail: str | None = None
     last_test_latency_ms: float | None = None
+    position: int = 0  # order in the connection's pool (then newest first); the env key comes last
+    last_used_at: float | None = None  # epoch seconds
+    last_error: str | None = None  # already scrubbed
+    cooling_until: float | None = None  # epoch seconds, while cooling or exhausted
+    state: KeyState = "untested"
+
+    @property
+    def connection(self) -> str:
+        return self.provider
 
     @property
     def read_only(self) -> bool:
@@ -76,7 +105,7 @@ class KeyStore:
         fernet: Fernet,
         *,
         env_keys: Mapping[str, str] | None = None,
-        known_providers: Collection[str] = (*HOSTED_PROVIDERS, *LOCAL_PROVIDERS),
+        known_providers: Collection[str] = tuple(PROVIDERS),
         user_id: str = "local",
         generations: Generations | None = None,
     ) -> None:
@@ -85,9 +114,12 @@ class KeyStore:
         self._secrets: tuple[Token, SecretRows] | None = None
         self.fernet = fernet
         self.env_keys = {p: k for p, k in (env_keys or {}).items() if k}
-        self.known_providers = tuple(known_providers)
+        self.known_providers = known_providers  # may be live (the connections of now): never copied
         self.user_id = user_id
         self._env_tests: dict[str, KeyTestResult] = {}  # env keys have no row, so their tests live here
+        self._env_faults: dict[str, tuple[str | None, datetime | None, str | None]] = {}  # ... and their faults
+        self._turns: dict[str, int] = {}  # round-robin: where each connection's next call starts
+        self._used: dict[KeyId, float] = {}  # when this process last wrote a key's last_used_at
         # secret_for runs for every call; Fernet decryption costs more than the query, so remember the
         # plaintext per token. A changed key has a new token, so nothing stale is ever served.
         self._plaintexts: dict[str, str] = {}
@@ -97,7 +129,7 @@ class KeyStore:
         """Encrypt and store a new key."""
         provider = self._check_provider(provider)
         label = _check_label(label)
-        key = _check_key(key)
+        key = check_key(key)
         row = ApiKey(provider=provider, label=label, encrypted_key=self._encrypt(key), user_id=self.user_id)
         try:
             with self._generations.writing(AREA) as s:
@@ -111,7 +143,7 @@ class KeyStore:
     def update(self, key_id: KeyId, *, label: str | None = None, key: str | None = None) -> KeyInfo:
         """Change the label and/or the key; a new key forgets the old key's test result."""
         new_label = _check_label(label) if label is not None else None
-        new_key = _check_key(key) if key is not None else None
+        new_key = check_key(key) if key is not None else None
         provider = ""
         try:
             with self._generations.writing(AREA) as s:
@@ -120,10 +152,10 @@ class KeyStore:
                 if new_label is not None and new_label != row.label:
                     self._check_label_free(s, provider, new_label, row.id)
                     row.label = new_label
-                if new_key is not None:
+                if new_key is not None:  # a replaced key starts with a clean slate
                     row.encrypted_key = self._encrypt(new_key)
                     row.last_tested_at = row.last_test_status = row.last_test_detail = None
-                    row.last_test_latency_ms = None
+                    row.last_test_latency_ms = row.fault = row.cooling_until = row.last_error = None
                 if new_label is not None or new_key is not None:
                     row.updated_at = utcnow()
                 s.flush()
@@ -141,9 +173,14 @@ class KeyStore:
         env_provider = self._env_provider(key_id)
         if env_provider is not None:
             self._env_tests[env_provider] = result
+            self._env_faults.pop(env_provider, None)
             return
         with self._generations.writing(AREA) as s:
             row = self._row(s, key_id)
+            # A test is the operator's word on the key: accepted clears any fault, refused rejects it.
+            rejected = result.status is KeyCheck.REJECTED
+            row.fault, row.cooling_until = ("rejected", None) if rejected else (None, None)
+            row.last_error = result.detail[:1000] if rejected else row.last_error
             row.last_tested_at = result.tested_at
             row.last_test_status = KeyCheck(result.status).value
             row.last_test_detail = result.detail[:1000]
@@ -152,7 +189,8 @@ class KeyStore:
     # -- reading ---------------------------------------------------------------------------------
     def list(self, provider: str | None = None) -> builtins.list[KeyInfo]:
         """Stored keys (masked) then environment keys, by provider."""
-        query = select(ApiKey).where(ApiKey.user_id == self.user_id).order_by(ApiKey.provider, ApiKey.label)
+        query = select(ApiKey).where(ApiKey.user_id == self.user_id).order_by(
+            ApiKey.provider, ApiKey.position, ApiKey.updated_at.desc(), ApiKey.id.desc())
         if provider is not None:
             query = query.where(ApiKey.provider == provider)
         with self.db.session() as s:
@@ -161,18 +199,86 @@ class KeyStore:
         return sorted(stored + env, key=lambda k: (k.provider, k.source != "stored"))
 
     def secret_for(self, provider: str) -> str | None:
-        """The key to call a provider with (see secret.pick_secret): stored, else from the environment."""
-        return pick_secret(self._secret_rows().get(provider, ()), self.env_keys.get(provider), self._decrypt)
+        """The key to call a connection with (see secret.pick_secret): the first usable key of its pool."""
+        stored = self._secret_rows().get(provider, ())
+        return pick_secret(self.pool(provider), stored, self.env_keys.get(provider), self._decrypt)
 
-    def rejected(self, provider: str) -> bool:
-        """True when the key secret_for would call the provider with was "rejected" at its last test."""
-        rows = self._secret_rows().get(provider, ())
-        if any(status != KeyCheck.REJECTED.value for _, status in rows):
-            return False
-        if provider in self.env_keys:
-            test = self._env_tests.get(provider)
-            return test is not None and test.status is KeyCheck.REJECTED
-        return bool(rows)
+    # -- key pools ---------------------------------------------------------------------------------
+    def pool(self, connection: str, *, round_robin: bool = False) -> builtins.list[PoolKey]:
+        """The usable keys of a connection in the order a call tries them (the env key last, read-only).
+
+        Rejected keys are left out until tested again or replaced, cooling and exhausted ones until their
+        time is up. ``round_robin`` starts each call at the next key."""
+        now = datetime.now(UTC)
+        keys = usable_keys(connection, self._secret_rows().get(connection, ()), self.env_keys.get(connection),
+                           self._env_state(connection, now), self._decrypt, now)
+        if round_robin and len(keys) > 1:
+            turn = self._turns.get(connection, 0)
+            self._turns[connection] = turn + 1
+            keys = keys[turn % len(keys):] + keys[:turn % len(keys)]
+        return keys
+
+    def pool_size(self, connection: str) -> int:
+        """How many keys the connection has, usable or not (the env key counts), from memory."""
+        return len(self._secret_rows().get(connection, ())) + (connection in self.env_keys)
+
+    def pool_problem(self, connection: str) -> str | None:
+        """Why a connection that has keys can use none of them now, or None (also when it has no key at all).
+
+        From memory, like ``pool``: the status of every hosted model asks it."""
+        now = datetime.now(UTC)
+        states = [(r.state(now), r.cooling_until) for r in self._secret_rows().get(connection, ())]
+        if connection in self.env_keys:
+            states.append((self._env_state(connection, now), self._env_faults.get(connection, (None, None, None))[1]))
+        return explain_unusable(connection, states)
+
+    def record_fault(self, key_id: KeyId, fault: str, message: str, seconds: float) -> None:
+        """A call's failure says something about this key: it cools, is rejected or exhausted (errors.KeyFault)."""
+        until = datetime.now(UTC) + timedelta(seconds=seconds) if fault != "rejected" else None
+        env_connection = self._env_provider(key_id)
+        if env_connection is not None:
+            self._env_faults[env_connection] = (fault, until, message[:1000])
+            return
+        with self._generations.writing(AREA) as s:
+            row = self._row(s, key_id)
+            row.fault, row.cooling_until, row.last_error = fault, until, message[:1000]
+
+    def record_used(self, key_id: KeyId, *, background: Executor | None = None) -> None:
+        """A call succeeded with this key: remember when (written at most every USED_WRITE_EVERY_S, on
+        ``background`` when given, so a busy database never holds up the call)."""
+        now = time.time()
+        if now - self._used.get(key_id, 0.0) < USED_WRITE_EVERY_S:
+            return
+        self._used[key_id] = now
+        if not isinstance(key_id, int):
+            return  # the env key has no row: its last use is kept in memory
+        if background is None:
+            self._write_used(key_id, now)
+        else:
+            background.submit(self._write_used, key_id, now)
+
+    def _write_used(self, key_id: int, when: float) -> None:
+        # Not a change of the pool (no generation bump): every cache of keys stays valid.
+        try:
+            with self.db.session() as s:
+                row = s.get(ApiKey, key_id)
+                if row is not None:
+                    row.last_used_at = datetime.fromtimestamp(when, UTC)
+        except (DatabaseBusyError, OperationalError):
+            log.info("last use of key %s not recorded: the database is busy or read-only", key_id)
+
+    def _env_state(self, connection: str, now: datetime) -> KeyState:
+        fault, until, _ = self._env_faults.get(connection, (None, None, None))
+        test = self._env_tests.get(connection)
+        return key_state(fault, until, test.status.value if test else None, True, now)
+
+    def rejected(self, connection: str) -> bool:
+        """True when every key of the connection (its env key too) is rejected: by its last test or by a call."""
+        now = datetime.now(UTC)
+        states = [r.state(now) for r in self._secret_rows().get(connection, ())]
+        if connection in self.env_keys:
+            states.append(self._env_state(connection, now))
+        return bool(states) and all(state == "rejected" for state in states)
 
     def secret_by_id(self, key_id: KeyId) -> str:
         """The plaintext of one key, for testing it."""
@@ -228,10 +334,12 @@ class KeyStore:
         token = self._generations.token(AREA)
         loaded = self._secrets
         if loaded is None or loaded[0] != token:
-            by_provider: dict[str, list[tuple[str, str | None]]] = {}
+            by_provider: dict[str, list[PoolRow]] = {}
             with self.db.engine.connect() as conn:
-                for provider, encrypted, status in conn.execute(_SECRET_ROWS, {"user_id": self.user_id}):
-                    by_provider.setdefault(provider, []).append((encrypted, status))
+                for row in conn.execute(_SECRET_ROWS, {"user_id": self.user_id}):
+                    until = row.cooling_until.replace(tzinfo=UTC) if row.cooling_until else None
+                    pool_row = PoolRow(row.id, row.encrypted_key, row.last_test_status, row.fault, until)
+                    by_provider.setdefault(row.provider, []).append(pool_row)
             loaded = (token, by_provider)
             self._secrets = loaded
         return loaded[1]
@@ -291,6 +399,11 @@ class KeyStore:
         return row
 
     def _info(self, row: ApiKey, masked: str) -> KeyInfo:
+        used = row.last_used_at
+        noted = self._used.get(row.id)  # this process's last use, newer than the row while its write is queued
+        if noted is not None and (used is None or noted > used.timestamp()):
+            used = datetime.fromtimestamp(noted, UTC)
+        cooling = row.cooling_until
         return KeyInfo(
             id=row.id,
             provider=row.provider,
@@ -303,10 +416,17 @@ class KeyStore:
             last_test_status=KeyCheck(row.last_test_status) if row.last_test_status else None,
             last_test_detail=row.last_test_detail,
             last_test_latency_ms=row.last_test_latency_ms,
+            position=row.position or 0,
+            last_used_at=used.timestamp() if used else None,
+            last_error=row.last_error,
+            cooling_until=cooling.timestamp() if cooling else None,
+            state=key_state(row.fault, cooling, row.last_test_status, used is not None, datetime.now(UTC)),
         )
 
     def _env_info(self, provider: str) -> KeyInfo:
         test = self._env_tests.get(provider)
+        fault, until, error = self._env_faults.get(provider, (None, None, None))
+        used = self._used.get(f"env:{provider}")
         return KeyInfo(
             id=f"env:{provider}",
             provider=provider,
@@ -317,11 +437,20 @@ class KeyStore:
             last_test_status=KeyCheck(test.status) if test else None,
             last_test_detail=test.detail if test else None,
             last_test_latency_ms=test.latency_ms if test else None,
+            position=1_000_000,
+            last_used_at=used,
+            last_error=error,
+            cooling_until=until.timestamp() if until else None,
+            state=key_state(fault, until, test.status.value if test else None, used is not None, datetime.now(UTC)),
         )
 
 
 def _env_var(provider: str) -> str:
-    return _ENV_VARS.get(provider, f"{provider.upper()}_API_KEY")
+    """The variable an environment key comes from, as the key list labels it: 'GOOGLE_API_KEY (or GEMINI_API_KEY)'."""
+    names = PROVIDERS[provider].key_env_vars if provider in PROVIDERS else ()
+    if not names:
+        return f"{provider.upper()}_API_KEY"
+    return names[0] + (f" (or {', '.join(names[1:])})" if names[1:] else "")
 
 
 def _key_number(key_id: KeyId) -> int | None:
@@ -341,7 +470,7 @@ def _check_label(label: str | None) -> str:
     return text
 
 
-def _check_key(key: str | None) -> str:
+def check_key(key: str | None) -> str:
     """The key with surrounding whitespace removed; the message never repeats the key."""
     text = (key or "").strip()
     if not text:

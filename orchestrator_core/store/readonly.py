@@ -1,7 +1,8 @@
 """What the ``status`` command reads, through the standard library's sqlite3: no SQLAlchemy, no Alembic.
 
-A status check reads four things: the registered models, the failure cache, which providers have a key
-(and that this secret is the database's), and the schema revision. On a SQLite file at the newest
+A status check reads five things: the registered models, the failure cache, the connections (the
+seeded ones with the operator's edits, and the added ones), which connections have a usable key (and
+that this secret is the database's), and the schema revision. On a SQLite file at the newest
 revision these few queries cost a millisecond; importing SQLAlchemy costs a CLI start ~0.4 s.
 
 ``ReadOnlyStore.open`` answers None whenever the full start must run instead, so that one says what it
@@ -11,8 +12,9 @@ process spooled (a start writes them), no secret verifier yet (the first start r
 SQLite error (the full start explains it). ``NeedsWrite`` is raised when a host lists a model that is
 not registered yet: discovery registers it, and that is a write.
 
-The queries are those of registry.py, failures.py and keys.py, in the same order; a test holds the
-output of both paths equal on the same database and host.
+The queries are those of registry.py, failures.py, connections.py and keys.py, in the same order, and
+the rows go through the same functions (connections.merge_connections, the pool rules of secret.py); a
+test holds the output of both paths equal on the same database and host.
 """
 
 from __future__ import annotations
@@ -29,11 +31,21 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet
 
-from ..config import home_dir
+from ..config import Settings, home_dir
+from ..connections import Connection, StoredConnection, merge_connections, seeded, unknown_connection
 from ..errors import InvalidModelIdError, SecretKeyError
 from ..types import ModelRef
 from .revision import head_revision
-from .secret import VERIFIER_KEY, StoredKey, check_verifier, decrypt, pick_secret
+from .secret import (
+    VERIFIER_KEY,
+    KeyState,
+    PoolRow,
+    check_verifier,
+    decrypt,
+    explain_unusable,
+    pick_secret,
+    usable_keys,
+)
 from .spool import Spool
 
 BUSY_TIMEOUT_S = 5.0  # as db.BUSY_TIMEOUT_MS: a reader waits this long for another process's lock
@@ -101,6 +113,22 @@ class ReadOnlyFailures:
         return {m: f for m, f in self._rows.items() if f.until > at}
 
 
+class ReadOnlyConnections:
+    """connections.ConnectionSource over rows read once (store/connections.ConnectionStore's reads)."""
+
+    def __init__(self, connections: Mapping[str, Connection]) -> None:
+        self._all = dict(connections)
+
+    def get(self, name: str) -> Connection:
+        found = self._all.get(name)
+        if found is None:
+            raise unknown_connection(name, self._all)
+        return found
+
+    def list(self) -> builtins.list[Connection]:
+        return builtins.list(self._all.values())
+
+
 @dataclass(frozen=True)
 class ReadOnlyStore:
     """One consistent read of a current SQLite database: what a status check needs, nothing written."""
@@ -108,9 +136,10 @@ class ReadOnlyStore:
     dir: Path
     registry: ReadOnlyRegistry
     failures: ReadOnlyFailures
+    stored_connections: tuple[StoredConnection, ...]  # the rows of the connections table, by name
     verifier: str
     all_keys: tuple[str, ...]  # every stored key's token (every user): the secret must decrypt them all
-    keys: Mapping[str, tuple[StoredKey, ...]]  # this user's keys by provider, newest first
+    keys: Mapping[str, tuple[PoolRow, ...]]  # this user's keys by connection, in pool order
 
     @classmethod
     def open(cls, database_url: str) -> ReadOnlyStore | None:
@@ -135,14 +164,22 @@ class ReadOnlyStore:
             "SELECT model_id, active, priority FROM ai_models ORDER BY priority, model_id")]
         failures = [ReadOnlyFailure(m, kind, message, _utc(until)) for m, kind, message, until in conn.execute(
             "SELECT model_id, error_kind, message, until FROM model_failures")]
-        keys: dict[str, list[StoredKey]] = {}
-        for provider, token, status in conn.execute(
-                "SELECT provider, encrypted_key, last_test_status FROM api_keys WHERE user_id = ? "
-                "ORDER BY updated_at DESC, id DESC", (USER_ID,)):
-            keys.setdefault(provider, []).append((token, status))
+        connections = tuple(
+            StoredConnection(name, kind, url, options, bool(enabled), mode) for name, kind, url, options, enabled, mode
+            in conn.execute("SELECT name, kind, base_url, options, enabled, key_mode FROM connections ORDER BY name"))
+        keys: dict[str, list[PoolRow]] = {}
+        for key_id, connection, token, status, fault, until in conn.execute(
+                "SELECT id, provider, encrypted_key, last_test_status, fault, cooling_until FROM api_keys "
+                "WHERE user_id = ? ORDER BY position, updated_at DESC, id DESC", (USER_ID,)):
+            cooling = _utc(until) if until else None
+            keys.setdefault(connection, []).append(PoolRow(key_id, token, status, fault, cooling))
         all_keys = tuple(row[0] for row in conn.execute("SELECT encrypted_key FROM api_keys"))
-        return cls(path.parent, ReadOnlyRegistry(models), ReadOnlyFailures(failures), str(verifier[0]), all_keys,
-                   {p: tuple(rows) for p, rows in keys.items()})
+        return cls(path.parent, ReadOnlyRegistry(models), ReadOnlyFailures(failures), connections, str(verifier[0]),
+                   all_keys, {c: tuple(rows) for c, rows in keys.items()})
+
+    def connections(self, settings: Settings) -> ReadOnlyConnections:
+        """The seeded connections with the stored edits, then the added ones (ConnectionStore.list)."""
+        return ReadOnlyConnections(merge_connections(seeded(settings), self.stored_connections))
 
     def key_lookup(self, fernet: Fernet, env_keys: Mapping[str, str]) -> KeyLookup:
         """KeyStore.verify_secret's checks (SecretKeyError), then KeyStore.secret_for over these rows."""
@@ -153,14 +190,33 @@ class ReadOnlyStore:
 
 @dataclass(frozen=True)
 class KeyLookup:
-    """provider -> the key a call would use (a ProviderFactory key lookup)."""
+    """KeyStore.secret_for and KeyStore.pool_problem over rows read once (a ProviderFactory's key lookups).
 
-    stored: Mapping[str, tuple[StoredKey, ...]]
+    The environment's key of a fresh process has no fault and no test yet: it is usable."""
+
+    stored: Mapping[str, tuple[PoolRow, ...]]
     env_keys: Mapping[str, str]
     plaintexts: Mapping[str, str]
 
-    def __call__(self, provider: str) -> str | None:
-        return pick_secret(self.stored.get(provider, ()), self.env_keys.get(provider), self._plaintext)
+    def __call__(self, connection: str) -> str | None:
+        stored, env_key, now = self.stored.get(connection, ()), self.env_keys.get(connection), datetime.now(UTC)
+        usable = usable_keys(connection, stored, env_key, "ok", self._plaintext, now)
+        return pick_secret(usable, stored, env_key, self._plaintext)
+
+    def problem(self, connection: str) -> str | None:
+        """Why the connection can use none of its keys now, or None."""
+        now = datetime.now(UTC)
+        states: list[tuple[KeyState, datetime | None]] = [
+            (r.state(now), r.cooling_until) for r in self.stored.get(connection, ())]
+        if connection in self.env_keys:
+            states.append(("ok", None))
+        return explain_unusable(connection, states)
+
+    def rejected(self, connection: str) -> bool:
+        """KeyStore.rejected: every key of the connection was rejected (a fresh process's env key never is)."""
+        now = datetime.now(UTC)
+        stored = self.stored.get(connection, ())
+        return bool(stored) and connection not in self.env_keys and all(r.state(now) == "rejected" for r in stored)
 
     def _plaintext(self, token: str) -> str:
         plaintext = self.plaintexts.get(token)

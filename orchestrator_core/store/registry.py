@@ -17,8 +17,8 @@ from sqlalchemy import Connection, Table, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from ..config import HOSTED_PROVIDERS, LOCAL_PROVIDERS
 from ..errors import DatabaseBusyError, InputError, InvalidModelIdError, UnknownProviderError
+from ..providers.registry import PROVIDERS
 from ..types import ModelRef
 from .db import Database, upsert_insert
 from .generations import Generations, Token, generations_for
@@ -53,12 +53,12 @@ class ModelRegistry:
     def __init__(
         self,
         db: Database,
-        known_providers: Collection[str] = (*HOSTED_PROVIDERS, *LOCAL_PROVIDERS),
+        known_providers: Collection[str] = tuple(PROVIDERS),
         *,
         generations: Generations | None = None,
     ) -> None:
         self.db = db
-        self.known_providers = tuple(known_providers)
+        self.known_providers = known_providers  # may be live (the connections of now): never copied
         self._generations = generations or generations_for(db)
         self._loaded: tuple[Token, tuple[ModelEntry, ...], dict[str, ModelEntry]] | None = None
 

@@ -1,8 +1,9 @@
-"""The secret of stored API keys, without SQLAlchemy: the Fernet, the database's verifier, which key a call uses.
+"""The secret of stored API keys, without SQLAlchemy: the Fernet, the database's verifier, which keys a call uses.
 
 The Fernet key comes from ORCHESTRATOR_SECRET_KEY or, failing that, from ``secret.key`` beside the
 database (created once, mode 0600). ``keys.KeyStore`` and the read-only status path
-(``readonly.py``) both judge a database's secret and pick a provider's key with these functions.
+(``readonly.py``) both judge a database's secret, pick a connection's key and say why none of its pool
+is usable with these functions.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ import os
 import stat
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 from cryptography.fernet import Fernet, InvalidToken
 
 from ..config import DEFAULT_DATA_DIR, home_dir
-from ..errors import SecretKeyError
+from ..errors import SecretKeyError, mask_key
 from ..types import KeyCheck
 
 SECRET_FILE = "secret.key"  # noqa: S105 - a file name, not a secret
@@ -41,7 +45,35 @@ OTHER_SECRET = (
     "or copy that secret.key into this process's data folder."
 )
 
-StoredKey = tuple[str, "str | None"]  # (Fernet token, last test status) of one stored key
+KeyId = int | str  # an int for a stored key, "env:<connection>" for the environment's
+KeyState = Literal["ok", "cooling", "rejected", "exhausted", "untested"]
+
+
+@dataclass(frozen=True)
+class PoolRow:
+    """One stored key as the pool sees it (from memory)."""
+
+    id: int
+    token: str
+    test_status: str | None
+    fault: str | None
+    cooling_until: datetime | None  # UTC
+
+    def state(self, now: datetime) -> KeyState:
+        """The key's state for a call (a stored key counts as used: untested ones are tried)."""
+        return key_state(self.fault, self.cooling_until, self.test_status, True, now)
+
+
+@dataclass(frozen=True)
+class PoolKey:
+    """A key a call may use: its id (``env:<connection>`` for the environment's) and plaintext."""
+
+    id: KeyId
+    secret: str = field(repr=False)
+
+    @property
+    def masked(self) -> str:
+        return mask_key(self.secret)
 
 
 def check_verifier(fernet: Fernet, token: str) -> None:
@@ -62,18 +94,46 @@ def decrypt(fernet: Fernet, token: str) -> str:
         raise SecretKeyError(UNDECRYPTABLE) from None
 
 
-def pick_secret(stored: Sequence[StoredKey], env_key: str | None, plaintext: Callable[[str], str]) -> str | None:
-    """The key to call a provider with: newest stored key not rejected, else the env key, else None.
+def key_state(fault: str | None, cooling_until: datetime | None, test_status: str | None,
+              used: bool, now: datetime) -> KeyState:
+    """What a key is now: rejected stays so until tested again or replaced; cooling and exhausted expire."""
+    if fault == "rejected" or (fault is None and test_status == KeyCheck.REJECTED.value):
+        return "rejected"
+    if fault in ("cooling", "exhausted") and cooling_until is not None and cooling_until > now:
+        return "exhausted" if fault == "exhausted" else "cooling"
+    return "ok" if used or test_status == KeyCheck.OK.value else "untested"
 
-    ``stored`` is newest first. A stored key whose last test was "rejected" is used only when nothing
-    else exists, so the call fails with a clear authentication error instead of "no key".
+
+def usable_keys(connection: str, stored: Sequence[PoolRow], env_key: str | None, env_state: KeyState,
+                plaintext: Callable[[str], str], now: datetime) -> list[PoolKey]:
+    """The keys of a connection a call may use now, in pool order, the environment's key last."""
+    keys = [PoolKey(r.id, plaintext(r.token)) for r in stored if r.state(now) == "ok"]
+    if env_key is not None and env_state == "ok":
+        keys.append(PoolKey(f"env:{connection}", env_key))
+    return keys
+
+
+def pick_secret(usable: Sequence[PoolKey], stored: Sequence[PoolRow], env_key: str | None,
+                plaintext: Callable[[str], str]) -> str | None:
+    """The key to call a connection with: its first usable key, else its first stored key, else the env key.
+
+    A stored key out of use (rejected, cooling) is used only when nothing is usable, so the call fails
+    with a clear authentication error instead of "no key".
     """
-    usable = [token for token, status in stored if status != KeyCheck.REJECTED.value]
     if usable:
-        return plaintext(usable[0])
-    if env_key:
-        return env_key
-    return plaintext(stored[0][0]) if stored else None
+        return usable[0].secret
+    return plaintext(stored[0].token) if stored else env_key
+
+
+def explain_unusable(connection: str, states: Sequence[tuple[KeyState, datetime | None]]) -> str | None:
+    """Why a connection whose keys are in these (state, cooling until) can use none of them, or None."""
+    if not states or any(state == "ok" for state, _ in states):
+        return None
+    if all(state == "rejected" for state, _ in states):
+        return f"every key of {connection} was rejected; test it again or replace it on the API Keys page"
+    until = min(u for state, u in states if u is not None and state != "rejected")
+    when = until.astimezone().strftime("%H:%M:%S")
+    return f"every key of {connection} is rejected, rate limited or out of quota until {when}"
 
 
 def load_fernet(secret: str | None, key_dir: Path | None) -> Fernet:

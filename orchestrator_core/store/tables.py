@@ -107,6 +107,12 @@ class ApiKey(Base):
     last_test_status: Mapped[str | None] = mapped_column(String(32))  # ok | rejected | could_not_verify
     last_test_detail: Mapped[str | None] = mapped_column(Text)
     last_test_latency_ms: Mapped[float | None] = mapped_column(Float)
+    # Key pools (issue 10, migration 0007); ``provider`` holds the key's connection name.
+    position: Mapped[int] = mapped_column(Integer, default=0)  # order within the connection's pool
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)  # already scrubbed of secrets
+    fault: Mapped[str | None] = mapped_column(String(16))  # cooling | rejected | exhausted (errors.KeyFault)
+    cooling_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class CallMetric(Base):
@@ -256,6 +262,37 @@ class SignInLimit(Base):
     # Attempts reserved since the last success or expired lockout, the one being checked included.
     failures: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[float] = mapped_column(Float, default=0.0)  # epoch seconds; 0: not locked
+
+
+# -- connections, key pools and model groups (issue 10) ----------------------------------------------
+class ConnectionRow(Base):
+    """A named endpoint of one kind; its name is the prefix of its model ids (``desk:qwen2.5-7b``).
+
+    The seeded connection of a kind (named after it) needs no row: one is written when it is edited.
+    """
+
+    __tablename__ = "connections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(32), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    base_url: Mapped[str | None] = mapped_column(String(1000))  # None: a seeded one follows its env var / default
+    options: Mapped[str] = mapped_column(Text, default="{}")  # JSON object of strings
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    key_mode: Mapped[str] = mapped_column(String(16), default="ordered")  # ordered | round-robin
+    seeded: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ModelGroupRow(Base):
+    """A name usable wherever a model id is: its members are tried in order."""
+
+    __tablename__ = "model_groups"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    members: Mapped[str] = mapped_column(Text)  # JSON array of model ids
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 # -- cost (issue 11): price overrides and budgets ----------------------------------------------------------

@@ -189,9 +189,9 @@ def test_next_steps_guide_a_newcomer_and_vanish_once_ready() -> None:
     up = HostStatus("lmstudio", "LM Studio", "http://127.0.0.1:1234", True, "1 models", 1, 1, NOW)
     no_key = [status("openai:gpt", ModelState.EXTERNAL_NO_KEY)]
     steps = views.next_steps([down], [], no_key)
-    assert "Start LM Studio's server" in steps[0][0] and "Add one on the API keys page" in steps[1][0]
+    assert "start LM Studio and its local server" in steps[0][0] and "Add one on the API keys page" in steps[1][0]
     assert "No model is usable" in steps[2][0]
-    assert [link for _, link in steps] == [None, "keys", "models"]  # the steps are links to their pages
+    assert [link for _, link in steps] == ["connections", "keys", "models"]  # the steps are links to their pages
     key = KeyInfo(1, "openai", "default", "••••cdef", "stored")
     assert views.next_steps([up], [key], [status("lmstudio:q", ModelState.LOADED)]) == []
     assert views.host_line(up) == "🟢 LM Studio: 1 loaded of 1" and views.host_line(down).startswith("🔴")

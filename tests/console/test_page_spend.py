@@ -60,7 +60,7 @@ def test_spend_page_saves_a_price_override_and_a_budget(wire: respx.MockRouter, 
     at.number_input(key="price_output").set_value(4.0)
     at = at.button(key="price_save").click().run()
     assert not at.exception
-    at.text_input(key="budget_scope").set_value("Custom")
+    at.selectbox(key="budget_scope").set_value("custom")
     at.selectbox(key="budget_period").set_value("day")
     at.number_input(key="budget_limit").set_value(3.0)
     at = at.button(key="budget_save").click().run()
@@ -82,3 +82,23 @@ def test_overview_shows_spend_and_top_models(wire: respx.MockRouter, core: Calla
     assert spent == {"Spent today": "$0.76", "Spent this week": "$0.76", "Spent this month": "$0.76"}
     top = at.dataframe[0].value.to_dict("records")  # before the keys table
     assert [r["model"] for r in top][:2] == ["openai:gpt-4o-mini", "anthropic:claude-3-5-haiku"]
+
+
+def test_spend_page_offers_the_hosted_connections_as_budget_scopes(
+    wire: respx.MockRouter, core: Callable[[], Orchestrator]
+) -> None:
+    lmstudio_down(wire)
+    orch = core()
+    orch.add_connection("groq", "openai-compatible", base_url="https://api.groq.com/openai/v1")
+    orch.add_connection("desk", "lmstudio", base_url="http://192.0.2.20:1234")
+    wire.get("http://192.0.2.20:1234/api/v1/models").respond(json={"models": []})
+    at = start(SPEND)
+    assert not at.exception
+    options = at.selectbox(key="budget_scope").options
+    assert options[0] == "*" and {"openai", "custom", "groq"} <= set(options)
+    assert "desk" not in options and "lmstudio" not in options  # local models cost 0
+    at.selectbox(key="budget_scope").set_value("groq")
+    at.number_input(key="budget_limit").set_value(5.0)
+    at = at.button(key="budget_save").click().run()
+    assert not at.exception
+    assert [(b.scope, b.limit_usd) for b in orch.pricing.budgets()] == [("groq", 5.0)]

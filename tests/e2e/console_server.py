@@ -88,6 +88,20 @@ def start_console(home: Path, env: dict[str, str]) -> tuple[Process, str]:
     return process, url
 
 
+def start_app(home: Path, env: dict[str, str]) -> tuple[Process, str]:
+    """`python -m api` (what `make run` serves: the console as an st.App with its middleware, the API beside it)."""
+    port = free_port()
+    argv = [sys.executable, "-m", "api", "--address", "127.0.0.1", "--port", str(port)]
+    process = Process(argv, {**env, "PYTHONPATH": str(REPO)}, home, home / "app.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        process.wait_http(f"{url}/_stcore/health")
+    except BaseException:
+        process.stop()
+        raise
+    return process, url
+
+
 def start_demo_lmstudio(home: Path, env: dict[str, str], seed_rows: int = 0) -> tuple[Process, str]:
     """docs/demo_host.py: a stand-in LM Studio (and, with seed_rows, a day of metrics in env's database)."""
     port = free_port()

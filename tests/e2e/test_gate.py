@@ -22,4 +22,4 @@ def test_the_password_gate_refuses_a_wrong_password_and_opens_for_the_right_one(
     page.get_by_role("button", name="Unlock").click()
     wait_idle(page)
     main(page).get_by_role("heading", name="Getting started").wait_for()
-    assert page.locator('[data-testid="stSidebarNav"]').get_by_role("link").count() == 6  # with Usage and Spend
+    assert page.locator('[data-testid="stSidebarNav"]').get_by_role("link").count() == 7  # Usage, Spend, Connections

@@ -114,6 +114,7 @@ def test_planted_key_is_used_on_the_wire_and_found_nowhere_else(
         mode["now"] = now
         expect(error, lambda: orch.chat(OPENAI.model_id, HELLO, fallback=False, on_event=events.append), caught)
         orch.manager.reset_failed()
+        orch.keys.update(stored.id, key=PLANTED)  # after the 401 the key sits out until replaced or tested
     mode["now"] = "in-band-stream"
     expect(BadRequestError, lambda: list(orch.stream_chat(OPENAI.model_id, HELLO, fallback=False)), caught)
     mode["now"] = "echo-401"
@@ -202,7 +203,7 @@ def test_key_echoed_in_any_shape_leaves_no_piece_of_it_in_the_error_its_causes_o
         return reply_for(seen.headers.get("authorization", "").removeprefix("Bearer "))
 
     server.script(OPENAI.call_path(False), reply)
-    orch = make_orch()
+    orch = make_orch(env_keys={})  # the planted key is the pool's only one: no other key is tried after it
     orch.keys.add("openai", "planted", PLANTED)
     with pytest.raises(OrchestratorError) as info:
         orch.chat(OPENAI.model_id, HELLO, fallback=False)

@@ -178,7 +178,7 @@ def test_llamacpp_single_mode_while_loading_keeps_the_last_known_name(wire: Wire
                                           httpx.Response(503, json=loading)])
 
     llama.host_models()
-    [model] = LlamaCppProvider(llama.client).host_models()  # a new object on the same pooled client
+    [model] = llama.with_key(None).host_models()  # a per-request view of the connection's provider
 
     assert (model.name, model.state) == ("gemma.gguf", ModelState.LOADING)
 

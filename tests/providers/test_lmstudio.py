@@ -111,15 +111,18 @@ def test_lmstudio_falls_back_to_v0_and_remembers_it(wire: Wire, lms: LMStudioPro
     assert first == second
 
 
-def test_lmstudio_api_level_outlives_the_provider_object_and_is_shared_per_host(wire: Wire) -> None:
+def test_lmstudio_api_level_lives_on_the_connection_provider_and_its_views(wire: Wire) -> None:
     _old_host(wire)
     with httpx.Client(base_url=BASE) as client, httpx.Client(base_url=BASE) as status_client:
-        LMStudioProvider(client).host_models()
-        LMStudioProvider(status_client).host_models()
-        other_host_level = LMStudioProvider(httpx.Client(base_url="http://127.0.0.1:1235")).api_level
+        provider = LMStudioProvider(client)
+        provider.host_models()
+        provider.with_client(status_client, provider.limits).host_models()  # the status probes' view
+        provider.with_key("token-for-one-request").host_models()
+        other_connection_level = LMStudioProvider(httpx.Client(base_url=BASE)).api_level
 
-    assert [c.request.url.path for c in wire.calls] == ["/api/v1/models", "/api/v0/models", "/api/v0/models"]
-    assert other_host_level is None
+    assert [c.request.url.path for c in wire.calls] == [
+        "/api/v1/models", "/api/v0/models", "/api/v0/models", "/api/v0/models"]
+    assert other_connection_level is None  # another connection, even to the same host, learns for itself
 
 
 def test_lmstudio_treats_200_unexpected_endpoint_answer_as_a_missing_route(wire: Wire, lms: LMStudioProvider) -> None:

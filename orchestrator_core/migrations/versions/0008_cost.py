@@ -4,7 +4,7 @@ Rows stored before this revision keep a NULL cost ("unknown"): their prices at t
 and a guess would rewrite history. The rollups' new sums start at 0 for the same rows.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-02
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008"
-down_revision: str | None = "0006"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
