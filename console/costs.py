@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from console import views
 from orchestrator_core.budgets import BudgetStatus
 from orchestrator_core.store.prices import ALL_CONNECTIONS, OverrideEntry
 from orchestrator_core.types import OrchestratedResult
@@ -37,7 +38,7 @@ def budget_rows(statuses: Sequence[BudgetStatus]) -> list[dict[str, Any]]:
     return [
         {"connection": "all connections" if s.scope == ALL_CONNECTIONS else s.scope,
          "period": "month" if s.period == "month" else "day (UTC)", "budget USD": s.limit_usd,
-         "spent USD": round(s.spent_usd, 6), "used": f"{min(s.share, 9.99):.0%}", "state": STATE_ICONS[s.state]}
+         "spent USD": _round(s.spent_usd), "used": f"{min(s.share, 9.99):.0%}", "state": STATE_ICONS[s.state]}
         for s in statuses
     ]
 
@@ -55,7 +56,7 @@ def budget_warnings(statuses: Iterable[BudgetStatus]) -> list[str]:
 
 def override_rows(overrides: Sequence[OverrideEntry]) -> list[dict[str, Any]]:
     return [{"model or connection": o.target, "input $/M": o.input_per_mtok, "output $/M": o.output_per_mtok,
-             "cached input $/M": o.cached_input_per_mtok} for o in overrides]
+             "cached input $/M": _round(o.cached_input_per_mtok)} for o in overrides]
 
 
 def spend_rows(rows: Sequence[dict[str, Any]], limit: int | None = None) -> list[dict[str, Any]]:
@@ -72,5 +73,6 @@ def fallback_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
              "saved USD": _round(r["saved_usd"])} for r in rows]
 
 
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 6)
+def _round(value: float | None) -> str:
+    """A dollar figure for a table cell: up to six decimals, "—" when it is unknown (never "None", never 0)."""
+    return views.DASH if value is None else f"{value:.6f}".rstrip("0").rstrip(".")

@@ -381,7 +381,7 @@ def key_rows(keys: Sequence[KeyInfo]) -> list[dict[str, Any]]:
             "Key": k.masked,
             "Source": "environment (read-only)" if k.source == "env" else "stored",
             "Last test": KEY_CHECK_TEXT.get(k.last_test_status, "") if k.last_test_status else "not tested",
-            "Latency ms": _round(k.last_test_latency_ms),
+            "Latency ms": dash(k.last_test_latency_ms, "{:.0f}"),
             "Tested at": local_time(k.last_tested_at),
             "Detail": _short(k.last_test_detail or "", 160),
         }

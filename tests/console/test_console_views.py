@@ -176,7 +176,7 @@ def test_key_rows_show_only_the_mask_and_the_last_test() -> None:
                     last_test_status=KeyCheck.REJECTED, last_test_detail="401", last_test_latency_ms=88.04),
             KeyInfo("env:mistral", "mistral", "MISTRAL_API_KEY", "••••1234", "env")]
     rows = views.key_rows(keys)
-    assert rows[0]["Key"] == "••••cdef" and rows[0]["Last test"] == "❌ rejected" and rows[0]["Latency ms"] == 88.0
+    assert rows[0]["Key"] == "••••cdef" and rows[0]["Last test"] == "❌ rejected" and rows[0]["Latency ms"] == "88"
     assert rows[1]["Source"] == "environment (read-only)" and rows[1]["Last test"] == "not tested"
     assert views.key_option(keys[1]) == "mistral · MISTRAL_API_KEY · ••••1234 (environment)"
     summary = {r["Provider"]: r["Keys"] for r in views.provider_key_rows(keys)}

@@ -103,7 +103,7 @@ def test_testing_a_key_shows_and_persists_the_result(wire: respx.MockRouter, cor
     assert route.calls.last.request.headers["authorization"] == f"Bearer {PLAIN}"
     assert "✅ OK" in at.success[0].value and "2 models listed" in at.success[0].value
     [row] = rows(at)
-    assert row["Last test"] == "✅ OK" and row["Tested at"] and row["Latency ms"] is not None
+    assert row["Last test"] == "✅ OK" and row["Tested at"] and row["Latency ms"] != "—"
     [stored] = core().keys.list()
     assert stored.last_test_status is KeyCheck.OK and stored.last_tested_at is not None
 

@@ -43,13 +43,13 @@ def test_spend_page_sums_spend_lists_unpriced_models_and_warns_of_a_budget(
     assert "`custom:house`" in shown and "unknown cost (never $0)" in shown
     assert "The monthly budget of connection 'openai' is 83% used" in shown
     models = at.dataframe[0].value.to_dict("records")
-    assert models[0]["model"] == "openai:gpt-4o-mini" and models[0]["USD per 1,000 calls"] == 250.0
+    assert models[0]["model"] == "openai:gpt-4o-mini" and models[0]["USD per 1,000 calls"] == "250"
     unpriced = next(r for r in models if r["model"] == "custom:house")
-    assert unpriced["spent USD"] is None or unpriced["spent USD"] != unpriced["spent USD"]  # empty, not 0
+    assert unpriced["spent USD"] == "—"  # unknown, shown as a dash: neither 0 nor "None"
     fallbacks = at.dataframe[1].value.to_dict("records")
     assert fallbacks == [{"fell back from": "openai:gpt-4o", "answered by": "anthropic:claude-3-5-haiku",
-                          "answers": 1, "cost USD": 0.01, "requested model would have cost USD": 0.04,
-                          "saved USD": 0.03}]
+                          "answers": 1, "cost USD": "0.01", "requested model would have cost USD": "0.04",
+                          "saved USD": "0.03"}]
 
 
 def test_spend_page_saves_a_price_override_and_a_budget(wire: respx.MockRouter, core: Callable[[], Orchestrator]) -> None:
