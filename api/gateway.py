@@ -36,7 +36,7 @@ CHAT_ERRORS = openai_errors(400, 401, 402, 403, 404, 409, 429, 502, 503, 504)  #
 async def list_models(request: Request, _: ChatToken, ready: bool = False) -> OpenAIModelList:
     """Every active model in OpenAI's list shape, with its state, then the model groups (owned_by "group", ready
     when a member is); ready=true: only those that can answer now."""
-    statuses, groups = await request.app.state.backend.call(lambda o: (o.manager.list_with_status(), o.groups()))
+    statuses, groups = await request.app.state.backend.call(lambda o: (o.statuses(), o.groups()))
     data = [OpenAIModel(id=s.model_id, owned_by=s.model_id.partition(":")[0], state=s.state.value, ready=s.state.ready)
             for s in statuses if s.state.ready or not ready]
     ready_ids = {s.model_id for s in statuses if s.state.ready}

@@ -10,7 +10,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator_core.errors import ConfigurationError
@@ -63,9 +62,8 @@ async def health(request: Request) -> Response:
     """Database and local hosts reachable? No token needed; says nothing about who signed in or holds a key."""
 
     def check(orch: Orchestrator) -> Health:
-        with orch.db.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        hosts = [{"provider": h.provider, "reachable": h.reachable} for h in orch.manager.hosts()]
+        orch.check_database()
+        hosts = [{"provider": h.provider, "reachable": h.reachable} for h in orch.hosts()]
         return Health.model_validate({"status": "ok", "database": "ok", "hosts": hosts})
 
     try:
@@ -79,19 +77,19 @@ async def health(request: Request) -> Response:
 @router.get("/models", response_model=ModelList, responses=READ)
 async def list_models(request: Request, _: ChatToken, refresh: bool = False) -> ModelList:
     """Every active model with its status; refresh=true asks the hosts again instead of the short cache."""
-    statuses = await _backend(request).call(lambda o: o.manager.list_with_status(force=refresh))
+    statuses = await _backend(request).call(lambda o: o.statuses(force=refresh))
     return ModelList(models=[status_out(s) for s in statuses])
 
 
 @router.get(MODEL + "/status", response_model=ModelStatusOut, responses=READ)
 async def model_status(request: Request, _: ChatToken, model_id: str, refresh: bool = False) -> ModelStatusOut:
-    return status_out(await _backend(request).call(lambda o: o.manager.check_status(model_id, force=refresh)))
+    return status_out(await _backend(request).call(lambda o: o.model_status(model_id, force=refresh)))
 
 
 @router.post(MODEL + "/load", response_model=ModelStatusOut, responses={**READ, **api_errors(409, 502, 504)})
 async def load_model(request: Request, _: AdminToken, model_id: str) -> ModelStatusOut:
     """Start loading a local model; answers at once with state loading (or loaded). Follow with /wait."""
-    return status_out(await _backend(request).call(lambda o: o.manager.load(model_id)))
+    return status_out(await _backend(request).call(lambda o: o.load(model_id)))
 
 
 @router.post(MODEL + "/wait", response_model=ModelStatusOut, responses={**READ, **api_errors(409, 502, 504)})
@@ -99,18 +97,18 @@ async def wait_for_model(request: Request, _: ChatToken, model_id: str,
                          body: WaitBody | None = None) -> ModelStatusOut:
     """Answer once the model is loaded; 504 when timeout_s passes first, 409 when the load failed."""
     timeout = body.timeout_s if body else None
-    return status_out(await _backend(request).call(lambda o: o.manager.wait_for_load(model_id, timeout_s=timeout)))
+    return status_out(await _backend(request).call(lambda o: o.wait_for_load(model_id, timeout_s=timeout)))
 
 
 @router.post(MODEL + "/unload", response_model=ModelStatusOut, responses={**READ, **api_errors(502, 504)})
 async def unload_model(request: Request, _: AdminToken, model_id: str) -> ModelStatusOut:
-    return status_out(await _backend(request).call(lambda o: o.manager.unload(model_id)))
+    return status_out(await _backend(request).call(lambda o: o.unload(model_id)))
 
 
 @router.get(MODEL + "/alternative", response_model=Alternative, responses=READ)
 async def alternative(request: Request, _: ChatToken, model_id: str) -> Alternative:
     """The model a call would fall back to from model_id, and the whole ranking."""
-    ranked = await _backend(request).call(lambda o: o.manager.alternatives(model_id))
+    ranked = await _backend(request).call(lambda o: o.alternatives(model_id))
     return Alternative(model_id=model_id, alternative=ranked[0] if ranked else None, ranked=ranked)
 
 
@@ -118,18 +116,18 @@ async def alternative(request: Request, _: ChatToken, model_id: str) -> Alternat
 async def reset_failures(request: Request, _: AdminToken, body: ResetBody | None = None) -> ResetAnswer:
     """Clear the failure cache for one model, or for all when the body is empty."""
     model_id = body.model_id if body else None
-    return ResetAnswer(cleared=await _backend(request).call(lambda o: o.manager.reset_failed(model_id)))
+    return ResetAnswer(cleared=await _backend(request).call(lambda o: o.reset_cooldowns(model_id)))
 
 
 @router.get("/failures", response_model=FailureList, responses=READ)
 async def failures(request: Request, _: ChatToken) -> FailureList:
-    entries = await _backend(request).call(lambda o: o.manager.failure_list())
+    entries = await _backend(request).call(lambda o: o.cooldowns())
     return FailureList(failures=[failure_out(e) for e in entries])
 
 
 @router.get("/hosts", response_model=HostList, responses=READ)
 async def hosts(request: Request, _: ChatToken, refresh: bool = False) -> HostList:
-    return HostList(hosts=await _backend(request).call(lambda o: o.manager.hosts(force=refresh)))
+    return HostList(hosts=await _backend(request).call(lambda o: o.hosts(force=refresh)))
 
 
 async def metrics_access(request: Request, credentials: Credentials) -> None:

@@ -100,10 +100,10 @@ class _StateCollector(Collector):
         orch = self._orchestrator()
         state = GaugeMetricFamily("orchestrator_model_state", "1 for the current state of each active model.",
                                   labels=["model", "state"])
-        for status in orch.manager.list_with_status():
+        for status in orch.statuses():
             state.add_metric([status.model_id, status.state.value], 1.0)
         yield state
         yield GaugeMetricFamily("orchestrator_cooldowns_active", "Models in cooldown now.",
-                                value=len(orch.failures.active()))
+                                value=orch.active_cooldowns())
         yield GaugeMetricFamily("orchestrator_metric_rows_queued", "call_metrics rows waiting to be written.",
                                 value=orch.metrics.queued)

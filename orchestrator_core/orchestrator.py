@@ -359,6 +359,30 @@ class Orchestrator:
     def cooldowns(self) -> list[FailureEntry]:
         return self.manager.failure_list()
 
+    def active_cooldowns(self) -> int:
+        """How many models are cooling down now (from memory: no query when nothing changed)."""
+        return len(self.failures.active())
+
+    def alternatives(self, model_id: str) -> list[str]:
+        """Every model a call to model_id would fall back to, best first, as a call ranks them: never a
+        connection whose budget is spent. Ranked by priority (RANKING=cost needs a request's size)."""
+        return self.manager.alternatives(model_id, exclude_providers=self.over_budget_connections())
+
+    def over_budget_connections(self) -> set[str]:
+        """Connections fallback must not pick: their budget, or the overall one, is spent."""
+        try:
+            blocked = self.budgets.blocked_connections()
+        except Exception:
+            log.warning("could not read the budgets", exc_info=True)
+            return set()
+        if ALL_CONNECTIONS in blocked:  # the overall budget: every hosted connection (local ones cost 0)
+            return {c.name for c in self.connection_store.list() if not c.local}
+        return set(blocked)
+
+    def check_database(self) -> None:
+        """One round trip to the database; raises (SQLAlchemyError) when it does not answer."""
+        self.db.ping()
+
     def cooldown(self, model_id: str) -> FailureEntry | None:
         """The model's cooldown, or None when it is not cooling down."""
         return self.failures.get(model_id)
@@ -738,15 +762,7 @@ class _Call:
         return False
 
     def over_budget(self) -> set[str]:
-        """Connections fallback must not pick: their budget, or the overall one, is spent."""
-        try:
-            blocked = self.orch.budgets.blocked_connections()
-        except Exception:
-            log.warning("could not read the budgets", exc_info=True)
-            return set()
-        if ALL_CONNECTIONS in blocked:  # the overall budget: every hosted connection (local ones cost 0)
-            return {c.name for c in self.orch.connection_store.list() if not c.local}
-        return set(blocked)
+        return self.orch.over_budget_connections()
 
     def cost_of(self) -> Callable[[str], float | None] | None:
         """RANKING=cost: a model's estimated cost for this request's size; None with RANKING=priority."""

@@ -268,6 +268,20 @@ def test_spent_budget_makes_fallback_skip_that_connection(orch: Orchestrator, wi
     assert result.cost_usd == 0.0
 
 
+def test_the_alternatives_verb_leaves_out_a_spent_connection_as_a_call_does(orch: Orchestrator,
+                                                                            wire: respx.MockRouter) -> None:
+    wire.post(f"{OPENAI}/chat/completions").respond(json=openai_answer(10, 10, cached=0))
+    wire.get(f"{LMSTUDIO}/api/v1/models").respond(json={"models": []})
+    orch.registry.add("openai:gpt-4o-mini", priority=1)
+    orch.registry.add("lmstudio:qwen", priority=50)
+    assert "openai:gpt-4o-mini" in orch.alternatives("anthropic:claude-sonnet-4-5")
+    orch.pricing.set_override("openai:*", 1e6, 1e6)
+    orch.pricing.set_budget("openai", "day", 1.0)
+    orch.chat("openai:gpt-4o-mini", HELLO)
+    rows(orch)
+    assert "openai:gpt-4o-mini" not in orch.alternatives("anthropic:claude-sonnet-4-5")  # what /alternative shows
+
+
 def test_budget_status_warns_past_80_percent(orch: Orchestrator, wire: respx.MockRouter) -> None:
     wire.post(f"{OPENAI}/chat/completions").respond(json=openai_answer(1_000_000, 0, cached=0))
     orch.pricing.set_override("openai:gpt-4o-mini", 0.85, 0.0)

@@ -114,6 +114,11 @@ class Database:
         with self._sessions.begin() as session:
             yield session
 
+    def ping(self) -> None:
+        """One round trip (SELECT 1); raises SQLAlchemyError when the database does not answer."""
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
