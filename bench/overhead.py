@@ -129,6 +129,8 @@ def first_call_trial(base: str) -> None:
         if orch.warming is not None:
             orch.warming.result()  # an app starts well before its first failure: its warm-up has ended
         time.sleep(0.5)  # and the caches' freshness window has passed, as it has in a running app
+        orch.registry.list()  # build() changed the registry after the warm-up: a running app has listed it since
+        time.sleep(0.5)
         orch.factory.client("openai")  # the client exists: the connect alone is timed, not building it
         refused = interleaved({"refused": lambda: _refused(orch)}, 1)
         first = interleaved({"first": lambda: orch.chat(DEAD, MESSAGES)}, 1)

@@ -48,6 +48,8 @@ def wire() -> Iterator[respx.MockRouter]:
 def orch(db_url: str, wire: respx.MockRouter) -> Iterator[Orchestrator]:
     o = Orchestrator.from_settings(settings(db_url, env_keys=KEYS, local_hosts=("lmstudio", "ollama")))
     o.registry.add("lmstudio:qwen", priority=50)
+    assert o.warming is not None
+    o.warming.result(timeout=30)  # its reads poll the counters too: done before a test moves the clock
     yield o
     o.close()
 

@@ -14,16 +14,18 @@ writes what is left, waiting a bounded time, and logs what it could not write.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Insert, Select, Table, case, delete, select
-from sqlalchemy.exc import IntegrityError, InternalError, OperationalError
+from sqlalchemy.exc import IntegrityError, InternalError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ..errors import DatabaseBusyError, DatabaseError
@@ -37,6 +39,9 @@ MAX_MESSAGE_LEN = 1000
 AREA = "failures"
 RETRY_FIRST_S = 1.0  # a cooldown that could not be written is retried after this, doubling up to RETRY_MAX_S
 RETRY_MAX_S = 30.0
+# A failure is written this long after it was recorded (several of one fallback chain in one transaction);
+# other processes poll every generations.FRESHNESS_S anyway.
+WRITE_DELAY_S = 0.05
 CLOSE_WAIT_S = 5.0  # close() waits at most this long for the cooldowns still in memory to be written
 CLOSE_RETRY_S = 0.1  # while closing, a refused write is retried this often
 # Failures worth keeping a cooldown in memory for: locked, read-only, disk full, connection lost.
@@ -97,6 +102,7 @@ class FailureCache:
         self._warned = False
         self._writer: threading.Thread | None = None
         self._wake = threading.Event()
+        self._hurry = threading.Event()  # flush() and close(): write now, not after WRITE_DELAY_S
         self._closing_until: float | None = None  # set by close(): the writer's last moment to try
 
     def record(self, model_id: str, error_kind: str, message: str, cooldown_s: float, now: When = None) -> FailureEntry:
@@ -128,8 +134,8 @@ class FailureCache:
         return entry or failure.merged(None)  # failure is among them: never None
 
     def warm(self) -> None:
-        """Start the writer and rehearse its write, rolled back, so that the first real one costs what every
-        later one does. Best effort: a busy or read-only database is left alone."""
+        """Start the writer, rehearse its write (rolled back, so that the first real one costs what every later
+        one does) and load the rows. Best effort: a busy or read-only database is left alone."""
         self._start_writer()
         at = _as_datetime(None)
         probe = {"model_id": _REHEARSED, "error_kind": "rehearsal", "message": "", "since": at, "until": at,
@@ -141,6 +147,10 @@ class FailureCache:
                 s.execute(_ALL).all()
         except Exception:  # a rehearsal that fails changes nothing; the real write reports its own failure
             log.debug("could not rehearse the cooldown write", exc_info=True)
+        try:
+            self._rows()  # loaded here, not by the first call that asks
+        except SQLAlchemyError:
+            log.debug("could not load the failure cache", exc_info=True)
 
     def active(self, now: When = None) -> dict[str, FailureEntry]:
         """Models still cooling down, by model id."""
@@ -182,6 +192,7 @@ class FailureCache:
     def flush(self, timeout_s: float = CLOSE_WAIT_S) -> bool:
         """Wait (at most timeout_s) until every recorded failure is in the database; False if some are not."""
         deadline = time.monotonic() + timeout_s
+        self._hurry.set()
         self._wake.set()
         with self._lock:
             while self._unwritten:
@@ -196,6 +207,7 @@ class FailureCache:
     def close(self, timeout_s: float = CLOSE_WAIT_S) -> None:
         """Write the cooldowns still in memory (waiting at most timeout_s), then stop the writer; log the rest."""
         self._closing_until = time.monotonic() + timeout_s
+        self._hurry.set()
         self._wake.set()
         with self._lock:  # _start_writer() assigns and starts it under the lock
             writer = self._writer
@@ -231,8 +243,11 @@ class FailureCache:
 
     # -- writing (the writer thread) ---------------------------------------------------------------
     def _start_writer(self) -> None:
+        if self._writer is not None and self._closing_until is None:
+            return  # running: it only ends once close() asked it to (is_alive() costs a lock on every failure)
         with self._lock:
             if self._writer is None or not self._writer.is_alive():
+                _WRITING.add(self)
                 self._writer = threading.Thread(target=self._write_loop, name="failure-cache-writer", daemon=True)
                 self._writer.start()
 
@@ -241,6 +256,9 @@ class FailureCache:
         while True:
             self._wake.wait(delay)
             self._wake.clear()
+            if delay is None:  # let the call that met the failure go on alone: the write would share its GIL
+                self._hurry.wait(WRITE_DELAY_S)
+            self._hurry.clear()
             closing_until = self._closing_until
             written = self._write_pending()
             if closing_until is not None and (written or time.monotonic() >= closing_until):
@@ -311,6 +329,17 @@ class FailureCache:
             row.error_kind, row.message = values["error_kind"], values["message"]
             row.until = max(row.until, values["until"])
             row.failure_count += 1
+
+
+_WRITING: weakref.WeakSet[FailureCache] = weakref.WeakSet()  # caches whose writer ran: close()d at exit
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """A process that exits without close() (a script, a CLI command) still writes its cooldowns."""
+    for cache in list(_WRITING):
+        if cache.unwritten:
+            cache.close()
 
 
 def _merge(current: Any, new: Any) -> dict[str, Any]:

@@ -54,12 +54,14 @@ def test_another_process_cooldown_reset_key_and_model_are_seen_within_the_freshn
     failures, registry = FailureCache(db), ModelRegistry(db)
     keys = KeyStore(db, Fernet(SECRET.encode()))
     failures.record("openai:a", "timeout", "slow", 600)
-    assert failures.get("openai:a") is not None  # loaded after this process's own write
+    assert failures.flush(timeout_s=30) and failures.get("openai:a") is not None  # written, then reset there
     assert keys.secret_for("openai") is None and registry.get("custom:new") is None
 
     run_other_process(db_url, f"""
         FailureCache(db).reset("openai:a")
-        FailureCache(db).record("openai:b", "rate_limit", "429", 600)
+        theirs = FailureCache(db)
+        theirs.record("openai:b", "rate_limit", "429", 600)
+        theirs.close()
         KeyStore(db, Fernet({SECRET!r}.encode())).add("openai", "work", "sk-from-the-other-process-0123")
         ModelRegistry(db).add("custom:new")
     """)
@@ -264,3 +266,11 @@ def statements_on_this_thread(db: Database) -> list[str]:
 
     event.listen(db.engine, "before_cursor_execute", note)
     return seen
+
+
+def test_a_process_that_exits_without_close_still_writes_its_cooldown(db_url: str, db: Database) -> None:
+    run_other_process(db_url, """
+        FailureCache(db).record("openai:a", "timeout", "slow", 600)
+    """)
+    entry = FailureCache(db).get("openai:a")
+    assert entry is not None and entry.error_kind == "timeout"
