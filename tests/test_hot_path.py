@@ -58,6 +58,7 @@ def orch(db_url: str, wire: respx.MockRouter) -> Iterator[Orchestrator]:
 def clock(orch: Orchestrator) -> Clock:
     fake = Clock()
     generations_for(orch.db)._clock = fake
+    generations_for(orch.db).refresh()  # the warm-up polled on the real clock
     orch.manager._clock = fake
     return fake
 
