@@ -223,10 +223,10 @@ def run(orch: Orchestrator, base: str, args: argparse.Namespace) -> None:
         first = first_calls(base, args.first_trials)
         med = {name: statistics.median(ms) for name, ms in first.items()}
         print(f"2. dead primary (connection refused), live backup; load average {os.getloadavg()[0]:.1f}")
-        print(f"   first call of a process (refused connect, cooldown written, fallback), median of {args.first_trials} "
+        print(f"   first call of a process (refused connect, cooldown recorded, fallback), median of {args.first_trials} "
               f"fresh processes: {med['first']:6.3f} ms   (min {min(first['first']):.3f}, max {max(first['first']):.3f})")
         print(f"     = a refused connect alone {med['refused']:.3f} ms + the backup's call {med['backup']:.3f} ms "
-              f"+ {med['first'] - med['refused'] - med['backup']:.3f} ms for the rest (cooldown write, ranking, metrics)")
+              f"+ {med['first'] - med['refused'] - med['backup']:.3f} ms for the rest (cooldown kept in memory, ranking, metrics, the counter read)")
         print(f"     CPU of the calling thread: {med['first_cpu']:.3f} ms = refused {med['refused_cpu']:.3f} + backup "
               f"{med['backup_cpu']:.3f} + rest {med['first_cpu'] - med['refused_cpu'] - med['backup_cpu']:.3f} ms "
               "(on a busy machine the wall figures wait for a core; these do not)")
