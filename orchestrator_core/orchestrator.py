@@ -134,12 +134,17 @@ class Orchestrator:
         self._pool = ThreadPoolExecutor(max_workers=POOL_THREADS, thread_name_prefix="orchestrator")
         # Off the hot path: the pool's first thread starts now and the cooldown write is compiled, so the
         # first call past a dead host pays its refused connect, not ~10 ms of set-up. (Done when it resolves.)
-        self.warming: Future[None] | None = self._pool.submit(self.failures.warm) if warm_up else None
+        self.warming: Future[None] | None = self._pool.submit(self._warm_up) if warm_up else None
         self.manager = ModelManager(settings, self.factory, self.registry, self.failures, self._model_stats,
                                     pool=self._pool, key_rejected=self.keys.rejected)
         self._stats_cache: tuple[float, dict[str, tuple[float, float]]] | None = None
         self._stats_wanted = False
         self._stats_refreshing = threading.Lock()
+
+    def _warm_up(self) -> None:
+        """Start the cooldown writer, rehearse its write and load what the first fallback ranks (the registry)."""
+        self.failures.warm()
+        self.registry.list()
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, *, check_writable: bool = True) -> Orchestrator:

@@ -48,6 +48,8 @@ def wire() -> Iterator[respx.MockRouter]:
 def orch(db_url: str, wire: respx.MockRouter) -> Iterator[Orchestrator]:
     o = Orchestrator.from_settings(settings(db_url, env_keys=KEYS, local_hosts=("lmstudio", "ollama")))
     o.registry.add("lmstudio:qwen", priority=50)
+    assert o.warming is not None
+    o.warming.result(timeout=30)  # its reads poll the counters too: done before a test moves the clock
     yield o
     o.close()
 
@@ -56,7 +58,7 @@ def orch(db_url: str, wire: respx.MockRouter) -> Iterator[Orchestrator]:
 def clock(orch: Orchestrator) -> Clock:
     fake = Clock()
     generations_for(orch.db)._clock = fake
-    generations_for(orch.db).refresh()  # a read before the swap (registry.add checks the connection) was on the real clock
+    generations_for(orch.db).refresh()  # reads before the swap (the warm-up, registry.add's connection check) ran on the real clock
     orch.manager._clock = fake
     return fake
 
@@ -131,18 +133,40 @@ def test_a_fallback_past_a_cooling_model_asks_no_host_and_starts_no_thread(
 def test_the_first_cooldown_write_after_start_compiles_no_statement(orch: Orchestrator) -> None:
     assert orch.warming is not None
     orch.warming.result(timeout=30)
-    caller = threading.get_ident()
     hits: list[CacheStats] = []
 
     def note(_conn: Any, _cursor: Any, _statement: str, _params: Any, context: Any, _many: bool) -> None:
-        if threading.get_ident() == caller:
+        if threading.current_thread().name == "failure-cache-writer":
             hits.append(context.cache_hit)
 
     event.listen(orch.db.engine, "after_cursor_execute", note)
     orch.manager.record_failure("openai:gpt-4.1-mini", ProviderUnavailableError("down", provider="openai"))
+    assert orch.failures.flush(timeout_s=30)
 
     assert hits and set(hits) == {CacheStats.CACHE_HIT}  # the start-up rehearsal compiled every one of them
     assert [e.model_id for e in orch.failures.all()] == ["openai:gpt-4.1-mini"]  # and kept nothing
+
+
+def test_a_failed_call_leaves_its_cooldown_write_and_the_reload_to_the_writer_thread(
+    orch: Orchestrator, wire: respx.MockRouter, clock: Clock
+) -> None:
+    wire.post(f"{OPENAI}/chat/completions").mock(side_effect=httpx.ConnectError("refused"))
+    wire.post(f"{ANTHROPIC}/v1/messages").respond(json=CLAUDE_ANSWER)
+    wire.get(f"{LMSTUDIO}/api/v1/models").respond(json=lmstudio_models({}))
+    wire.get(f"{OLLAMA}/api/ps").respond(json={"models": []})
+    wire.get(f"{OLLAMA}/api/tags").respond(json={"models": []})
+    orch.chat("anthropic:claude-haiku-4-5", HELLO)  # warm: caches loaded, as in a running app
+    orch.registry.list()
+    seen = statements_on_this_thread(orch)
+
+    assert orch.chat("openai:gpt-4.1-mini", HELLO).model_id == "anthropic:claude-haiku-4-5"
+    assert orch.failures.flush(timeout_s=30)  # the writer has written it, and taken the rows back
+    again = orch.chat("openai:gpt-4.1-mini", HELLO)
+
+    assert [" ".join(s.split()[:4]) for s in seen] == []  # no write on the calling thread, no reload after it
+    assert [a.outcome for a in again.attempts] == ["skipped", "ok"]  # honoured, and in the database:
+    with orch.db.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT model_id FROM model_failures").scalars().all() == ["openai:gpt-4.1-mini"]
 
 
 def test_the_rehearsed_cooldown_write_keeps_no_row_and_changes_no_counter(db_url: str) -> None:

@@ -4,29 +4,34 @@ It lives in the database, so every process on the same database (console, CLI, w
 same models. One row per model, kept from its first failure until ``reset`` (a success should reset
 it): ``failure_count`` counts failures since then, so a caller can lengthen the cooldown each time.
 
-Reads are served from memory: the rows are reloaded only when a write changed them, in this process
-(seen at once) or in another (seen within ``generations.FRESHNESS_S``). A cooldown that cannot be
-written (the database locked past its busy timeout, or read-only) is kept in memory, honoured here, and
-written later: with the next write that succeeds, or by a background retry.
+Reads are served from memory: the rows are reloaded only when another process changed them (seen
+within ``generations.FRESHNESS_S``). A failure is kept in memory at once, honoured by this process, and
+written by the cache's writer thread a moment later, in the order recorded; the writer takes the rows
+back in the same transaction, so its own write causes no reload. A cooldown the database does not take
+(locked past its busy timeout, or read-only) stays in memory and is retried, backing off; close()
+writes what is left, waiting a bounded time, and logs what it could not write.
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import threading
+import time
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Insert, Select, Table, bindparam, case, delete, select
-from sqlalchemy.exc import IntegrityError, InternalError, OperationalError
+from sqlalchemy import Insert, Select, Table, case, delete, select
+from sqlalchemy.exc import IntegrityError, InternalError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ..errors import DatabaseBusyError, DatabaseError
 from .db import Database, upsert_insert
 from .generations import Generations, Token, generations_for
-from .tables import ModelFailure
+from .tables import CacheGeneration, ModelFailure
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +39,17 @@ MAX_MESSAGE_LEN = 1000
 AREA = "failures"
 RETRY_FIRST_S = 1.0  # a cooldown that could not be written is retried after this, doubling up to RETRY_MAX_S
 RETRY_MAX_S = 30.0
+# A failure is written this long after it was recorded (several of one fallback chain in one transaction);
+# other processes poll every generations.FRESHNESS_S anyway.
+WRITE_DELAY_S = 0.05
+CLOSE_WAIT_S = 5.0  # close() waits at most this long for the cooldowns still in memory to be written
+CLOSE_RETRY_S = 0.1  # while closing, a refused write is retried this often
 # Failures worth keeping a cooldown in memory for: locked, read-only, disk full, connection lost.
 _NOT_WRITTEN = (OperationalError, InternalError, DatabaseError, DatabaseBusyError)
 
 _TABLE = cast(Table, ModelFailure.__table__)
 _ALL = select(_TABLE).order_by(_TABLE.c.until.desc())
-_ONE = select(_TABLE).where(_TABLE.c.model_id == bindparam("one_model_id"))
+_GENERATION = select(CacheGeneration.generation).where(CacheGeneration.area == AREA)
 _REHEARSED = "rehearsal:never-stored"  # the model id of warm()'s rolled-back write
 
 When = datetime | float | None  # an aware datetime, epoch seconds, or None for now
@@ -86,14 +96,21 @@ class FailureCache:
         self._generations = generations or generations_for(db)
         self._loaded: tuple[Token, dict[str, FailureEntry]] | None = None
         self._lock = threading.Lock()
-        self._unwritten: list[_Unwritten] = []
-        self._in_flight: set[_Unwritten] = set()  # unwritten failures a write is taking to the database now
+        self._written_cv = threading.Condition(self._lock)  # notified whenever failures reach the database
+        self._unwritten: list[_Unwritten] = []  # oldest first: the writer keeps their order
+        self._writing = threading.Lock()  # held by the writer while it writes, and by reset()
         self._warned = False
-        self._retrier: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._writer: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._hurry = threading.Event()  # flush() and close(): write now, not after WRITE_DELAY_S
+        self._closing_until: float | None = None  # set by close(): the writer's last moment to try
 
     def record(self, model_id: str, error_kind: str, message: str, cooldown_s: float, now: When = None) -> FailureEntry:
-        """Note a failure: the model is skipped until max(current until, now + cooldown)."""
+        """Note a failure: the model is skipped until max(current until, now + cooldown).
+
+        This process honours it at once; the writer thread takes it to the database a moment later
+        (other processes see it then), so the call that met the failure runs no SQL for it.
+        """
         at = _as_datetime(now)
         failure = _Unwritten({
             "model_id": model_id,
@@ -103,29 +120,37 @@ class FailureCache:
             "until": at + timedelta(seconds=max(0.0, cooldown_s)),
             "failure_count": 1,
         })
-        earlier = self._claim()
-        try:
-            return self._write([*earlier, failure])
-        except _NOT_WRITTEN as exc:
-            self._release(earlier)
-            self._keep(failure, exc)
+        with self._lock:
+            self._unwritten.append(failure)
+            loaded, unwritten = self._loaded, list(self._unwritten)
+        self._start_writer()
+        self._wake.set()
+        if loaded is None:
             return self._rows()[model_id]
-        except BaseException:
-            self._release(earlier)
-            raise
+        entry = loaded[1].get(model_id)
+        for earlier in unwritten:
+            if earlier.values["model_id"] == model_id:
+                entry = earlier.merged(entry)
+        return entry or failure.merged(None)  # failure is among them: never None
 
     def warm(self) -> None:
-        """Rehearse a cooldown write, rolled back, so that the first real one (inside the call that met the
-        failure) costs what every later one does. Best effort: a busy or read-only database is left alone."""
+        """Start the writer, rehearse its write (rolled back, so that the first real one costs what every later
+        one does) and load the rows. Best effort: a busy or read-only database is left alone."""
+        self._start_writer()
         at = _as_datetime(None)
         probe = {"model_id": _REHEARSED, "error_kind": "rehearsal", "message": "", "since": at, "until": at,
                  "failure_count": 1}
         try:
             with self._generations.rehearsal(AREA) as s:
                 self._upsert(s, probe)
-                s.execute(_ONE, {"one_model_id": _REHEARSED}).one()
+                s.execute(_GENERATION).scalar_one()
+                s.execute(_ALL).all()
         except Exception:  # a rehearsal that fails changes nothing; the real write reports its own failure
             log.debug("could not rehearse the cooldown write", exc_info=True)
+        try:
+            self._rows()  # loaded here, not by the first call that asks
+        except SQLAlchemyError:
+            log.debug("could not load the failure cache", exc_info=True)
 
     def active(self, now: When = None) -> dict[str, FailureEntry]:
         """Models still cooling down, by model id."""
@@ -142,16 +167,20 @@ class FailureCache:
         return sorted(self._rows().values(), key=lambda e: e.until, reverse=True)
 
     def reset(self, model_id: str | None = None) -> int:
-        """Forget one model's failures, or all of them; returns how many rows were cleared."""
+        """Forget one model's failures, or all of them; returns how many rows were cleared.
+
+        It waits for a cooldown write under way, so a failure recorded before the reset never lands after it.
+        """
         query = delete(ModelFailure)
         if model_id is not None:
             query = query.where(ModelFailure.model_id == model_id)
-        stored = set(self._loaded[1]) if self._loaded else set()
-        with self._generations.writing(AREA) as s:
-            cleared = int(s.connection().execute(query).rowcount or 0)
-        with self._lock:
-            dropped = {u.values["model_id"] for u in self._unwritten if model_id in (None, u.values["model_id"])}
-            self._unwritten = [u for u in self._unwritten if u.values["model_id"] not in dropped]
+        with self._writing:
+            stored = set(self._loaded[1]) if self._loaded else set()
+            with self._generations.writing(AREA) as s:
+                cleared = int(s.connection().execute(query).rowcount or 0)
+            with self._lock:
+                dropped = {u.values["model_id"] for u in self._unwritten if model_id in (None, u.values["model_id"])}
+                self._unwritten = [u for u in self._unwritten if u.values["model_id"] not in dropped]
         return cleared + len(dropped - stored)  # a model only in memory was cleared too
 
     @property
@@ -160,15 +189,35 @@ class FailureCache:
         with self._lock:
             return len(self._unwritten)
 
-    def close(self) -> None:
-        """Stop retrying; a cooldown still not written is logged (it only lasts minutes anyway)."""
-        self._stop.set()
-        retrier = self._retrier
-        if retrier is not None:
-            retrier.join(5.0)
-        if self.unwritten:
-            log.warning("%d model cooldown(s) could not be written to the database before shutdown; "
-                        "other processes did not see them.", self.unwritten)
+    def flush(self, timeout_s: float = CLOSE_WAIT_S) -> bool:
+        """Wait (at most timeout_s) until every recorded failure is in the database; False if some are not."""
+        deadline = time.monotonic() + timeout_s
+        self._hurry.set()
+        self._wake.set()
+        with self._lock:
+            while self._unwritten:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._written_cv.wait(left):
+                    return False
+        if not self._writing.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            return False  # a write is still under way
+        self._writing.release()
+        return not self.unwritten
+
+    def close(self, timeout_s: float = CLOSE_WAIT_S) -> None:
+        """Write the cooldowns still in memory (waiting at most timeout_s), then stop the writer; log the rest."""
+        self._closing_until = time.monotonic() + timeout_s
+        self._hurry.set()
+        self._wake.set()
+        with self._lock:  # _start_writer() assigns and starts it under the lock
+            writer = self._writer
+        if writer is not None:
+            writer.join(timeout_s)
+        with self._lock:
+            left = sorted({u.values["model_id"] for u in self._unwritten})
+        if left:
+            log.warning("%d model cooldown(s) could not be written to the database before shutdown (%s); "
+                        "other processes did not see them.", len(left), ", ".join(left))
 
     # -- memory ------------------------------------------------------------------------------------
     def _rows(self) -> dict[str, FailureEntry]:
@@ -192,67 +241,78 @@ class FailureCache:
         with self.db.engine.connect() as conn:
             return [FailureEntry(**row._mapping) for row in conn.execute(query)]
 
-    # -- writing -----------------------------------------------------------------------------------
-    def _write(self, failures: list[_Unwritten]) -> FailureEntry:
-        """Write failures in one transaction (earlier unwritten ones first); the entry of the last one."""
-        with self._generations.writing(AREA) as s:
+    # -- writing (the writer thread) ---------------------------------------------------------------
+    def _start_writer(self) -> None:
+        if self._writer is not None and self._closing_until is None:
+            return  # running: it only ends once close() asked it to (is_alive() costs a lock on every failure)
+        with self._lock:
+            if self._writer is None or not self._writer.is_alive():
+                _WRITING.add(self)
+                self._writer = threading.Thread(target=self._write_loop, name="failure-cache-writer", daemon=True)
+                self._writer.start()
+
+    def _write_loop(self) -> None:
+        delay: float | None = None  # None: wait for the next failure; a number: retry after it
+        while True:
+            self._wake.wait(delay)
+            self._wake.clear()
+            if delay is None:  # let the call that met the failure go on alone: the write would share its GIL
+                self._hurry.wait(WRITE_DELAY_S)
+            self._hurry.clear()
+            closing_until = self._closing_until
+            written = self._write_pending()
+            if closing_until is not None and (written or time.monotonic() >= closing_until):
+                return
+            if written:
+                delay = None
+            elif closing_until is not None:
+                delay = CLOSE_RETRY_S
+            else:
+                delay = min(delay * 2, RETRY_MAX_S) if delay else RETRY_FIRST_S
+
+    def _write_pending(self) -> bool:
+        """Write every unwritten failure in one transaction, oldest first; False if the database refused."""
+        with self._writing:
+            with self._lock:
+                failures = list(self._unwritten)
+            if not failures:
+                return True
+            try:
+                self._write(failures)
+            except _NOT_WRITTEN as exc:
+                self._refused(failures[-1], exc)
+                return False
+            except Exception:
+                log.warning("Failure cache: could not write the cooldowns kept in memory", exc_info=True)
+                return False
+        return True
+
+    def _write(self, failures: list[_Unwritten]) -> None:
+        """Write failures and take the rows back in the same transaction: this process then need not reload
+        the rows its own write changed (the bump of the generation is its own too)."""
+        with self.db.session() as s:
             for failure in failures:
                 self._upsert(s, failure.values)
-            row = s.execute(_ONE, {"one_model_id": failures[-1].values["model_id"]}).one()
-            entry = FailureEntry(**row._mapping)
-        self._written(failures)
-        return entry
-
-    def _claim(self) -> list[_Unwritten]:
-        """The unwritten failures no other write is taking yet, now taken by the caller."""
+            self._generations.bump(s.connection(), AREA)
+            generation = int(s.execute(_GENERATION).scalar_one())
+            rows = {e.model_id: e for e in (FailureEntry(**row._mapping) for row in s.execute(_ALL))}
         with self._lock:
-            free = [u for u in self._unwritten if u not in self._in_flight]
-            self._in_flight.update(free)
-        return free
-
-    def _release(self, failures: list[_Unwritten]) -> None:
-        with self._lock:
-            self._in_flight.difference_update(failures)
-
-    def _written(self, failures: list[_Unwritten]) -> None:
-        with self._lock:
-            before = len(self._unwritten)
+            self._loaded = (self._generations.wrote(AREA, generation), rows)
             self._unwritten = [u for u in self._unwritten if u not in failures]
-            self._in_flight.difference_update(failures)
-            caught_up = before > 0 and not self._unwritten
+            caught_up = self._warned and not self._unwritten
+            if caught_up:
+                self._warned = False
+            self._written_cv.notify_all()
         if caught_up:
             log.info("Failure cache: the cooldowns kept in memory are now written to the database.")
-            self._warned = False
 
-    def _keep(self, failure: _Unwritten, exc: Exception) -> None:
+    def _refused(self, failure: _Unwritten, exc: Exception) -> None:
         with self._lock:
-            self._unwritten.append(failure)
             warn, self._warned = not self._warned, True
-            if self._retrier is None or not self._retrier.is_alive():
-                self._retrier = threading.Thread(target=self._retry, name="failure-cache-retry", daemon=True)
-                self._retrier.start()
         if warn:
             log.warning("Could not write the cooldown of %s to the database (%s); it is kept in memory, honoured "
                         "by this process and written when the database takes writes again.",
                         failure.values["model_id"], _first_line(exc))
-
-    def _retry(self) -> None:
-        delay = RETRY_FIRST_S
-        while not self._stop.wait(delay):
-            if not self.unwritten:
-                return
-            failures = self._claim()
-            if not failures:
-                continue  # a record() is writing them right now
-            try:
-                self._write(failures)
-            except _NOT_WRITTEN:
-                self._release(failures)
-                delay = min(delay * 2, RETRY_MAX_S)
-            except Exception:
-                self._release(failures)
-                log.warning("Failure cache: giving up writing kept cooldowns", exc_info=True)
-                return
 
     def _upsert(self, s: Session, values: dict[str, Any]) -> None:
         table = _TABLE
@@ -269,6 +329,17 @@ class FailureCache:
             row.error_kind, row.message = values["error_kind"], values["message"]
             row.until = max(row.until, values["until"])
             row.failure_count += 1
+
+
+_WRITING: weakref.WeakSet[FailureCache] = weakref.WeakSet()  # caches whose writer ran: close()d at exit
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """A process that exits without close() (a script, a CLI command) still writes its cooldowns."""
+    for cache in list(_WRITING):
+        if cache.unwritten:
+            cache.close()
 
 
 def _merge(current: Any, new: Any) -> dict[str, Any]:

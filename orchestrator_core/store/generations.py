@@ -114,6 +114,14 @@ class Generations:
         """Bump area's database counter inside conn's transaction; call changed() once it has ended."""
         conn.execute(_BUMP, {"bump_area": area})
 
+    def wrote(self, area: str, generation: int) -> Token:
+        """After a commit that bumped area's database counter to generation: the token this process's caches
+        now hold, so the writer's own change reloads nothing (changed() without a poll)."""
+        with _COUNTERS_LOCK:
+            self._local[area] += 1
+            self._remote = {**self._remote, area: max(self._remote.get(area, 0), generation)}
+            return self._remote[area], self._local[area]
+
     def changed(self, area: str) -> None:
         """Tell every cache of this process on this database that area changed."""
         with _COUNTERS_LOCK:

@@ -89,6 +89,10 @@ def test_a_cooldown_set_by_one_worker_is_honoured_by_another(workers: tuple[Work
     body = {"model": "custom:dead", "messages": HELLO}
     first = httpx.post(f"{a.url}/v1/chat/completions", json=body, headers=headers, timeout=10)
     assert first.status_code == 503 and first.json()["error"]["code"] == "unavailable"
+    deadline = time.monotonic() + 30  # the first worker's writer takes the cooldown to the database a moment later
+    while not httpx.get(f"{b.url}/api/failures", headers=headers, timeout=10).json()["failures"]:
+        assert time.monotonic() < deadline, "the second worker never saw the cooldown"
+        time.sleep(0.02)
 
     second = httpx.post(f"{b.url}/v1/chat/completions", json=body, headers=headers, timeout=10)
     assert second.status_code == 503

@@ -61,7 +61,9 @@ def test_concurrent_records_of_one_model_make_one_row(db_url: str, db: Database)
     def fail(database: Database) -> None:
         barrier.wait()
         try:
-            FailureCache(database).record("openai:a", "unavailable", "503", 60, now=T0)
+            cache = FailureCache(database)
+            cache.record("openai:a", "unavailable", "503", 60, now=T0)
+            assert cache.flush(timeout_s=30)
         except BaseException as exc:
             errors.append(exc)
 
@@ -92,7 +94,9 @@ def test_reset_clears_one_model_or_all(db: Database) -> None:
 
 def test_the_cache_is_shared_through_the_database(db_url: str, db: Database) -> None:
     other_process = Database.open(db_url)
-    FailureCache(other_process).record("openai:a", "auth", "401", 60)
+    theirs = FailureCache(other_process)
+    theirs.record("openai:a", "auth", "401", 60)
+    assert theirs.flush(timeout_s=30)
     entry = FailureCache(db).get("openai:a")
     assert entry is not None and entry.active and entry.error_kind == "auth"
     other_process.dispose()
@@ -115,5 +119,7 @@ def test_databases_without_upsert_fall_back_to_insert_then_update(
 
 def test_a_model_id_of_the_full_255_characters_cools_down(db: Database) -> None:
     longest = "openai:" + "m" * (255 - len("openai:"))
-    FailureCache(db).record(longest, "timeout", "slow", 60, now=T0)
+    cache = FailureCache(db)
+    cache.record(longest, "timeout", "slow", 60, now=T0)
+    assert cache.flush(timeout_s=30)
     assert set(FailureCache(db).active(now=T0)) == {longest}

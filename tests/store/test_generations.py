@@ -7,12 +7,15 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
+from sqlalchemy import event
 
 from orchestrator_core.store import Database, FailureCache, KeyStore, ModelRegistry
 from orchestrator_core.store import db as db_module
@@ -51,12 +54,14 @@ def test_another_process_cooldown_reset_key_and_model_are_seen_within_the_freshn
     failures, registry = FailureCache(db), ModelRegistry(db)
     keys = KeyStore(db, Fernet(SECRET.encode()))
     failures.record("openai:a", "timeout", "slow", 600)
-    assert failures.get("openai:a") is not None  # loaded after this process's own write
+    assert failures.flush(timeout_s=30) and failures.get("openai:a") is not None  # written, then reset there
     assert keys.secret_for("openai") is None and registry.get("custom:new") is None
 
     run_other_process(db_url, f"""
         FailureCache(db).reset("openai:a")
-        FailureCache(db).record("openai:b", "rate_limit", "429", 600)
+        theirs = FailureCache(db)
+        theirs.record("openai:b", "rate_limit", "429", 600)
+        theirs.close()
         KeyStore(db, Fernet({SECRET!r}.encode())).add("openai", "work", "sk-from-the-other-process-0123")
         ModelRegistry(db).add("custom:new")
     """)
@@ -79,6 +84,7 @@ def test_a_write_by_this_process_is_seen_at_once_by_every_cache_on_the_database(
     mine, theirs = FailureCache(db), FailureCache(other)
     assert theirs.get("openai:a") is None
     mine.record("openai:a", "timeout", "slow", 600)
+    assert mine.flush(timeout_s=30)
     assert theirs.get("openai:a") is not None  # the clock did not move: no poll was needed
     theirs.reset("openai:a")
     assert mine.get("openai:a") is None
@@ -102,13 +108,20 @@ def stored_failures(holder: sqlite3.Connection) -> dict[str, int]:
     return dict(holder.execute("SELECT model_id, failure_count FROM model_failures").fetchall())
 
 
+def wait_for_warning(caplog: pytest.LogCaptureFixture, text: str) -> list[logging.LogRecord]:
+    deadline = time.monotonic() + 30
+    while not [r for r in caplog.records if text in r.getMessage()]:
+        assert time.monotonic() < deadline, f"no warning with {text!r}"
+        time.sleep(0.01)
+    return [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
 @pytest.mark.sqlite_only  # the lock is sqlite3's BEGIN IMMEDIATE on the file
-def test_a_cooldown_the_locked_database_refused_is_honoured_and_written_with_the_next_write(
+def test_a_cooldown_the_locked_database_refused_is_honoured_and_written_once_it_takes_writes(
     locked_db: tuple[Database, sqlite3.Connection], caplog: pytest.LogCaptureFixture
 ) -> None:
     database, holder = locked_db
     cache = FailureCache(database)
-    cache._stop.set()  # no retry thread: this test proves the write-with-the-next-write path
     holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock past the busy timeout
     first = cache.record("openai:a", "rate_limit", "429", 600)
     cache.record("openai:a", "timeout", "slow", 10)
@@ -118,15 +131,45 @@ def test_a_cooldown_the_locked_database_refused_is_honoured_and_written_with_the
     assert kept is not None and kept.failure_count == 2 and kept.error_kind == "timeout"
     assert kept.remaining_s() > 500  # the longer cooldown stands
     assert set(cache.active()) == {"openai:a", "openai:b"}
-    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert len(warnings) == 1 and "kept in memory" in warnings[0].getMessage()
+    warnings = wait_for_warning(caplog, "kept in memory")
+    assert len(warnings) == 1
     holder.execute("COMMIT")
 
     cache.record("google:c", "timeout", "slow", 600)
+    assert cache.flush(timeout_s=30)
     assert stored_failures(holder) == {"openai:a": 2, "openai:b": 1, "google:c": 1}
     assert cache.unwritten == 0
     entry = cache.get("openai:a")
     assert entry is not None and entry.failure_count == 2  # written once, not counted twice
+    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1  # one warning per outage
+    cache.close()
+
+
+@pytest.mark.sqlite_only  # the lock is sqlite3's BEGIN IMMEDIATE on the file
+def test_close_writes_the_cooldowns_still_in_memory_once_the_database_takes_writes(
+    locked_db: tuple[Database, sqlite3.Connection], caplog: pytest.LogCaptureFixture
+) -> None:
+    database, holder = locked_db
+    cache = FailureCache(database)
+    holder.execute("BEGIN IMMEDIATE")
+    cache.record("openai:a", "rate_limit", "429", 600)
+    wait_for_warning(caplog, "kept in memory")  # the writer tried and was refused: it now backs off
+    holder.execute("COMMIT")
+    cache.close()
+    assert stored_failures(holder) == {"openai:a": 1}
+
+
+@pytest.mark.sqlite_only  # the lock is sqlite3's BEGIN IMMEDIATE on the file
+def test_close_names_the_cooldowns_it_could_not_write_within_its_wait(
+    locked_db: tuple[Database, sqlite3.Connection], caplog: pytest.LogCaptureFixture
+) -> None:
+    database, holder = locked_db
+    cache = FailureCache(database)
+    holder.execute("BEGIN IMMEDIATE")
+    cache.record("openai:a", "rate_limit", "429", 600)
+    cache.close(timeout_s=0.3)
+    holder.execute("COMMIT")
+    assert any("before shutdown (openai:a)" in r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
 
 
 @pytest.mark.sqlite_only  # the lock is sqlite3's BEGIN IMMEDIATE on the file
@@ -150,10 +193,84 @@ def test_a_cooldown_the_locked_database_refused_is_written_by_the_retry_once_the
 def test_a_reset_forgets_a_cooldown_that_was_never_written(locked_db: tuple[Database, sqlite3.Connection]) -> None:
     database, holder = locked_db
     cache = FailureCache(database)
-    cache._stop.set()
     holder.execute("BEGIN IMMEDIATE")
     cache.record("openai:a", "rate_limit", "429", 600)
     holder.execute("COMMIT")
     assert cache.reset("openai:a") == 1
     assert cache.get("openai:a") is None and cache.unwritten == 0
     cache.close()
+
+
+def test_another_process_sees_a_cooldown_the_calling_thread_left_to_the_writer(db_url: str, db: Database) -> None:
+    cache = FailureCache(db)
+    cache.all()  # loaded, as in a running app
+    seen = statements_on_this_thread(db)
+    cache.record("openai:a", "unavailable", "refused", 600)
+    assert seen == []  # nothing written on the calling thread
+    run_other_process(db_url, """
+        import time
+        deadline = time.monotonic() + 30
+        while FailureCache(db).get("openai:a") is None:
+            assert time.monotonic() < deadline, "the cooldown never reached the database"
+            time.sleep(0.02)
+    """)
+    cache.close()
+
+
+def test_a_reset_right_after_a_failure_wins_over_its_write_under_way(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = FailureCache(db)
+    cache.all()
+    writing, release = threading.Event(), threading.Event()
+    upsert = FailureCache._upsert
+
+    def slow_upsert(self: FailureCache, s: Any, values: dict[str, Any]) -> None:
+        writing.set()
+        release.wait(30)  # the writer is inside its transaction when the reset comes
+        upsert(self, s, values)
+
+    monkeypatch.setattr(FailureCache, "_upsert", slow_upsert)
+    cache.record("openai:a", "unavailable", "refused", 600)
+    assert writing.wait(30)
+    resetting = threading.Thread(target=cache.reset, args=("openai:a",))
+    resetting.start()
+    resetting.join(0.2)  # give the reset time to overtake the write, were it not made to wait for it
+    release.set()
+    resetting.join(30)
+    assert cache.flush(timeout_s=30)
+    assert cache.get("openai:a") is None
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM model_failures").scalar() == 0
+    cache.close()
+
+
+def test_two_failures_of_one_model_reach_the_database_in_the_order_recorded(db: Database) -> None:
+    cache = FailureCache(db)
+    for kind in ("rate_limit", "timeout", "auth"):
+        cache.record("openai:a", kind, kind, 600)
+    assert cache.flush(timeout_s=30)
+    with db.engine.connect() as conn:
+        row = conn.exec_driver_sql("SELECT error_kind, failure_count FROM model_failures").one()
+    assert tuple(row) == ("auth", 3)
+    cache.close()
+
+
+def statements_on_this_thread(db: Database) -> list[str]:
+    caller = threading.get_ident()
+    seen: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if threading.get_ident() == caller:
+            seen.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", note)
+    return seen
+
+
+def test_a_process_that_exits_without_close_still_writes_its_cooldown(db_url: str, db: Database) -> None:
+    run_other_process(db_url, """
+        FailureCache(db).record("openai:a", "timeout", "slow", 600)
+    """)
+    entry = FailureCache(db).get("openai:a")
+    assert entry is not None and entry.error_kind == "timeout"
