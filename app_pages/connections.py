@@ -95,6 +95,7 @@ def confirm_remove(connection: Connection) -> None:
             state.flash("error", exc.message)
         else:
             st.session_state.pop("conn_pick", None)
+            st.session_state.pop("conn_test", None)  # its test result must not outlive it
             state.flash("success", f"{'Disabled' if connection.seeded else 'Removed'} {connection.name}.")
         st.rerun()
     if cols[1].button("Cancel", key="cancel_remove"):
