@@ -139,13 +139,19 @@ def test_interrupted_streaming_cli_chat_records_a_cancelled_attempt(
 ) -> None:
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO), "HOME": str(tmp_path),
            "DATABASE_URL": f"sqlite:///{db_path}", "LOCAL_HOSTS": "", "OPENAI_API_KEY": FAKE_KEYS["openai"],
-           "OPENAI_BASE_URL": stalling_stream.url + OPENAI.base, "READ_TIMEOUT_S": "60"}
+           "OPENAI_BASE_URL": stalling_stream.url + OPENAI.base, "READ_TIMEOUT_S": "60",
+           "PYTHONFAULTHANDLER": "1"}  # a hung child dumps every thread's stack on SIGABRT (see below)
     child = subprocess.Popen([sys.executable, "-m", "orchestrator_core", "chat", "--stream", OPENAI.model_id, "hi"],
                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert child.stdout is not None
     assert child.stdout.read(3) == b"Hel"  # the answer has started
     child.send_signal(sent)
-    _, err = child.communicate(timeout=30)
+    try:
+        _, err = child.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        child.send_signal(signal.SIGABRT)  # seen once in a loaded CI run: say where it hangs, not only that it did
+        _, err = child.communicate(timeout=10)
+        pytest.fail("the CLI did not exit within 30 s of the signal; its threads:\n" + err.decode(errors="replace"))
     assert child.returncode == exit_code, err
     assert b"Traceback" not in err
     with sqlite3.connect(db_path) as conn:
