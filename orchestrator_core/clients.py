@@ -16,7 +16,7 @@ import httpx
 
 from . import USER_AGENT
 from .config import Settings
-from .connections import Connection, ConnectionSource, SeededConnections
+from .connections import Connection, ConnectionSource, FixedConnections, seeded
 from .providers.base import LocalHost, Provider
 from .providers.guard import CallLimits, cut_reads_at_deadlines
 
@@ -64,7 +64,7 @@ class ProviderFactory:
         self._key_lookup = key_lookup or settings.env_keys.get
         # Why a connection can use none of its keys now (all cooling or rejected), or None.
         self.key_problem: KeyLookup = key_problem or (lambda _name: None)
-        self.connections = connections or SeededConnections(settings)
+        self.connections = connections or FixedConnections(seeded(settings))
         self._built: dict[str, _Built] = {}
         self._retired: list[httpx.Client] = []  # clients of replaced connections; a call may still be on one
         self._lock = threading.Lock()

@@ -197,11 +197,12 @@ def seeded(settings: Settings) -> builtins.list[Connection]:
     return [Connection(c.name, c.kind, settings.base_url(c.name), seeded=True) for c in KINDS.values()]
 
 
-class SeededConnections:
-    """The seeded connections only (a factory without a database, as in tests of one provider)."""
+class FixedConnections:
+    """A ConnectionSource over connections known up front: the seeded ones only (a factory without a
+    database, as in tests of one provider), or the rows the read-only status read once."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._all = {c.name: c for c in seeded(settings)}
+    def __init__(self, connections: Iterable[Connection]) -> None:
+        self._all = {c.name: c for c in connections}
 
     def get(self, name: str) -> Connection:
         found = self._all.get(name)

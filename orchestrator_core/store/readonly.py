@@ -32,7 +32,7 @@ from pathlib import Path
 from cryptography.fernet import Fernet
 
 from ..config import Settings, home_dir
-from ..connections import Connection, StoredConnection, merge_connections, seeded, unknown_connection
+from ..connections import FixedConnections, StoredConnection, merge_connections, seeded
 from ..errors import InvalidModelIdError, SecretKeyError
 from ..types import ModelRef
 from .revision import head_revision
@@ -113,22 +113,6 @@ class ReadOnlyFailures:
         return {m: f for m, f in self._rows.items() if f.until > at}
 
 
-class ReadOnlyConnections:
-    """connections.ConnectionSource over rows read once (store/connections.ConnectionStore's reads)."""
-
-    def __init__(self, connections: Mapping[str, Connection]) -> None:
-        self._all = dict(connections)
-
-    def get(self, name: str) -> Connection:
-        found = self._all.get(name)
-        if found is None:
-            raise unknown_connection(name, self._all)
-        return found
-
-    def list(self) -> builtins.list[Connection]:
-        return builtins.list(self._all.values())
-
-
 @dataclass(frozen=True)
 class ReadOnlyStore:
     """One consistent read of a current SQLite database: what a status check needs, nothing written."""
@@ -177,9 +161,9 @@ class ReadOnlyStore:
         return cls(path.parent, ReadOnlyRegistry(models), ReadOnlyFailures(failures), connections, str(verifier[0]),
                    all_keys, {c: tuple(rows) for c, rows in keys.items()})
 
-    def connections(self, settings: Settings) -> ReadOnlyConnections:
+    def connections(self, settings: Settings) -> FixedConnections:
         """The seeded connections with the stored edits, then the added ones (ConnectionStore.list)."""
-        return ReadOnlyConnections(merge_connections(seeded(settings), self.stored_connections))
+        return FixedConnections(merge_connections(seeded(settings), self.stored_connections).values())
 
     def key_lookup(self, fernet: Fernet, env_keys: Mapping[str, str]) -> KeyLookup:
         """KeyStore.verify_secret's checks (SecretKeyError), then KeyStore.secret_for over these rows."""
