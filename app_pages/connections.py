@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from console import confirm, state, views
 from console import connections_view as cv
-from console import state, views
 from orchestrator_core.connections import Connection, KeyMode, KindInfo
 from orchestrator_core.errors import OrchestratorError
 
@@ -85,22 +85,14 @@ def cancel_remove() -> None:
 def confirm_remove(connection: Connection) -> None:
     models = sum(m.model_id.startswith(f"{connection.name}:") for m in orch.models())
     st.markdown(views.plain(cv.removal_text(connection, models)))
-    action = "Disable" if connection.seeded else "Remove"
-    cols = st.columns(2)
-    if cols[0].button(action, type="primary", key="confirm_remove"):
-        cancel_remove()
-        try:
-            orch.remove_connection(connection.name)
-        except OrchestratorError as exc:
-            state.flash("error", exc.message)
-        else:
-            st.session_state.pop("conn_pick", None)
-            st.session_state.pop("conn_test", None)  # its test result must not outlive it
-            state.flash("success", f"{'Disabled' if connection.seeded else 'Removed'} {connection.name}.")
-        st.rerun()
-    if cols[1].button("Cancel", key="cancel_remove"):
-        cancel_remove()
-        st.rerun()
+
+    def remove() -> None:
+        orch.remove_connection(connection.name)
+        st.session_state.pop("conn_pick", None)
+        st.session_state.pop("conn_test", None)  # its test result must not outlive it
+
+    confirm.buttons("Disable" if connection.seeded else "Remove", remove,
+                    f"{'Disabled' if connection.seeded else 'Removed'} {connection.name}.", cancel_remove, key="remove")
 
 
 def run_test(name: str) -> None:

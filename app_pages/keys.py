@@ -3,11 +3,9 @@ a pool or all; environment keys read-only."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import streamlit as st
 
-from console import keys_view, state, views
+from console import confirm, keys_view, state, views
 from orchestrator_core.connections import KeyMode
 from orchestrator_core.errors import OrchestratorError
 from orchestrator_core.store import KeyInfo, TokenInfo
@@ -66,28 +64,10 @@ def cancel_delete() -> None:
     st.session_state.pop("pending_delete", None)
 
 
-def confirm(action: str, act: Callable[[], object], done: str, cancel: Callable[[], None]) -> None:
-    """The two buttons of a confirmation dialog: `action` runs act() and flashes done (or the error), Cancel closes."""
-    cols = st.columns(2)
-    key = action.lower()
-    if cols[0].button(action, type="primary", key=f"confirm_{key}"):
-        cancel()
-        try:
-            act()
-        except OrchestratorError as exc:
-            state.flash("error", exc.message)
-        else:
-            state.flash("success", done)
-        st.rerun()
-    if cols[1].button("Cancel", key=f"cancel_{key}"):
-        cancel()
-        st.rerun()
-
-
 @st.dialog("Delete this key?", on_dismiss=cancel_delete)
 def confirm_delete(key: KeyInfo) -> None:
     st.markdown(f"The {key.provider} key **{views.plain(key.label)}** ({views.plain(key.masked)}) is removed for good.")
-    confirm("Delete", lambda: orch.delete_key(key.id), f"Deleted the {key.provider} key “{key.label}”.",
+    confirm.buttons("Delete", lambda: orch.delete_key(key.id), f"Deleted the {key.provider} key “{key.label}”.",
             cancel_delete)
 
 
@@ -220,7 +200,7 @@ def cancel_revoke() -> None:
 @st.dialog("Revoke this token?", on_dismiss=cancel_revoke)
 def confirm_revoke(token: TokenInfo) -> None:
     st.text(f"Programs using the token “{token.name}” ({token.scope}) are refused from their next request on.")
-    confirm("Revoke", lambda: orch.tokens.revoke(token.id), f"Revoked the gateway token “{token.name}”.",
+    confirm.buttons("Revoke", lambda: orch.tokens.revoke(token.id), f"Revoked the gateway token “{token.name}”.",
             cancel_revoke)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from console import groups_view, state, views
+from console import confirm, groups_view, state, views
 from orchestrator_core.errors import OrchestratorError
 from orchestrator_core.types import ModelState, ModelStatus
 
@@ -175,13 +175,15 @@ def save_entry(model_id: str) -> None:
     state.flash("success", f"{model_id} saved.")
 
 
-def remove_entry(model_id: str) -> None:
-    try:
-        orch.remove_model(model_id)
-    except OrchestratorError as exc:
-        state.flash("error", exc.message)
-        return
-    state.flash("success", f"{model_id} removed from the registry.")
+REMOVE_MODEL = "pending_remove_model"
+
+
+@st.dialog("Remove this model from the registry?", on_dismiss=lambda: confirm.cancel(REMOVE_MODEL))
+def confirm_remove_entry(model_id: str) -> None:
+    st.markdown(views.plain(f"{model_id} is no longer listed, offered in the pickers or used as a fallback (a call "
+                            "that names it is still tried). Its call metrics stay; add it again at any time."))
+    confirm.buttons("Remove", lambda: orch.remove_model(model_id), f"{model_id} removed from the registry.",
+                    lambda: confirm.cancel(REMOVE_MODEL), key="remove_model")
 
 
 st.subheader("Registry")
@@ -207,9 +209,12 @@ with right:
                             help="Breaks ties between alternatives: lower first")
             st.form_submit_button("Save", on_click=save_entry, args=(picked,))
         discovered = entry.source == "discovered"
-        st.button("Remove", key="remove_model", on_click=remove_entry, args=(picked,), disabled=discovered,
+        st.button("Remove", key="remove_model_ask", on_click=confirm.ask, args=(REMOVE_MODEL, picked),
+                  disabled=discovered,
                   help="Discovered models come back while the host lists them: deactivate them instead"
                   if discovered else None)
 
+    if confirm.pending(REMOVE_MODEL) in entries:
+        confirm_remove_entry(confirm.pending(REMOVE_MODEL))
 
 groups_view.group_editor(orch, [m.model_id for m in orch.models() if m.active])

@@ -15,9 +15,10 @@ from orchestrator_core.connections import ModelGroup
 from orchestrator_core.errors import OrchestratorError
 from orchestrator_core.orchestrator import Orchestrator
 
-from . import state, views
+from . import confirm, state, views
 
 NEW = ""  # the picker's "new group" entry
+REMOVE = "pending_remove_group"
 
 
 def chain(members: Sequence[str]) -> str:
@@ -37,6 +38,9 @@ def picker_options(groups: Sequence[ModelGroup], model_ids: Sequence[str]) -> li
 def group_editor(orch: Orchestrator, model_ids: Sequence[str]) -> None:
     """List, create or replace (ordered members) and remove model groups."""
     groups = {g.name: g for g in orch.groups()}
+    if st.session_state.pop("_group_removed", False):
+        ss = st.session_state
+        ss["group_pick"], ss["group_name"], ss["group_members"] = NEW, "", []
     st.subheader("Model groups")
     st.caption("A group can be used wherever a model id can (chat, CLI, API, `model: \"default\"` on /v1): a call "
                "tries its members in order, then, with automatic fallback on, the usual alternatives.")
@@ -52,7 +56,9 @@ def group_editor(orch: Orchestrator, model_ids: Sequence[str]) -> None:
         st.caption(views.plain(f"Order: {chain(members)}") if members else "Pick at least one model.")
         st.form_submit_button("Save group", type="primary", on_click=_save, args=(orch,))
     if picked:
-        st.button(f"Remove group {picked}", key="group_remove", on_click=_remove, args=(orch, picked))
+        st.button(f"Remove group {picked}", key="group_remove", on_click=confirm.ask, args=(REMOVE, picked))
+    if confirm.pending(REMOVE) in groups:
+        _confirm_remove(orch, groups[confirm.pending(REMOVE)])
 
 
 def _load_group(groups: dict[str, ModelGroup]) -> None:
@@ -74,12 +80,15 @@ def _save(orch: Orchestrator) -> None:
     state.flash("success", f"Saved group {group.name}: {chain(group.members)}.")
 
 
-def _remove(orch: Orchestrator, name: str) -> None:
-    try:
-        orch.remove_group(name)
-    except OrchestratorError as exc:
-        state.flash("error", exc.message)
-        return
-    ss = st.session_state
-    ss["group_pick"], ss["group_name"], ss["group_members"] = NEW, "", []
-    state.flash("success", f"Removed group {name}; calls naming it are refused from now on.")
+@st.dialog("Remove this group?", on_dismiss=lambda: confirm.cancel(REMOVE))
+def _confirm_remove(orch: Orchestrator, group: ModelGroup) -> None:
+    st.markdown(views.plain(f"{group.name} ({chain(group.members)}) is removed: calls, programs and /v1 requests "
+                            f"naming {group.name} are refused from then on. Its members stay as they are."))
+
+    def remove() -> None:
+        orch.remove_group(group.name)
+        # The picker's value is a widget's: it can change only before that widget is drawn, on the next run.
+        st.session_state["_group_removed"] = True
+
+    confirm.buttons("Remove", remove, f"Removed group {group.name}; calls naming it are refused from now on.",
+                    lambda: confirm.cancel(REMOVE), key="group_remove")

@@ -73,8 +73,24 @@ def test_a_group_is_removed(core: Callable[[], Orchestrator], models: list[str])
     at.selectbox(key="group_pick").set_value("fast").run()
     at = at.button(key="group_remove").click().run()
     assert not at.exception
+    assert [g.name for g in core().groups()] == ["fast"]  # asked, not yet removed
+    at = at.button(key="confirm_group_remove").click().run()
+    assert not at.exception
     assert core().groups() == []
     assert at.selectbox(key="group_pick").value == ""
+    assert any("Removed group fast" in s.value for s in at.success)
+
+
+def test_cancelling_a_group_removal_keeps_the_group(core: Callable[[], Orchestrator], models: list[str]) -> None:
+    core().set_group("fast", models[:2])
+    at = start("app_pages/models.py")
+    at.selectbox(key="group_pick").set_value("fast").run()
+    at = at.button(key="group_remove").click().run()
+    at = at.button(key="cancel_group_remove").click().run()
+    assert not at.exception
+    assert [g.name for g in core().groups()] == ["fast"]
+    assert at.selectbox(key="group_pick").value == "fast"
+    assert not any(b.key == "confirm_group_remove" for b in at.button)
 
 
 def test_the_chat_picker_lists_groups_first(core: Callable[[], Orchestrator], models: list[str]) -> None:

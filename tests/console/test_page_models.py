@@ -175,7 +175,12 @@ def test_registry_add_deactivate_prioritise_and_remove(wire: respx.MockRouter,
     entry = registry.get("mistral:mistral-large-latest")
     assert entry is not None and (entry.active, entry.priority) == (False, 5)
     assert table(at)["mistral:mistral-large-latest"]["State"] == "➖ inactive"
-    at.button(key="remove_model").click().run()
+    at.button(key="remove_model_ask").click().run()
+    assert not at.exception and registry.get("mistral:mistral-large-latest") is not None  # asked, not removed
+    at.button(key="cancel_remove_model").click().run()
+    assert registry.get("mistral:mistral-large-latest") is not None
+    at.button(key="remove_model_ask").click().run()
+    at.button(key="confirm_remove_model").click().run()
     assert not at.exception and registry.get("mistral:mistral-large-latest") is None
 
 
