@@ -140,7 +140,7 @@ def kind_out(kind: KindInfo) -> KindOut:
 
 
 def connection_out(c: Connection) -> ConnectionOut:
-    return ConnectionOut(name=c.name, kind=c.kind, base_url=c.base_url, options=dict(c.options), enabled=c.enabled,
+    return ConnectionOut(name=c.name, kind=c.kind, base_url=c.shown_url, options=dict(c.options), enabled=c.enabled,
                          key_mode=c.key_mode, seeded=c.seeded, key_count=c.key_count)
 
 

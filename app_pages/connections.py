@@ -46,7 +46,7 @@ def add_connection() -> None:
     prefill_url()  # ready for the next one of this kind
     ss["conn_pick"] = added.name
     with_key = " with its key" if key else ""
-    state.flash("success", f"Added {added.name} ({kind.display_name}) at {cv.safe_url(added.base_url)}{with_key}. "
+    state.flash("success", f"Added {added.name} ({kind.display_name}) at {added.shown_url}{with_key}. "
                            "Press Test to check it.")
 
 
@@ -132,7 +132,7 @@ if by_name:
     with st.expander(f"Edit {name}", expanded=False):
         kind = KINDS[picked.kind]
         with st.form(f"edit_conn_form_{name}", clear_on_submit=False):
-            st.text_input("Base URL", value=picked.base_url, key=f"edit_conn_url_{name}",
+            st.text_input("Base URL", value=picked.shown_url, key=f"edit_conn_url_{name}",
                           help=f"{kind.display_name}'s default: {kind.default_base_url or 'none'}")
             for option in kind.options:
                 st.text_input(option, value=picked.options.get(option, ""), key=f"edit_conn_opt_{name}_{option}")

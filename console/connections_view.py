@@ -4,22 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from orchestrator_core.connections import Connection, ConnectionTest, KindInfo
 from orchestrator_core.loader import HostStatus
 from orchestrator_core.types import KeyCheck
 
 KEY_WORDS = {KeyCheck.OK: "accepted", KeyCheck.REJECTED: "rejected", KeyCheck.UNVERIFIED: "could not be checked"}
-
-
-def safe_url(url: str) -> str:
-    """A base URL as the page may show it: credentials in it (user:password@host) are masked."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
 
 
 def kind_label(kind: KindInfo) -> str:
@@ -50,7 +40,7 @@ def connection_rows(connections: Sequence[Connection], kinds: Mapping[str, KindI
         {
             "Name": c.name,
             "Kind": kinds[c.kind].display_name if c.kind in kinds else c.kind,
-            "Base URL": safe_url(c.base_url),
+            "Base URL": c.shown_url,
             "Status": status_text(c, kinds[c.kind], hosts.get(c.name)) if c.kind in kinds else "unknown kind",
             "Keys": c.key_count,
             "Key mode": c.key_mode.value,

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
+    from .connections import Connection
     from .errors import OrchestratorError
     from .loader import LoadProgress, ModelManager
     from .orchestrator import CallEvent, Orchestrator
@@ -325,11 +326,12 @@ def _connections(orch: Orchestrator, args: argparse.Namespace) -> int:
     if command == "list":
         connections = orch.connections()
         if args.json:
-            return _print_json([dataclasses.asdict(c) for c in connections])
+            return _print_json([_shown(c) for c in connections])
         for c in connections:
             state = "enabled " if c.enabled else "DISABLED"
             seeded = " (from the environment)" if c.seeded else ""
-            print(f"{c.name:<16} {c.kind:<18} {state} {c.key_count} key(s) {c.key_mode.value:<11} {c.base_url}{seeded}")
+            print(f"{c.name:<16} {c.kind:<18} {state} {c.key_count} key(s) {c.key_mode.value:<11} "
+                  f"{c.shown_url}{seeded}")
         return 0
     if command == "test":
         result = orch.test_connection(args.name)
@@ -344,9 +346,14 @@ def _connections(orch: Orchestrator, args: argparse.Namespace) -> int:
     if command == "add":
         given = {name: value for name, value in changes.items() if value is not None}  # the rest: defaults
         info = orch.add_connection(args.name, args.kind, key=_stdin_key(args.key), **given)
-        return _out(args, dataclasses.asdict(info), f"Added connection {info.name!r} ({info.kind}) at {info.base_url}.")
+        return _out(args, _shown(info), f"Added connection {info.name!r} ({info.kind}) at {info.shown_url}.")
     info = orch.edit_connection(args.name, enabled=args.enabled, **changes)
-    return _out(args, dataclasses.asdict(info), f"Saved connection {info.name!r}.")
+    return _out(args, _shown(info), f"Saved connection {info.name!r}.")
+
+
+def _shown(connection: Connection) -> dict[str, Any]:
+    """A connection as --json prints it: credentials in its URL masked, as everywhere else."""
+    return {**dataclasses.asdict(connection), "base_url": connection.shown_url}
 
 
 def _stdin_key(flag: str | None) -> str | None:

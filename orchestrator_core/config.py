@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, redact_url
 from .providers import registry as _registry
 
 # Derived from the registry of kinds (providers/registry.py), never listed here: the seeded connections'
@@ -239,7 +239,7 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
 
 def _check_url(name: str, url: str) -> str:
     if not url.startswith(("http://", "https://")):
-        raise ConfigurationError(f"{name}={url!r} must start with http:// or https://.")
+        raise ConfigurationError(f"{name}={redact_url(url)!r} must start with http:// or https://.")
     return url.rstrip("/")
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from .errors import InvalidConnectionError, UnknownConnectionError
+from .errors import InvalidConnectionError, UnknownConnectionError, redact_url
 from .providers.base import Provider
 from .providers.registry import KINDS
 from .types import KeyCheck
@@ -82,6 +82,11 @@ class Connection:
         return KINDS[self.kind].local
 
     @property
+    def shown_url(self) -> str:
+        """The base URL as a page, the CLI or the API may show it: credentials in it masked (***@host)."""
+        return redact_url(self.base_url)
+
+    @property
     def display_name(self) -> str:
         """'LM Studio' for a seeded connection, 'desk (LM Studio)' for another."""
         kind_name = KINDS[self.kind].display_name
@@ -126,9 +131,10 @@ def check_kind(kind: str) -> str:
     return text
 
 
-def check_base_url(kind: str, base_url: str | None) -> str:
-    """The URL without a trailing slash; a kind without a default must be given one."""
-    text = (base_url or "").strip().rstrip("/")
+def check_base_url(kind: str, base_url: str | None, *, current: str | None = None) -> str:
+    """The URL without a trailing slash; a kind without a default must be given one. With ``current`` (an
+    edit), a URL whose credentials are the masked ``***@`` a page or the API showed keeps the current ones."""
+    text = _keep_credentials((base_url or "").strip().rstrip("/"), current)
     if not text:
         default = KindInfo.of(KINDS[kind]).default_base_url
         if default is None:
@@ -138,10 +144,18 @@ def check_base_url(kind: str, base_url: str | None) -> str:
         return default
     if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", text):
         raise InvalidConnectionError(
-            f"Base URL {text[:80]!r} does not fit: it must start with http:// or https://, name a host, and hold "
-            "no spaces, query or fragment (for example http://192.168.1.20:1234)."
+            f"Base URL {redact_url(text)[:80]!r} does not fit: it must start with http:// or https://, name a host, "
+            "and hold no spaces, query or fragment (for example http://192.168.1.20:1234)."
         )
     return text
+
+
+def _keep_credentials(url: str, current: str | None) -> str:
+    scheme, sep, rest = url.partition("://")
+    kept = (current or "").partition("://")[2]
+    if not sep or not rest.startswith("***@") or "@" not in kept:
+        return url
+    return f"{scheme}://{kept.rsplit('@', 1)[0]}@{rest.removeprefix('***@')}"
 
 
 def check_options(kind: str, options: Mapping[str, str] | None) -> dict[str, str]:

@@ -445,6 +445,17 @@ def mask_key(key: str) -> str:
     return "••••" + key[-4:] if len(key) > 8 else "••••"
 
 
+def redact_url(url: str) -> str:
+    """A URL as it may be shown: credentials in it (``https://user:password@host``) become ``***@host``.
+
+    Everything up to the last '@' is masked, wherever it is: a password with an unescaped '/' or '?' in it
+    must not show either, and a base URL whose path holds an '@' only loses its host from view."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+
+
 # ---------------------------------------------------------------------------------------------
 # Classification: the single place a status code or transport failure becomes an error class
 
@@ -643,7 +654,7 @@ def _read_text(response: httpx.Response) -> str:
 def classify_transport(exc: httpx.HTTPError, *, provider: str, model: str | None, base_url: str = "") -> ProviderError:
     """Turn an httpx transport failure into ProviderTimeoutError, ProviderUnavailableError or BadResponseError."""
     where = f"{provider}:{model}" if model else provider
-    at = f" at {base_url}" if base_url else ""
+    at = f" at {redact_url(base_url)}" if base_url else ""
     fields: dict[str, Any] = {"provider": provider, "model": model}
     if isinstance(exc, httpx.ConnectTimeout):
         return ProviderTimeoutError(

@@ -246,7 +246,7 @@ class ModelManager:
                 HostStatus(
                     provider=name,
                     display_name=connection.display_name,
-                    base_url=connection.base_url,
+                    base_url=connection.shown_url,  # shown on pages, by the CLI and /api/hosts
                     reachable=snap.error is None,
                     detail=snap.error.message if snap.error else f"{len(models)} models",
                     models=len(models),

@@ -33,7 +33,7 @@ def probe_connection(connection: Connection, factory: ProviderFactory) -> Connec
                               _ms(started))
     key = KeyCheck.OK if has_key else None
     word = "accepted" if has_key else ("not needed" if not connection.provider_class.needs_key else "missing")
-    detail = f"{connection.base_url} answered: {count} models; key {word}."
+    detail = f"{connection.shown_url} answered: {count} models; key {word}."
     if not connection.enabled:
         detail += " The connection is disabled: enable it to use these models."
     return ConnectionTest(connection.name, True, count, key, detail, _ms(started))

@@ -27,6 +27,7 @@ from ..errors import (
     bad_response,
     classify_response,
     classify_transport,
+    redact_url,
     scrub,
 )
 from ..types import ChatParams, ChatResult, HostModel, KeyCheck, KeyTestResult, Message, StreamEvent
@@ -117,11 +118,14 @@ class Provider(abc.ABC):
     # -- helpers shared by every provider -----------------------------------------------------
     @property
     def secrets(self) -> tuple[str | None, ...]:
-        return (self.api_key,)
+        # A host that echoes its URL back (a proxy's error page) must not show the credentials in it either.
+        url = self.client.base_url  # its password and username come decoded (p%40ss: p@ss)
+        return (self.api_key, url.password or url.username or None)
 
     @property
     def base_url(self) -> str:
-        return str(self.client.base_url).rstrip("/")
+        """The base URL as messages may show it: credentials in it (user:password@) masked."""
+        return redact_url(str(self.client.base_url).rstrip("/"))
 
     def request_json(self, method: str, path: str, *, model: str | None = None, **kwargs: Any) -> Any:
         """One request; a non-2xx or non-JSON answer becomes the right error class."""

@@ -97,7 +97,7 @@ class ConnectionStore:
              enabled: bool | None = None, key_mode: str | KeyMode | None = None) -> Connection:
         """Change what is given; the first edit of a seeded connection stores it."""
         current = self.get(name)
-        url = check_base_url(current.kind, base_url) if base_url is not None else None
+        url = check_base_url(current.kind, base_url, current=current.base_url) if base_url is not None else None
         opts = json.dumps(check_options(current.kind, options)) if options is not None else None
         mode = check_key_mode(key_mode).value if key_mode is not None else None
         with self._generations.writing(AREA) as s:

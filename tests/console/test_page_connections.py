@@ -90,6 +90,17 @@ def test_credentials_in_a_base_url_are_masked_on_the_page() -> None:
     assert "hunter2-secret" not in at.dataframe[0].value.to_csv()
 
 
+def test_the_edit_form_masks_url_credentials_and_saving_it_keeps_them(core: Callable[[], Orchestrator]) -> None:
+    url = "https://bob:hunter2-secret@vllm.example/v1"
+    at = add(page(), "openai-compatible", "vllm", url)
+    at.selectbox(key="conn_pick").set_value("vllm").run()
+    assert at.text_input(key="edit_conn_url_vllm").value == "https://***@vllm.example/v1"
+    at = at.button(key="FormSubmitter:edit_conn_form_vllm-Save changes").click().run()
+    assert not at.exception
+    assert "hunter2-secret" not in all_values(at)
+    assert core().connection("vllm").base_url == url  # the masked URL sent back did not replace the password
+
+
 def test_editing_the_base_url_takes_effect(core: Callable[[], Orchestrator], wire: respx.MockRouter) -> None:
     for host in ("192.0.2.10", "192.0.2.11"):  # the sidebar probes the new host: down
         wire.route(host=host).mock(side_effect=httpx.ConnectError("refused"))

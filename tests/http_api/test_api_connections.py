@@ -128,3 +128,16 @@ def test_an_answer_through_a_group_names_the_member_and_the_group(admin: httpx.C
     assert answer.model == "custom:healthy"
     assert raw.headers["x-orchestrator-model"] == "custom:healthy" and raw.headers["x-orchestrator-group"] == "default"
     assert raw.headers["x-orchestrator-fallback-from"] == "custom:dead" and raw.headers["x-orchestrator-attempts"] == "2"
+
+
+def test_url_credentials_are_masked_in_answers_and_a_patch_sending_them_back_keeps_them(
+        admin: httpx.Client, orch: Orchestrator) -> None:
+    url = "https://bob:hunter2-secret@vllm.example/v1"
+    added = _add(admin, "vllm", url)
+    listed = admin.get("/api/connections").text
+    patched = admin.patch("/api/connections/vllm", json={"base_url": added.json()["base_url"]})
+
+    assert added.status_code == 201 and patched.status_code == 200
+    assert added.json()["base_url"] == patched.json()["base_url"] == "https://***@vllm.example/v1"
+    assert not [t for t in (added.text, listed, patched.text) if "hunter2-secret" in t]
+    assert orch.connection("vllm").base_url == url
