@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from orchestrator_core.errors import (
     AllModelsFailedError,
@@ -45,6 +46,16 @@ def finish_reason(reason: str | None) -> str:
     return "stop"
 
 
+def header_safe(headers: dict[str, str]) -> dict[str, str]:
+    """Header values as HTTP can carry them: a model id is text from a host or a client (a GGUF file name, a
+    Cyrillic model name, a control character), and a value outside printable ASCII made the answer a 500 (latin-1
+    cannot encode it, h11 refuses a control character) after the model had answered. Such characters are
+    percent-encoded as UTF-8, as in a URL."""
+    return {name: value if value.isascii() and value.isprintable() else
+            "".join(c if c.isascii() and c.isprintable() else quote(c, safe="") for c in value)
+            for name, value in headers.items()}
+
+
 def result_headers(result: OrchestratedResult) -> dict[str, str]:
     headers = {"x-orchestrator-model": result.model_id, "x-orchestrator-attempts": str(len(result.attempts)),
                "x-request-id": result.request_id}
@@ -55,7 +66,7 @@ def result_headers(result: OrchestratedResult) -> dict[str, str]:
     # USD as a plain decimal number; "unknown" for an unpriced model or an answer without usage (never "0").
     cost = result.cost_usd
     headers["x-orchestrator-cost-usd"] = "unknown" if cost is None else f"{cost:.10f}".rstrip("0").rstrip(".") or "0"
-    return headers
+    return header_safe(headers)
 
 
 # -- a refusal is an answer ------------------------------------------------------------------------------
@@ -78,7 +89,7 @@ class Refusal:
                    "x-request-id": self.request_id}
         if self.model_id != self.requested_model:
             headers["x-orchestrator-fallback-from"] = self.requested_model
-        return headers
+        return header_safe(headers)
 
     def message(self) -> dict[str, Any]:
         """The assistant message: whatever text came before the stop, and the refusal sentence if any."""

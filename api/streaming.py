@@ -28,7 +28,7 @@ from orchestrator_core.orchestrator import CallEvent, ChatStream
 from orchestrator_core.types import OrchestratedResult
 
 from . import errors
-from .shapes import NO_USAGE, finish_reason, is_content_stop, refusal_of, usage
+from .shapes import NO_USAGE, finish_reason, header_safe, is_content_stop, refusal_of, usage
 
 log = logging.getLogger("api")
 Kind = Literal["answering", "loading", "failed", "text", "done", "error"]
@@ -135,7 +135,7 @@ class _Progress:
                    "x-orchestrator-attempts": str(self.failed + 1)}
         if self.model != self.requested:
             headers["x-orchestrator-fallback-from"] = self.requested
-        return headers
+        return header_safe(headers)
 
 
 async def respond(

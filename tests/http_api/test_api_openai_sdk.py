@@ -173,3 +173,19 @@ def test_a_wrong_token_is_the_sdks_authentication_error_saying_how_to_get_one(li
     with pytest.raises(openai.AuthenticationError) as caught:
         client.models.list()
     assert "tokens create" in caught.value.message
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_model_id_outside_printable_ascii_answers_with_percent_encoded_headers(
+        chat_client: httpx.Client, stream: bool) -> None:
+    # A host's model named in Cyrillic (or a client's id with a control character): latin-1 cannot encode
+    # the first and h11 refuses the second, so the answer the model gave was a 500.
+    for model, encoded in (("custom:модель", "custom:%D0%BC%D0%BE%D0%B4%D0%B5%D0%BB%D1%8C"),
+                           ("custom:a\x01b", "custom:a%01b")):
+        answer = chat_client.post("/v1/chat/completions", json={"model": model, "messages": HELLO, "stream": stream})
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["x-orchestrator-model"] == encoded
+        if stream:
+            assert '"content": "fi"' in answer.text and answer.text.rstrip().endswith("data: [DONE]")
+        else:
+            assert answer.json()["choices"][0]["message"]["content"] == "fine"
