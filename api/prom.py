@@ -31,6 +31,12 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576)
+# Model ids are label values, and a client names the requested one: every made-up id (custom:x1, custom:x2...)
+# that reached a host would be a set of series kept until exit. Past this many distinct ids, a new one that has
+# not answered counts as OTHER_MODEL (the call metrics in the database still name it); one that answered is a
+# real model and always gets its own series.
+MAX_MODEL_LABELS = 1000
+OTHER_MODEL = "other"
 
 
 class GatewayMetrics:
@@ -39,6 +45,7 @@ class GatewayMetrics:
     def __init__(self, orchestrator: Callable[[], Orchestrator]) -> None:
         self.registry = CollectorRegistry()
         self._attached: set[int] = set()
+        self._models: set[str] = set()
         model_labels = ["gen_ai_request_model", "gen_ai_response_model"]
         self.duration = Histogram(
             "gen_ai_client_operation_duration_seconds", "Duration of one model attempt (GenAI client operation).",
@@ -67,25 +74,36 @@ class GatewayMetrics:
             self._attached.add(id(orch))
             orch.metrics.add_listener(self.observe)
 
+    def _model(self, model_id: str, *, answered: bool = False) -> str:
+        if model_id in self._models:
+            return model_id
+        if len(self._models) >= MAX_MODEL_LABELS and not answered:
+            return OTHER_MODEL
+        self._models.add(model_id)
+        return model_id
+
     def observe(self, row: MetricRow) -> None:
-        requested = row.requested_model or row.model
+        answered = row.outcome == "ok"
+        served = self._model(row.model, answered=answered)
+        asked = row.requested_model or row.model
+        requested = self._model(asked, answered=answered and asked == row.model)
         error = row.error_kind or ""
-        self.calls.labels(requested, row.model, row.outcome, error).inc()
+        self.calls.labels(requested, served, row.outcome, error).inc()
         if row.fallback_from:
-            self.fallbacks.labels(row.fallback_from, row.model).inc()
+            self.fallbacks.labels(self._model(row.fallback_from), served).inc()
         if row.outcome == "skipped":
             return  # a model in cooldown was not called: no operation to time
         provider = row.provider or row.model.partition(":")[0]
-        self.duration.labels("chat", requested, row.model, provider, error).observe(row.latency_ms / 1000.0)
+        self.duration.labels("chat", requested, served, provider, error).observe(row.latency_ms / 1000.0)
         if row.ttft_ms is not None:
-            self.ttft.labels(requested, row.model).observe(row.ttft_ms / 1000.0)
+            self.ttft.labels(requested, served).observe(row.ttft_ms / 1000.0)
         for kind, count in (("input", row.prompt_tokens), ("output", row.completion_tokens)):
             if count is not None:
-                self.tokens.labels("chat", requested, row.model, kind).observe(count)
+                self.tokens.labels("chat", requested, served, kind).observe(count)
         if row.cost_usd is not None:
-            self.cost.labels(requested, row.model, provider).inc(row.cost_usd)
+            self.cost.labels(requested, served, provider).inc(row.cost_usd)
         elif row.outcome == "ok":
-            self.unpriced.labels(requested, row.model).inc()
+            self.unpriced.labels(requested, served).inc()
 
     def render(self) -> bytes:
         """The exposition text (blocking: the state gauge asks the hosts, so call it on a worker thread)."""

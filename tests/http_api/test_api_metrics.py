@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from api import prom
 from api.app import create_api
 from orchestrator_core.orchestrator import Orchestrator
+from orchestrator_core.store import MetricRow
 from tests.http_api.conftest import LiveServer, Upstream
 
 HELLO = [{"role": "user", "content": "hi"}]
@@ -57,3 +60,20 @@ def test_metrics_public_opens_metrics_without_a_token(make_orch: Callable[..., O
         server.stop()
     assert answer.status_code == 200 and "orchestrator_cooldowns_active" in answer.text
     assert closed.status_code == 401  # only /metrics is opened
+
+
+def test_made_up_model_ids_stop_making_new_series_past_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(prom, "MAX_MODEL_LABELS", 3)
+    metrics = prom.GatewayMetrics(lambda: None)  # type: ignore[arg-type,return-value]  # the gauges are not read
+    for n in range(50):  # a client inventing ids the host does not have: each one fails
+        metrics.observe(MetricRow(model=f"custom:made-up-{n}", outcome="error", latency_ms=1.0,
+                                  error_kind="model_not_found"))
+    metrics.observe(MetricRow(model="custom:healthy", outcome="ok", latency_ms=1.0, requested_model="custom:nope"))
+
+    totals = [s for s in metrics.calls.collect()[0].samples if s.name == "orchestrator_calls_total"]
+    calls: dict[str, float] = {}
+    for sample in totals:
+        calls[sample.labels["gen_ai_request_model"]] = calls.get(sample.labels["gen_ai_request_model"], 0) + sample.value
+    served = {s.labels["gen_ai_response_model"] for s in totals}
+    assert calls == {"custom:made-up-0": 1, "custom:made-up-1": 1, "custom:made-up-2": 1, "other": 48}
+    assert "custom:healthy" in served  # a model that answered always has its own series
