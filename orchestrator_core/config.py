@@ -238,8 +238,13 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
 
 
 def _check_url(name: str, url: str) -> str:
+    from .connections import url_problem  # noqa: PLC0415 - connections imports this module's types
+
     if not url.startswith(("http://", "https://")):
         raise ConfigurationError(f"{name}={redact_url(url)!r} must start with http:// or https://.")
+    if problem := url_problem(url):
+        raise ConfigurationError(f"{name}={redact_url(url)!r} is not a usable URL ({problem}); set it to a URL "
+                                 "such as http://127.0.0.1:1234.")
     return url.rstrip("/")
 
 

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+import httpx
+
 from .errors import InvalidConnectionError, UnknownConnectionError, redact_url
 from .providers.base import Provider
 from .providers.registry import KINDS
@@ -142,12 +144,32 @@ def check_base_url(kind: str, base_url: str | None, *, current: str | None = Non
                 f"A connection of kind {kind} needs a base URL, such as https://api.groq.com/openai/v1."
             )
         return default
-    if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", text):
+    problem = url_problem(text)
+    if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", text) or problem:
         raise InvalidConnectionError(
-            f"Base URL {redact_url(text)[:80]!r} does not fit: it must start with http:// or https://, name a host, "
-            "and hold no spaces, query or fragment (for example http://192.168.1.20:1234)."
+            f"Base URL {redact_url(text)[:80]!r} does not fit{f' ({problem})' if problem else ''}: it must start "
+            "with http:// or https://, name a host (and a port from 1 to 65535, if any), and hold no spaces, query "
+            "or fragment (for example http://192.168.1.20:1234)."
         )
     return text
+
+
+def url_problem(url: str) -> str | None:
+    """Why httpx could not make a client for this URL, or None. A URL it refuses (a port such as 'abc', an
+    unclosed IPv6 bracket, a host IDNA refuses) would raise in every status check of every page, not just in
+    calls to that connection."""
+    try:
+        parsed = httpx.URL(url)
+        parsed.host.encode("idna")  # what the socket does at the first request: 'a..b' fails only there
+    except UnicodeError:
+        return "the host name has an empty part or one over 63 characters"
+    except httpx.InvalidURL as exc:
+        return str(exc) if "@" not in url else "the host or port cannot be read"  # exc quotes the part it read
+    if not parsed.host:
+        return "no host"
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        return f"port {parsed.port} is out of range"
+    return None
 
 
 def _keep_credentials(url: str, current: str | None) -> str:

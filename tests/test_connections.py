@@ -6,8 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from orchestrator_core.config import Settings
 from orchestrator_core.connections import KeyMode
 from orchestrator_core.errors import (
+    ConfigurationError,
     InvalidConnectionError,
     InvalidKeyInputError,
     UnknownConnectionError,
@@ -189,6 +191,30 @@ def test_bad_connections_are_refused_with_what_to_fix(orch: Orchestrator) -> Non
         orch.connection("x")  # nothing was stored by the refused adds
     with pytest.raises(UnknownConnectionError, match="connections add nope"):
         orch.chat("nope:model", HELLO)
+
+
+@pytest.mark.parametrize(("url", "said"), [
+    ("http://192.168.1.20:1234x", "Invalid port"), ("http://[::1:8080", "Invalid port"), ("http://:8080", "no host"),
+    ("http://host.test:99999", "out of range"), ("http://host..test", "empty part"),
+    ("http://me:pw-secret@host.test:12a4", "cannot be read"),
+])
+def test_a_url_httpx_cannot_use_is_refused_before_it_breaks_every_status_check(
+        orch: Orchestrator, url: str, said: str) -> None:
+    # Stored, such a URL raised httpx.InvalidURL (or UnicodeError) out of hosts() and statuses(): every page's
+    # status, the Connections page itself included, so it could not even be removed there.
+    with pytest.raises(InvalidConnectionError, match=said) as info:
+        orch.add_connection("desk", "lmstudio", base_url=url)
+    assert "pw-secret" not in info.value.message
+    orch.add_connection("desk", "lmstudio", base_url="http://192.168.1.20:1234")
+    with pytest.raises(InvalidConnectionError, match=said):
+        orch.edit_connection("desk", base_url=url)
+    assert orch.connection("desk").base_url == "http://192.168.1.20:1234"
+    assert [h.provider for h in orch.hosts()] == ["desk"]
+
+
+def test_an_env_url_httpx_cannot_use_stops_the_start_with_what_to_fix() -> None:
+    with pytest.raises(ConfigurationError, match="LLAMACPP_BASE_URL.*Invalid port"):
+        Settings.from_env({"LLAMACPP_BASE_URL": "http://127.0.0.1:80:90"})
 
 
 def test_removing_a_connection_deactivates_its_models_and_a_seeded_one_is_only_disabled(
