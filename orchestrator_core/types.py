@@ -27,6 +27,17 @@ class ChatParams:
     stop: tuple[str, ...] | None = None
 
 
+def token_count(value: object) -> int | None:
+    """A token count a provider reported, or None when it is not a whole number of at least 0.
+
+    A host's usage is JSON: a string ("12"), a negative or fractional number, true or an object there would
+    break the answer's usage sum or the metric row after the answer came, and a negative count would lower the
+    spend a budget is checked against."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value if type(value) is int and value >= 0 else None
+
+
 @dataclass(frozen=True)
 class Usage:
     prompt_tokens: int | None = None  # every input token, cached ones included

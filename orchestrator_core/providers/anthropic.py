@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import httpx
 
 from ..errors import EmptyPromptError, bad_response, content_filtered
-from ..types import ChatParams, ChatResult, Message, StreamEvent, TextDelta, Usage
+from ..types import ChatParams, ChatResult, Message, StreamEvent, TextDelta, Usage, token_count
 from .base import Provider, event_json, system_and_turns
 
 MESSAGES_PATH = "/v1/messages"
@@ -208,7 +208,7 @@ def _usage(raw: Any) -> Usage:
     """input_tokens excludes cached prompt tokens, which still count as prompt tokens."""
     if not isinstance(raw, dict):
         return Usage()
-    prompt = raw.get("input_tokens")
+    prompt, cached = token_count(raw.get("input_tokens")), token_count(raw.get("cache_read_input_tokens"))
     if prompt is not None:
-        prompt += (raw.get("cache_creation_input_tokens") or 0) + (raw.get("cache_read_input_tokens") or 0)
-    return Usage(prompt, raw.get("output_tokens"), raw.get("cache_read_input_tokens"))
+        prompt += (token_count(raw.get("cache_creation_input_tokens")) or 0) + (cached or 0)
+    return Usage(prompt, token_count(raw.get("output_tokens")), cached)

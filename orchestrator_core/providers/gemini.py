@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import httpx
 
 from ..errors import bad_response, content_filtered
-from ..types import ChatParams, ChatResult, Message, StreamEvent, TextDelta, Usage
+from ..types import ChatParams, ChatResult, Message, StreamEvent, TextDelta, Usage, token_count
 from .base import Provider, system_and_turns
 
 _MAX_MODEL_PAGES = 5  # 1000 models a page: more pages than this means something is wrong
@@ -216,10 +216,10 @@ def _usage(raw: Any) -> Usage:
     """Thinking tokens are billed as output, as OpenAI's and Anthropic's completion counts include them."""
     if not isinstance(raw, dict):
         return Usage()
-    completion = raw.get("candidatesTokenCount")
-    if raw.get("thoughtsTokenCount"):
-        completion = (completion or 0) + raw["thoughtsTokenCount"]
-    return Usage(raw.get("promptTokenCount"), completion, raw.get("cachedContentTokenCount"))
+    completion = token_count(raw.get("candidatesTokenCount"))
+    if thoughts := token_count(raw.get("thoughtsTokenCount")):
+        completion = (completion or 0) + thoughts
+    return Usage(token_count(raw.get("promptTokenCount")), completion, token_count(raw.get("cachedContentTokenCount")))
 
 
 def _model_name(model: dict[str, Any]) -> str:

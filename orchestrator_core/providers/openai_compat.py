@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from ..errors import bad_response, content_filtered
-from ..types import ChatParams, ChatResult, Message, StreamEvent, TextDelta, Usage
+from ..types import ChatParams, ChatResult, Message, StreamEvent, TextDelta, Usage, token_count
 from .base import Provider, event_json
 
 
@@ -153,4 +153,4 @@ def _usage(raw: Any) -> Usage:
         return Usage()
     details = raw.get("prompt_tokens_details")
     cached = details.get("cached_tokens") if isinstance(details, dict) else None
-    return Usage(raw.get("prompt_tokens"), raw.get("completion_tokens"), cached)
+    return Usage(token_count(raw.get("prompt_tokens")), token_count(raw.get("completion_tokens")), token_count(cached))
