@@ -21,6 +21,7 @@ from orchestrator_core.orchestrator import Orchestrator
 
 from . import connections, errors, gateway, management, prom
 from .auth import FailureLimiter
+from .limits import BodyLimit
 
 log = logging.getLogger("api")
 T = TypeVar("T")
@@ -124,6 +125,7 @@ def create_api(
     app.add_exception_handler(RequestValidationError, errors.on_validation_error)
     app.add_exception_handler(StarletteHTTPException, errors.on_http_error)
     app.add_exception_handler(Exception, errors.on_unexpected)
+    app.add_middleware(BodyLimit)  # before FastAPI reads a body, the token check included (api/limits.py)
     return app
 
 

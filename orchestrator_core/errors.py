@@ -8,6 +8,7 @@
     │   ├── EmptyPromptError               no messages, or only whitespace
     │   ├── InvalidKeyInputError           empty key, whitespace inside, unknown provider, duplicate label
     │   ├── InvalidConnectionError         a connection or group that does not fit: says what to fix (422)
+    │   ├── RequestTooLargeError           an HTTP API body over the size limit, refused unread (413)
     │   └── InvalidParameterError          an HTTP API body field that does not fit (names it: param)
     │       └── UnsupportedParameterError  a parameter the core cannot honour yet (tools, n > 1, ...)
     ├── ConfigurationError                 settings, database or secret problems found at start-up
@@ -141,6 +142,11 @@ class UnknownConnectionError(UnknownProviderError):
 class InvalidConnectionError(InputError):
     kind = "invalid_connection"
     http_status = 422
+
+
+class RequestTooLargeError(InputError):
+    kind = "request_too_large"
+    http_status = 413
 
 
 class ConfigurationError(OrchestratorError):
