@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator_core.loader import HostStatus
 
+MAX_TOKENS_LIMIT = 2**31 - 1
+
 # -- /api ------------------------------------------------------------------------------------------
 
 
@@ -115,8 +117,10 @@ class ChatCompletionRequest(BaseModel):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     stop: str | list[str] | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    # At most int32: llama-server and other hosts parse it as one, and a host's 500 for a count it cannot read
+    # would cool its model down for every caller (MAX_TOKENS_LIMIT).
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int | None = Field(default=None, ge=1)

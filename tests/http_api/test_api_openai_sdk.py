@@ -189,3 +189,15 @@ def test_a_model_id_outside_printable_ascii_answers_with_percent_encoded_headers
             assert '"content": "fi"' in answer.text and answer.text.rstrip().endswith("data: [DONE]")
         else:
             assert answer.json()["choices"][0]["message"]["content"] == "fine"
+
+
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
+def test_a_max_tokens_past_int32_is_a_400_naming_it_and_never_reaches_the_host(
+        chat_client: httpx.Client, fault_server: FaultServer, field: str) -> None:
+    # A host parsing it as int32 answers 500, which would cool the model down for every caller.
+    answer = chat_client.post("/v1/chat/completions", json={"model": "custom:healthy", "messages": HELLO,
+                                                            field: 2**31})
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == field
+    assert not [seen for seen in fault_server.seen if seen.path.endswith("/chat/completions")]
+    assert chat_client.post("/v1/chat/completions", json={"model": "custom:healthy", "messages": HELLO,
+                                                          field: 2**31 - 1}).status_code == 200
