@@ -6,6 +6,7 @@ import contextlib
 import json
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 import httpx
 
@@ -71,7 +72,9 @@ class GeminiProvider(Provider):
         return body
 
     def model_path(self, model: str, method: str) -> str:
-        return f"/{self.api_version}/models/{model.removeprefix('models/')}:{method}"
+        # The model id is the caller's text and the only one put in a URL path: quoted whole, so '../', '?' or
+        # '#' in it cannot send the key to another endpoint ("../../v1beta/cachedContents#" did).
+        return f"/{self.api_version}/models/{quote(model.removeprefix('models/'), safe='')}:{method}"
 
     # -- operations ---------------------------------------------------------------------------
     def chat(self, model: str, messages: list[Message], params: ChatParams) -> ChatResult:

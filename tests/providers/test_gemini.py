@@ -380,3 +380,13 @@ def test_gemini_missing_key_raises_before_any_request(client: httpx.Client, resp
     with pytest.raises(MissingKeyError):
         next(provider.stream_chat("gemini-2.5-flash", HELLO, ChatParams()))
     assert respx_mock.calls.call_count == 0
+
+
+@pytest.mark.parametrize("model", ["../../v1beta/cachedContents#", "x?alt=json&", "a/../../../files"])
+def test_a_model_id_cannot_leave_the_models_path(
+        provider: GeminiProvider, respx_mock: respx.MockRouter, model: str) -> None:
+    route = respx_mock.route().respond(json=ANSWER)
+    provider.chat(model, HELLO, ChatParams())
+    url = route.calls.last.request.url
+    assert url.path.startswith("/v1/models/") and url.path.endswith(":generateContent")
+    assert (url.query, url.fragment) == (b"", "")
