@@ -47,10 +47,12 @@ def home_dir(environ: Mapping[str, str] | None = None) -> Path:
 class Settings:
     """Every tunable of the core. Build with ``Settings.from_env()``; tests pass values directly."""
 
-    database_url: str = DEFAULT_DATABASE_URL
-    base_urls: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_BASE_URLS))
-    env_keys: Mapping[str, str] = field(default_factory=dict)  # provider -> key from <PROVIDER>_API_KEY
-    secret_key: str | None = None  # ORCHESTRATOR_SECRET_KEY; else a key file beside the database
+    # Left out of repr(): a Settings in a log line, a traceback's locals or a test's assertion output must not
+    # carry the keys, the secret or the database password (nor credentials in a base URL).
+    database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
+    base_urls: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_BASE_URLS), repr=False)
+    env_keys: Mapping[str, str] = field(default_factory=dict, repr=False)  # provider -> key from <PROVIDER>_API_KEY
+    secret_key: str | None = field(default=None, repr=False)  # ORCHESTRATOR_SECRET_KEY; else a key file
     # None: the provider's current default (AnthropicProvider.default_version, GeminiProvider.default_api_version)
     anthropic_version: str | None = None  # ANTHROPIC_VERSION pins another anthropic-version header
     gemini_api_version: str | None = None  # GEMINI_API_VERSION: v1 or v1beta

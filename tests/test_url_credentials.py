@@ -113,3 +113,12 @@ def test_the_cli_prints_connections_without_url_credentials(
     assert all("***@proxy.test" in out for out in outputs)
     assert not [out for out in outputs if PASSWORD in out]
     assert {c["name"]: c["base_url"] for c in json.loads(outputs[3])}["proxy"] == "https://***@proxy.test/v1"
+
+
+def test_the_repr_of_settings_carries_no_key_secret_or_password() -> None:
+    shown = repr(Settings.from_env({
+        "OPENAI_API_KEY": "sk-proj-repr-0123456789abcdef", "ORCHESTRATOR_SECRET_KEY": "secret-repr-0123456789",
+        "DATABASE_URL": f"postgresql+psycopg://app:{PASSWORD}@db.test/app",
+        "CUSTOM_BASE_URL": f"https://me:{PASSWORD}@proxy.test/v1"}))
+    assert "Settings(" in shown and "read_timeout_s" in shown
+    assert not [s for s in ("sk-proj-repr", "secret-repr", PASSWORD) if s in shown]
