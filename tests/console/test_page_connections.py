@@ -113,6 +113,31 @@ def test_editing_the_base_url_takes_effect(core: Callable[[], Orchestrator], wir
     assert rows(at)["desk"]["Base URL"] == "http://192.0.2.11:1234"
 
 
+def test_saving_one_field_keeps_what_another_process_changed_in_the_others(
+        core: Callable[[], Orchestrator]) -> None:
+    at = add(page(), "openai-compatible", "vllm", "https://one.example/v1")
+    at.selectbox(key="conn_pick").set_value("vllm").run()
+    core().edit_connection("vllm", base_url="https://two.example/v1")  # the CLI, the API or another tab
+    at.run()
+    assert at.text_input(key="edit_conn_url_vllm").value == "https://two.example/v1"  # the field follows
+    at.selectbox(key="edit_conn_mode_vllm").set_value("round-robin")
+    at = at.button(key="FormSubmitter:edit_conn_form_vllm-Save changes").click().run()
+    assert not at.exception and not at.warning
+    # The form used to send back the URL it first showed, silently undoing the other change.
+    assert (core().connection("vllm").base_url, core().connection("vllm").key_mode.value) == (
+        "https://two.example/v1", "round-robin")
+
+
+def test_a_refused_edit_keeps_what_was_typed(core: Callable[[], Orchestrator]) -> None:
+    at = add(page(), "openai-compatible", "vllm", "https://one.example/v1")
+    at.selectbox(key="conn_pick").set_value("vllm").run()
+    at.text_input(key="edit_conn_url_vllm").set_value("ftp://one.example")
+    at = at.button(key="FormSubmitter:edit_conn_form_vllm-Save changes").click().run()
+    assert "does not fit" in at.error[0].value
+    assert at.text_input(key="edit_conn_url_vllm").value == "ftp://one.example"
+    assert core().connection("vllm").base_url == "https://one.example/v1"
+
+
 def test_disable_and_enable(core: Callable[[], Orchestrator]) -> None:
     at = add(page(), "openai-compatible", "groq", GROQ, GROQ_KEY)
     at.selectbox(key="conn_pick").set_value("groq").run()
