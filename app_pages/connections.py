@@ -50,29 +50,15 @@ def add_connection() -> None:
                            "Press Test to check it.")
 
 
-def _follow(key: str, stored: str) -> None:
-    """A keyed edit field shows the stored value unless its user typed another: a change made elsewhere (another
-    tab, the CLI, the API) reaches the field instead of waiting there to be saved back over."""
-    ss = st.session_state
-    if key not in ss or ss[key] == ss.get(f"{key}__shown"):
-        ss[key] = stored
-    ss[f"{key}__shown"] = stored
-
-
-def _changed(key: str) -> str | None:
-    """The field's value when its user changed it from what it showed, else None (nothing to save)."""
-    value = st.session_state.get(key)
-    return None if value == st.session_state.get(f"{key}__shown") else str(value or "")
-
-
 def save_connection(name: str) -> None:
     current = orch.connection(name)
-    options = {o: v for o in KINDS[current.kind].options if (v := _changed(f"edit_conn_opt_{name}_{o}")) is not None}
-    url = _changed(f"edit_conn_url_{name}")
+    options = {o: str(v) for o in KINDS[current.kind].options
+               if (v := state.changed(f"edit_conn_opt_{name}_{o}")) is not None}
+    url = state.changed(f"edit_conn_url_{name}")
     try:
         orch.edit_connection(name, base_url=url or None,
                              options={**current.options, **options} if options else None,
-                             key_mode=_changed(f"edit_conn_mode_{name}"))
+                             key_mode=state.changed(f"edit_conn_mode_{name}"))
     except OrchestratorError as exc:
         state.flash("error", exc.message)
         return
@@ -148,13 +134,13 @@ if by_name:
     with st.expander(f"Edit {name}", expanded=False):
         kind = KINDS[picked.kind]
         with st.form(f"edit_conn_form_{name}", clear_on_submit=False):
-            _follow(f"edit_conn_url_{name}", picked.shown_url)
+            state.follow(f"edit_conn_url_{name}", picked.shown_url)
             st.text_input("Base URL", key=f"edit_conn_url_{name}",
                           help=f"{kind.display_name}'s default: {kind.default_base_url or 'none'}")
             for option in kind.options:
-                _follow(f"edit_conn_opt_{name}_{option}", picked.options.get(option, ""))
+                state.follow(f"edit_conn_opt_{name}_{option}", picked.options.get(option, ""))
                 st.text_input(option, key=f"edit_conn_opt_{name}_{option}")
-            _follow(f"edit_conn_mode_{name}", picked.key_mode.value)
+            state.follow(f"edit_conn_mode_{name}", picked.key_mode.value)
             st.selectbox("Key mode", [m.value for m in KeyMode], key=f"edit_conn_mode_{name}",
                          help="ordered: the first healthy key; round-robin: the healthy keys in turn")
             st.form_submit_button("Save changes", on_click=save_connection, args=(name,))

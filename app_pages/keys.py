@@ -47,7 +47,7 @@ def update_key(key_id: int | str) -> None:
     ss = st.session_state
     new_key = ss.get(f"edit_key_value_{key_id}") or None
     try:
-        info = orch.edit_key(key_id, label=ss.get(f"edit_key_label_{key_id}"), key=new_key)
+        info = orch.edit_key(key_id, label=state.changed(f"edit_key_label_{key_id}"), key=new_key)
     except OrchestratorError as exc:
         state.flash("error", exc.message)
         return
@@ -150,7 +150,8 @@ if keys:
                        "restart to edit it.")
         else:
             with st.form(f"edit_key_form_{key_id}", clear_on_submit=False):
-                st.text_input("Label", value=picked.label, key=f"edit_key_label_{key_id}")
+                state.follow(f"edit_key_label_{key_id}", picked.label)
+                st.text_input("Label", key=f"edit_key_label_{key_id}")
                 st.text_input("New key (leave empty to keep the current one)", type="password",
                               key=f"edit_key_value_{key_id}")
                 st.form_submit_button("Save changes", on_click=update_key, args=(key_id,))

@@ -167,8 +167,9 @@ def add_model() -> None:
 
 def save_entry(model_id: str) -> None:
     try:
-        orch.edit_model(model_id, active=bool(st.session_state[f"edit_active_{model_id}"]),
-                        priority=int(st.session_state[f"edit_priority_{model_id}"]))
+        active, priority = state.changed(f"edit_active_{model_id}"), state.changed(f"edit_priority_{model_id}")
+        orch.edit_model(model_id, active=None if active is None else bool(active),
+                        priority=None if priority is None else int(priority))
     except OrchestratorError as exc:
         state.flash("error", exc.message)
         return
@@ -203,9 +204,11 @@ with right:
         picked = st.selectbox("Registered model", list(entries), key="edit_model")
         entry = entries[picked]
         with st.form(f"edit_form_{picked}"):
-            st.toggle("Active", value=entry.active, key=f"edit_active_{picked}",
+            state.follow(f"edit_active_{picked}", entry.active)  # saved only when changed here
+            st.toggle("Active", key=f"edit_active_{picked}",
                       help="Inactive models are not offered and never used as a fallback")
-            st.number_input("Priority", value=entry.priority, step=10, key=f"edit_priority_{picked}",
+            state.follow(f"edit_priority_{picked}", entry.priority)
+            st.number_input("Priority", step=10, key=f"edit_priority_{picked}",
                             help="Breaks ties between alternatives: lower first")
             st.form_submit_button("Save", on_click=save_entry, args=(picked,))
         discovered = entry.source == "discovered"

@@ -27,6 +27,21 @@ _STARTUP_FIXES = {
 }
 
 
+def follow(key: str, stored: Any) -> None:
+    """A keyed edit field shows the stored value unless its user typed another: a change made elsewhere (another
+    tab, the CLI, the API) reaches the field, instead of staying in it to be saved back over that change."""
+    ss = st.session_state
+    if key not in ss or ss[key] == ss.get(f"{key}__shown"):
+        ss[key] = stored
+    ss[f"{key}__shown"] = stored
+
+
+def changed(key: str) -> Any:
+    """The field's value when its user changed it from what it showed (see follow), else None: nothing to save."""
+    value = st.session_state.get(key)
+    return None if value == st.session_state.get(f"{key}__shown") else value
+
+
 def startup_error() -> ConfigurationError | None:
     """Build the orchestrator; the configuration error that stops it, if any (not kept, so a fix is seen)."""
     try:

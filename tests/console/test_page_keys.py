@@ -137,3 +137,15 @@ def test_environment_keys_are_listed_read_only(wire: respx.MockRouter, with_open
     wire.get(f"{OPENAI}/models").respond(json={"data": [{"id": "gpt-4.1-mini"}]})
     at.button(key="key_test").click().run()
     assert rows(at)[0]["Last test"] == "✅ OK"
+
+
+def test_replacing_the_key_keeps_a_label_changed_elsewhere(core: Callable[[], Orchestrator]) -> None:
+    info = core().keys.add("openai", "old", "sk-old-000000000000-1111")
+    at = keys_page()
+    core().edit_key(info.id, label="renamed-elsewhere")  # the API or another tab
+    at.run()
+    at.text_input(key=f"edit_key_value_{info.id}").set_value("sk-new-000000000000-2222")
+    at.button(key=f"FormSubmitter:edit_key_form_{info.id}-Save changes").click().run()
+    assert not at.exception and not at.warning
+    [row] = rows(at)
+    assert (row["Label"], row["Key"]) == ("renamed-elsewhere", "••••2222")

@@ -203,3 +203,19 @@ def test_an_action_message_shows_once_as_a_banner_not_also_as_a_toast(
     at.button(key="action_reset").click().run()
     assert f"{GPT} had no failure." in successes(at)
     assert [t.value for t in at.toast] == []
+
+
+def test_saving_the_priority_keeps_a_deactivation_made_elsewhere(wire: respx.MockRouter,
+                                                                 core: Callable[[], Orchestrator]) -> None:
+    lmstudio_down(wire)
+    core().add_model("mistral:mistral-large-latest", priority=40)
+    at = models_page()
+    at.selectbox(key="edit_model").set_value("mistral:mistral-large-latest").run()
+    core().edit_model("mistral:mistral-large-latest", active=False)  # the API, the CLI or another tab
+    at.run()
+    at.number_input(key="edit_priority_mistral:mistral-large-latest").set_value(5)
+    at.button(key="FormSubmitter:edit_form_mistral:mistral-large-latest-Save").click().run()
+    assert not at.exception and not at.warning
+    entry = core().registry.get("mistral:mistral-large-latest")
+    # The form used to send back the 'active' it first showed, switching the model on again.
+    assert entry is not None and (entry.active, entry.priority) == (False, 5)
