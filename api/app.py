@@ -14,12 +14,13 @@ from typing import Any, TypeVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from orchestrator_core import shared
 from orchestrator_core.errors import ConfigurationError, OrchestratorError
 from orchestrator_core.orchestrator import Orchestrator
 
-from . import connections, errors, gateway, management, prom
+from . import connections, errors, gateway, lean, management, prom
 from .auth import FailureLimiter
 
 log = logging.getLogger("api")
@@ -83,6 +84,18 @@ def _with_orchestrator(backend: Backend, fn: Callable[[Orchestrator], T]) -> T:
     return fn(backend.orchestrator())
 
 
+class GatewayApp(FastAPI):
+    """FastAPI with the lean path of POST /v1/chat/completions in front of its middleware and routing."""
+
+    lean = True  # False: every request through FastAPI's stack (the lean path's reference in tests and bench)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.lean and lean.takes(scope):
+            await lean.chat(self.state.backend, scope, receive, send, super().__call__)
+        else:
+            await super().__call__(scope, receive, send)
+
+
 def backend_of(request: Request) -> Backend:
     backend: Backend = request.app.state.backend
     return backend
@@ -93,8 +106,10 @@ def create_api(
     *,
     close: Callable[[], None] | None = shared.close,
     outer_lifespan: Lifespan | None = None,
+    lean_chat: bool = True,
 ) -> FastAPI:
-    """The API app. close runs at shutdown (flushes metrics); outer_lifespan wraps ours (Streamlit's runtime)."""
+    """The API app. close runs at shutdown (flushes metrics); outer_lifespan wraps ours (Streamlit's runtime);
+    lean_chat=False sends POST /v1/chat/completions through FastAPI's stack too (api/lean.py)."""
     backend = Backend(orchestrator)
 
     @asynccontextmanager
@@ -106,7 +121,7 @@ def create_api(
             async with _own_lifespan(backend, close):
                 yield
 
-    app = FastAPI(
+    app = GatewayApp(
         title="LLM orchestrator API",
         version="1",
         summary="Model management (/api) and an OpenAI-compatible gateway (/v1) with check-and-load and fallback.",
@@ -116,6 +131,7 @@ def create_api(
         lifespan=lifespan,
     )
     app.state.backend = backend
+    app.lean = lean_chat
     app.include_router(management.router)
     app.include_router(connections.router)
     app.include_router(gateway.router)
