@@ -58,7 +58,8 @@ class StreamRun:
         self._items: deque[Item] = deque()
         self._lock = threading.Lock()
         self._woken = False  # a wake-up is on its way to the loop (or the loop is taking items)
-        self._ready = asyncio.Event()
+        self._ready = False  # (loop side) the wake-up arrived: items wait
+        self._waiter: asyncio.Future[None] | None = None
 
     def on_event(self, event: CallEvent) -> None:
         """The call's progress (the orchestrator's on_event, on the worker thread)."""
@@ -86,18 +87,35 @@ class StreamRun:
             self._put(Item("error", error=OrchestratorError(f"The stream failed unexpectedly ({type(exc).__name__}).")))
 
     async def take(self, timeout: float) -> list[Item]:
-        """Everything handed over so far, waiting up to timeout for the first item; [] when none came (loop)."""
-        if not self._ready.is_set():
+        """Everything handed over so far, waiting up to timeout for the first item; [] when none came (loop).
+
+        A bare future and a timer rather than asyncio.wait_for (Python 3.11 makes a task for each wait):
+        a paced stream waits once per piece."""
+        if not self._ready:
+            if timeout <= 0:
+                return []
+            waiter = self.loop.create_future()
+            self._waiter = waiter
+            timer = self.loop.call_later(timeout, _wake_up, waiter)
             try:
-                await asyncio.wait_for(self._ready.wait(), timeout=max(timeout, 0.0))
-            except TimeoutError:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+            if not self._ready:
                 return []
         with self._lock:
             items = list(self._items)
             self._items.clear()
             self._woken = False
-            self._ready.clear()
+        self._ready = False
         return items
+
+    def _arrived(self) -> None:
+        """(loop) The worker handed items over."""
+        self._ready = True
+        if self._waiter is not None:
+            _wake_up(self._waiter)
 
     def _put(self, item: Item) -> None:
         with self._lock:
@@ -105,7 +123,12 @@ class StreamRun:
             if self._woken:
                 return
             self._woken = True
-        self.loop.call_soon_threadsafe(self._ready.set)
+        self.loop.call_soon_threadsafe(self._arrived)
+
+
+def _wake_up(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class _Progress:
@@ -271,13 +294,15 @@ class _Chunks:
         self.created = int(time.time())
         self.include_usage = include_usage
         self.sent_role = False
+        self._text_model = ""
+        self._text_around = ("", "")
 
     def events(self, item: Item, model: str) -> list[bytes]:
         if item.kind == "text":
-            delta: dict[str, Any] = {"content": item.text}
-            if not self.sent_role:
-                delta = {"role": "assistant", "content": item.text}
-                self.sent_role = True
+            if self.sent_role:
+                return [self._text(model, item.text)]
+            self.sent_role = True
+            delta = {"role": "assistant", "content": item.text}
             return [self._chunk(model, [{"index": 0, "delta": delta, "finish_reason": None}])]
         if item.kind == "error" and item.error is not None:
             return self._failed(item.error, model)
@@ -306,6 +331,16 @@ class _Chunks:
             events.append(self._chunk(model, [], usage=counts))
         events.append(DONE)
         return events
+
+    def _text(self, model: str, text: str) -> bytes:
+        """A text chunk after the first: what _chunk makes, the JSON around the text made once per model."""
+        if model != self._text_model:
+            marker = "\x00"  # json.dumps writes it as "\u0000"
+            whole = self._chunk(model, [{"index": 0, "delta": {"content": marker}, "finish_reason": None}]).decode()
+            before, _, after = whole.rpartition(json.dumps(marker))  # the last string in the chunk
+            self._text_model, self._text_around = model, (before, after)
+        before, after = self._text_around
+        return (before + json.dumps(text, ensure_ascii=False) + after).encode()
 
     def _chunk(self, model: str, choices: list[dict[str, Any]], **extra: Any) -> bytes:
         body = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": model,

@@ -13,7 +13,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import Receive, Scope, Send
 
 from api.app import create_api
-from api.streaming import EventStream, data_event
+from api.streaming import EventStream, Item, _Chunks, data_event
 from orchestrator_core.orchestrator import Orchestrator
 from tests.http_api.conftest import LiveServer
 
@@ -190,3 +190,16 @@ def test_the_event_stream_sends_the_headers_event_source_response_sent() -> None
     ours = EventStream(_nothing(), {"x-request-id": "r", "x-orchestrator-model": "m"})
     theirs = EventSourceResponse(_nothing(), headers={"x-request-id": "r", "x-orchestrator-model": "m"}, ping=0)
     assert ours.raw_headers == theirs.raw_headers
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_text_chunks_made_from_the_template_are_the_chunks_json_dumps_makes(include_usage: bool) -> None:
+    chunks = _Chunks("req-1", include_usage)
+    chunks.events(Item("text", text="first"), "custom:m")  # the first carries the role: made in full
+    for model in ("custom:m", 'odd "model" \\ ü', "\x00"):
+        for text in ("tok ", "", 'quote " and \\ backslash', "naïve \u2028 \x00 end", "\n\r\t"):
+            body = {"id": "chatcmpl-req-1", "object": "chat.completion.chunk", "created": chunks.created,
+                    "model": model, "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+            if include_usage:
+                body["usage"] = None
+            assert chunks.events(Item("text", text=text), model) == [data_event(json.dumps(body, ensure_ascii=False))]
