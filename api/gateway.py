@@ -9,6 +9,7 @@ that names it, never silently dropped.
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
@@ -85,7 +86,7 @@ async def _stream(backend: Any, body: ChatCompletionRequest, messages: list[Mess
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
     def start() -> None:
-        backend.pool.submit(run.run, stream)
+        backend.pool.submit(partial(run.run, stream))
 
     return await streaming.respond(run, stream, start, include_usage=include_usage,
                                    keepalive_s=orch.settings.stream_keepalive_s)

@@ -3,7 +3,9 @@ exactly what the FastAPI route answers (lean_chat=False), for good requests and 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +14,7 @@ import pytest
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import Receive, Scope, Send
 
-from api.app import create_api
+from api.app import Workers, create_api
 from api.streaming import EventStream, Item, _Chunks, data_event
 from orchestrator_core.orchestrator import Orchestrator
 from tests.http_api.conftest import LiveServer
@@ -203,3 +205,23 @@ def test_text_chunks_made_from_the_template_are_the_chunks_json_dumps_makes(incl
             if include_usage:
                 body["usage"] = None
             assert chunks.events(Item("text", text=text), model) == [data_event(json.dumps(body, ensure_ascii=False))]
+
+
+def test_worker_threads_answer_raise_and_stay_within_their_size() -> None:
+    workers = Workers(2)
+    gate = threading.Event()
+
+    async def main() -> None:
+        waiting = [workers.call(lambda: gate.wait(10)) for _ in range(3)]  # three calls, two threads
+        await asyncio.sleep(0.05)
+        assert workers.threads == 2 and not any(w.done() for w in waiting)
+        gate.set()
+        assert await asyncio.gather(*waiting) == [True, True, True]
+        with pytest.raises(ZeroDivisionError):
+            await workers.call(lambda: 1 / 0)
+        assert await workers.call(lambda: "again") == "again" and workers.threads == 2  # idle threads reused
+
+    try:
+        asyncio.run(main())
+    finally:
+        workers.shutdown()
