@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import anyio
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from orchestrator_core.errors import GatewayAccessError, TokenScopeError, TooManyTokenFailuresError
 from orchestrator_core.orchestrator import Orchestrator
@@ -69,20 +70,31 @@ def require(scope: Scope) -> Callable[..., Awaitable[TokenInfo]]:
     """A dependency that lets a request through with a valid token of this scope (or admin)."""
 
     async def check(request: Request, credentials: Credentials) -> TokenInfo:
-        backend = request.app.state.backend
         token = credentials.credentials if credentials is not None else ""
-        _not_locked(backend.token_failures, request)
-        orch: Orchestrator | None = backend.orchestrator_if_built()
-        info = orch.tokens.cached(token) if orch is not None and token else None
-        if info is None:  # not checked lately: the database read runs on a worker thread
-            info = await anyio.to_thread.run_sync(_check_token, backend, request, token)
-        return _in_scope(info, scope)
+        return await authorize(request.app.state.backend, _address(request), token, scope)
 
     return check
 
 
-def _not_locked(limiter: FailureLimiter, request: Request) -> None:
-    address = _address(request)
+async def authorize(backend: Any, address: str, token: str, scope: Scope) -> TokenInfo:
+    """The token's info when it may call a route of this scope; else the error saying why (401, 403, 429)."""
+    _not_locked(backend.token_failures, address)
+    orch: Orchestrator | None = backend.orchestrator_if_built()
+    info = orch.tokens.cached(token) if orch is not None and token else None
+    if info is None:  # not checked lately: the database read runs on a worker thread
+        info = await anyio.to_thread.run_sync(_check_token, backend, address, token)
+    return _in_scope(info, scope)
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer ...`` header, "" for none; exactly what HTTPBearer reads."""
+    scheme, credentials = get_authorization_scheme_param(authorization)
+    if not (authorization and scheme and credentials) or scheme.lower() != "bearer":
+        return ""
+    return credentials
+
+
+def _not_locked(limiter: FailureLimiter, address: str) -> None:
     wait = limiter.locked_for(address)
     if wait > 0:
         raise TooManyTokenFailuresError(
@@ -93,9 +105,8 @@ def _address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def _check_token(backend: Any, request: Request, token: str) -> TokenInfo:
+def _check_token(backend: Any, address: str, token: str) -> TokenInfo:
     limiter: FailureLimiter = backend.token_failures
-    address = _address(request)
     if not token:
         raise GatewayAccessError(f"This API needs a gateway token: {HOW_TO_GET_ONE}.")
     info: TokenInfo | None = backend.orchestrator().tokens.verify(token)

@@ -59,9 +59,14 @@ def _attempt(attempt: Any) -> dict[str, Any]:
 
 def error_response(request: Request, exc: OrchestratorError, headers: dict[str, str] | None = None) -> JSONResponse:
     """The answer to exc for this route family."""
-    openai = request.url.path.startswith(OPENAI_PREFIX)
-    body = openai_body(exc) if openai else api_body(exc)
-    return JSONResponse(body, status_code=status_of(exc), headers={**headers_of(exc), **(headers or {})})
+    if request.url.path.startswith(OPENAI_PREFIX):
+        return openai_error(exc, headers)
+    return JSONResponse(api_body(exc), status_code=status_of(exc), headers={**headers_of(exc), **(headers or {})})
+
+
+def openai_error(exc: OrchestratorError, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The answer to exc on a /v1 route: OpenAI's error shape."""
+    return JSONResponse(openai_body(exc), status_code=status_of(exc), headers={**headers_of(exc), **(headers or {})})
 
 
 async def on_orchestrator_error(request: Request, exc: Exception) -> JSONResponse:
@@ -96,5 +101,9 @@ async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
 async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     """A bug must still answer in the route family's shape, with no traceback or request data in it."""
     logging.getLogger("api").error("unhandled error on %s", request.url.path, exc_info=exc)
-    return error_response(request, OrchestratorError(f"The server failed unexpectedly ({type(exc).__name__}); "
-                                                     "see its log."))
+    return error_response(request, unexpected(exc))
+
+
+def unexpected(exc: Exception) -> OrchestratorError:
+    """What a client is told of a bug: its class name, nothing of the request or the traceback."""
+    return OrchestratorError(f"The server failed unexpectedly ({type(exc).__name__}); see its log.")

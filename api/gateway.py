@@ -9,6 +9,7 @@ that names it, never silently dropped.
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
@@ -57,12 +58,16 @@ async def chat_completions(
     x_orchestrator_fallback: Annotated[str | None, Header(description="off: no fallback for this call")] = None,
 ) -> Response:
     """A chat completion, plain or streamed (stream: true), from the model asked for or its fallback."""
+    return await answer(request.app.state.backend, body, x_orchestrator_fallback)
+
+
+async def answer(backend: Any, body: ChatCompletionRequest, fallback_header: str | None) -> Response:
+    """The answer to a validated chat request; the route above and the lean path (api/lean.py) share it."""
     messages = to_messages(body.messages)
     params = to_params(body)
-    fallback = _fallback(x_orchestrator_fallback)
-    backend = request.app.state.backend
+    fallback = _fallback(fallback_header)
     if body.stream:
-        return await _stream(request, backend, body, messages, params, fallback)
+        return await _stream(backend, body, messages, params, fallback)
     try:
         result = await backend.call(lambda o: o.chat(body.model, messages, fallback=fallback, **params))
     except OrchestratorError as exc:
@@ -73,17 +78,17 @@ async def chat_completions(
     return JSONResponse(completion(result), headers=result_headers(result))
 
 
-async def _stream(request: Request, backend: Any, body: ChatCompletionRequest, messages: list[Message],
-                  params: dict[str, Any], fallback: bool | None) -> Response:
+async def _stream(backend: Any, body: ChatCompletionRequest, messages: list[Message], params: dict[str, Any],
+                  fallback: bool | None) -> Response:
     orch = await backend.ready_orchestrator()
     run = streaming.StreamRun(asyncio.get_running_loop())
     stream = orch.stream_chat(body.model, messages, fallback=fallback, on_event=run.on_event, **params)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
     def start() -> None:
-        backend.pool.submit(run.run, stream)
+        backend.pool.submit(partial(run.run, stream))
 
-    return await streaming.respond(request, run, stream, start, include_usage=include_usage,
+    return await streaming.respond(run, stream, start, include_usage=include_usage,
                                    keepalive_s=orch.settings.stream_keepalive_s)
 
 

@@ -19,9 +19,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from fastapi import Request
 from fastapi.responses import Response
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import ServerSentEvent
+from starlette.types import Receive, Scope, Send
 
 from orchestrator_core.errors import OrchestratorError
 from orchestrator_core.orchestrator import CallEvent, ChatStream
@@ -32,7 +32,7 @@ from .shapes import NO_USAGE, finish_reason, header_safe, is_content_stop, refus
 
 log = logging.getLogger("api")
 Kind = Literal["answering", "loading", "failed", "text", "done", "error"]
-DONE = ServerSentEvent(data="[DONE]")
+SSE_HEADERS = {"cache-control": "no-store", "connection": "keep-alive", "x-accel-buffering": "no"}
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,8 @@ class StreamRun:
         self._items: deque[Item] = deque()
         self._lock = threading.Lock()
         self._woken = False  # a wake-up is on its way to the loop (or the loop is taking items)
-        self._ready = asyncio.Event()
+        self._ready = False  # (loop side) the wake-up arrived: items wait
+        self._waiter: asyncio.Future[None] | None = None
 
     def on_event(self, event: CallEvent) -> None:
         """The call's progress (the orchestrator's on_event, on the worker thread)."""
@@ -86,18 +87,35 @@ class StreamRun:
             self._put(Item("error", error=OrchestratorError(f"The stream failed unexpectedly ({type(exc).__name__}).")))
 
     async def take(self, timeout: float) -> list[Item]:
-        """Everything handed over so far, waiting up to timeout for the first item; [] when none came (loop)."""
-        if not self._ready.is_set():
+        """Everything handed over so far, waiting up to timeout for the first item; [] when none came (loop).
+
+        A bare future and a timer rather than asyncio.wait_for (Python 3.11 makes a task for each wait):
+        a paced stream waits once per piece."""
+        if not self._ready:
+            if timeout <= 0:
+                return []
+            waiter = self.loop.create_future()
+            self._waiter = waiter
+            timer = self.loop.call_later(timeout, _wake_up, waiter)
             try:
-                await asyncio.wait_for(self._ready.wait(), timeout=max(timeout, 0.0))
-            except TimeoutError:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+            if not self._ready:
                 return []
         with self._lock:
             items = list(self._items)
             self._items.clear()
             self._woken = False
-            self._ready.clear()
+        self._ready = False
         return items
+
+    def _arrived(self) -> None:
+        """(loop) The worker handed items over."""
+        self._ready = True
+        if self._waiter is not None:
+            _wake_up(self._waiter)
 
     def _put(self, item: Item) -> None:
         with self._lock:
@@ -105,7 +123,12 @@ class StreamRun:
             if self._woken:
                 return
             self._woken = True
-        self.loop.call_soon_threadsafe(self._ready.set)
+        self.loop.call_soon_threadsafe(self._arrived)
+
+
+def _wake_up(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class _Progress:
@@ -126,9 +149,9 @@ class _Progress:
         elif item.kind == "failed":
             self.failed += 1
 
-    def comment(self) -> ServerSentEvent:
+    def comment(self) -> bytes:
         what = "loading" if self.loading else "waiting for"
-        return ServerSentEvent(comment=f"{what} {self.model} {time.monotonic() - self.started:.0f}s")
+        return ServerSentEvent(comment=f"{what} {self.model} {time.monotonic() - self.started:.0f}s").encode()
 
     def headers(self, request_id: str) -> dict[str, str]:
         headers = {"x-request-id": request_id, "x-orchestrator-model": self.model,
@@ -139,7 +162,6 @@ class _Progress:
 
 
 async def respond(
-    request: Request,
     run: StreamRun,
     stream: ChatStream,
     start: Callable[[], None],
@@ -166,17 +188,66 @@ async def respond(
     if first is not None and first.kind == "error" and first.error is not None:
         refusal = refusal_of(first.error)  # a refusal before the first token is the answer: a 200 stream
         if refusal is None:
-            return errors.error_response(request, first.error, headers={"x-request-id": stream.request_id})
+            return errors.openai_error(first.error, headers={"x-request-id": stream.request_id})
     elif first is not None:
         progress.note(first)
     headers = refusal.headers() if refusal is not None else progress.headers(stream.request_id)
     chunks = _Chunks(stream.request_id, include_usage)
-    return EventSourceResponse(_events(run, progress, chunks, pending, keepalive_s), ping=0, sep="\n",
-                               headers=headers)
+    return EventStream(_events(run, progress, chunks, pending, keepalive_s), headers)
+
+
+class EventStream(Response):
+    """The SSE answer: headers as sse-starlette's EventSourceResponse sends them, then each batch as one write.
+
+    Not EventSourceResponse itself: its task group (a sender, a pinger, a shutdown listener and a disconnect
+    listener per stream) cost more CPU than the rest of a short stream. Here one task watches for the client
+    leaving and cancels the sender, which closes the body (the worker stops, the attempt is 'cancelled').
+    A stream still running at server shutdown ends when its answer does (uvicorn waits for it).
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, body: AsyncIterator[bytes], headers: dict[str, str]) -> None:
+        self.body_iterator = body
+        self.status_code = 200
+        self.background = None
+        self.init_headers({**headers, **SSE_HEADERS})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sender = asyncio.current_task()
+        finished = False
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            if not finished and sender is not None:
+                sender.cancel()
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            async for chunk in self.body_iterator:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            finished = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if finished or not watcher.done() or sender is None:
+                raise  # not the watcher's doing: a cancellation from outside
+            sender.uncancel()  # the client left: the stream ends here, as if it had been read to the end
+        finally:
+            finished = True
+            watcher.cancel()
+            await _close(self.body_iterator)
+
+
+async def _close(body: AsyncIterator[bytes]) -> None:
+    aclose = getattr(body, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 async def _events(run: StreamRun, progress: _Progress, chunks: _Chunks, pending: list[Item],
-                  keepalive_s: float) -> AsyncIterator[ServerSentEvent | bytes]:
+                  keepalive_s: float) -> AsyncIterator[bytes]:
     """The SSE body: each batch the worker handed over goes out as one write."""
     try:
         next_comment = time.monotonic() + keepalive_s
@@ -184,7 +255,7 @@ async def _events(run: StreamRun, progress: _Progress, chunks: _Chunks, pending:
             yield progress.comment()
         batch = pending
         while True:
-            events: list[ServerSentEvent] = []
+            events: list[bytes] = []
             for item in batch:
                 progress.note(item)
                 events.extend(chunks.events(item, progress.model))
@@ -203,8 +274,16 @@ async def _events(run: StreamRun, progress: _Progress, chunks: _Chunks, pending:
         run.stopped.set()  # the reader went away or the stream ended: the worker stops at its next piece
 
 
-def _joined(events: list[ServerSentEvent]) -> bytes:
-    return b"".join(event.encode() for event in events)
+def _joined(events: list[bytes]) -> bytes:
+    return b"".join(events)
+
+
+def data_event(text: str) -> bytes:
+    """One SSE data event of single-line text, byte for byte what ServerSentEvent(data=text).encode() gives."""
+    return b"data: " + text.encode() + b"\r\n\r\n"
+
+
+DONE = data_event("[DONE]")
 
 
 class _Chunks:
@@ -215,13 +294,15 @@ class _Chunks:
         self.created = int(time.time())
         self.include_usage = include_usage
         self.sent_role = False
+        self._text_model = ""
+        self._text_around = ("", "")
 
-    def events(self, item: Item, model: str) -> list[ServerSentEvent]:
+    def events(self, item: Item, model: str) -> list[bytes]:
         if item.kind == "text":
-            delta: dict[str, Any] = {"content": item.text}
-            if not self.sent_role:
-                delta = {"role": "assistant", "content": item.text}
-                self.sent_role = True
+            if self.sent_role:
+                return [self._text(model, item.text)]
+            self.sent_role = True
+            delta = {"role": "assistant", "content": item.text}
             return [self._chunk(model, [{"index": 0, "delta": delta, "finish_reason": None}])]
         if item.kind == "error" and item.error is not None:
             return self._failed(item.error, model)
@@ -230,7 +311,7 @@ class _Chunks:
             return self._end(result.model_id, finish_reason(result.result.finish_reason), usage(result))
         return []
 
-    def _failed(self, error: OrchestratorError, model: str) -> list[ServerSentEvent]:
+    def _failed(self, error: OrchestratorError, model: str) -> list[bytes]:
         refusal = refusal_of(error)
         if refusal is not None:  # nothing streamed yet: the refusal is the answer
             delta: dict[str, Any] = {"role": "assistant", "content": refusal.error.partial_text}
@@ -241,9 +322,9 @@ class _Chunks:
             return [first, *self._end(refusal.model_id, "content_filter", NO_USAGE)]
         if is_content_stop(error):  # a safety stop after the first token: the text so far stands
             return self._end(model, "content_filter", NO_USAGE)
-        return [ServerSentEvent(data=json.dumps(errors.openai_body(error)))]
+        return [data_event(json.dumps(errors.openai_body(error)))]
 
-    def _end(self, model: str, finish: str, counts: dict[str, int | None]) -> list[ServerSentEvent]:
+    def _end(self, model: str, finish: str, counts: dict[str, int | None]) -> list[bytes]:
         delta = {} if self.sent_role else {"role": "assistant", "content": ""}
         events = [self._chunk(model, [{"index": 0, "delta": delta, "finish_reason": finish}])]
         if self.include_usage:
@@ -251,9 +332,19 @@ class _Chunks:
         events.append(DONE)
         return events
 
-    def _chunk(self, model: str, choices: list[dict[str, Any]], **extra: Any) -> ServerSentEvent:
+    def _text(self, model: str, text: str) -> bytes:
+        """A text chunk after the first: what _chunk makes, the JSON around the text made once per model."""
+        if model != self._text_model:
+            marker = "\x00"  # json.dumps writes it as "\u0000"
+            whole = self._chunk(model, [{"index": 0, "delta": {"content": marker}, "finish_reason": None}]).decode()
+            before, _, after = whole.rpartition(json.dumps(marker))  # the last string in the chunk
+            self._text_model, self._text_around = model, (before, after)
+        before, after = self._text_around
+        return (before + json.dumps(text, ensure_ascii=False) + after).encode()
+
+    def _chunk(self, model: str, choices: list[dict[str, Any]], **extra: Any) -> bytes:
         body = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": model,
                 "choices": choices, **extra}
         if self.include_usage and "usage" not in extra:
             body["usage"] = None
-        return ServerSentEvent(data=json.dumps(body, ensure_ascii=False))
+        return data_event(json.dumps(body, ensure_ascii=False))  # JSON text has no line break: one data line

@@ -54,3 +54,21 @@ def test_a_body_under_the_limit_still_reaches_the_route(live: LiveServer) -> Non
     status, _, _ = _exchange(live, f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
                                    f"\r\nContent-Length: {len(body)}\r\nConnection: close\r\n", body)
     assert status == 401  # no token: the route's own answer
+
+
+def test_a_chunked_chat_body_over_the_limit_is_refused_though_chat_takes_the_lean_path(live: LiveServer) -> None:
+    # The lean chat handler (api/lean.py) sits in front of the middleware: it must not read an unbounded body.
+    # The body never ends: the answer must come once the limit is passed, not after the client stops sending.
+    piece = b"x" * 1024
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for _ in range(8))
+    status, _, body = _exchange(live, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                                      "application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n", chunks)
+    assert status == 413 and json.loads(body)["error"]["code"] == "request_too_large"  # OpenAI's shape on /v1
+
+
+def test_a_chunked_chat_body_under_the_limit_is_answered(live: LiveServer) -> None:
+    body = json.dumps({"model": "custom:healthy", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    chunk = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    status, _, _ = _exchange(live, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                                   "\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n", chunk)
+    assert status == 401  # no token: the route's own answer, through the full stack

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from orchestrator_core.store import Database, TokenStore
+from orchestrator_core.store.generations import FRESHNESS_S
 from tests.faults.fault_server import FaultServer
 from tests.helpers import stop_process
 from tests.http_api.conftest import CUSTOM_CHAT, Upstream
@@ -103,6 +104,7 @@ def test_a_cooldown_set_by_one_worker_is_honoured_by_another(workers: tuple[Work
     assert [f["model_id"] for f in failures] == ["custom:dead"]
 
     assert httpx.post(f"{b.url}/api/failures/reset", headers=headers, timeout=10).json() == {"cleared": 1}
+    time.sleep(FRESHNESS_S)  # another process's reset is seen within this time (store/generations.py), not at once
     again = httpx.post(f"{a.url}/v1/chat/completions", json=body, headers=headers, timeout=10)
     assert again.json()["error"]["code"] == "unavailable"  # reset on one worker: the other calls again
     assert len(fault_server.requests_to(CUSTOM_CHAT)) == 2
