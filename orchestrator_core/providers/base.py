@@ -75,6 +75,8 @@ class Provider(abc.ABC):
 
     def with_key(self, api_key: str | None) -> Provider:
         """This provider for one request with one key: same client and learned host state, another key."""
+        if api_key == self.api_key:
+            return self  # a provider is never changed after it is built: the same key needs no view
         view = copy.copy(self)
         view.api_key = api_key
         return view
@@ -126,8 +128,15 @@ class Provider(abc.ABC):
     def request_json(self, method: str, path: str, *, model: str | None = None, **kwargs: Any) -> Any:
         """One request; a non-2xx or non-JSON answer becomes the right error class."""
         deadline = self.deadline(model)
-        with self._exchange(method, path, deadline, model=model, guard=False, **kwargs) as response:
+        # _exchange's steps without its context manager: this is every non-streamed call's path.
+        response = self._send_request(method, path, deadline, model, kwargs)
+        try:
+            self._raise_for_status(response, deadline, model)
             body = read_body(response, deadline, limit=self.limits.max_response_bytes)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, model) from exc
+        finally:
+            response.close()
         try:
             return json.loads(body)
         except (ValueError, UnicodeDecodeError):
@@ -201,19 +210,12 @@ class Provider(abc.ABC):
 
     @contextlib.contextmanager
     def _exchange(
-        self, method: str, path: str, deadline: Deadline, *, model: str | None, stream: bool = False,
-        guard: bool = True, **kwargs: Any,
+        self, method: str, path: str, deadline: Deadline, *, model: str | None, stream: bool = False, **kwargs: Any,
     ) -> Iterator[httpx.Response]:
-        """Send one request and yield its 2xx response with the body guarded by the deadline and the caps
-        (``guard=False``: as it came, for a caller that reads it with ``read_body``)."""
+        """Send one request and yield its 2xx response with the body guarded by the deadline and the caps."""
         response = self._send_request(method, path, deadline, model, kwargs)
         try:
-            if response.status_code >= 400:
-                error_body = read_error_body(response, deadline)
-                raise classify_response(error_body, provider=self.name, model=model, secrets=self.secrets)
-            if not guard:
-                yield response
-                return
+            self._raise_for_status(response, deadline, model)
             cap = self.limits.max_response_bytes
             # An event stream is bounded by the answer cap and the deadlines, one line of it by the body cap;
             # any other body (also one answering a stream request) by the body cap.
@@ -225,6 +227,11 @@ class Provider(abc.ABC):
         finally:
             response.close()
 
+
+    def _raise_for_status(self, response: httpx.Response, deadline: Deadline, model: str | None) -> None:
+        if response.status_code >= 400:
+            error_body = read_error_body(response, deadline)
+            raise classify_response(error_body, provider=self.name, model=model, secrets=self.secrets)
 
     def _send_request(
         self, method: str, path: str, deadline: Deadline, model: str | None, kwargs: dict[str, Any]
