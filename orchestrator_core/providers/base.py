@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     from httpx_sse import ServerSentEvent
 
 
+MAX_CACHED_URLS = 256  # request URLs a provider keeps parsed (paths that name a model add one per model)
+
+
 class Provider(abc.ABC):
     """A model provider reached over HTTP.
 
@@ -64,6 +67,7 @@ class Provider(abc.ABC):
         self.client = client
         self.api_key = api_key
         self.limits = limits or CallLimits()
+        self._urls: dict[str, httpx.URL] = {}  # path -> its URL on this client (see _url)
         self.options = options
         if connection is not None:
             self.name = connection
@@ -85,6 +89,7 @@ class Provider(abc.ABC):
         """This provider on another client (the status probes' short timeouts), sharing its learned state."""
         view = copy.copy(self)
         view.client, view.limits = client, limits
+        view._urls = {}  # URLs of the other client
         return view
 
     # -- the three operations every provider offers -------------------------------------------
@@ -238,7 +243,7 @@ class Provider(abc.ABC):
     ) -> httpx.Response:
         try:
             with reads_under(deadline):
-                return self.client.send(self.client.build_request(method, path, **kwargs), stream=True)
+                return self.client.send(self.client.build_request(method, self._url(path), **kwargs), stream=True)
         except (UnicodeEncodeError, httpx.LocalProtocolError):
             pass  # raised below, outside this block, unchained: these exceptions quote the header, key and all
         except httpx.TimeoutException as exc:
@@ -251,6 +256,16 @@ class Provider(abc.ABC):
             "again on the API Keys page.",
             provider=self.name, model=model,
         )
+
+    def _url(self, path: str) -> httpx.URL:
+        """path on the client's base URL, parsed and merged once: httpx does both on every request (~2 URL
+        parses), and an absolute httpx.URL it takes as it is. Paths with a model name are few per connection."""
+        found = self._urls.get(path)
+        if found is None:
+            found = self.client._merge_url(path)  # httpx's own merge: the URL is the one it would send
+            if len(self._urls) < MAX_CACHED_URLS:
+                self._urls[path] = found
+        return found
 
     def _transport_error(self, exc: httpx.HTTPError, model: str | None) -> ProviderError:
         # A read that timed out is the per-read limit (READ_TIMEOUT_S); the deadlines raise their own error.
