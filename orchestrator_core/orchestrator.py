@@ -803,6 +803,7 @@ class _Call:
                 if status.state is not ModelState.HOST_DOWN:  # nothing loads there: ensure_ready says why
                     self.emit("loading", ref.id, f"{ref.id} is {status.state.value}; loading it first")
                 manager.ensure_ready(ref, on_progress=self._progress)
+                connection = self.orch.factory.connection(ref.provider)  # as it is after the load, which took a while
         if self.on_event is not None:
             self.emit("answering", ref.id, f"sending the prompt to {ref.id}")
         return self.orch.factory.provider_for(connection)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import respx
 
 from orchestrator_core.connections import KeyMode
 from orchestrator_core.errors import (
@@ -14,10 +15,10 @@ from orchestrator_core.errors import (
     InvalidKeyInputError,
     UnknownConnectionError,
 )
-from orchestrator_core.orchestrator import Orchestrator
+from orchestrator_core.orchestrator import CallEvent, Orchestrator
 from orchestrator_core.store.generations import generations_for
 from orchestrator_core.types import ModelState
-from tests.helpers import settings
+from tests.helpers import LMSTUDIO, lmstudio_models, openai_answer, settings
 from tests.standins import StandIn, llamacpp_standin, openai_standin
 
 HELLO = [{"role": "user", "content": "hello"}]
@@ -210,6 +211,26 @@ def test_an_edit_a_disable_and_a_cooling_key_in_one_process_are_honoured_by_the_
         with pytest.raises(AllModelsFailedError) as failed:
             second.chat("groq:llama-3.3-70b", HELLO, fallback=False)
         assert [(a.outcome, a.error_kind) for a in failed.value.attempts] == [("skipped", "no_usable_key")]
+
+
+def test_a_connection_moved_while_its_model_loads_gets_the_prompt_at_its_new_address(db_url: str) -> None:
+    # An attempt looks its connection up once, before the check-and-load; a load takes a while, so the
+    # prompt goes to the connection as it is after the load, not as it was before it.
+    moved = "http://127.0.0.1:1235"
+    with respx.mock(assert_all_called=False) as wire, \
+            Orchestrator.from_settings(settings(db_url, local_hosts=("lmstudio",))) as orch:
+        wire.get(f"{LMSTUDIO}/api/v1/models").respond(json=lmstudio_models({"qwen": False}))
+        wire.get(f"{moved}/api/v1/models").respond(json=lmstudio_models({"qwen": True}))
+        wire.post(f"{LMSTUDIO}/v1/chat/completions").respond(json=openai_answer("old address", "qwen"))
+        wire.post(f"{moved}/v1/chat/completions").respond(json=openai_answer("new address", "qwen"))
+
+        def move_on_loading(event: CallEvent) -> None:
+            if event.kind == "loading":
+                orch.edit_connection("lmstudio", base_url=moved)
+
+        result = orch.chat("lmstudio:qwen", HELLO, fallback=False, on_event=move_on_loading)
+
+    assert result.text == "new address"
 
 
 def test_bad_connections_are_refused_with_what_to_fix(orch: Orchestrator) -> None:
