@@ -77,9 +77,14 @@ class ProviderFactory:
 
     def provider(self, name: str, purpose: str = "call") -> Provider:
         """The long-lived provider of a connection, built again when the connection changed."""
-        connection = self.connections.get(name)
+        return self.provider_for(self.connections.get(name), purpose)
+
+    def provider_for(self, connection: Connection, purpose: str = "call") -> Provider:
+        """``provider`` for a connection the caller has already looked up (a call does it once per attempt)."""
+        name = connection.name
         built = self._built.get(name)
-        if built is None or built.connection != connection:
+        # The store hands out the same object until the connection changes: identity first, equality after.
+        if built is None or (built.connection is not connection and built.connection != connection):
             with self._lock:
                 built = self._built.get(name)
                 if built is None or built.connection != connection:
@@ -87,6 +92,8 @@ class ProviderFactory:
                         self._retired += [built.call.client, built.status.client]
                     built = self._build(connection)
                     self._built[name] = built
+                elif built.connection is not connection:  # reloaded, unchanged: keep the identity check cheap
+                    built = self._built[name] = _Built(connection, built.call, built.status)
         return built.status if purpose == "status" else built.call
 
     def get(self, name: str, purpose: str = "call", *, api_key: str | None = None) -> Provider:

@@ -76,7 +76,7 @@ from .types import (
 )
 
 if TYPE_CHECKING:
-    from .store.metrics import MetricsRecorder
+    from .store.metrics import MetricRow, MetricsRecorder
 
 log = logging.getLogger("orchestrator_core")
 
@@ -645,13 +645,13 @@ class _Call:
     def _run(self) -> OrchestratedResult:
         for ref in self.chain():
             model_id = ref.id
-            skip = self.skip_if_cooling(model_id) or self.skip_if_over_budget(ref)
-            keys = None if skip else self.keys_or_skip(ref)
-            if keys is None:
+            plan = self.plan(ref)
+            if plan is None:
                 continue
+            connection, keys = plan
             started = time.perf_counter()
             try:
-                provider = self.prepare(ref)
+                provider = self.prepare(ref, connection)
                 for turn, key in enumerate(keys):
                     try:
                         result = provider.with_key(key.secret if key else None).chat(
@@ -664,27 +664,27 @@ class _Call:
                     self.key_used(key)
                     break
             except OrchestratorError as exc:
-                self.failed(ref, exc, started, ttft=None)
+                self.failed(ref, exc, started, ttft=None, local=connection.local)
                 continue
             except Exception as exc:  # noqa: BLE001 - a bug in a client must still end in a documented error
-                self.failed(ref, _unexpected(model_id, exc), started, ttft=None)
+                self.failed(ref, _unexpected(model_id, exc), started, ttft=None, local=connection.local)
                 continue
             latency = _ms(started)
             self.succeeded(model_id, result, latency, ttft=None)
-            return self.finish(ref, result, ttft=None)
+            return self.finish(ref, result, ttft=None, local=connection.local)
         raise AllModelsFailedError(self.attempts, model=self.requested, refused=self.refused)
 
     def _run_stream(self) -> Generator[str | OrchestratedResult, None, None]:
         for ref in self.chain():
             model_id = ref.id
-            skip = self.skip_if_cooling(model_id) or self.skip_if_over_budget(ref)
-            keys = None if skip else self.keys_or_skip(ref)
-            if keys is None:
+            plan = self.plan(ref)
+            if plan is None:
                 continue
+            connection, keys = plan
             started = time.perf_counter()
             first: float | None = None
             try:
-                provider = self.prepare(ref)
+                provider = self.prepare(ref, connection)
                 result: ChatResult | None = None
                 for turn, key in enumerate(keys):
                     stream = provider.with_key(key.secret if key else None).stream_chat(
@@ -709,7 +709,7 @@ class _Call:
             except Exception as raised:  # noqa: BLE001 - see run()
                 exc = raised if isinstance(raised, OrchestratorError) else _unexpected(model_id, raised)
                 try:
-                    self.failed(ref, exc, started, ttft=first)
+                    self.failed(ref, exc, started, ttft=first, local=connection.local)
                 except OrchestratorError:
                     if first is None:
                         raise
@@ -727,11 +727,22 @@ class _Call:
                 self.add_attempt(Attempt(model_id, "error", _ms(started), "cancelled", reason, first, self._from()))
                 raise
             self.succeeded(model_id, result, _ms(started), ttft=first)
-            yield self.finish(ref, result, ttft=first)
+            yield self.finish(ref, result, ttft=first, local=connection.local)
             return
         raise AllModelsFailedError(self.attempts, model=self.requested, refused=self.refused)
 
     # -- steps -----------------------------------------------------------------------------------
+    def plan(self, ref: ModelRef) -> tuple[Connection, list[PoolKey | None]] | None:
+        """What one attempt needs, each looked up once: its connection and the keys to try; None when the
+        model is skipped (cooling down, over budget, no usable key). An unknown connection raises here."""
+        if self.skip_if_cooling(ref.id):
+            return None
+        connection = self.orch.factory.connection(ref.provider)
+        if self.skip_if_over_budget(ref, connection):
+            return None
+        keys = self.keys_or_skip(ref, connection)
+        return None if keys is None else (connection, keys)
+
     def skip_if_cooling(self, model_id: str) -> bool:
         """A model in cooldown costs no network attempt: record it as skipped and move on."""
         try:
@@ -747,13 +758,12 @@ class _Call:
         self.emit("attempt_failed", model_id, detail)
         return True
 
-    def skip_if_over_budget(self, ref: ModelRef) -> bool:
+    def skip_if_over_budget(self, ref: ModelRef, connection: Connection) -> bool:
         """A spent budget refuses the requested model and skips a fallback (or a later group member) to its
         connection; a group whose every member is over budget ends as AllModelsFailedError."""
         model_id = ref.id
         try:
-            local = self.orch.factory.connection(ref.provider).local
-            self.orch.budgets.check(ref.provider, model_id, local=local)
+            self.orch.budgets.check(ref.provider, model_id, local=connection.local)
         except BudgetExceededError as exc:
             if model_id == self.requested and self.group is None:
                 self.add_attempt(Attempt(model_id, "error", 0.0, exc.kind, exc.message, None, self._from()))
@@ -778,9 +788,8 @@ class _Call:
         prices = self.orch.prices
         return lambda model_id: prices.estimate(model_id, input_tokens, output_tokens)
 
-    def prepare(self, ref: ModelRef) -> Provider:
+    def prepare(self, ref: ModelRef, connection: Connection) -> Provider:
         """Check and load: never send a prompt to a local model that is not ready, nor to a disabled connection."""
-        connection = self.orch.factory.connection(ref.provider)
         if not connection.enabled:
             raise ConnectionDisabledError(
                 f"Connection {connection.name} is disabled; enable it on the Connections page or with "
@@ -794,19 +803,20 @@ class _Call:
                 if status.state is not ModelState.HOST_DOWN:  # nothing loads there: ensure_ready says why
                     self.emit("loading", ref.id, f"{ref.id} is {status.state.value}; loading it first")
                 manager.ensure_ready(ref, on_progress=self._progress)
-        self.emit("answering", ref.id, f"sending the prompt to {ref.id}")
-        return self.orch.factory.provider(ref.provider)
+                connection = self.orch.factory.connection(ref.provider)  # as it is after the load, which took a while
+        if self.on_event is not None:
+            self.emit("answering", ref.id, f"sending the prompt to {ref.id}")
+        return self.orch.factory.provider_for(connection)
 
-    def keys_or_skip(self, ref: ModelRef) -> list[PoolKey | None] | None:
+    def keys_or_skip(self, ref: ModelRef, connection: Connection) -> list[PoolKey | None] | None:
         """The keys this call tries on the model's connection, in order ([None]: it has none at all).
 
         None when it has keys but every one is cooling, exhausted or rejected: like a model in cooldown, that
         costs no network attempt; the attempt is recorded as skipped and the whole connection sits out."""
-        connection = self.orch.factory.connection(ref.provider)
-        pool = self.orch.keys.pool(connection.name, round_robin=connection.key_mode is KeyMode.ROUND_ROBIN)
+        pool, problem = self.orch.keys.pool_or_problem(
+            connection.name, round_robin=connection.key_mode is KeyMode.ROUND_ROBIN)
         if pool:
             return list(pool)
-        problem = self.orch.keys.pool_problem(connection.name)
         if problem is None:
             return [None]
         self.dead_providers.add(connection.name)
@@ -845,7 +855,8 @@ class _Call:
         except Exception:
             log.warning("could not record when a key was last used", exc_info=True)
 
-    def failed(self, ref: ModelRef, exc: OrchestratorError, started: float, ttft: float | None) -> None:
+    def failed(self, ref: ModelRef, exc: OrchestratorError, started: float, ttft: float | None, *,
+               local: bool) -> None:
         model_id = ref.id
         self.add_attempt(Attempt(model_id, "error", _ms(started), exc.kind, exc.message, ttft, self._from()))
         self.emit("attempt_failed", model_id, exc.message, error=exc)
@@ -858,17 +869,11 @@ class _Call:
                 self.orch.manager.record_failure(model_id, exc)
         except Exception:
             log.warning("could not record the failure of %s", model_id, exc_info=True)
-        if is_connection_wide(exc, local=self._local(ref)):
+        if is_connection_wide(exc, local=local):
             self.dead_providers.add(ref.provider)
         members_left = any(m.id not in self.tried and m.provider not in self.dead_providers for m in self.members)
         if isinstance(exc, ProviderError) and not self.fallback and not members_left:
             raise exc
-
-    def _local(self, ref: ModelRef) -> bool:
-        try:
-            return self.orch.factory.connection(ref.provider).local
-        except OrchestratorError:
-            return False
 
     def succeeded(self, model_id: str, result: ChatResult, latency: float, ttft: float | None) -> None:
         cost, requested = self.costs(model_id, result.usage)
@@ -876,9 +881,9 @@ class _Call:
                           cost.total_usd if cost is not None else None)
         self.add_attempt(attempt, result, cost, requested)
 
-    def finish(self, ref: ModelRef, result: ChatResult, ttft: float | None) -> OrchestratedResult:
+    def finish(self, ref: ModelRef, result: ChatResult, ttft: float | None, *, local: bool) -> OrchestratedResult:
         notes: list[str] = []
-        if self._local(ref) and not _same_model(ref.name, result.model):
+        if local and not _same_model(ref.name, result.model):
             notes.append(f"The host answered with {result.model!r}, not {ref.name!r}.")
         return OrchestratedResult(
             result=result,
@@ -908,10 +913,8 @@ class _Call:
         usage = result.usage if result else None
         self.attempts.append(attempt)
         try:
-            from .store.metrics import MetricRow  # noqa: PLC0415 - the metrics module loads on the first recorded call
-
             self.orch.metrics.record(
-                MetricRow.from_attempt(
+                _metric_row().from_attempt(
                     attempt,
                     request_id=self.request_id,
                     requested_model=self.requested,
@@ -956,7 +959,23 @@ def _unexpected(model_id: str, exc: Exception) -> BadResponseError:
     )
 
 
+def _metric_row() -> type[MetricRow]:
+    """store.metrics.MetricRow, imported on the first recorded call (an import statement per call costs more)."""
+    global _METRIC_ROW
+    if _METRIC_ROW is None:
+        from .store.metrics import MetricRow  # noqa: PLC0415 - the metrics module loads on the first recorded call
+
+        _METRIC_ROW = MetricRow
+    return _METRIC_ROW
+
+
+_METRIC_ROW: type[MetricRow] | None = None
+_NO_PARAMS = ChatParams()
+
+
 def _params(params: dict[str, Any]) -> ChatParams:
+    if not params:
+        return _NO_PARAMS
     unknown = set(params) - {"temperature", "max_tokens", "top_p", "stop"}
     if unknown:
         raise InputError(f"Unknown chat parameter(s): {', '.join(sorted(unknown))}; use temperature, max_tokens, "

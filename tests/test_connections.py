@@ -5,19 +5,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import respx
 
 from orchestrator_core.config import Settings
 from orchestrator_core.connections import KeyMode
 from orchestrator_core.errors import (
+    AllModelsFailedError,
     ConfigurationError,
+    ConnectionDisabledError,
     InvalidConnectionError,
     InvalidKeyInputError,
     UnknownConnectionError,
 )
-from orchestrator_core.orchestrator import Orchestrator
+from orchestrator_core.orchestrator import CallEvent, Orchestrator
 from orchestrator_core.store.generations import generations_for
 from orchestrator_core.types import ModelState
-from tests.helpers import settings
+from tests.helpers import LMSTUDIO, lmstudio_models, openai_answer, settings
 from tests.standins import StandIn, llamacpp_standin, openai_standin
 
 HELLO = [{"role": "user", "content": "hello"}]
@@ -172,6 +175,64 @@ def test_a_connection_added_in_one_process_is_used_in_another(db_url: str, servi
         result = second.chat("groq:llama-3.3-70b", HELLO, fallback=False)
 
     assert result.text.startswith("Stand-in answer")
+
+
+def test_an_edit_a_disable_and_a_cooling_key_in_one_process_are_honoured_by_the_next_call_in_another(
+    db_url: str, services: tuple[StandIn, StandIn]
+) -> None:
+    # A call looks its connection, its provider and its keys up once per attempt (issue 8): each lookup must
+    # still follow what another process changed, once that process's write is seen (generations.refresh()).
+    with openai_standin(key=GROQ_KEY, models=("llama-3.3-70b",), word_delay_s=0) as moved, \
+            Orchestrator.from_settings(settings(db_url, local_hosts=())) as first, \
+            Orchestrator.from_settings(settings(db_url, local_hosts=())) as second:
+        first.add_connection("groq", "openai-compatible", base_url=services[0].base_url, key=GROQ_KEY)
+        seen = generations_for(second.db).refresh
+        seen()
+        assert second.chat("groq:llama-3.3-70b", HELLO, fallback=False).text.startswith("Stand-in answer")
+        built = second.factory.provider("groq")
+
+        first.edit_connection("groq", options={})  # stored again, nothing changed: the provider is kept
+        seen()
+        second.chat("groq:llama-3.3-70b", HELLO, fallback=False)
+        assert second.factory.provider("groq") is built
+
+        first.edit_connection("groq", base_url=moved.base_url)
+        seen()
+        second.chat("groq:llama-3.3-70b", HELLO, fallback=False)
+        assert ("POST", "/v1/chat/completions") in moved.seen
+
+        first.edit_connection("groq", enabled=False)
+        seen()
+        with pytest.raises(ConnectionDisabledError):
+            second.chat("groq:llama-3.3-70b", HELLO, fallback=False)
+
+        first.edit_connection("groq", enabled=True)
+        (key,) = first.keys_of("groq")
+        first.keys.record_fault(key.id, "cooling", "429 from the host", 600)
+        seen()
+        with pytest.raises(AllModelsFailedError) as failed:
+            second.chat("groq:llama-3.3-70b", HELLO, fallback=False)
+        assert [(a.outcome, a.error_kind) for a in failed.value.attempts] == [("skipped", "no_usable_key")]
+
+
+def test_a_connection_moved_while_its_model_loads_gets_the_prompt_at_its_new_address(db_url: str) -> None:
+    # An attempt looks its connection up once, before the check-and-load; a load takes a while, so the
+    # prompt goes to the connection as it is after the load, not as it was before it.
+    moved = "http://127.0.0.1:1235"
+    with respx.mock(assert_all_called=False) as wire, \
+            Orchestrator.from_settings(settings(db_url, local_hosts=("lmstudio",))) as orch:
+        wire.get(f"{LMSTUDIO}/api/v1/models").respond(json=lmstudio_models({"qwen": False}))
+        wire.get(f"{moved}/api/v1/models").respond(json=lmstudio_models({"qwen": True}))
+        wire.post(f"{LMSTUDIO}/v1/chat/completions").respond(json=openai_answer("old address", "qwen"))
+        wire.post(f"{moved}/v1/chat/completions").respond(json=openai_answer("new address", "qwen"))
+
+        def move_on_loading(event: CallEvent) -> None:
+            if event.kind == "loading":
+                orch.edit_connection("lmstudio", base_url=moved)
+
+        result = orch.chat("lmstudio:qwen", HELLO, fallback=False, on_event=move_on_loading)
+
+    assert result.text == "new address"
 
 
 def test_bad_connections_are_refused_with_what_to_fix(orch: Orchestrator) -> None:

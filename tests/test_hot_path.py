@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -73,6 +74,14 @@ def statements_on_this_thread(orch: Orchestrator) -> list[str]:
             seen.append(statement)
 
     event.listen(orch.db.engine, "before_cursor_execute", note)
+    generations = generations_for(orch.db)
+    if generations._direct:  # SQLite: the change counters are read on a driver connection of their own
+        generations.refresh()
+        generations.token("failures")  # opened now (if the warm-up's poll did not), then traced
+        assert generations._connection is not None
+        driver = generations._connection.dbapi_connection
+        assert isinstance(driver, sqlite3.Connection)
+        driver.set_trace_callback(lambda statement: note(None, None, statement))
     return seen
 
 

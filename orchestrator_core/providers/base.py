@@ -37,6 +37,9 @@ if TYPE_CHECKING:
     from httpx_sse import ServerSentEvent
 
 
+MAX_CACHED_URLS = 256  # request URLs a provider keeps parsed (paths that name a model add one per model)
+
+
 class Provider(abc.ABC):
     """A model provider reached over HTTP.
 
@@ -65,6 +68,7 @@ class Provider(abc.ABC):
         self.client = client
         self.api_key = api_key
         self.limits = limits or CallLimits()
+        self._urls: dict[str, httpx.URL] = {}  # path -> its URL on this client (see _url)
         self.options = options
         if connection is not None:
             self.name = connection
@@ -76,6 +80,8 @@ class Provider(abc.ABC):
 
     def with_key(self, api_key: str | None) -> Provider:
         """This provider for one request with one key: same client and learned host state, another key."""
+        if api_key == self.api_key:
+            return self  # a provider is never changed after it is built: the same key needs no view
         view = copy.copy(self)
         view.api_key = api_key
         return view
@@ -84,6 +90,7 @@ class Provider(abc.ABC):
         """This provider on another client (the status probes' short timeouts), sharing its learned state."""
         view = copy.copy(self)
         view.client, view.limits = client, limits
+        view._urls = {}  # URLs of the other client
         return view
 
     # -- the three operations every provider offers -------------------------------------------
@@ -130,8 +137,15 @@ class Provider(abc.ABC):
     def request_json(self, method: str, path: str, *, model: str | None = None, **kwargs: Any) -> Any:
         """One request; a non-2xx or non-JSON answer becomes the right error class."""
         deadline = self.deadline(model)
-        with self._exchange(method, path, deadline, model=model, guard=False, **kwargs) as response:
+        # _exchange's steps without its context manager: this is every non-streamed call's path.
+        response = self._send_request(method, path, deadline, model, kwargs)
+        try:
+            self._raise_for_status(response, deadline, model)
             body = read_body(response, deadline, limit=self.limits.max_response_bytes)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, model) from exc
+        finally:
+            response.close()
         try:
             return json.loads(body)
         except (ValueError, UnicodeDecodeError):
@@ -205,19 +219,12 @@ class Provider(abc.ABC):
 
     @contextlib.contextmanager
     def _exchange(
-        self, method: str, path: str, deadline: Deadline, *, model: str | None, stream: bool = False,
-        guard: bool = True, **kwargs: Any,
+        self, method: str, path: str, deadline: Deadline, *, model: str | None, stream: bool = False, **kwargs: Any,
     ) -> Iterator[httpx.Response]:
-        """Send one request and yield its 2xx response with the body guarded by the deadline and the caps
-        (``guard=False``: as it came, for a caller that reads it with ``read_body``)."""
+        """Send one request and yield its 2xx response with the body guarded by the deadline and the caps."""
         response = self._send_request(method, path, deadline, model, kwargs)
         try:
-            if response.status_code >= 400:
-                error_body = read_error_body(response, deadline)
-                raise classify_response(error_body, provider=self.name, model=model, secrets=self.secrets)
-            if not guard:
-                yield response
-                return
+            self._raise_for_status(response, deadline, model)
             cap = self.limits.max_response_bytes
             # An event stream is bounded by the answer cap and the deadlines, one line of it by the body cap;
             # any other body (also one answering a stream request) by the body cap.
@@ -230,12 +237,17 @@ class Provider(abc.ABC):
             response.close()
 
 
+    def _raise_for_status(self, response: httpx.Response, deadline: Deadline, model: str | None) -> None:
+        if response.status_code >= 400:
+            error_body = read_error_body(response, deadline)
+            raise classify_response(error_body, provider=self.name, model=model, secrets=self.secrets)
+
     def _send_request(
         self, method: str, path: str, deadline: Deadline, model: str | None, kwargs: dict[str, Any]
     ) -> httpx.Response:
         try:
             with reads_under(deadline):
-                return self.client.send(self.client.build_request(method, path, **kwargs), stream=True)
+                return self.client.send(self.client.build_request(method, self._url(path), **kwargs), stream=True)
         except (UnicodeEncodeError, httpx.LocalProtocolError):
             pass  # raised below, outside this block, unchained: these exceptions quote the header, key and all
         except httpx.TimeoutException as exc:
@@ -248,6 +260,16 @@ class Provider(abc.ABC):
             "again on the API Keys page.",
             provider=self.name, model=model,
         )
+
+    def _url(self, path: str) -> httpx.URL:
+        """path on the client's base URL, parsed and merged once: httpx does both on every request (~2 URL
+        parses), and an absolute httpx.URL it takes as it is. Paths with a model name are few per connection."""
+        found = self._urls.get(path)
+        if found is None:
+            found = self.client._merge_url(path)  # httpx's own merge: the URL is the one it would send
+            if len(self._urls) < MAX_CACHED_URLS:
+                self._urls[path] = found
+        return found
 
     def _transport_error(self, exc: httpx.HTTPError, model: str | None) -> ProviderError:
         # A read that timed out is the per-read limit (READ_TIMEOUT_S); the deadlines raise their own error.

@@ -13,7 +13,6 @@ so a host that goes silent (or trickles its headers) near the deadline cannot ad
 
 from __future__ import annotations
 
-import contextlib
 import ssl
 import threading
 import time
@@ -210,6 +209,8 @@ Decode = Callable[[bytes], Iterator[bytes]]
 
 def _decoder(content_encoding: str, refuse: Callable[[str], BadResponseError]) -> Decode:
     """Undo the codings in reverse order of application, each step producing at most _DECODED_STEP bytes."""
+    if not content_encoding:
+        return _as_sent  # the common case: a body sent as is
     codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip()]
     stages: list[Decode] = []
     for coding in reversed(codings):
@@ -229,6 +230,10 @@ def _decoder(content_encoding: str, refuse: Callable[[str], BadResponseError]) -
         yield from pieces
 
     return decode
+
+
+def _as_sent(data: bytes) -> Iterator[bytes]:
+    return iter((data,))
 
 
 def _chain(stage: Decode, pieces: Iterator[bytes]) -> Iterator[bytes]:
@@ -268,15 +273,21 @@ class _Inflate:
 _reading = threading.local()  # the deadline of the call this thread is reading for
 
 
-@contextlib.contextmanager
-def reads_under(deadline: Deadline) -> Iterator[None]:
+class reads_under:  # noqa: N801 - used like the function it was; a class costs a call a third of @contextmanager's
     """Socket reads in this block time out when ``deadline`` passes (on a ``deadline_transport``)."""
-    previous = getattr(_reading, "deadline", None)
-    _reading.deadline = deadline
-    try:
-        yield
-    finally:
-        _reading.deadline = previous
+
+    __slots__ = ("_deadline", "_previous")
+
+    def __init__(self, deadline: Deadline) -> None:
+        self._deadline = deadline
+        self._previous: Deadline | None = None
+
+    def __enter__(self) -> None:
+        self._previous = getattr(_reading, "deadline", None)
+        _reading.deadline = self._deadline
+
+    def __exit__(self, *exc: object) -> None:
+        _reading.deadline = self._previous
 
 
 def cut_reads_at_deadlines(client: httpx.Client) -> httpx.Client:

@@ -9,12 +9,15 @@ and PostgreSQL alike) and, after the commit, a counter of this process. A cache 
 - the process counter costs nothing to read, so a write by this process is seen at once by every cache
   on the same database, also by a second Orchestrator in the same process;
 - the database counters of all areas are read in one query at most every ``FRESHNESS_S``, so another
-  process's reset, cooldown or new key is seen within that time.
+  process's reset, cooldown or new key is seen within that time. On a SQLite file that query runs on a
+  connection of its own, straight on the driver: through a pooled SQLAlchemy connection a read after an
+  idle moment cost ~0.55 ms of CPU, on the driver ~0.15 ms, and the first call after a pause pays it.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 import weakref
@@ -22,9 +25,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import cast
 
-from sqlalchemy import Connection, Table, bindparam, select, update
+from sqlalchemy import Connection, Table, bindparam, event, select, update
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import PoolProxiedConnection
 
 from .db import Database, _sqlite_path
 from .tables import CacheGeneration
@@ -61,6 +66,10 @@ class Generations:
         self._remote: dict[str, int] = {}
         self._checked_at = float("-inf")
         self._poll_lock = threading.Lock()
+        self._direct = _sqlite_path(db.url) is not None  # a SQLite file: the poll reads on a connection of its own
+        self._connection: PoolProxiedConnection | None = None  # that connection, opened by the first poll
+        self._read_sql = ""
+        self._listening = False
 
     def token(self, area: str) -> Token:
         """What the area's data is at: it changes whenever any process committed a write to the area."""
@@ -73,14 +82,51 @@ class Generations:
             return  # another thread is reading the counters right now; its answer is as fresh as needed
         try:
             asked_at = self._clock()
-            with self.db.engine.connect() as conn:
-                self._remote = {area: int(generation) for area, generation in conn.execute(_READ)}
+            self._remote = self._read()
             self._checked_at = asked_at
-        except SQLAlchemyError:
+        except (SQLAlchemyError, sqlite3.Error):
             # The caches then serve what they have; the next read asks again.
             log.debug("could not read the cache generations", exc_info=True)
         finally:
             self._poll_lock.release()
+
+    def _read(self) -> dict[str, int]:
+        """The database counters of every area (under the poll lock)."""
+        if self._direct:
+            try:
+                cursor, sql = self._direct_cursor()
+                return {area: int(generation) for area, generation in cursor.execute(sql)}
+            except sqlite3.Error:
+                self._close_direct()  # opened afresh by the next poll (a busy moment, a replaced file)
+                raise
+        with self.db.engine.connect() as conn:
+            return {area: int(generation) for area, generation in conn.execute(_READ)}
+
+    def _direct_cursor(self) -> tuple[sqlite3.Cursor, str]:
+        if self._connection is None:
+            # Opened by the engine (its connect options and pragmas), then detached: it never holds up the pool
+            # and dispose() closes it (below). Autocommit reads: a SELECT holds no read snapshot after it ends.
+            direct = self.db.engine.raw_connection()
+            direct.detach()
+            if not self._listening:
+                event.listen(self.db.engine, "engine_disposed", self._on_disposed)
+                self._listening = True
+            self._connection = direct
+            self._read_sql = str(_READ.compile(dialect=self.db.engine.dialect))
+        return cast(sqlite3.Connection, self._connection.dbapi_connection).cursor(), self._read_sql
+
+    def _on_disposed(self, _engine: Engine) -> None:
+        with self._poll_lock:
+            self._close_direct()
+
+    def _close_direct(self) -> None:
+        direct, self._connection = self._connection, None
+        if direct is None:
+            return
+        try:
+            direct.close()
+        except sqlite3.Error:
+            log.debug("could not close the cache generations' connection", exc_info=True)
 
     def refresh(self) -> None:
         """Read the database counters on the next token(), whatever the time since the last read."""

@@ -209,9 +209,23 @@ class KeyStore:
 
         Rejected keys are left out until tested again or replaced, cooling and exhausted ones until their
         time is up. ``round_robin`` starts each call at the next key."""
+        return self._pool(connection, self._secret_rows().get(connection, ()), datetime.now(UTC), round_robin)
+
+    def pool_or_problem(
+        self, connection: str, *, round_robin: bool = False
+    ) -> tuple[builtins.list[PoolKey], str | None]:
+        """``pool`` and, when it is empty, ``pool_problem``: what a call needs, from one read of the stored keys."""
+        stored = self._secret_rows().get(connection, ())
+        if not stored and connection not in self.env_keys:
+            return [], None  # a connection without keys (a local host, a keyless endpoint): nothing to check
         now = datetime.now(UTC)
-        keys = usable_keys(connection, self._secret_rows().get(connection, ()), self.env_keys.get(connection),
-                           self._env_state(connection, now), self._decrypt, now)
+        keys = self._pool(connection, stored, now, round_robin)
+        return (keys, None) if keys else ([], self._problem(connection, stored, now))
+
+    def _pool(self, connection: str, stored: Sequence[PoolRow], now: datetime, round_robin: bool
+              ) -> builtins.list[PoolKey]:
+        keys = usable_keys(connection, stored, self.env_keys.get(connection), self._env_state(connection, now),
+                           self._decrypt, now)
         if round_robin and len(keys) > 1:
             turn = self._turns.get(connection, 0)
             self._turns[connection] = turn + 1
@@ -226,8 +240,10 @@ class KeyStore:
         """Why a connection that has keys can use none of them now, or None (also when it has no key at all).
 
         From memory, like ``pool``: the status of every hosted model asks it."""
-        now = datetime.now(UTC)
-        states = [(r.state(now), r.cooling_until) for r in self._secret_rows().get(connection, ())]
+        return self._problem(connection, self._secret_rows().get(connection, ()), datetime.now(UTC))
+
+    def _problem(self, connection: str, stored: Sequence[PoolRow], now: datetime) -> str | None:
+        states = [(r.state(now), r.cooling_until) for r in stored]
         if connection in self.env_keys:
             states.append((self._env_state(connection, now), self._env_faults.get(connection, (None, None, None))[1]))
         return explain_unusable(connection, states)

@@ -76,6 +76,30 @@ def test_another_process_cooldown_reset_key_and_model_are_seen_within_the_freshn
     assert registry.get("custom:new") is not None
 
 
+def test_the_counters_connection_of_its_own_is_opened_again_after_a_dispose_or_a_failed_read(
+    db_url: str, db: Database, clock: Clock
+) -> None:
+    generations = generations_for(db)
+    if not generations._direct:
+        pytest.skip("only a SQLite file reads its counters on a connection of its own")
+    registry = ModelRegistry(db)
+    assert registry.get("custom:one") is None  # the counters are read: their connection is open
+    run_other_process(db_url, 'ModelRegistry(db).add("custom:one")')
+    db.dispose()  # closes that connection too (a disposed engine keeps no open file)
+    assert generations._connection is None
+    clock.now += FRESHNESS_S
+    assert registry.get("custom:one") is not None  # read on a connection opened again
+
+    assert generations._connection is not None
+    driver = generations._connection.dbapi_connection
+    assert isinstance(driver, sqlite3.Connection)
+    driver.close()  # as a broken connection would fail
+    run_other_process(db_url, 'ModelRegistry(db).add("custom:two")')
+    clock.now += FRESHNESS_S
+    assert registry.get("custom:two") is None  # that read failed: the cache serves what it has
+    assert registry.get("custom:two") is not None  # and the next read, on a new connection, sees the write
+
+
 def test_a_write_by_this_process_is_seen_at_once_by_every_cache_on_the_database(
     db_url: str, db: Database, clock: Clock
 ) -> None:
