@@ -86,7 +86,8 @@ def cancel_remove() -> None:
 @st.dialog("Remove this connection?", on_dismiss=cancel_remove)
 def confirm_remove(connection: Connection) -> None:
     models = sum(m.model_id.startswith(f"{connection.name}:") for m in orch.models())
-    st.markdown(views.plain(cv.removal_text(connection, models)))
+    keys = sum(not k.read_only for k in orch.keys_of(connection.name))
+    st.markdown(views.plain(cv.removal_text(connection, models, keys)))
 
     def remove() -> None:
         orch.remove_connection(connection.name)

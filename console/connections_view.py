@@ -65,15 +65,17 @@ def test_summary(test: ConnectionTest, kind: KindInfo) -> tuple[str, list[str]]:
     return ("success" if test.key in (None, KeyCheck.OK) else "warning"), lines
 
 
-def removal_text(connection: Connection, model_count: int) -> str:
+def removal_text(connection: Connection, model_count: int, key_count: int = 0) -> str:
     """What Remove does to this connection, said before it happens."""
     if connection.seeded:
         return (f"{connection.name} comes from the environment, so it is disabled rather than removed: its models "
                 "are skipped until you enable it again.")
     models = _count(model_count, "registered model")
     verb = "is" if model_count == 1 else "are"
+    keys = (f" Its {_count(key_count, 'stored key')} {'is' if key_count == 1 else 'are'} deleted with it."
+            if key_count else "")
     return (f"{connection.name} is removed. Its {models} {verb} deactivated (not deleted), and their metrics are kept. "
-            f"Model ids starting with “{connection.name}:” stop working.")
+            f"Model ids starting with “{connection.name}:” stop working.{keys}")
 
 
 def _count(number: int, noun: str) -> str:

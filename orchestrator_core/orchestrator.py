@@ -264,7 +264,8 @@ class Orchestrator:
         return self.connection(name)
 
     def remove_connection(self, name: str) -> None:
-        """Remove a connection: its models are deactivated, its metrics kept; a seeded one is disabled."""
+        """Remove a connection and its stored keys: its models are deactivated, its metrics kept; a seeded one is
+        disabled (keys kept)."""
         self.connection_store.remove(name)
         self.manager.invalidate(name)
 

@@ -292,6 +292,22 @@ def test_removing_a_connection_deactivates_its_models_and_a_seeded_one_is_only_d
     assert orch.connection("openai").key_mode is KeyMode.ORDERED
 
 
+def test_a_removed_connections_keys_go_with_it_and_a_new_one_of_that_name_starts_without(
+    db_url: str, orch: Orchestrator, services: tuple[StandIn, StandIn], boxes: tuple[StandIn, StandIn]
+) -> None:
+    _add_all(orch, services, boxes)
+    with Orchestrator.from_settings(settings(db_url, local_hosts=())) as other:  # another process on the database
+        assert other.keys_of("groq")
+
+        orch.remove_connection("groq")
+        orch.add_connection("groq", "openai-compatible", base_url="http://127.0.0.1:9")
+
+        assert orch.keys_of("groq") == []
+        generations_for(other.db).refresh()  # what the next read after FRESHNESS_S does
+        assert other.keys_of("groq") == []
+    assert [k.provider for k in orch.keys_of()] == ["deepseek"]  # another connection's keys stay
+
+
 def test_every_kind_is_offered_with_its_facts(orch: Orchestrator) -> None:
     kinds = {k.kind: k for k in orch.kinds()}
 

@@ -33,11 +33,12 @@ from ..connections import (
 from ..errors import InvalidConnectionError, UnknownConnectionError
 from .db import Database
 from .generations import Generations, Token, generations_for
-from .tables import AIModel, ConnectionRow, ModelGroupRow, utcnow
+from .tables import AIModel, ApiKey, ConnectionRow, ModelGroupRow, utcnow
 
 AREA = "connections"
 GROUPS_AREA = "groups"
 REGISTRY_AREA = "registry"  # a removed connection's models are deactivated in the same transaction
+KEYS_AREA = "keys"  # and its stored keys deleted
 
 _CONNECTIONS = select(ConnectionRow.__table__).order_by(ConnectionRow.__table__.c.name)
 _GROUPS = select(ModelGroupRow.__table__).order_by(ModelGroupRow.__table__.c.name)
@@ -118,7 +119,8 @@ class ConnectionStore:
         return self.get(name)
 
     def remove(self, name: str) -> None:
-        """Delete a connection and deactivate its models (their metrics stay); a seeded one is disabled instead."""
+        """Delete a connection and its stored keys, and deactivate its models (their metrics stay); a seeded one is
+        disabled instead (its keys stay)."""
         current = self.get(name)
         if current.seeded:
             self.edit(name, enabled=False)
@@ -129,9 +131,14 @@ class ConnectionStore:
                 models = s.scalars(select(AIModel).where(AIModel.provider == name))
                 for model in models:
                     model.active, model.updated_at = False, utcnow()
+                # Its stored keys go with it: a connection added later under this name, perhaps at another
+                # address, must not be handed them.
+                s.execute(delete(ApiKey).where(ApiKey.provider == name))
                 self._generations.bump(s.connection(), REGISTRY_AREA)
+                self._generations.bump(s.connection(), KEYS_AREA)
         finally:
             self._generations.changed(REGISTRY_AREA)
+            self._generations.changed(KEYS_AREA)
 
 
 class GroupStore:
