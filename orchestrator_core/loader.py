@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, cast
 
-import httpx
-
 from .clients import ProviderFactory
 from .config import Settings
 from .connections import Connection
@@ -451,6 +449,8 @@ class ModelManager:
     def _load_timed_out(self, ref: ModelRef, exc: ProviderTimeoutError) -> ProviderError:
         """A blocking load request (LM Studio, Ollama) whose read timeout is the load timeout ran out: that is
         the same failure wait_for_load reports, so the class must not depend on which of the two noticed first."""
+        import httpx  # noqa: PLC0415 - start-up cost: the read-only status never imports httpx
+
         if isinstance(exc.__cause__, httpx.ConnectTimeout):
             return exc  # the host was not reached at all
         return ModelLoadTimeoutError(

@@ -1,7 +1,9 @@
 """The provider contract: one class per provider, typed class attributes for what differs.
 
 A provider wraps one injected ``httpx.Client`` (base_url and timeouts set by the caller) and one
-optional API key. Errors leave a provider only as classes of ``orchestrator_core.errors``.
+optional API key. Errors leave a provider only as classes of ``orchestrator_core.errors``. The read-only
+``status`` command injects a ``plain.PlainClient`` instead, which serves ``request_json`` alone (all a
+host's status needs) without importing httpx; so this module imports httpx only where a request is sent.
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ import time
 from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import httpx
-
 from ..errors import (
     AuthenticationError,
     BadResponseError,
@@ -26,14 +26,19 @@ from ..errors import (
     UnsupportedOperationError,
     bad_response,
     classify_response,
+    classify_status,
     classify_transport,
     scrub,
 )
 from ..types import ChatParams, ChatResult, HostModel, KeyCheck, KeyTestResult, Message, StreamEvent
-from .guard import CallLimits, Deadline, guarded, read_body, read_error_body, reads_under
+from .limits import CallLimits, Deadline
+from .plain import PlainClient
 
 if TYPE_CHECKING:
+    import httpx
     from httpx_sse import ServerSentEvent
+
+    Client = httpx.Client | PlainClient
 
 
 class Provider(abc.ABC):
@@ -58,7 +63,7 @@ class Provider(abc.ABC):
     price_table_id: ClassVar[str | None] = None  # provider id in the genai-prices table (pricing.py)
 
     def __init__(
-        self, client: httpx.Client, api_key: str | None = None, *, limits: CallLimits | None = None,
+        self, client: Client, api_key: str | None = None, *, limits: CallLimits | None = None,
         connection: str | None = None, **options: Any,
     ) -> None:
         self.client = client
@@ -79,7 +84,7 @@ class Provider(abc.ABC):
         view.api_key = api_key
         return view
 
-    def with_client(self, client: httpx.Client, limits: CallLimits) -> Provider:
+    def with_client(self, client: Client, limits: CallLimits) -> Provider:
         """This provider on another client (the status probes' short timeouts), sharing its learned state."""
         view = copy.copy(self)
         view.client, view.limits = client, limits
@@ -123,11 +128,25 @@ class Provider(abc.ABC):
     def base_url(self) -> str:
         return str(self.client.base_url).rstrip("/")
 
+    @property
+    def http(self) -> httpx.Client:
+        """The httpx client; a TypeError on the read-only status's PlainClient, which serves request_json only."""
+        client = self.client
+        if isinstance(client, PlainClient):
+            raise TypeError(f"{self.name}: a PlainClient serves status probes (request_json) only")
+        return client
+
     def request_json(self, method: str, path: str, *, model: str | None = None, **kwargs: Any) -> Any:
         """One request; a non-2xx or non-JSON answer becomes the right error class."""
         deadline = self.deadline(model)
-        with self._exchange(method, path, deadline, model=model, guard=False, **kwargs) as response:
-            body = read_body(response, deadline, limit=self.limits.max_response_bytes)
+        if isinstance(self.client, PlainClient):
+            body = self.client.fetch(method, path, deadline, provider=self.name, model=model,
+                                     limit=self.limits.max_response_bytes, secrets=self.secrets, **kwargs)
+        else:
+            from .guard import read_body  # noqa: PLC0415 - start-up cost: the read-only status never imports httpx
+
+            with self._exchange(method, path, deadline, model=model, guard=False, **kwargs) as response:
+                body = read_body(response, deadline, limit=self.limits.max_response_bytes)
         try:
             return json.loads(body)
         except (ValueError, UnicodeDecodeError):
@@ -174,6 +193,10 @@ class Provider(abc.ABC):
     def send_read(self, method: str, path: str, *, model: str, total_s: float, setting: str, **kwargs: Any
                   ) -> httpx.Response:
         """One request whose whole answer, of any status, is read within ``total_s`` and the size caps (loads)."""
+        import httpx  # noqa: PLC0415 - start-up cost: the read-only status never imports httpx
+
+        from .guard import guarded, read_error_body  # noqa: PLC0415 - as httpx
+
         deadline = Deadline(total_s, setting=setting, where=self._where(model), provider=self.name, model=model)
         response = self._send_request(method, path, deadline, model, kwargs)
         try:
@@ -206,6 +229,10 @@ class Provider(abc.ABC):
     ) -> Iterator[httpx.Response]:
         """Send one request and yield its 2xx response with the body guarded by the deadline and the caps
         (``guard=False``: as it came, for a caller that reads it with ``read_body``)."""
+        import httpx  # noqa: PLC0415 - start-up cost: the read-only status never imports httpx
+
+        from .guard import guarded, read_error_body  # noqa: PLC0415 - as httpx
+
         response = self._send_request(method, path, deadline, model, kwargs)
         try:
             if response.status_code >= 400:
@@ -229,9 +256,14 @@ class Provider(abc.ABC):
     def _send_request(
         self, method: str, path: str, deadline: Deadline, model: str | None, kwargs: dict[str, Any]
     ) -> httpx.Response:
+        import httpx  # noqa: PLC0415 - start-up cost: the read-only status never imports httpx
+
+        from .guard import reads_under  # noqa: PLC0415 - as httpx
+
+        client = self.http
         try:
             with reads_under(deadline):
-                return self.client.send(self.client.build_request(method, path, **kwargs), stream=True)
+                return client.send(client.build_request(method, path, **kwargs), stream=True)
         except (UnicodeEncodeError, httpx.LocalProtocolError):
             pass  # raised below, outside this block, unchained: these exceptions quote the header, key and all
         except httpx.TimeoutException as exc:
@@ -255,8 +287,9 @@ class Provider(abc.ABC):
     def in_band_error(self, payload: Any, model: str | None) -> ProviderError:
         """Classify an ``{"error": ...}`` that arrived inside a 2xx body or a stream event."""
         error = payload.get("error") if isinstance(payload, dict) else None
-        stand_in = httpx.Response(in_band_status(error), json=payload)
-        return classify_response(stand_in, provider=self.name, model=model, secrets=self.secrets)
+        # The payload as httpx.Response(json=payload) would carry it, without an httpx object.
+        text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return classify_status(in_band_status(error), {}, text, provider=self.name, model=model, secrets=self.secrets)
 
     def _not_a_stream(self, response: httpx.Response, content_type: str, model: str | None) -> ProviderError:
         if "json" not in content_type:
