@@ -68,13 +68,14 @@ class ProviderFactory:
 
     def __init__(
         self, settings: Settings, key_lookup: KeyLookup | None = None, *, connections: ConnectionSource | None = None,
-        key_problem: KeyLookup | None = None, plain: bool = False,
+        key_problem: KeyLookup | None = None, key_present: Callable[[str], bool] | None = None, plain: bool = False,
     ) -> None:
         self.settings = settings
         self.plain = plain  # PlainClients (status probes only, no httpx): see the module
         self._key_lookup = key_lookup or settings.env_keys.get
         # Why a connection can use none of its keys now (all cooling or rejected), or None.
         self.key_problem: KeyLookup = key_problem or (lambda _name: None)
+        self._key_present = key_present  # bool(key_for(name)) without decrypting, where the lookup can tell
         self.connections = connections or FixedConnections(seeded(settings))
         self._built: dict[str, _Built] = {}
         self._retired: list[Client] = []  # clients of replaced connections; a call may still be on one
@@ -82,6 +83,10 @@ class ProviderFactory:
 
     def key_for(self, connection: str) -> str | None:
         return self._key_lookup(connection)
+
+    def has_key(self, connection: str) -> bool:
+        """Whether a call to the connection would send a key (the status of a hosted model asks only this)."""
+        return bool(self.key_for(connection)) if self._key_present is None else self._key_present(connection)
 
     def connection(self, name: str) -> Connection:
         return self.connections.get(name)

@@ -318,7 +318,7 @@ class ModelManager:
         cls = connection.provider_class
         if connection.name not in keys:  # (every key cooling or rejected: why, or None; a key at all)
             keys[connection.name] = (self.factory.key_problem(connection.name),
-                                     bool(self.factory.key_for(connection.name)))
+                                     self.factory.has_key(connection.name))
         problem, has_key = keys[connection.name]
         if problem is not None and self._key_rejected(connection.name):
             detail = (f"every key of {connection.name} was rejected at its last test or by a call: replace it on "
