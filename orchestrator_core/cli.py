@@ -114,15 +114,20 @@ def _status_read_only(args: argparse.Namespace) -> int | None:
     from .clients import ProviderFactory  # noqa: PLC0415 - start-up cost: a command imports what it needs
     from .config import Settings  # noqa: PLC0415 - start-up cost: a command imports what it needs
     from .loader import ModelManager  # noqa: PLC0415 - start-up cost: a command imports what it needs
+    from .providers.plain import PlainClient  # noqa: PLC0415 - start-up cost: a command imports what it needs
     from .store.readonly import NeedsWrite, ReadOnlyStore  # noqa: PLC0415 - start-up cost
-    from .store.secret import load_fernet  # noqa: PLC0415 - start-up cost: a command imports what it needs
+    from .store.secret import fernet_key  # noqa: PLC0415 - start-up cost: a command imports what it needs
 
     settings = Settings.from_env()
     store = ReadOnlyStore.open(settings.database_url)
     if store is None:
         return None
-    keys = store.key_lookup(load_fernet(settings.secret_key, store.dir), settings.env_keys)
-    factory = ProviderFactory(settings, keys, connections=store.connections(settings), key_problem=keys.problem)
+    keys = store.key_lookup(fernet_key(settings.secret_key, store.dir), settings.env_keys)
+    connections = store.connections(settings)
+    # The hosts are asked through http.client where that sends what httpx would (plain http, no proxy).
+    plain = all(PlainClient.serves(c.base_url) for c in connections.list() if c.local and c.enabled)
+    factory = ProviderFactory(settings, keys, connections=connections, key_problem=keys.problem,
+                              key_present=keys.present, plain=plain)
     # The manager only reads here (list_with_status and hosts): the read-only views stand in for the stores.
     manager = ModelManager(settings, factory, cast("ModelRegistry", store.registry),
                            cast("FailureCache", store.failures), key_rejected=keys.rejected)

@@ -3,6 +3,9 @@
 The object lives as long as its connection (a changed URL or options makes a new one), so what it learns
 about its host (LM Studio's API level, llama-server's mode) stays on it. The key is looked up per request:
 ``get`` hands out a view of the object with the current key (``Provider.with_key``).
+
+``plain=True`` (the read-only status command) builds the providers on ``providers.plain.PlainClient``s,
+which serve status probes only and need no httpx; httpx is imported when an httpx client is built.
 """
 
 from __future__ import annotations
@@ -11,14 +14,19 @@ import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import httpx
+from typing import TYPE_CHECKING
 
 from . import USER_AGENT
 from .config import Settings
 from .connections import Connection, ConnectionSource, FixedConnections, seeded
 from .providers.base import LocalHost, Provider
-from .providers.guard import CallLimits, cut_reads_at_deadlines
+from .providers.limits import CallLimits
+from .providers.plain import PlainClient
+
+if TYPE_CHECKING:
+    import httpx
+
+    from .providers.base import Client
 
 KeyLookup = Callable[[str], "str | None"]
 STATUS_DEADLINE_FLOOR_S = 1.0
@@ -32,6 +40,8 @@ def shared_ssl_context() -> ssl.SSLContext:
     global _SSL_CONTEXT
     with _SSL_LOCK:
         if _SSL_CONTEXT is None:
+            import httpx  # noqa: PLC0415 - start-up cost: the read-only status never imports httpx
+
             _SSL_CONTEXT = httpx.create_ssl_context()
         return _SSL_CONTEXT
 
@@ -58,19 +68,25 @@ class ProviderFactory:
 
     def __init__(
         self, settings: Settings, key_lookup: KeyLookup | None = None, *, connections: ConnectionSource | None = None,
-        key_problem: KeyLookup | None = None,
+        key_problem: KeyLookup | None = None, key_present: Callable[[str], bool] | None = None, plain: bool = False,
     ) -> None:
         self.settings = settings
+        self.plain = plain  # PlainClients (status probes only, no httpx): see the module
         self._key_lookup = key_lookup or settings.env_keys.get
         # Why a connection can use none of its keys now (all cooling or rejected), or None.
         self.key_problem: KeyLookup = key_problem or (lambda _name: None)
+        self._key_present = key_present  # bool(key_for(name)) without decrypting, where the lookup can tell
         self.connections = connections or FixedConnections(seeded(settings))
         self._built: dict[str, _Built] = {}
-        self._retired: list[httpx.Client] = []  # clients of replaced connections; a call may still be on one
+        self._retired: list[Client] = []  # clients of replaced connections; a call may still be on one
         self._lock = threading.Lock()
 
     def key_for(self, connection: str) -> str | None:
         return self._key_lookup(connection)
+
+    def has_key(self, connection: str) -> bool:
+        """Whether a call to the connection would send a key (the status of a hosted model asks only this)."""
+        return bool(self.key_for(connection)) if self._key_present is None else self._key_present(connection)
 
     def connection(self, name: str) -> Connection:
         return self.connections.get(name)
@@ -103,7 +119,7 @@ class ProviderFactory:
 
     def client(self, name: str, purpose: str = "call") -> httpx.Client:
         """The shared client of a connection; purpose "status" has short timeouts for probes."""
-        return self.provider(name, purpose).client
+        return self.provider(name, purpose).http
 
     def host(self, name: str, purpose: str = "call") -> LocalHost:
         """The connection's provider as a local host (status, load, unload)."""
@@ -127,22 +143,31 @@ class ProviderFactory:
         status = call.with_client(self._new_client(connection.base_url, "status"), self._limits("status"))
         return _Built(connection, call, status)
 
-    def _new_client(self, base_url: str, purpose: str) -> httpx.Client:
+    def _new_client(self, base_url: str, purpose: str) -> Client:
+        if self.plain:
+            read_s, connect_s = self._timeouts(purpose)
+            return PlainClient(base_url, timeout_s=read_s, connect_s=connect_s, headers={"User-Agent": USER_AGENT})
+        import httpx  # noqa: PLC0415 - start-up cost: the read-only status never imports httpx
+
+        from .providers.guard import cut_reads_at_deadlines  # noqa: PLC0415 - as httpx
+
+        read_s, connect_s = self._timeouts(purpose)
         return cut_reads_at_deadlines(httpx.Client(  # a blocked read ends at the call's deadline
             base_url=base_url,
-            timeout=self._timeout(purpose),
+            timeout=httpx.Timeout(read_s, connect=connect_s),
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
             follow_redirects=False,
             verify=tls_context_for(base_url),
             headers={"User-Agent": USER_AGENT},  # who calls, instead of the bare python-httpx/x.y
         ))
 
-    def _timeout(self, purpose: str) -> httpx.Timeout:
+    def _timeouts(self, purpose: str) -> tuple[float, float]:
+        """(read, write and pool timeout; connect timeout) of a client for this purpose."""
         s = self.settings
         if purpose == "status":
             budget = s.status_timeout_s
-            return httpx.Timeout(budget, connect=min(s.connect_timeout_s, budget))
-        return httpx.Timeout(s.read_timeout_s, connect=s.connect_timeout_s)
+            return budget, min(s.connect_timeout_s, budget)
+        return s.read_timeout_s, s.connect_timeout_s
 
     def _limits(self, purpose: str) -> CallLimits:
         s = self.settings

@@ -15,8 +15,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
-
-import httpx
+from urllib.parse import urlsplit
 
 from .errors import InvalidConnectionError, UnknownConnectionError, redact_url
 from .providers.base import Provider
@@ -144,7 +143,7 @@ def check_base_url(kind: str, base_url: str | None, *, current: str | None = Non
                 f"A connection of kind {kind} needs a base URL, such as https://api.groq.com/openai/v1."
             )
         return default
-    problem = url_problem(text)
+    problem = url_problem(text) or _httpx_problem(text, "@" not in text)
     if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", text) or problem:
         raise InvalidConnectionError(
             f"Base URL {redact_url(text)[:80]!r} does not fit{f' ({problem})' if problem else ''}: it must start "
@@ -155,21 +154,41 @@ def check_base_url(kind: str, base_url: str | None, *, current: str | None = Non
 
 
 def url_problem(url: str) -> str | None:
-    """Why httpx could not make a client for this URL, or None. A URL it refuses (a port such as 'abc', an
+    """Why a client could not be made for this URL, or None. A URL httpx refuses (a port such as 'abc', an
     unclosed IPv6 bracket, a host IDNA refuses) would raise in every status check of every page, not just in
-    calls to that connection."""
+    calls to that connection. The standard library's reading: the environment's URLs are checked at every start,
+    and the read-only status imports no httpx (a stored connection's URL is also read by httpx, check_base_url)."""
+    quoted = "@" not in url  # a refused part is quoted only when no credentials can be in it
     try:
-        parsed = httpx.URL(url)
-        parsed.host.encode("idna")  # what the socket does at the first request: 'a..b' fails only there
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raw = url.partition("://")[2].rpartition("@")[2].split("/", 1)[0]
+        if "[" in raw and "]" not in raw:
+            return "Invalid port or host: an IPv6 address's '[' is not closed"
+        number = raw.partition("]")[2].removeprefix(":") if raw.startswith("[") else raw.partition(":")[2]
+        if number.isdigit():
+            return f"port {number} is out of range"
+        return f"Invalid port: {number!r}" if quoted else "the host or port cannot be read"
+    if not parts.hostname:
+        return "no host"
+    if port is not None and not 0 < port < 65536:
+        return f"port {port} is out of range"
+    try:
+        parts.hostname.encode("idna")  # what the socket does at the first request: 'a..b' fails only there
     except UnicodeError:
         return "the host name has an empty part or one over 63 characters"
-    except httpx.InvalidURL as exc:
-        return str(exc) if "@" not in url else "the host or port cannot be read"  # exc quotes the part it read
-    if not parsed.host:
-        return "no host"
-    if parsed.port is not None and not 0 < parsed.port < 65536:
-        return f"port {parsed.port} is out of range"
     return None
+
+
+def _httpx_problem(url: str, quoted: bool) -> str | None:
+    import httpx  # noqa: PLC0415 - start-up cost: the read-only status never imports httpx
+
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        return str(exc) if quoted else "the host or port cannot be read"  # exc quotes the part it read
+    return None if parsed.host else "no host"
 
 
 def _keep_credentials(url: str, current: str | None) -> str:

@@ -65,12 +65,12 @@ import json
 import math
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import httpx
-
 if TYPE_CHECKING:
+    import httpx
+
     from .types import Attempt
 
 KeyFault = Literal["cooling", "rejected", "exhausted"]
@@ -489,7 +489,7 @@ _QUOTA_TEXT = (
 _AUTH_REASONS = ("API_KEY_INVALID", "API_KEY_EXPIRED", "invalid_api_key")  # Gemini sends a bad key as 400
 
 
-def parse_retry_after(headers: httpx.Headers) -> float | None:
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     """Seconds to wait from retry-after-ms, retry-after (seconds or HTTP date); None if absent."""
     value = headers.get("retry-after-ms")
     if value and math.isfinite(ms := _float_or_nan(value)):
@@ -590,8 +590,22 @@ def classify_response(
     key_hint: str = "",
 ) -> ProviderError:
     """Turn a non-2xx response into the right error class with a message that says what to fix."""
-    status = response.status_code
-    raw = scrub(_read_text(response), secrets)  # before anything parses or cuts the text
+    return classify_status(response.status_code, response.headers, _read_text(response), provider=provider,
+                           model=model, secrets=secrets, key_hint=key_hint)
+
+
+def classify_status(
+    status: int,
+    headers: Mapping[str, str],
+    text: str,
+    *,
+    provider: str,
+    model: str | None,
+    secrets: Sequence[str | None] = (),
+    key_hint: str = "",
+) -> ProviderError:
+    """classify_response for any HTTP client: the status, the headers (lower-case names) and the body's text."""
+    raw = scrub(text, secrets)  # before anything parses or cuts the text
     try:
         body: Any = json.loads(raw) if raw else None
     except ValueError:
@@ -613,7 +627,7 @@ def classify_response(
             **fields,
         )
     if status == 429:
-        retry = parse_retry_after(response.headers) or _gemini_retry_delay(body)
+        retry = parse_retry_after(headers) or _gemini_retry_delay(body)
         wait = f" retry after {retry:.0f}s or" if retry else ""
         return RateLimitError(
             f"{where} is rate limiting requests (HTTP 429: {message});{wait} use another model.",
@@ -650,6 +664,8 @@ def classify_response(
 
 
 def _read_text(response: httpx.Response) -> str:
+    import httpx  # noqa: PLC0415 - start-up cost: the read-only status never imports httpx
+
     try:
         response.read()
         return response.text
@@ -657,37 +673,60 @@ def _read_text(response: httpx.Response) -> str:
         return ""
 
 
+# What went wrong below HTTP, whichever client saw it (httpx here, http.client in providers/plain.py).
+TransportFailure = Literal["connect_timeout", "timeout", "connect", "dns", "closed", "decoding", "other"]
+
+
 def classify_transport(exc: httpx.HTTPError, *, provider: str, model: str | None, base_url: str = "") -> ProviderError:
     """Turn an httpx transport failure into ProviderTimeoutError, ProviderUnavailableError or BadResponseError."""
+    import httpx  # noqa: PLC0415 - start-up cost: the read-only status never imports httpx
+
+    failure: TransportFailure = "other"
+    if isinstance(exc, httpx.ConnectTimeout):
+        failure = "connect_timeout"
+    elif isinstance(exc, httpx.TimeoutException):
+        failure = "timeout"
+    elif isinstance(exc, httpx.ConnectError):
+        failure = "dns" if is_dns_failure(exc) else "connect"
+    elif isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):
+        failure = "closed"
+    elif isinstance(exc, httpx.DecodingError):
+        failure = "decoding"
+    return transport_error(failure, type(exc).__name__, provider=provider, model=model, base_url=base_url)
+
+
+def transport_error(
+    failure: TransportFailure, name: str, *, provider: str, model: str | None, base_url: str = ""
+) -> ProviderError:
+    """The error class and message of a transport failure; ``name`` is the failure's httpx class name."""
     where = f"{provider}:{model}" if model else provider
     at = f" at {redact_url(base_url)}" if base_url else ""
     fields: dict[str, Any] = {"provider": provider, "model": model}
-    if isinstance(exc, httpx.ConnectTimeout):
+    if failure == "connect_timeout":
         return ProviderTimeoutError(
             f"Could not connect to {provider}{at} in time (connect timeout); check the host is running and reachable.",
             **fields,
         )
-    if isinstance(exc, httpx.TimeoutException):
+    if failure == "timeout":
         return ProviderTimeoutError(
-            f"{where} did not answer in time ({type(exc).__name__}); the host may be overloaded "
+            f"{where} did not answer in time ({name}); the host may be overloaded "
             "or the read timeout too short.",
             **fields,
         )
-    if isinstance(exc, httpx.ConnectError):
-        reason = "name not resolved" if _is_dns_failure(exc) else "connection refused or unreachable"
+    if failure in ("connect", "dns"):
+        reason = "name not resolved" if failure == "dns" else "connection refused or unreachable"
         return ProviderUnavailableError(
             f"Cannot reach {provider}{at} ({reason}); start the server or fix its base URL.", **fields
         )
-    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):
-        return ProviderUnavailableError(
-            f"{where} closed the connection mid-response ({type(exc).__name__}); try again.", **fields
-        )
-    if isinstance(exc, httpx.DecodingError):
+    if failure == "closed":
+        return ProviderUnavailableError(f"{where} closed the connection mid-response ({name}); try again.", **fields)
+    if failure == "decoding":
         return BadResponseError(f"{where} sent a body that could not be decoded.", **fields)
-    return ProviderUnavailableError(f"{where} failed at the transport level ({type(exc).__name__}).", **fields)
+    return ProviderUnavailableError(f"{where} failed at the transport level ({name}).", **fields)
 
 
-def _is_dns_failure(exc: BaseException) -> bool:
+def is_dns_failure(exc: BaseException) -> bool:
+    """True when a connect failed because the host name did not resolve."""
     text = str(exc).lower()
     markers = ("name or service not known", "nodename nor servname", "getaddrinfo", "name resolution")
     return any(m in text for m in markers)
@@ -698,6 +737,8 @@ def map_http_errors(
     provider: str, model: str | None, *, secrets: Sequence[str | None] = (), base_url: str = ""
 ) -> Iterator[None]:
     """Translate httpx failures raised inside the block into the error tree (``raise ... from``)."""
+    import httpx  # noqa: PLC0415 - start-up cost: the read-only status never imports httpx
+
     try:
         yield
     except httpx.HTTPStatusError as exc:

@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, cast
 
-import httpx
-
 from .clients import ProviderFactory
 from .config import Settings
 from .connections import Connection
@@ -320,7 +318,7 @@ class ModelManager:
         cls = connection.provider_class
         if connection.name not in keys:  # (every key cooling or rejected: why, or None; a key at all)
             keys[connection.name] = (self.factory.key_problem(connection.name),
-                                     bool(self.factory.key_for(connection.name)))
+                                     self.factory.has_key(connection.name))
         problem, has_key = keys[connection.name]
         if problem is not None and self._key_rejected(connection.name):
             detail = (f"every key of {connection.name} was rejected at its last test or by a call: replace it on "
@@ -451,6 +449,8 @@ class ModelManager:
     def _load_timed_out(self, ref: ModelRef, exc: ProviderTimeoutError) -> ProviderError:
         """A blocking load request (LM Studio, Ollama) whose read timeout is the load timeout ran out: that is
         the same failure wait_for_load reports, so the class must not depend on which of the two noticed first."""
+        import httpx  # noqa: PLC0415 - start-up cost: the read-only status never imports httpx
+
         if isinstance(exc.__cause__, httpx.ConnectTimeout):
             return exc  # the host was not reached at all
         return ModelLoadTimeoutError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -15,11 +16,14 @@ from pathlib import Path
 from threading import Thread
 
 import pytest
+from cryptography.fernet import Fernet
 
 from orchestrator_core import cli
 from orchestrator_core.config import Settings
 from orchestrator_core.orchestrator import Orchestrator
+from orchestrator_core.providers.plain import PlainClient
 from orchestrator_core.store import readonly
+from orchestrator_core.store.secret import VERIFIER_PLAINTEXT, signed_with
 from orchestrator_core.store.spool import Spool
 from tests.helpers import lmstudio_models, settings
 
@@ -31,11 +35,12 @@ _READ_ONLY = cli._status_read_only
 
 class _LMStudio(BaseHTTPRequestHandler):
     models: dict[str, bool] = HOST_MODELS
+    failing: int | None = None  # answer every request with this status and an error body
 
     def do_GET(self) -> None:
-        found = self.path.startswith("/api/v1/models")
+        found = self.path.startswith("/api/v1/models") and self.failing is None
         body = json.dumps(lmstudio_models(self.models) if found else {"error": "not here"}).encode()
-        self.send_response(200 if found else 404)
+        self.send_response(200 if found else self.failing or 404)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
         self.end_headers()
@@ -142,9 +147,12 @@ def test_status_text_read_only_equals_the_full_start(
 
 
 def test_status_reads_through_sqlite3_without_importing_sqlalchemy_or_alembic(status_env: str) -> None:
+    # Nor httpx (the hosts are asked through http.client) nor cryptography (the secret is checked by HMAC, and
+    # the stored openai key need not be decrypted to show "key configured"): each cost the start ~20-45 ms.
     probe = ("import json, sys\nfrom orchestrator_core import cli\ncode = cli.main(['--json', 'status'])\n"
-             "print(json.dumps([code, sorted({m.split('.')[0] for m in sys.modules} & "
-             "{'sqlalchemy', 'alembic', 'pandas', 'plotly', 'streamlit'})]))")
+             "print(json.dumps([code, sorted({m.split('.')[0] for m, loaded in sys.modules.items() if loaded} & "
+             "{'sqlalchemy', 'alembic', 'pandas', 'plotly', 'streamlit', 'httpx', 'httpcore', 'h11', 'anyio', "
+             "'cryptography'})]))")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=False,
                           timeout=60)
@@ -297,3 +305,70 @@ def test_read_only_connections_are_the_connection_stores(status_env: str, second
     by_name = {c.name: c for c in full}
     assert by_name["claude-eu"].options == {"anthropic_version": "2024-01-01"} and not by_name["claude-eu"].enabled
     assert by_name["openai"].base_url == "https://proxy.example.test/v1" and by_name["openai"].seeded
+
+
+def test_status_of_a_host_that_is_down_reads_as_the_full_start_does(
+    status_env: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    monkeypatch.setenv("LMSTUDIO_BASE_URL", closed)
+
+    data = _equal_outputs(capsys, monkeypatch)
+
+    [host] = data["hosts"]  # type: ignore[misc]
+    assert not host["reachable"] and host["detail"] == (
+        f"Cannot reach lmstudio at {closed} (connection refused or unreachable); start the server or fix its base URL.")
+    assert _states(data)["lmstudio:qwen-7b"][0] == "host_down"
+
+
+def test_status_of_a_host_answering_errors_reads_as_the_full_start_does(
+    status_env: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_LMStudio, "failing", 503)
+
+    data = _equal_outputs(capsys, monkeypatch)
+
+    [host] = data["hosts"]  # type: ignore[misc]
+    assert not host["reachable"] and "unavailable (HTTP 503: not here)" in host["detail"]
+
+
+def test_status_of_an_older_lmstudio_falls_back_as_the_full_start_does(
+    status_env: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def v0_only(self: _LMStudio) -> None:  # LM Studio 0.3: no /api/v1 (an HTML 404), /api/v0 with states
+        if self.path.startswith("/api/v0/models"):
+            body, status = json.dumps({"data": [{"id": "qwen-7b", "type": "llm", "state": "loaded"},
+                                                {"id": "llama-3b", "type": "llm", "state": "not-loaded"}]}), 200
+        else:
+            body, status = "<html><title>Not Found</title></html>", 404
+        self.send_response(status)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    monkeypatch.setattr(_LMStudio, "do_GET", v0_only)
+
+    states = _states(_equal_outputs(capsys, monkeypatch))
+
+    assert states["lmstudio:qwen-7b"][0] == "loaded"
+
+
+def test_the_plain_client_stands_in_for_httpx_only_where_it_sends_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert PlainClient.serves("http://127.0.0.1:1234") and PlainClient.serves("http://desk.lan:11434/")
+    assert not PlainClient.serves("https://127.0.0.1:1234")  # TLS: httpx's context and CA bundle
+    assert not PlainClient.serves("http://user:pw@127.0.0.1:1234")  # httpx would send basic auth
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example.test:3128")  # httpx would send through it
+    assert not PlainClient.serves("http://127.0.0.1:1234")
+
+
+def test_the_secret_check_without_cryptography_agrees_with_fernet() -> None:
+    key, other = Fernet.generate_key(), Fernet.generate_key()
+    for plaintext in (b"", b"sk-" + b"x" * 60, VERIFIER_PLAINTEXT):
+        token = Fernet(key).encrypt(plaintext).decode()
+        assert signed_with(key, token) and not signed_with(other, token)
+        assert not signed_with(key, token[:-6] + ("A" if token[-6] != "A" else "B") + token[-5:])  # tampered
+    assert not signed_with(key, "not a token") and not signed_with(key, "")

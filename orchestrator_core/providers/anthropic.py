@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any, ClassVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import EmptyPromptError, bad_response, content_filtered
 from ..types import ChatParams, ChatResult, Message, StreamEvent, TextDelta, Usage, token_count
 from .base import Provider, event_json, system_and_turns
+
+if TYPE_CHECKING:
+    import httpx
 
 MESSAGES_PATH = "/v1/messages"
 MODELS_PATH = "/v1/models"

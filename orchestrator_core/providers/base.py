@@ -1,7 +1,9 @@
 """The provider contract: one class per provider, typed class attributes for what differs.
 
 A provider wraps one injected ``httpx.Client`` (base_url and timeouts set by the caller) and one
-optional API key. Errors leave a provider only as classes of ``orchestrator_core.errors``.
+optional API key. Errors leave a provider only as classes of ``orchestrator_core.errors``. The read-only
+``status`` command injects a ``plain.PlainClient`` instead, which serves ``request_json`` alone (all a
+host's status needs) without importing httpx; so this module imports httpx only where a request is sent.
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ import time
 from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import httpx
-
 from ..errors import (
     AuthenticationError,
     BadResponseError,
@@ -26,15 +26,20 @@ from ..errors import (
     UnsupportedOperationError,
     bad_response,
     classify_response,
+    classify_status,
     classify_transport,
     redact_url,
     scrub,
 )
 from ..types import ChatParams, ChatResult, HostModel, KeyCheck, KeyTestResult, Message, StreamEvent
-from .guard import CallLimits, Deadline, guarded, read_body, read_error_body, reads_under
+from .limits import CallLimits, Deadline
+from .plain import PlainClient
 
 if TYPE_CHECKING:
+    import httpx
     from httpx_sse import ServerSentEvent
+
+    Client = httpx.Client | PlainClient
 
 
 MAX_CACHED_URLS = 256  # request URLs a provider keeps parsed (paths that name a model add one per model)
@@ -62,7 +67,7 @@ class Provider(abc.ABC):
     price_table_id: ClassVar[str | None] = None  # provider id in the genai-prices table (pricing.py)
 
     def __init__(
-        self, client: httpx.Client, api_key: str | None = None, *, limits: CallLimits | None = None,
+        self, client: Client, api_key: str | None = None, *, limits: CallLimits | None = None,
         connection: str | None = None, **options: Any,
     ) -> None:
         self.client = client
@@ -86,7 +91,7 @@ class Provider(abc.ABC):
         view.api_key = api_key
         return view
 
-    def with_client(self, client: httpx.Client, limits: CallLimits) -> Provider:
+    def with_client(self, client: Client, limits: CallLimits) -> Provider:
         """This provider on another client (the status probes' short timeouts), sharing its learned state."""
         view = copy.copy(self)
         view.client, view.limits = client, limits
@@ -126,6 +131,8 @@ class Provider(abc.ABC):
     @property
     def secrets(self) -> tuple[str | None, ...]:
         # A host that echoes its URL back (a proxy's error page) must not show the credentials in it either.
+        if isinstance(self.client, PlainClient):
+            return (self.api_key,)  # it never serves a URL with credentials in it (PlainClient.serves)
         url = self.client.base_url  # its password and username come decoded (p%40ss: p@ss)
         return (self.api_key, url.password or url.username or None)
 
@@ -134,18 +141,34 @@ class Provider(abc.ABC):
         """The base URL as messages may show it: credentials in it (user:password@) masked."""
         return redact_url(str(self.client.base_url).rstrip("/"))
 
+    @property
+    def http(self) -> httpx.Client:
+        """The httpx client; a TypeError on the read-only status's PlainClient, which serves request_json only."""
+        client = self.client
+        if isinstance(client, PlainClient):
+            raise TypeError(f"{self.name}: a PlainClient serves status probes (request_json) only")
+        return client
+
     def request_json(self, method: str, path: str, *, model: str | None = None, **kwargs: Any) -> Any:
         """One request; a non-2xx or non-JSON answer becomes the right error class."""
         deadline = self.deadline(model)
-        # _exchange's steps without its context manager: this is every non-streamed call's path.
-        response = self._send_request(method, path, deadline, model, kwargs)
-        try:
-            self._raise_for_status(response, deadline, model)
-            body = read_body(response, deadline, limit=self.limits.max_response_bytes)
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc, model) from exc
-        finally:
-            response.close()
+        if isinstance(self.client, PlainClient):
+            body = self.client.fetch(method, path, deadline, provider=self.name, model=model,
+                                     limit=self.limits.max_response_bytes, secrets=self.secrets, **kwargs)
+        else:
+            import httpx  # noqa: PLC0415 - start-up cost: the read-only status never imports httpx
+
+            from .guard import read_body  # noqa: PLC0415 - as httpx
+
+            # _exchange's steps without its context manager: this is every non-streamed call's path.
+            response = self._send_request(method, path, deadline, model, kwargs)
+            try:
+                self._raise_for_status(response, deadline, model)
+                body = read_body(response, deadline, limit=self.limits.max_response_bytes)
+            except httpx.HTTPError as exc:
+                raise self._transport_error(exc, model) from exc
+            finally:
+                response.close()
         try:
             return json.loads(body)
         except (ValueError, UnicodeDecodeError):
@@ -192,6 +215,10 @@ class Provider(abc.ABC):
     def send_read(self, method: str, path: str, *, model: str, total_s: float, setting: str, **kwargs: Any
                   ) -> httpx.Response:
         """One request whose whole answer, of any status, is read within ``total_s`` and the size caps (loads)."""
+        import httpx  # noqa: PLC0415 - start-up cost: the read-only status never imports httpx
+
+        from .guard import guarded, read_error_body  # noqa: PLC0415 - as httpx
+
         deadline = Deadline(total_s, setting=setting, where=self._where(model), provider=self.name, model=model)
         response = self._send_request(method, path, deadline, model, kwargs)
         try:
@@ -222,6 +249,10 @@ class Provider(abc.ABC):
         self, method: str, path: str, deadline: Deadline, *, model: str | None, stream: bool = False, **kwargs: Any,
     ) -> Iterator[httpx.Response]:
         """Send one request and yield its 2xx response with the body guarded by the deadline and the caps."""
+        import httpx  # noqa: PLC0415 - start-up cost: the read-only status never imports httpx
+
+        from .guard import guarded  # noqa: PLC0415 - as httpx
+
         response = self._send_request(method, path, deadline, model, kwargs)
         try:
             self._raise_for_status(response, deadline, model)
@@ -236,18 +267,24 @@ class Provider(abc.ABC):
         finally:
             response.close()
 
-
     def _raise_for_status(self, response: httpx.Response, deadline: Deadline, model: str | None) -> None:
         if response.status_code >= 400:
+            from .guard import read_error_body  # noqa: PLC0415 - start-up cost: the read-only status never imports httpx
+
             error_body = read_error_body(response, deadline)
             raise classify_response(error_body, provider=self.name, model=model, secrets=self.secrets)
 
     def _send_request(
         self, method: str, path: str, deadline: Deadline, model: str | None, kwargs: dict[str, Any]
     ) -> httpx.Response:
+        import httpx  # noqa: PLC0415 - start-up cost: the read-only status never imports httpx
+
+        from .guard import reads_under  # noqa: PLC0415 - as httpx
+
+        client = self.http
         try:
             with reads_under(deadline):
-                return self.client.send(self.client.build_request(method, self._url(path), **kwargs), stream=True)
+                return client.send(client.build_request(method, self._url(path), **kwargs), stream=True)
         except (UnicodeEncodeError, httpx.LocalProtocolError):
             pass  # raised below, outside this block, unchained: these exceptions quote the header, key and all
         except httpx.TimeoutException as exc:
@@ -266,7 +303,7 @@ class Provider(abc.ABC):
         parses), and an absolute httpx.URL it takes as it is. Paths with a model name are few per connection."""
         found = self._urls.get(path)
         if found is None:
-            found = self.client._merge_url(path)  # httpx's own merge: the URL is the one it would send
+            found = self.http._merge_url(path)  # httpx's own merge: the URL is the one it would send
             if len(self._urls) < MAX_CACHED_URLS:
                 self._urls[path] = found
         return found
@@ -281,8 +318,9 @@ class Provider(abc.ABC):
     def in_band_error(self, payload: Any, model: str | None) -> ProviderError:
         """Classify an ``{"error": ...}`` that arrived inside a 2xx body or a stream event."""
         error = payload.get("error") if isinstance(payload, dict) else None
-        stand_in = httpx.Response(in_band_status(error), json=payload)
-        return classify_response(stand_in, provider=self.name, model=model, secrets=self.secrets)
+        # The payload as httpx.Response(json=payload) would carry it, without an httpx object.
+        text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return classify_status(in_band_status(error), {}, text, provider=self.name, model=model, secrets=self.secrets)
 
     def _not_a_stream(self, response: httpx.Response, content_type: str, model: str | None) -> ProviderError:
         if "json" not in content_type:

@@ -5,14 +5,15 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterable, Iterator
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
-
-import httpx
 
 from ..errors import bad_response, content_filtered
 from ..types import ChatParams, ChatResult, Message, StreamEvent, TextDelta, Usage, token_count
 from .base import Provider, system_and_turns
+
+if TYPE_CHECKING:
+    import httpx
 
 _MAX_MODEL_PAGES = 5  # 1000 models a page: more pages than this means something is wrong
 

@@ -1,10 +1,11 @@
-"""The budget of one provider call: a whole-call deadline, a stream idle deadline and size caps.
+"""The budget of one provider call (limits.py) applied to httpx: every body read under its deadline and caps.
 
 httpx's timeouts are per read, so a host that trickles a byte a second, sends only SSE comments
 (``: keep-alive``, which the SSE parser swallows) or never stops streaming would hold a call
 forever. Every provider request therefore reads its body only through ``guarded``: the clock is
 checked on every chunk that arrives, the bytes are counted against a cap, and gzip/deflate are
-decoded here with a bounded output per step, so a small compression bomb never expands in memory.
+decoded with a bounded output per step (limits.decoder), so a small compression bomb never expands
+in memory.
 
 A read that blocks is cut at the deadline too, on clients passed through ``cut_reads_at_deadlines``
 (the ProviderFactory's): their sockets cap every read's timeout at the time the current call has left,
@@ -15,92 +16,16 @@ from __future__ import annotations
 
 import ssl
 import threading
-import time
-import zlib
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
 import httpcore
 import httpx
 
-from ..errors import BadResponseError, ProviderTimeoutError
+from ..errors import BadResponseError
+from .limits import ERROR_BODY_BYTES, Deadline, decoder, refused, too_large
 
-ERROR_BODY_BYTES = 64 * 1024  # an error body is read only as far as a message needs
-_DECODED_STEP = 256 * 1024  # most bytes one decompression step may produce
 _FRAMING_HEADERS = ("content-encoding", "content-length", "transfer-encoding")
-
-
-@dataclass(frozen=True)
-class CallLimits:
-    """The limits of every call a provider makes (Settings: CALL_DEADLINE_S, STREAM_IDLE_TIMEOUT_S, ...)."""
-
-    call_deadline_s: float = 600.0
-    stream_idle_timeout_s: float = 120.0
-    max_response_bytes: int = 8 * 1024 * 1024
-    max_answer_chars: int = 1_000_000
-    deadline_setting: str = "CALL_DEADLINE_S"  # named in the message; status probes run on STATUS_TIMEOUT_S
-
-
-class Deadline:
-    """The clock of one call: its whole deadline and, for streams, the longest wait for new data."""
-
-    def __init__(
-        self,
-        total_s: float,
-        *,
-        setting: str,
-        where: str,
-        idle_s: float | None = None,
-        provider: str | None = None,
-        model: str | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.total_s = total_s
-        self.idle_s = idle_s
-        self.setting = setting
-        self.where = where
-        self.provider = provider
-        self.model = model
-        self._clock = clock
-        self._ends = clock() + total_s
-        self._last_progress = clock()
-        self.cut_last_read = False  # the last socket read's timeout was this deadline, not READ_TIMEOUT_S
-
-    def progress(self) -> None:
-        """New data arrived (an SSE event, a stream line): the idle clock starts again."""
-        self._last_progress = self._clock()
-
-    def remaining(self) -> float:
-        """Seconds until the nearer of the two deadlines."""
-        now = self._clock()
-        left = self._ends - now
-        if self.idle_s is not None:
-            left = min(left, self._last_progress + self.idle_s - now)
-        return left
-
-    def expired(self) -> bool:
-        return self.remaining() <= 0
-
-    def check(self) -> None:
-        """Raise ProviderTimeoutError once either deadline has passed."""
-        if self.expired():
-            raise self.error()
-
-    def error(self) -> ProviderTimeoutError:
-        if self._clock() >= self._ends:
-            return ProviderTimeoutError(
-                f"{self.where} did not finish within {self.total_s:g}s (the whole-call limit {self.setting}); "
-                f"the host may be trickling or endlessly sending its answer. Raise {self.setting} if answers "
-                "this long are expected, or use another model.",
-                provider=self.provider, model=self.model,
-            )
-        return ProviderTimeoutError(
-            f"{self.where} sent no new data for {self.idle_s:g}s (the stream idle limit STREAM_IDLE_TIMEOUT_S; "
-            "keep-alive comments do not count); the host may be stuck. Raise STREAM_IDLE_TIMEOUT_S if the "
-            "model is slow to start answering, or use another model.",
-            provider=self.provider, model=self.model,
-        )
 
 
 def guarded(
@@ -153,7 +78,7 @@ class _GuardedStream(httpx.SyncByteStream):
 
     def __iter__(self) -> Iterator[bytes]:
         truncate = self._over == "truncate"
-        decode = _decoder(self._response.headers.get("content-encoding", ""), self._refuse)
+        decode = decoder(self._response.headers.get("content-encoding", ""), self._refuse)
         # iter_raw() without a chunk size yields each read as it arrives; with one it would wait to fill it.
         raws = self._response.iter_raw()
         while (raw := self._next(raws)) is not None:
@@ -165,10 +90,7 @@ class _GuardedStream(httpx.SyncByteStream):
                     if truncate:
                         yield piece[: self._limit - self._total]
                         return
-                    raise self._refuse(
-                        f"the {self._what} is larger than the limit of {self._limit} bytes (MAX_RESPONSE_BYTES); "
-                        "raise MAX_RESPONSE_BYTES if answers this large are expected"
-                    )
+                    raise self._refuse(too_large(self._what, self._limit))
                 self._total += len(piece)
                 self._check_line(piece)
                 yield piece
@@ -198,73 +120,7 @@ class _GuardedStream(httpx.SyncByteStream):
             )
 
     def _refuse(self, reason: str) -> BadResponseError:
-        return BadResponseError(
-            f"{self._deadline.where} sent a response that was refused: {reason}. The host may be broken or hostile.",
-            provider=self._deadline.provider, model=self._deadline.model,
-        )
-
-
-Decode = Callable[[bytes], Iterator[bytes]]
-
-
-def _decoder(content_encoding: str, refuse: Callable[[str], BadResponseError]) -> Decode:
-    """Undo the codings in reverse order of application, each step producing at most _DECODED_STEP bytes."""
-    if not content_encoding:
-        return _as_sent  # the common case: a body sent as is
-    codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip()]
-    stages: list[Decode] = []
-    for coding in reversed(codings):
-        if coding == "identity":
-            continue
-        if coding in ("gzip", "x-gzip"):
-            stages.append(_Inflate(zlib.MAX_WBITS | 16, refuse).decode)
-        elif coding == "deflate":
-            stages.append(_Inflate(zlib.MAX_WBITS, refuse, raw_fallback=True).decode)
-        else:
-            raise refuse(f"its content-encoding {coding!r} was not asked for")
-
-    def decode(data: bytes) -> Iterator[bytes]:
-        pieces: Iterator[bytes] = iter((data,))
-        for stage in stages:
-            pieces = _chain(stage, pieces)
-        yield from pieces
-
-    return decode
-
-
-def _as_sent(data: bytes) -> Iterator[bytes]:
-    return iter((data,))
-
-
-def _chain(stage: Decode, pieces: Iterator[bytes]) -> Iterator[bytes]:
-    for piece in pieces:
-        yield from stage(piece)
-
-
-class _Inflate:
-    """zlib decompression with a bounded output per step (``max_length``), unlike httpx's decoders."""
-
-    def __init__(self, wbits: int, refuse: Callable[[str], BadResponseError], *, raw_fallback: bool = False) -> None:
-        self._z = zlib.decompressobj(wbits)
-        self._refuse = refuse
-        self._raw_fallback = raw_fallback  # "deflate" is sometimes sent without its zlib header
-        self._started = False
-
-    def decode(self, data: bytes) -> Iterator[bytes]:
-        while not self._z.eof:
-            try:
-                out = self._z.decompress(data, _DECODED_STEP)
-            except zlib.error:
-                if self._raw_fallback and not self._started:
-                    self._z, self._raw_fallback = zlib.decompressobj(-zlib.MAX_WBITS), False
-                    continue
-                raise self._refuse("its compressed body does not decompress") from None
-            self._started = True
-            data = self._z.unconsumed_tail
-            if out:
-                yield out
-            if not data and len(out) < _DECODED_STEP:
-                return
+        return refused(self._deadline, reason)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,11 +162,10 @@ def _capped(timeout: float | None) -> float | None:
     deadline: Deadline | None = getattr(_reading, "deadline", None)
     if deadline is None:
         return timeout
-    left = deadline.remaining()
-    deadline.cut_last_read = timeout is None or left < timeout
-    if left <= 0:
+    capped = deadline.cap(timeout)
+    if deadline.cut_last_read and capped <= 0:
         raise httpcore.ReadTimeout(f"{deadline.where}: the call's deadline passed")
-    return left if deadline.cut_last_read else timeout
+    return capped
 
 
 class _DeadlineStream(httpcore.NetworkStream):

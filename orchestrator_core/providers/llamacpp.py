@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-import httpx
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import (
     BadRequestError,
@@ -28,6 +26,9 @@ from ..errors import (
 from ..types import HostModel, ModelState
 from .base import LocalHost, event_json
 from .openai_compat import OpenAICompatibleProvider
+
+if TYPE_CHECKING:
+    from .base import Client
 
 Mode = Literal["router", "single"]
 
@@ -59,7 +60,7 @@ class LlamaCppProvider(OpenAICompatibleProvider, LocalHost):
     models_path = "/v1/models"
     pushes_model_events = True
 
-    def __init__(self, client: httpx.Client, api_key: str | None = None, **options: Any) -> None:
+    def __init__(self, client: Client, api_key: str | None = None, **options: Any) -> None:
         super().__init__(client, api_key, **options)
         self.learned = _Learned()  # shared by the with_key / with_client views of this connection's provider
 

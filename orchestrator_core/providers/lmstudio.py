@@ -12,9 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ..errors import (
     AuthenticationError,
@@ -33,6 +31,11 @@ from ..errors import (
 from ..types import ChatParams, HostModel, Message, ModelFacts, ModelState
 from .base import LocalHost
 from .openai_compat import OpenAICompatibleProvider
+
+if TYPE_CHECKING:
+    import httpx
+
+    from .base import Client
 
 ApiLevel = Literal["v1", "v0", "openai"]
 T = TypeVar("T")
@@ -70,7 +73,7 @@ class LMStudioProvider(OpenAICompatibleProvider, LocalHost):
     chat_path = "/v1/chat/completions"
     models_path = "/v1/models"
 
-    def __init__(self, client: httpx.Client, api_key: str | None = None, **options: Any) -> None:
+    def __init__(self, client: Client, api_key: str | None = None, **options: Any) -> None:
         super().__init__(client, api_key, **options)
         self.learned = _Learned()  # shared by the with_key / with_client views of this connection's provider
 
@@ -197,7 +200,9 @@ class LMStudioProvider(OpenAICompatibleProvider, LocalHost):
 
     def _load_timeout(self) -> httpx.Timeout:
         """The client's timeouts, with a read timeout long enough for a model to load."""
-        base = self.client.timeout
+        import httpx  # noqa: PLC0415 - start-up cost: the read-only status never imports httpx
+
+        base = self.http.timeout
         read = float(self.options.get("load_timeout_s", DEFAULT_LOAD_TIMEOUT_S))
         return httpx.Timeout(connect=base.connect, read=read, write=base.write, pool=base.pool)
 

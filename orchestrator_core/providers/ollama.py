@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from ..errors import (
     AuthenticationError,
@@ -20,6 +18,9 @@ from ..errors import (
 from ..types import HostModel, ModelFacts, ModelState
 from .base import LocalHost
 from .openai_compat import OpenAICompatibleProvider
+
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_LOAD_TIMEOUT_S = 300.0
 # Errors of a load call that mean something other than "the host could not load it".
@@ -108,7 +109,9 @@ class OllamaProvider(OpenAICompatibleProvider, LocalHost):
 
     def _load_timeout(self) -> httpx.Timeout:
         """The client's timeouts, with a read timeout long enough for a model to load."""
-        base = self.client.timeout
+        import httpx  # noqa: PLC0415 - start-up cost: the read-only status never imports httpx
+
+        base = self.http.timeout
         read = float(self.options.get("load_timeout_s", DEFAULT_LOAD_TIMEOUT_S))
         return httpx.Timeout(connect=base.connect, read=read, write=base.write, pool=base.pool)
 

@@ -25,28 +25,31 @@ import re
 import sqlite3
 from collections.abc import Iterable, Mapping
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-
-from cryptography.fernet import Fernet
+from typing import TYPE_CHECKING
 
 from ..config import Settings, home_dir
 from ..connections import FixedConnections, StoredConnection, merge_connections, seeded
-from ..errors import InvalidModelIdError, SecretKeyError
+from ..errors import InvalidModelIdError
 from ..types import ModelRef
 from .revision import head_revision
 from .secret import (
     VERIFIER_KEY,
     KeyState,
     PoolRow,
-    check_verifier,
+    check_signed,
+    check_signed_verifier,
     decrypt,
     explain_unusable,
     pick_secret,
     usable_keys,
 )
 from .spool import Spool
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
 
 BUSY_TIMEOUT_S = 5.0  # as db.BUSY_TIMEOUT_MS: a reader waits this long for another process's lock
 USER_ID = "local"  # KeyStore's default user, the one the command line and the console use
@@ -165,14 +168,18 @@ class ReadOnlyStore:
         """The seeded connections with the stored edits, then the added ones (ConnectionStore.list)."""
         return FixedConnections(merge_connections(seeded(settings), self.stored_connections).values())
 
-    def key_lookup(self, fernet: Fernet, env_keys: Mapping[str, str]) -> KeyLookup:
-        """KeyStore.verify_secret's checks (SecretKeyError), then KeyStore.secret_for over these rows."""
-        check_verifier(fernet, self.verifier)
-        plaintexts = {token: decrypt(fernet, token) for token in self.all_keys}
-        return KeyLookup(self.keys, {p: k for p, k in env_keys.items() if k}, plaintexts)
+    def key_lookup(self, key: bytes, env_keys: Mapping[str, str]) -> KeyLookup:
+        """KeyStore.verify_secret's checks (SecretKeyError), then KeyStore.secret_for over these rows.
+
+        ``key`` is the Fernet key (secret.fernet_key): the checks read the tokens' signatures with the
+        standard library, and a key is decrypted (cryptography imported) only when its plaintext is needed."""
+        check_signed_verifier(key, self.verifier)
+        for token in self.all_keys:
+            check_signed(key, token)
+        return KeyLookup(self.keys, {p: k for p, k in env_keys.items() if k}, key)
 
 
-@dataclass(frozen=True)
+@dataclass
 class KeyLookup:
     """KeyStore.secret_for and KeyStore.pool_problem over rows read once (a ProviderFactory's key lookups).
 
@@ -180,12 +187,18 @@ class KeyLookup:
 
     stored: Mapping[str, tuple[PoolRow, ...]]
     env_keys: Mapping[str, str]
-    plaintexts: Mapping[str, str]
+    key: bytes = field(repr=False)
+    _fernet: Fernet | None = field(default=None, init=False, repr=False)
+    _plaintexts: dict[str, str] = field(default_factory=dict, init=False, repr=False)
 
     def __call__(self, connection: str) -> str | None:
         stored, env_key, now = self.stored.get(connection, ()), self.env_keys.get(connection), datetime.now(UTC)
         usable = usable_keys(connection, stored, env_key, "ok", self._plaintext, now)
         return pick_secret(usable, stored, env_key, self._plaintext)
+
+    def present(self, connection: str) -> bool:
+        """bool(self(connection)) without decrypting: a stored key (never empty) or the environment's."""
+        return bool(self.stored.get(connection)) or connection in self.env_keys
 
     def problem(self, connection: str) -> str | None:
         """Why the connection can use none of its keys now, or None."""
@@ -203,9 +216,13 @@ class KeyLookup:
         return bool(stored) and connection not in self.env_keys and all(r.state(now) == "rejected" for r in stored)
 
     def _plaintext(self, token: str) -> str:
-        plaintext = self.plaintexts.get(token)
-        if plaintext is None:  # never: every stored token was decrypted when the lookup was made
-            raise SecretKeyError("A stored key changed while it was read; run the command again.")
+        plaintext = self._plaintexts.get(token)
+        if plaintext is None:
+            if self._fernet is None:
+                from cryptography.fernet import Fernet  # noqa: PLC0415 - start-up cost: only now is it needed
+
+                self._fernet = Fernet(self.key)
+            plaintext = self._plaintexts[token] = decrypt(self._fernet, token)
         return plaintext
 
 

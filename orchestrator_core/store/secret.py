@@ -4,6 +4,12 @@ The Fernet key comes from ORCHESTRATOR_SECRET_KEY or, failing that, from ``secre
 database (created once, mode 0600). ``keys.KeyStore`` and the read-only status path
 (``readonly.py``) both judge a database's secret, pick a connection's key and say why none of its pool
 is usable with these functions.
+
+Importing ``cryptography`` costs a CLI start ~20 ms, so this module imports it only to encrypt or
+decrypt. The read-only status judges the secret with the standard library: a Fernet token carries an
+HMAC-SHA256 under the first half of its key, so ``signed_with`` tells whether the verifier (and every
+stored key) was written with this secret without decrypting anything (``fernet_key`` reads the secret
+the way ``load_fernet`` does).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import os
 import stat
 import time
@@ -18,13 +25,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
-
-from cryptography.fernet import Fernet, InvalidToken
+from typing import TYPE_CHECKING, Literal
 
 from ..config import DEFAULT_DATA_DIR, home_dir
 from ..errors import SecretKeyError, mask_key
 from ..types import KeyCheck
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
 
 SECRET_FILE = "secret.key"  # noqa: S105 - a file name, not a secret
 # A fixed, public salt: it only has to stop precomputed tables; the passphrase is the secret.
@@ -78,6 +86,8 @@ class PoolKey:
 
 def check_verifier(fernet: Fernet, token: str) -> None:
     """SecretKeyError unless token is this secret's verifier."""
+    from cryptography.fernet import InvalidToken  # noqa: PLC0415 - start-up cost: see the module
+
     try:
         ok = fernet.decrypt(token.encode("ascii")) == VERIFIER_PLAINTEXT
     except (InvalidToken, ValueError):
@@ -88,10 +98,39 @@ def check_verifier(fernet: Fernet, token: str) -> None:
 
 def decrypt(fernet: Fernet, token: str) -> str:
     """The plaintext of a stored key; SecretKeyError when this secret cannot decrypt it."""
+    from cryptography.fernet import InvalidToken  # noqa: PLC0415 - start-up cost: see the module
+
     try:
         return fernet.decrypt(token.encode("ascii")).decode()
     except (InvalidToken, ValueError):
         raise SecretKeyError(UNDECRYPTABLE) from None
+
+
+def signed_with(key: bytes, token: str) -> bool:
+    """Whether ``token`` is a well-formed Fernet token signed with ``key`` (a Fernet key), checked without
+    cryptography: version byte 0x80, timestamp, IV, whole AES blocks, and the HMAC-SHA256 of all of it under
+    the key's signing half. Only the holder of the key makes such a token; decrypting it is Fernet's job."""
+    try:
+        data = base64.urlsafe_b64decode(token.encode("ascii"))
+        signing = base64.urlsafe_b64decode(key)[:16]
+    except (binascii.Error, ValueError):
+        return False
+    header, mac = 1 + 8 + 16, 32
+    if len(data) < header + 16 + mac or (len(data) - header - mac) % 16 or data[0] != 0x80:
+        return False
+    return hmac.compare_digest(hmac.digest(signing, data[:-mac], "sha256"), data[-mac:])
+
+
+def check_signed_verifier(key: bytes, token: str) -> None:
+    """check_verifier without decrypting: SecretKeyError unless token was written with this secret."""
+    if not signed_with(key, token):
+        raise SecretKeyError(OTHER_SECRET)
+
+
+def check_signed(key: bytes, token: str) -> None:
+    """What decrypt refuses, without decrypting: SecretKeyError unless this secret wrote the stored key."""
+    if not signed_with(key, token):
+        raise SecretKeyError(UNDECRYPTABLE)
 
 
 def key_state(fault: str | None, cooling_until: datetime | None, test_status: str | None,
@@ -142,10 +181,16 @@ def load_fernet(secret: str | None, key_dir: Path | None) -> Fernet:
     A secret that is a valid Fernet key (32 url-safe base64 bytes) is used as is; any other text is
     treated as a passphrase and stretched with scrypt (fixed app salt) into a Fernet key.
     """
+    from cryptography.fernet import Fernet  # noqa: PLC0415 - start-up cost: see the module
+
+    return Fernet(fernet_key(secret, key_dir))
+
+
+def fernet_key(secret: str | None, key_dir: Path | None) -> bytes:
+    """The Fernet key (url-safe base64 of 32 bytes) load_fernet uses, read or made without cryptography."""
     if secret is not None and secret.strip():
-        return Fernet(_fernet_key_from_secret(secret.strip()))
-    path = (key_dir or default_key_dir()) / SECRET_FILE
-    return Fernet(_read_or_create_key_file(path))
+        return _fernet_key_from_secret(secret.strip())
+    return _read_or_create_key_file((key_dir or default_key_dir()) / SECRET_FILE)
 
 
 def default_key_dir() -> Path:
@@ -153,12 +198,17 @@ def default_key_dir() -> Path:
     return home_dir() / DEFAULT_DATA_DIR
 
 
-def _fernet_key_from_secret(secret: str) -> bytes:
+def _is_fernet_key(key: bytes) -> bool:
+    """What Fernet(key) accepts: url-safe base64 of exactly 32 bytes."""
     try:
-        if len(base64.urlsafe_b64decode(secret.encode())) == 32:
-            return secret.encode()
+        return len(base64.urlsafe_b64decode(key)) == 32
     except (binascii.Error, ValueError):
-        pass
+        return False
+
+
+def _fernet_key_from_secret(secret: str) -> bytes:
+    if _is_fernet_key(secret.encode()):
+        return secret.encode()
     derived = hashlib.scrypt(secret.encode(), salt=_KDF_SALT, n=2**14, r=8, p=1, dklen=32)
     return base64.urlsafe_b64encode(derived)
 
@@ -175,7 +225,7 @@ def _read_or_create_key_file(path: Path) -> bytes:
             f"Cannot create the key file {path} ({exc.strerror}); make its folder writable or set "
             "ORCHESTRATOR_SECRET_KEY."
         ) from None
-    key = Fernet.generate_key()
+    key = base64.urlsafe_b64encode(os.urandom(32))  # what Fernet.generate_key() does
     with os.fdopen(fd, "wb") as f:
         f.write(key)
     return key
@@ -191,12 +241,10 @@ def _read_key_file(path: Path) -> bytes:
         if key:
             break
         time.sleep(0.01)
-    try:
-        Fernet(key)
-    except (ValueError, binascii.Error):
+    if not _is_fernet_key(key):
         raise SecretKeyError(
             f"The key file {path} is not a valid key; restore it from a backup or set ORCHESTRATOR_SECRET_KEY."
-        ) from None
+        )
     _check_private(path)
     return key
 
