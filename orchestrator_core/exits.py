@@ -14,7 +14,8 @@ CLI, SIGTERM, SIGHUP), a watchdog ends the process EXIT_DEADLINE_S later, saying
 finished and spooling the metric rows not yet written. The CLI (``__main__``) also takes Ctrl-C
 itself: a second one ends the process at once (rows spooled), and ``leave()`` does not let the
 interpreter join a background thread that is still running (concurrent.futures joins its workers at
-exit without a timeout): it says which, and exits without them.
+exit without a timeout): it says which, and exits without them. An interrupted CLI skips the
+interpreter's teardown too, once the atexit handlers ran.
 """
 
 from __future__ import annotations
@@ -158,10 +159,13 @@ def leave(main: Callable[[], int]) -> NoReturn:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # what can be kept is kept by now: Ctrl-C ends it at once
     running = _unfinished()
-    if not running:
+    if not running and _exiting is None:
         sys.exit(code)
+    # Interrupted, or threads the interpreter would join: skip its teardown. Its final collection of the heap
+    # took seconds of CPU on a loaded machine, and nothing there can be interrupted or watched from Python.
     begin_exit(code)
-    _say(f"left unfinished at exit: {', '.join(running)}.")
+    if running:
+        _say(f"left unfinished at exit: {', '.join(running)}.")
     atexit._run_exitfuncs()  # the recorders' close() and _resignal; only the join of those threads is skipped
     _end(0, code)
 
