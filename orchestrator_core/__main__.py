@@ -1,7 +1,7 @@
 """``python -m orchestrator_core``: the command line."""
 
-import sys
-
+from . import exits
 from .cli import main
 
-sys.exit(main())
+exits.handle_interrupts()  # a second Ctrl-C exits at once
+exits.leave(main)  # the exit never waits on a background thread that is still running

@@ -184,7 +184,9 @@ class Orchestrator:
         if self._metrics is not None:
             self._metrics.close()
         self.failures.close()
-        self._pool.shutdown(wait=True)
+        left = exits.shutdown_pool(self._pool)  # bounded: a task stuck in a read must not hold the exit up
+        if left:
+            log.warning("Background task(s) still running at close, left to finish on their own: %s", ", ".join(left))
         self.manager.close()
         self.factory.close()
         self.db.dispose()

@@ -26,6 +26,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -137,6 +138,10 @@ EXIT_WAIT_S = 5.0  # how long close() waits for a busy database before the rows 
 _STALLED_AFTER_S = 0.25
 
 
+class _AbandonedError(Exception):
+    """abandon() spooled the batch of this write: it must not commit."""
+
+
 class _Claimed:
     """Spool files whose rows are queued just before this marker: deleted once those rows are written."""
 
@@ -171,12 +176,22 @@ class MetricsRecorder:
         self._give_up = threading.Event()  # set by close(): spool what is left instead of retrying
         self._failing = False
         self._writing_since: float | None = None
+        # The writer's rows and waiters, and the lock it holds while it writes or spools them: abandon() takes
+        # them from a writer that is not writing, so no row is both spooled and committed.
+        self._pending: list[dict[str, Any]] = []
+        self._waiters: list[Waiter] = []
+        self._batch_lock = threading.Lock()
+        self._abandoned = False
+        # Held from the check of _abandoned to the end of a commit: after abandon() set it, nothing commits.
+        self._commit_lock = threading.Lock()
+        self._in_write = False  # a transaction is under way and has not committed
         self._listeners: list[Callable[[MetricRow], None]] = []
         self._thread = threading.Thread(target=self._run, name="orchestrator-metrics-writer", daemon=True)
         self._replay_spool()
         self._thread.start()
         atexit.register(self.close)  # rows still queued at interpreter exit get written (or spooled)
         _OPEN.add(self)
+        _LIVE.add(self)
 
     def add_listener(self, listener: Callable[[MetricRow], None]) -> None:
         """Also hand every recorded row to listener (the HTTP API's Prometheus counters); it must be quick."""
@@ -233,8 +248,69 @@ class MetricsRecorder:
         self._give_up.set()
         self._thread.join(BUSY_TIMEOUT_MS / 1000 + 2.0)
         if self._thread.is_alive():
-            log.warning("Metrics: the writer did not stop within %.0f s of shutdown; the database may hang, so the "
-                        "newest call metrics may be missing.", timeout + BUSY_TIMEOUT_MS / 1000 + 2.0)
+            log.warning("Metrics: the writer did not stop within %.0f s of shutdown; the database may hang.",
+                        timeout + BUSY_TIMEOUT_MS / 1000 + 2.0)
+            self.abandon()
+
+    def abandon(self, wait_s: float = 0.5) -> int:
+        """Exit cannot wait for the writer any longer: spool every row it has not written; how many were saved.
+
+        A write under way is stopped at its commit (it rolls back), so no row is both written and spooled."""
+        self._closed = True  # rows recorded from now on are written (or spooled) by their caller
+        if self._batch_lock.acquire(timeout=wait_s):
+            try:
+                if self._abandoned or not self._thread.is_alive():
+                    return 0
+                self._abandoned = True
+                self._collect(self._pending, self._waiters, block=False)
+                count = len(self._pending)
+                self._spool_rest(self._pending, self._waiters)
+                return 0 if self._pending else count
+            finally:
+                self._batch_lock.release()
+        batch: list[dict[str, Any]] = []
+        claimed: list[_Claimed] = []
+        if self._commit_lock.acquire(timeout=wait_s):  # the writer hangs in a write (a locked database)
+            try:
+                if self._in_write and not self._abandoned:  # it will roll back: see _transaction
+                    batch, claimed = list(self._pending), [w for w in self._waiters if isinstance(w, _Claimed)]
+                self._abandoned = True
+            finally:
+                self._commit_lock.release()
+        saved = self._spool_queued(batch)
+        if saved or not batch:
+            for marker in claimed:  # replayed rows of that batch: in the new spool file now
+                marker.set()
+        return saved
+
+    def _spool_queued(self, rows: list[dict[str, Any]]) -> int:
+        """rows (the batch of a write that will not commit) and every queued row to the spool; how many saved."""
+        items: list[Any] = []
+        try:
+            while True:
+                items.append(self._queue.get_nowait())
+        except queue.Empty:
+            pass
+        # Rows before a replay's marker are still in its spool file (kept until they are written): not twice.
+        claims = [i for i, item in enumerate(items) if isinstance(item, _Claimed)]
+        for item in items[claims[-1] + 1 if claims else 0:]:
+            if isinstance(item, MetricRow):
+                try:
+                    rows.append(item.as_values())
+                except Exception as exc:  # noqa: BLE001 - one broken row must not cost the others
+                    log.warning("Metrics: skipped a malformed row (%s: %s).", type(exc).__name__, exc)
+        if not rows:
+            return 0
+        try:
+            if self.spool is None:
+                raise OSError(0, "an in-memory database has no spool")
+            log.warning("Metrics: the database did not take %d rows before exit; they were saved to %s and are "
+                        "written on the next start.", len(rows), self.spool.write(rows))
+        except OSError as exc:
+            log.error("Metrics: %d rows could not be saved to the spool (%s); they are lost.", len(rows),
+                      exc.strerror or exc)
+            return 0
+        return len(rows)
 
     def __enter__(self) -> MetricsRecorder:
         return self
@@ -285,38 +361,62 @@ class MetricsRecorder:
 
     # -- the writer thread ---------------------------------------------------------------------
     def _run(self) -> None:
-        pending: list[dict[str, Any]] = []
-        waiters: list[Waiter] = []
+        try:
+            self._write_until_stopped(self._pending, self._waiters)
+        finally:
+            _LIVE.discard(self)
+
+    def _write_until_stopped(self, pending: list[dict[str, Any]], waiters: list[Waiter]) -> None:
         stopping = False
         failures = 0
         while True:
             stopping = self._collect(pending, waiters, block=not pending) or stopping
             if pending and not waiters and not stopping:
                 stopping = self._gather(pending, waiters)
-            if pending:
-                self._writing_since = time.monotonic()
-                try:
-                    self._write(pending)
-                except Exception as exc:  # noqa: BLE001 - the writer must outlive any database failure
-                    failures += 1
-                    self._failing = True
-                    self._on_failure(exc, failures, len(pending))
-                    if self._give_up.wait(min(self.first_backoff_s * 2 ** min(failures - 1, 16), _MAX_BACKOFF_S)):
-                        self._spool_rest(pending, waiters)
-                        return
-                    continue
-                finally:
-                    self._writing_since = None
-                if failures >= _WARN_AFTER_FAILURES:
-                    log.info("Metrics: writing works again; %d queued rows were written.", len(pending))
+            with self._batch_lock:
+                if self._abandoned:  # abandon() spooled the rows; any collected since go the same way
+                    self._spool_rest(pending, waiters)
+                    return
+                error = self._write_pending(pending, failures) if pending else None
+                if error is None:
+                    for waiter in waiters:
+                        waiter.set()
+                    waiters.clear()
+            if isinstance(error, _AbandonedError):  # abandon() spooled the batch; rows queued since: next round
                 pending.clear()
-                failures = 0
-                self._failing = False
-            for waiter in waiters:
-                waiter.set()
-            waiters.clear()
+                for waiter in waiters:
+                    if isinstance(waiter, threading.Event):
+                        waiter.set()
+                waiters.clear()
+                continue
+            if error is not None:
+                failures += 1
+                self._on_failure(error, failures, len(pending))
+                # Outside the lock: abandon() may take the rows while this backs off.
+                if self._give_up.wait(min(self.first_backoff_s * 2 ** min(failures - 1, 16), _MAX_BACKOFF_S)):
+                    with self._batch_lock:
+                        self._spool_rest(pending, waiters)
+                    return
+                continue
+            failures = 0
             if stopping:
                 return
+
+    def _write_pending(self, pending: list[dict[str, Any]], failures: int) -> Exception | None:
+        """Write pending and clear it; the error if the database did not take it (pending is kept)."""
+        self._writing_since = time.monotonic()
+        try:
+            self._write(pending)
+        except Exception as exc:  # noqa: BLE001 - the writer must outlive any database failure
+            self._failing = True
+            return exc
+        finally:
+            self._writing_since = None
+        if failures >= _WARN_AFTER_FAILURES:
+            log.info("Metrics: writing works again; %d queued rows were written.", len(pending))
+        pending.clear()
+        self._failing = False
+        return None
 
     def _gather(self, pending: list[dict[str, Any]], waiters: list[Waiter]) -> bool:
         """Let rows gather for batch_window_s, or until a flush or a stop; True on stop.
@@ -353,7 +453,7 @@ class MetricsRecorder:
             self._write_one_by_one(rows, exc)
             return
         try:
-            with self.db.engine.begin() as conn:
+            with self._transaction() as conn:
                 rollup.write_batch(conn, rows, sums)  # raw rows and rollup commit or roll back together
                 spent = self._bump_spend(conn, rows)
             if spent:
@@ -370,7 +470,7 @@ class MetricsRecorder:
         bad = 0
         while rows:
             try:
-                with self.db.engine.begin() as conn:
+                with self._transaction() as conn:
                     rollup.write_batch(conn, rows[:1])
                     spent = self._bump_spend(conn, rows[:1])
                 if spent:
@@ -383,6 +483,22 @@ class MetricsRecorder:
                 bad += 1
             del rows[0]
         log.warning("Metrics: skipped %d malformed row(s) the database refused: %s", bad, _first_line(exc))
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        """engine.begin(), whose commit does not happen once abandon() has spooled the rows (_AbandonedError)."""
+        with self.db.engine.connect() as conn:
+            self._in_write = True
+            try:
+                with conn.begin() as transaction:
+                    yield conn
+                    with self._commit_lock:
+                        if self._abandoned:
+                            raise _AbandonedError
+                        transaction.commit()
+                        self._in_write = False
+            finally:
+                self._in_write = False
 
     def _bump_spend(self, conn: Connection, rows: list[dict[str, Any]]) -> bool:
         """Rows that cost money change what budgets read: bump "spend" in their transaction (True if bumped).
@@ -421,6 +537,7 @@ class MetricsRecorder:
 
 
 _OPEN: weakref.WeakSet[MetricsRecorder] = weakref.WeakSet()
+_LIVE: weakref.WeakSet[MetricsRecorder] = weakref.WeakSet()  # writer thread running, closed or not
 
 
 def flush_all(timeout: float) -> None:
@@ -434,6 +551,11 @@ def close_all() -> None:
     """Close every open recorder of this process: rows written, or spooled."""
     for recorder in list(_OPEN):
         recorder.close()
+
+
+def abandon_all() -> int:
+    """The process ends now: spool the rows of every recorder whose writer still runs; how many were saved."""
+    return sum(recorder.abandon() for recorder in list(_LIVE))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -158,3 +160,105 @@ def test_interrupted_streaming_cli_chat_records_a_cancelled_attempt(
         rows = conn.execute("SELECT model, outcome, error_kind, streamed FROM call_metrics").fetchall()
     conn.close()
     assert rows == [(OPENAI.model_id, "error", "cancelled", 1)]
+
+
+# -- an exit that something would hold up ends anyway ---------------------------------------------------------
+
+# The CLI as `python -m orchestrator_core` runs it, after a patch that stalls one exit-time step for good.
+STALLED_CLI = textwrap.dedent("""
+    import runpy, sys, threading, time
+    from orchestrator_core import exits
+    from orchestrator_core.orchestrator import Orchestrator
+    from orchestrator_core.store.failures import FailureCache
+    stall = sys.argv.pop(1)
+    if stall == "pool-task":  # a background task of the call that never ends (e.g. a read stuck in the database)
+        Orchestrator._warm_up = lambda self: threading.Event().wait()
+    else:  # an exit-time wait that never ends
+        FailureCache.close = lambda self, timeout_s=5.0: time.sleep(600)
+        exits.EXIT_DEADLINE_S = 3.0
+    sys.argv[0] = "orchestrator_core"
+    runpy.run_module("orchestrator_core", run_name="__main__", alter_sys=True)
+""")
+
+
+def start_stalled_cli(stall: str, db_path: Path, server: FaultServer, tmp_path: Path) -> subprocess.Popen[bytes]:
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO), "HOME": str(tmp_path),
+           "DATABASE_URL": f"sqlite:///{db_path}", "LOCAL_HOSTS": "", "OPENAI_API_KEY": FAKE_KEYS["openai"],
+           "OPENAI_BASE_URL": server.url + OPENAI.base, "READ_TIMEOUT_S": "60", "PYTHONFAULTHANDLER": "1"}
+    child = subprocess.Popen([sys.executable, "-c", STALLED_CLI, stall, "chat", "--stream", OPENAI.model_id, "hi"],
+                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert child.stdout is not None
+    assert child.stdout.read(3) == b"Hel"
+    return child
+
+
+def exit_within(child: subprocess.Popen[bytes], seconds: float) -> str:
+    """The child's stderr once it has ended; fails (with every thread's stack) if it is still running after seconds."""
+    try:
+        _, err = child.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        child.send_signal(signal.SIGABRT)
+        _, err = child.communicate(timeout=10)
+        pytest.fail(f"still running {seconds:.0f} s after the signal; its threads:\n" + err.decode(errors="replace"))
+    return err.decode(errors="replace")
+
+
+def cancelled_rows(db_path: Path) -> list[tuple[str, str, str, int]]:
+    with sqlite3.connect(db_path) as conn:
+        rows = conn.execute("SELECT model, outcome, error_kind, streamed FROM call_metrics").fetchall()
+    conn.close()
+    return [tuple(r) for r in rows]
+
+
+# Generous bounds: they assert that the exit ends, not how fast (the stalls never end on their own).
+def test_ctrl_c_exits_although_a_background_task_of_the_call_never_ends(
+    db_path: Path, stalling_stream: FaultServer, tmp_path: Path
+) -> None:
+    child = start_stalled_cli("pool-task", db_path, stalling_stream, tmp_path)
+    child.send_signal(signal.SIGINT)
+    err = exit_within(child, 20)
+    assert child.returncode == 130, err
+    assert "Traceback" not in err
+    assert "left unfinished" in err and "orchestrator_" in err  # says what it abandoned (the pool thread's name)
+    assert cancelled_rows(db_path) == [(OPENAI.model_id, "error", "cancelled", 1)]
+
+
+def test_an_exit_step_that_never_ends_is_cut_off_at_the_exit_deadline_with_the_rows_kept(
+    db_path: Path, stalling_stream: FaultServer, tmp_path: Path
+) -> None:
+    child = start_stalled_cli("exit-wait", db_path, stalling_stream, tmp_path)
+    child.send_signal(signal.SIGINT)
+    err = exit_within(child, 20)  # the child's deadline is 3 s
+    assert child.returncode == 130, err
+    assert "did not finish within 3 s" in err
+    assert cancelled_rows(db_path) == [(OPENAI.model_id, "error", "cancelled", 1)]
+
+
+def test_a_second_ctrl_c_exits_at_once_and_the_row_the_locked_database_did_not_take_is_spooled(
+    db_path: Path, stalling_stream: FaultServer, tmp_path: Path
+) -> None:
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO), "HOME": str(tmp_path),
+           "DATABASE_URL": f"sqlite:///{db_path}", "LOCAL_HOSTS": "", "OPENAI_API_KEY": FAKE_KEYS["openai"],
+           "OPENAI_BASE_URL": stalling_stream.url + OPENAI.base, "READ_TIMEOUT_S": "60", "PYTHONFAULTHANDLER": "1"}
+    child = subprocess.Popen([sys.executable, "-m", "orchestrator_core", "chat", "--stream", OPENAI.model_id, "hi"],
+                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert child.stdout is not None and child.stderr is not None
+    assert child.stdout.read(3) == b"Hel"
+    lock = sqlite3.connect(db_path, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")  # the exit would wait EXIT_WAIT_S for it, then spool
+    try:
+        child.send_signal(signal.SIGINT)
+        ready, _, _ = select.select([child.stderr], [], [], 20)  # bounded: without the line the test fails
+        assert ready and child.stderr.readline().startswith(b"Interrupted: ")  # it says how to skip the wait
+        time.sleep(1.5)  # a person's second press; the cancelled attempt is recorded within milliseconds
+        child.send_signal(signal.SIGINT)
+        err = exit_within(child, 3)  # the first Ctrl-C alone waits for the database until 5 s after it
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert child.returncode == 130, err
+    assert "Traceback" not in err
+    assert "exiting now" in err and "saved to the spool" in err
+    assert cancelled_rows(db_path) == []
+    next_start_writes(db_path)
+    assert cancelled_rows(db_path) == [(OPENAI.model_id, "error", "cancelled", 1)]
