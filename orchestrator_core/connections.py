@@ -143,6 +143,12 @@ def check_base_url(kind: str, base_url: str | None, *, current: str | None = Non
                 f"A connection of kind {kind} needs a base URL, such as https://api.groq.com/openai/v1."
             )
         return default
+    if KINDS[kind].needs_key and "@" in text.partition("://")[2].split("/", 1)[0]:
+        raise InvalidConnectionError(
+            f"Base URL {redact_url(text)[:80]!r} holds credentials (user:password@), which httpx would send as "
+            f"Basic auth in place of the {KINDS[kind].display_name} key; remove them and add the key to the "
+            "connection's pool instead."
+        )
     problem = url_problem(text) or _httpx_problem(text, "@" not in text)
     if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", text) or problem:
         raise InvalidConnectionError(

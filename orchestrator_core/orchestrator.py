@@ -40,6 +40,7 @@ from .errors import (
     InvalidConnectionError,
     InvalidKeyInputError,
     InvalidModelIdError,
+    InvalidParameterError,
     OrchestratorError,
     ProviderError,
     StreamInterruptedError,
@@ -974,6 +975,8 @@ def _metric_row() -> type[MetricRow]:
 
 _METRIC_ROW: type[MetricRow] | None = None
 _NO_PARAMS = ChatParams()
+MAX_STOP_SEQUENCES = 16  # OpenAI takes 4, Anthropic more; no host needs hundreds
+MAX_STOP_CHARS = 1000
 
 
 def _params(params: dict[str, Any]) -> ChatParams:
@@ -984,6 +987,12 @@ def _params(params: dict[str, Any]) -> ChatParams:
         raise InputError(f"Unknown chat parameter(s): {', '.join(sorted(unknown))}; use temperature, max_tokens, "
                          "top_p or stop.")
     stop = params.get("stop")
+    if stop and (len(stop) > MAX_STOP_SEQUENCES or any(len(s) > MAX_STOP_CHARS for s in stop)):
+        # A host refusing a huge list answers 4xx/5xx, and that would cool the model down for every caller.
+        raise InvalidParameterError(
+            f"stop takes at most {MAX_STOP_SEQUENCES} sequences of at most {MAX_STOP_CHARS} characters each "
+            f"(got {len(stop)}, the longest {max(len(s) for s in stop):,} characters); send fewer or shorter ones.",
+            param="stop")
     return ChatParams(
         temperature=params.get("temperature"),
         max_tokens=params.get("max_tokens"),

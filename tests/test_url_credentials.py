@@ -122,3 +122,10 @@ def test_the_repr_of_settings_carries_no_key_secret_or_password() -> None:
         "CUSTOM_BASE_URL": f"https://me:{PASSWORD}@proxy.test/v1"}))
     assert "Settings(" in shown and "read_timeout_s" in shown
     assert not [s for s in ("sk-proj-repr", "secret-repr", PASSWORD) if s in shown]
+
+
+def test_a_hosted_kind_refuses_credentials_in_its_url_where_they_would_replace_its_key() -> None:
+    with pytest.raises(InvalidConnectionError, match="Basic auth in place of the OpenAI key") as info:
+        check_base_url("openai", f"https://me:{PASSWORD}@api.openai.test/v1")
+    assert PASSWORD not in str(info.value) and "***@api.openai.test" in str(info.value)
+    assert check_base_url("openai-compatible", f"https://me:{PASSWORD}@proxy.test/v1").startswith("https://me:")

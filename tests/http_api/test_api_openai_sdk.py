@@ -201,3 +201,16 @@ def test_a_max_tokens_past_int32_is_a_400_naming_it_and_never_reaches_the_host(
     assert not [seen for seen in fault_server.seen if seen.path.endswith("/chat/completions")]
     assert chat_client.post("/v1/chat/completions", json={"model": "custom:healthy", "messages": HELLO,
                                                           field: 2**31 - 1}).status_code == 200
+
+
+@pytest.mark.parametrize("stop", [[f"s{i}" for i in range(17)], ["x" * 1001]])
+def test_too_many_or_too_long_stop_sequences_are_a_400_naming_stop_and_never_reach_the_host(
+        chat_client: httpx.Client, fault_server: FaultServer, stop: list[str]) -> None:
+    answer = chat_client.post("/v1/chat/completions", json={"model": "custom:healthy", "messages": HELLO,
+                                                            "stop": stop})
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == "stop", answer.text
+    assert "at most 16 sequences" in answer.json()["error"]["message"]
+    assert not [seen for seen in fault_server.seen if seen.path.endswith("/chat/completions")]
+    assert chat_client.post("/v1/chat/completions", json={"model": "custom:healthy", "messages": HELLO,
+                                                          "stop": stop[:16] if len(stop) > 1 else ["x" * 1000]}
+                            ).status_code == 200
