@@ -18,7 +18,9 @@ from orchestrator_core.errors import (
     UnknownConnectionError,
 )
 from orchestrator_core.orchestrator import CallEvent, Orchestrator
+from orchestrator_core.store import connections as store_module
 from orchestrator_core.store.generations import generations_for
+from orchestrator_core.store.tables import ConnectionRow
 from orchestrator_core.types import ModelState
 from tests.helpers import LMSTUDIO, lmstudio_models, openai_answer, settings
 from tests.standins import StandIn, llamacpp_standin, openai_standin
@@ -317,3 +319,24 @@ def test_every_kind_is_offered_with_its_facts(orch: Orchestrator) -> None:
     assert kinds["google"].key_env_vars == ("GOOGLE_API_KEY", "GEMINI_API_KEY")
     assert kinds["lmstudio"].local and not kinds["lmstudio"].needs_key
     assert kinds["anthropic"].options == ("anthropic_version",)
+
+
+def test_two_first_edits_of_a_seeded_connection_at_once_both_apply(
+    db_url: str, orch: Orchestrator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Orchestrator.from_settings(settings(db_url, local_hosts=())) as other:
+        real_select, raced = store_module.select, []
+
+        def select_before_the_other_wrote(*what: object) -> object:
+            # This process reads "never edited", then the other process stores its first edit, then this insert.
+            if not raced:
+                raced.append(True)
+                other.edit_connection("openai", enabled=False)
+                return real_select(ConnectionRow).where(ConnectionRow.name == "no such row")
+            return real_select(*what)
+
+        monkeypatch.setattr(store_module, "select", select_before_the_other_wrote)
+        orch.edit_connection("openai", key_mode="round-robin")
+
+    assert raced
+    assert (orch.connection("openai").enabled, orch.connection("openai").key_mode) == (False, KeyMode.ROUND_ROBIN)

@@ -101,21 +101,29 @@ class ConnectionStore:
         url = check_base_url(current.kind, base_url, current=current.base_url) if base_url is not None else None
         opts = json.dumps(check_options(current.kind, options)) if options is not None else None
         mode = check_key_mode(key_mode).value if key_mode is not None else None
-        with self._generations.writing(AREA) as s:
-            row = s.scalar(select(ConnectionRow).where(ConnectionRow.name == name))
-            if row is None:  # a seeded connection never edited: store it, following the environment so far
-                row = ConnectionRow(name=name, kind=current.kind, base_url=None, options="{}", enabled=True,
-                                    key_mode=KeyMode.ORDERED.value, seeded=True)
-                s.add(row)
-            if url is not None:
-                row.base_url = url
-            if opts is not None:
-                row.options = opts
-            if enabled is not None:
-                row.enabled = bool(enabled)
-            if mode is not None:
-                row.key_mode = mode
-            row.updated_at = utcnow()
+        for attempt in (1, 2):
+            try:
+                with self._generations.writing(AREA) as s:
+                    row = s.scalar(select(ConnectionRow).where(ConnectionRow.name == name))
+                    if row is None:  # a seeded connection never edited: store it, following the environment
+                        row = ConnectionRow(name=name, kind=current.kind, base_url=None, options="{}",
+                                            enabled=True, key_mode=KeyMode.ORDERED.value, seeded=True)
+                        s.add(row)
+                    if url is not None:
+                        row.base_url = url
+                    if opts is not None:
+                        row.options = opts
+                    if enabled is not None:
+                        row.enabled = bool(enabled)
+                    if mode is not None:
+                        row.key_mode = mode
+                    row.updated_at = utcnow()
+                break
+            except IntegrityError:
+                # Another process stored this seeded connection between the read and the insert (its first edit
+                # too): apply this edit to the row it stored.
+                if attempt == 2:
+                    raise
         return self.get(name)
 
     def remove(self, name: str) -> None:
