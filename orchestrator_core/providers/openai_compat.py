@@ -81,9 +81,9 @@ class OpenAICompatibleProvider(Provider):
         done = False
         events = self.stream_events(
             "POST", self.chat_path, model=model, headers=self.headers(),
-            json=self.body(model, messages, params, stream=True),
+            json=self.body(model, messages, params, stream=True), last="[DONE]",
         )
-        with contextlib.closing(events):  # after [DONE] the connection goes back to the pool at once
+        with contextlib.closing(events):
             for event in events:
                 if event.data.strip() == "[DONE]":
                     done = True
