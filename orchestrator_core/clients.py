@@ -131,20 +131,11 @@ class ProviderFactory:
         return cut_reads_at_deadlines(httpx.Client(  # a blocked read ends at the call's deadline
             base_url=base_url,
             timeout=self._timeout(purpose),
-            limits=self._pool(purpose),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
             follow_redirects=False,
             verify=tls_context_for(base_url),
             headers={"User-Agent": USER_AGENT},  # who calls, instead of the bare python-httpx/x.y
         ))
-
-    def _pool(self, purpose: str) -> httpx.Limits:
-        """Connections to one host: a call client keeps alive as many as calls run at once (GATEWAY_THREADS,
-        at least 64); with 16 kept, the 17th concurrent call on a host reconnected after every answer.
-        Status probes are few and short: 16 kept alive."""
-        if purpose == "status":
-            return httpx.Limits(max_connections=64, max_keepalive_connections=16)
-        size = max(64, self.settings.gateway_threads)
-        return httpx.Limits(max_connections=size, max_keepalive_connections=size)
 
     def _timeout(self, purpose: str) -> httpx.Timeout:
         s = self.settings

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import ssl
-import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import respx
@@ -108,51 +105,3 @@ def test_a_plain_http_host_gets_a_tls_context_without_the_ca_bundle_that_still_v
     assert plain.verify_mode is ssl.CERT_REQUIRED and plain.check_hostname  # an https request fails closed
     assert tls_context_for("https://api.openai.com/v1") is shared_ssl_context()
     assert shared_ssl_context().cert_store_stats()["x509_ca"] > 0
-
-
-class _Counted(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, concurrent: int) -> None:
-        self.connections = 0
-        self.together = threading.Barrier(concurrent, timeout=10)
-        super().__init__(("127.0.0.1", 0), _Held)
-
-
-class _Held(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive
-
-    def setup(self) -> None:
-        self.server.connections += 1  # type: ignore[attr-defined]
-        super().setup()
-
-    def do_GET(self) -> None:
-        self.server.together.wait()  # type: ignore[attr-defined]  # every call is open at once
-        self.send_response(200)
-        self.send_header("content-length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.mark.parametrize("threads", [20, 80])
-def test_a_call_client_keeps_a_connection_alive_for_every_call_the_process_runs_at_once(threads: int) -> None:
-    # Beyond 16 concurrent calls to one host each round reconnected (httpx's keep-alive limit was 16);
-    # now the limit follows GATEWAY_THREADS (at least 64), so a second round of as many calls reuses them all.
-    server = _Counted(threads)
-    serving = threading.Thread(target=server.serve_forever, daemon=True)
-    serving.start()
-    factory = ProviderFactory(Settings.from_env({"GATEWAY_THREADS": str(threads),
-                                                 "CUSTOM_BASE_URL": f"http://127.0.0.1:{server.server_port}"}))
-    client = factory.client("custom")
-    try:
-        for _ in range(2):
-            with ThreadPoolExecutor(threads) as pool:
-                assert [r.text for r in pool.map(lambda _: client.get("/x"), range(threads))] == ["ok"] * threads
-        assert server.connections == threads
-    finally:
-        factory.close()
-        server.shutdown()
-        server.server_close()
