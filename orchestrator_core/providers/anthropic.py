@@ -130,7 +130,7 @@ class AnthropicProvider(Provider):
         state = _StreamState(answered_by=model)
         events = self.stream_events(
             "POST", MESSAGES_PATH, model=model, headers=self.headers(),
-            json=self.body(model, messages, params, stream=True), last="message_stop",
+            json=self.body(model, messages, params, stream=True),
         )
         with contextlib.closing(events):
             for event in events:

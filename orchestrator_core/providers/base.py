@@ -161,14 +161,9 @@ class Provider(abc.ABC):
             yield response
 
     def stream_events(
-        self, method: str, path: str, *, model: str | None = None, last: str | None = None, **kwargs: Any
+        self, method: str, path: str, *, model: str | None = None, **kwargs: Any
     ) -> Generator[ServerSentEvent, None, None]:
-        """Open an SSE stream; yields events. Transport and status failures become error classes.
-
-        ``last``: the stream's closing marker, an event whose name or data is this (``[DONE]``,
-        ``message_stop``). Before that event is yielded, the rest of the answer is read (at most STREAM_DRAIN_S
-        of waiting), so the connection ends its response and goes back to the pool: a response closed before
-        its end closes its connection, and the next call reconnected (a TLS handshake to a hosted API)."""
+        """Open an SSE stream; yields events. Transport and status failures become error classes."""
         kwargs["headers"] = {"Accept": "text/event-stream", **(kwargs.get("headers") or {})}
         deadline = self.deadline(model, stream=True)
         with self.open_stream(method, path, model=model, deadline=deadline, **kwargs) as response:
@@ -178,12 +173,9 @@ class Provider(abc.ABC):
                 raise self._not_a_stream(response, content_type, model)
             from httpx_sse import EventSource  # noqa: PLC0415 - start-up cost: only a stream needs it
 
-            events = EventSource(response).iter_sse()
-            for event in events:
+            for event in EventSource(response).iter_sse():
                 if event.data:
                     deadline.progress()
-                if last is not None and (event.event == last or event.data.strip() == last):
-                    _drain(events, deadline)
                 yield event
 
     def stream_lines(
@@ -374,22 +366,6 @@ def parse_json(response: httpx.Response, *, provider: str, model: str | None) ->
         return json.loads(response.text)
     except (ValueError, UnicodeDecodeError):
         raise bad_response(provider, model, "the body is not JSON") from None
-
-
-# The longest wait, after a stream's last event, for the end of its response: most hosts send both at once; one
-# that writes the end separately without TCP_NODELAY meets the reader's delayed ACK (40 ms on Linux).
-STREAM_DRAIN_S = 0.05
-
-
-def _drain(events: Iterator[ServerSentEvent], deadline: Deadline) -> None:
-    """Read the rest of a stream whose last event came; anything after it is dropped. A host that does not
-    end its response within STREAM_DRAIN_S (or sends something refused) only costs the connection, as before."""
-    deadline.shorten(STREAM_DRAIN_S)
-    try:
-        for _ in events:
-            pass
-    except (httpx.HTTPError, OrchestratorError):
-        pass
 
 
 def event_json(event: ServerSentEvent, *, provider: str, model: str | None) -> Any:

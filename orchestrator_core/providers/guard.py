@@ -79,10 +79,6 @@ class Deadline:
             left = min(left, self._last_progress + self.idle_s - now)
         return left
 
-    def shorten(self, seconds: float) -> None:
-        """End the whole deadline at most seconds from now (the short wait for the end of a finished stream)."""
-        self._ends = min(self._ends, self._clock() + seconds)
-
     def expired(self) -> bool:
         return self.remaining() <= 0
 

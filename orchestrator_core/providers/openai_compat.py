@@ -81,9 +81,9 @@ class OpenAICompatibleProvider(Provider):
         done = False
         events = self.stream_events(
             "POST", self.chat_path, model=model, headers=self.headers(),
-            json=self.body(model, messages, params, stream=True), last="[DONE]",
+            json=self.body(model, messages, params, stream=True),
         )
-        with contextlib.closing(events):
+        with contextlib.closing(events):  # after [DONE] the connection goes back to the pool at once
             for event in events:
                 if event.data.strip() == "[DONE]":
                     done = True
