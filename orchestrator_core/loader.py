@@ -225,10 +225,14 @@ class ModelManager:
 
         ``cached``: use every host's last answer however old, asking only a host never asked (for choosing
         a fallback in the middle of a call, where a probe would add its time to the user's wait)."""
-        snapshots = self._all_snapshots(force, cached=cached)
+        snapshots = self._all_snapshots(force, cached=cached)  # first: a host's answer may add models to the registry
+        refs = [ModelRef.parse(e.model_id) for e in self.registry.list(active_only=True)]
+        return self._statuses(refs, snapshots)
+
+    def _statuses(self, refs: Iterable[ModelRef], snapshots: Mapping[str, _Snapshot]) -> list[ModelStatus]:
+        """The status of each of refs whose connection exists, in their order (see list_with_status)."""
         failures = self.failures.active()
         connections = {c.name: c for c in self.factory.connections.list()}
-        refs = [ModelRef.parse(e.model_id) for e in self.registry.list(active_only=True)]
         keys: dict[str, tuple[str | None, bool]] = {}  # per connection, asked once for all its models
         return [self._status(r, connections[r.provider], snapshots.get(r.provider), failures, keys)
                 for r in refs if r.provider in connections]
@@ -588,15 +592,24 @@ class ModelManager:
         """Every model worth trying instead of model_id, best first (see fallback.rank_alternatives).
 
         Judged from the hosts' last answers: the model picked is checked (and loaded) before its prompt."""
-        priorities = {e.model_id: e.priority for e in self.registry.list(active_only=True)}
+        failed = _ref(model)
+        skip = {failed.id, *exclude}
+        skip_providers = set(exclude_providers)
+        snapshots = self._all_snapshots(False, cached=True)  # before the registry is read, as list_with_status
+        entries = self.registry.list(active_only=True)
+        priorities = {e.model_id: e.priority for e in entries}
         priorities.update(self.settings.priorities)
+        # Only the models that could be picked get a status: on a fallback hop the calling thread waits for
+        # this, and the failed model (in cooldown now), those tried and those excluded would be ranked out.
+        refs = [ref for ref in map(ModelRef.parse, (e.model_id for e in entries))
+                if ref.id not in skip and ref.provider not in skip_providers]
         return rank_alternatives(
-            _ref(model),
-            self.list_with_status(cached=True),
+            failed,
+            self._statuses(refs, snapshots),
             priorities=priorities,
             stats=self._stats(),
-            exclude=exclude,
-            exclude_providers=exclude_providers,
+            exclude=skip,
+            exclude_providers=skip_providers,
             cost_of=cost_of,
         )
 

@@ -404,3 +404,35 @@ def test_wait_wakes_the_moment_lm_studios_blocking_load_returns(orch: Orchestrat
     manager.load("lmstudio:qwen")
     assert manager.wait_for_load("lmstudio:qwen", timeout_s=30).state is ModelState.LOADED
     assert woken == [True]
+
+
+def test_a_fallback_hop_ranks_as_the_full_status_list_would_and_builds_no_status_it_leaves_out(
+    orch: Orchestrator, wire: respx.MockRouter, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The ranking of a hop is on the calling thread between the failure and the next request: it builds
+    # the status of the models it could pick only, and must pick in the order the full list gives.
+    from orchestrator_core.errors import ProviderUnavailableError
+    from orchestrator_core.fallback import rank_alternatives
+
+    wire.get(f"{LMSTUDIO}/api/v1/models").respond(
+        json=lmstudio_models({"loaded-one": True, "cold-one": False, "other": True}))
+    for model_id, priority in (("lmstudio:loaded-one", 5), ("lmstudio:cold-one", 1), ("lmstudio:other", 7)):
+        orch.registry.add(model_id, priority=priority)
+    orch.manager.list_with_status(force=True)  # the hosts' answers a hop ranks with
+    orch.manager.record_failure("lmstudio:other", ProviderUnavailableError("gone"))
+    excluded, tried = "lmstudio:cold-one", "anthropic:claude-haiku-4-5"
+    priorities = {e.model_id: e.priority for e in orch.registry.list(active_only=True)}
+    full = rank_alternatives("openai:gpt-4.1-mini", orch.manager.list_with_status(cached=True),
+                             priorities=priorities, stats={}, exclude=[excluded, tried])
+    built: list[str] = []
+    status = orch.manager._status
+    monkeypatch.setattr(orch.manager, "_status", lambda ref, *a: built.append(ref.id) or status(ref, *a))
+    ranked = orch.manager.alternatives("openai:gpt-4.1-mini", exclude=iter([excluded, tried]))  # one pass only
+    assert ranked == full and ranked[0] == "lmstudio:loaded-one" and "lmstudio:other" not in ranked
+    assert not {"openai:gpt-4.1-mini", excluded, tried} & set(built)  # failed, excluded: no status built
+    assert "lmstudio:other" in built  # in cooldown: the status says so, and the ranking leaves it out
+    every = orch.manager.alternatives("openai:gpt-4.1-mini")
+    built.clear()
+    assert orch.manager.alternatives("openai:gpt-4.1-mini", exclude_providers=["lmstudio"]) == [
+        m for m in every if not m.startswith("lmstudio:")]
+    assert built and not [m for m in built if m.startswith("lmstudio:")]  # a dead connection: none of its models

@@ -97,7 +97,8 @@ class FailureCache:
         self._loaded: tuple[Token, dict[str, FailureEntry]] | None = None
         self._lock = threading.Lock()
         self._written_cv = threading.Condition(self._lock)  # notified whenever failures reach the database
-        self._unwritten: list[_Unwritten] = []  # oldest first: the writer keeps their order
+        self._unwritten: list[_Unwritten] = []  # oldest first: the writer keeps their order; replaced, never changed
+        self._merged: tuple[object, list[_Unwritten], dict[str, FailureEntry]] | None = None  # see _rows()
         self._writing = threading.Lock()  # held by the writer while it writes, and by reset()
         self._warned = False
         self._writer: threading.Thread | None = None
@@ -121,8 +122,9 @@ class FailureCache:
             "failure_count": 1,
         })
         with self._lock:
-            self._unwritten.append(failure)
-            loaded, unwritten = self._loaded, list(self._unwritten)
+            # A new list, never one changed in place: _rows() knows its merge is current by the list's identity.
+            self._unwritten = unwritten = [*self._unwritten, failure]
+            loaded = self._loaded
         self._start_writer()
         self._wake.set()
         if loaded is None:
@@ -228,13 +230,17 @@ class FailureCache:
             loaded = (token, {e.model_id: e for e in self._select(_ALL)})
             self._loaded = loaded
         with self._lock:
-            unwritten = list(self._unwritten)
+            unwritten = self._unwritten
         if not unwritten:
             return loaded[1]
+        merged = self._merged  # a failed call asks again at once (its fallback's lookup, the ranking): merge once
+        if merged is not None and merged[0] is loaded and merged[1] is unwritten:
+            return merged[2]
         rows = dict(loaded[1])
         for failure in unwritten:
             model = failure.values["model_id"]
             rows[model] = failure.merged(rows.get(model))
+        self._merged = (loaded, unwritten, rows)
         return rows
 
     def _select(self, query: Select[Any]) -> list[FailureEntry]:

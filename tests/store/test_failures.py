@@ -123,3 +123,36 @@ def test_a_model_id_of_the_full_255_characters_cools_down(db: Database) -> None:
     cache.record(longest, "timeout", "slow", 60, now=T0)
     assert cache.flush(timeout_s=30)
     assert set(FailureCache(db).active(now=T0)) == {longest}
+
+
+def test_lookups_while_a_failure_waits_for_its_write_merge_it_once_and_see_every_change(
+    db: Database, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A failed call asks at once again (its fallback's cooldown check, the ranking's active()): one merge of
+    # the unwritten failures serves them until a failure is recorded, written or reset.
+    from orchestrator_core.store import failures as module
+
+    merges: list[str] = []
+    merged = module._Unwritten.merged
+    monkeypatch.setattr(module._Unwritten, "merged", lambda self, e: merges.append(self.values["model_id"])
+                        or merged(self, e))
+    cache = FailureCache(db)
+    cache.active()  # the rows are loaded
+    with cache._writing:  # the writer waits: the failures stay unwritten meanwhile
+        cache.record("openai:a", "unavailable", "refused", 60, now=T0)
+        merges.clear()
+        assert cache.get("openai:a", now=T0) is not None and set(cache.active(now=T0)) == {"openai:a"}
+        assert merges == ["openai:a"]
+        cache.record("openai:b", "timeout", "slow", 30, now=T0)
+        assert set(cache.active(now=T0)) == {"openai:a", "openai:b"}
+        again = cache.record("openai:a", "rate_limit", "429", 120, now=T0)
+        assert cache.get("openai:a", now=T0) == again and again.failure_count == 2
+        assert cache.get("openai:a", now=T0).until == T0 + timedelta(seconds=120)  # type: ignore[union-attr]
+    assert cache.flush()
+    assert set(cache.active(now=T0)) == {"openai:a", "openai:b"}  # written: read from the rows
+    assert cache.reset("openai:a") == 1 and set(cache.active(now=T0)) == {"openai:b"}
+    with cache._writing:
+        cache.record("openai:c", "unavailable", "refused", 60, now=T0)
+        assert set(cache.active(now=T0)) == {"openai:b", "openai:c"}
+    assert cache.reset() == 2 and cache.active(now=T0) == {} and cache.get("openai:c", now=T0) is None
+    cache.close()
