@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+import re
 import time
 from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import Executor
@@ -130,6 +131,9 @@ class KeyStore:
         provider = self._check_provider(provider)
         label = _check_label(label)
         key = check_key(key)
+        if label == key:
+            raise InvalidKeyInputError("The label is the key itself; labels are shown in clear, so give the key a "
+                                       "short name such as 'work'.")
         row = ApiKey(provider=provider, label=label, encrypted_key=self._encrypt(key), user_id=self.user_id)
         try:
             with self._generations.writing(AREA) as s:
@@ -483,7 +487,21 @@ def _check_label(label: str | None) -> str:
         raise InvalidKeyInputError("The label is empty; give the key a short name such as 'default' or 'work'.")
     if len(text) > MAX_LABEL_LEN:
         raise InvalidKeyInputError(f"The label is longer than {MAX_LABEL_LEN} characters; shorten it.")
+    if looks_like_a_key(text):
+        # A label is shown in clear on every page, in the CLI and the API: a key pasted there would be too.
+        raise InvalidKeyInputError("The label looks like an API key (a long run of letters and digits); labels "
+                                   "are shown in clear, so put the key in the key field and name it here, "
+                                   "e.g. 'work'.")
     return text
+
+
+_KEY_LIKE = re.compile(r"[A-Za-z0-9]{20,}")
+
+
+def looks_like_a_key(text: str) -> bool:
+    """A run of 20 or more letters and digits, both in it, without a separator: what provider keys carry
+    (sk-proj-…, sk-ant-…, AIza…, gsk_…) and a name such as 'prod-eu-west-1' or 'work 2024' never does."""
+    return any(any(c.isdigit() for c in run) and any(c.isalpha() for c in run) for run in _KEY_LIKE.findall(text))
 
 
 def check_key(key: str | None) -> str:

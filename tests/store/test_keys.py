@@ -262,3 +262,27 @@ def test_key_with_a_control_invisible_or_non_ascii_character_is_refused_on_add_a
     with pytest.raises(InvalidKeyInputError, match=kind):
         keys.update(stored.id, key=bad)
     assert keys.secret_for("openai") == OPENAI_KEY
+
+
+@pytest.mark.parametrize("label", ["sk-proj-AbCdEf0123456789GhIjKl0123456789", "work AIzaSyD4f3k3yF0rT3stsXXXXXXXXXXXXXXX1",
+                                   "gsk_0123456789abcdefghij0123456789abcd"])
+def test_a_label_that_looks_like_a_key_is_refused_and_not_repeated(keys: KeyStore, label: str) -> None:
+    with pytest.raises(InvalidKeyInputError, match="looks like an API key") as info:
+        keys.add("openai", label, "sk-the-real-key-0123456789abcdef")
+    assert label not in info.value.message
+    stored = keys.add("openai", "work", "sk-the-real-key-0123456789abcdef")
+    with pytest.raises(InvalidKeyInputError, match="looks like an API key"):
+        keys.update(stored.id, label=label)
+    assert [k.label for k in keys.list("openai") if not k.read_only] == ["work"]
+
+
+@pytest.mark.parametrize("label", ["default", "work account 2024", "prod-eu-west-1-primary-team-billing-key",
+                                   "PERSONAL_BACKUP_KEY_FOR_WEEKEND_EXPERIMENTS"])
+def test_ordinary_labels_are_kept(keys: KeyStore, label: str) -> None:
+    assert keys.add("openai", label, "sk-the-real-key-0123456789abcdef").label == label
+
+
+def test_the_key_itself_as_its_label_is_refused(keys: KeyStore) -> None:
+    with pytest.raises(InvalidKeyInputError, match="the key itself") as info:
+        keys.add("openai", "sk-short-key-123", "sk-short-key-123")
+    assert "sk-short-key-123" not in info.value.message
