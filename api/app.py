@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from functools import partial
 from queue import SimpleQueue
 from typing import Any, TypeVar
@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
 from orchestrator_core import shared
-from orchestrator_core.errors import ConfigurationError, OrchestratorError
+from orchestrator_core.errors import ConfigurationError, OrchestratorError, TooManyWaitsError
 from orchestrator_core.orchestrator import Orchestrator
 
 from . import connections, errors, gateway, lean, management, prom
@@ -122,6 +122,7 @@ class Backend:
         self._pool: Workers | None = None
         self._pool_lock = threading.Lock()
         self._built: Orchestrator | None = None
+        self.waits = 0  # /wait requests holding a worker thread now (changed on the event loop only)
 
     def orchestrator(self) -> Orchestrator:
         """The orchestrator (built on first use; a configuration error is raised, as a 503)."""
@@ -149,6 +150,22 @@ class Backend:
                     size = self._built.settings.gateway_threads if self._built is not None else DEFAULT_THREADS
                     self._pool = Workers(size)
         return self._pool
+
+    @contextmanager
+    def wait_slot(self) -> Iterator[None]:
+        """Hold one of the threads /wait may use (a quarter of the pool): long load waits must leave threads
+        for chat calls. Past the limit, TooManyWaitsError (429) at once. Used on the event loop only."""
+        limit = max(1, self.pool.size // 4)
+        if self.waits >= limit:
+            raise TooManyWaitsError(
+                f"{self.waits} load waits are running already, the most this gateway allows at once ({limit}, a "
+                "quarter of GATEWAY_THREADS); retry in a few seconds, or poll GET /api/models/{id}/status.",
+                retry_after=5.0)
+        self.waits += 1
+        try:
+            yield
+        finally:
+            self.waits -= 1
 
     async def call(self, fn: Callable[[Orchestrator], T]) -> T:
         """Run fn(orchestrator) on a worker thread: a provider call never blocks the event loop."""

@@ -92,12 +92,14 @@ async def load_model(request: Request, _: AdminToken, model_id: str) -> ModelSta
     return status_out(await _backend(request).call(lambda o: o.load(model_id)))
 
 
-@router.post(MODEL + "/wait", response_model=ModelStatusOut, responses={**READ, **api_errors(409, 502, 504)})
+@router.post(MODEL + "/wait", response_model=ModelStatusOut, responses={**READ, **api_errors(409, 429, 502, 504)})
 async def wait_for_model(request: Request, _: ChatToken, model_id: str,
                          body: WaitBody | None = None) -> ModelStatusOut:
     """Answer once the model is loaded; 504 when timeout_s passes first, 409 when the load failed."""
     timeout = body.timeout_s if body else None
-    return status_out(await _backend(request).call(lambda o: o.wait_for_load(model_id, timeout_s=timeout)))
+    backend = _backend(request)
+    with backend.wait_slot():
+        return status_out(await backend.call(lambda o: o.wait_for_load(model_id, timeout_s=timeout)))
 
 
 @router.post(MODEL + "/unload", response_model=ModelStatusOut, responses={**READ, **api_errors(502, 504)})

@@ -36,9 +36,10 @@
     ├── StreamInterruptedError             a stream failed after its first token (no fallback then)
     ├── AllModelsFailedError               every model in the fallback chain failed; lists attempts
     ├── BudgetExceededError                a connection's (or the overall) budget is spent: refused (402)
-    └── GatewayAccessError                 HTTP API: no, wrong or revoked gateway token (401)
-        ├── TokenScopeError                the token's scope does not allow the route (403)
-        └── TooManyTokenFailuresError      too many failed token checks from one address (429)
+    ├── GatewayAccessError                 HTTP API: no, wrong or revoked gateway token (401)
+    │   ├── TokenScopeError                the token's scope does not allow the route (403)
+    │   └── TooManyTokenFailuresError      too many failed token checks from one address (429)
+    └── TooManyWaitsError                  HTTP API: more load waits at once than the threads spare (429)
 
 Each class carries its policy, one table to read (no caller keeps a parallel list):
 - ``http_status`` and ``openai_type``: how the HTTP API answers it (400 input, 401/403 access, 402 budget
@@ -381,6 +382,15 @@ class TooManyTokenFailuresError(GatewayAccessError):
     """Too many failed token checks from one client address; retry_after says when it may try again."""
 
     kind = "too_many_token_failures"
+    http_status = 429
+    openai_type = "rate_limit_error"
+
+
+class TooManyWaitsError(OrchestratorError):
+    """HTTP API: more /wait requests at once than the gateway's threads can spare (each holds one until the
+    load ends); the caller retries later or polls the status instead."""
+
+    kind = "too_many_waits"
     http_status = 429
     openai_type = "rate_limit_error"
 

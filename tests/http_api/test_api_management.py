@@ -3,6 +3,8 @@ model ids with '/' and ':' (plain and percent-encoded), errors in the /api shape
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from urllib.parse import quote
 
@@ -138,3 +140,28 @@ def test_a_body_that_does_not_fit_is_a_400_naming_the_field(admin: httpx.Client)
     answer = admin.post("/api/models/lmstudio:qwen/wait", json={"timeout_s": -1})
     assert answer.status_code == 400
     assert answer.json()["error"]["type"] == "invalid_parameter" and "timeout_s" in answer.json()["error"]["message"]
+
+
+def test_load_waits_beyond_a_quarter_of_the_threads_are_429_so_chat_calls_keep_theirs(
+        serve: Callable[..., tuple[LiveServer, Orchestrator, str]], fault_server: FaultServer) -> None:
+    server, orch, _ = serve(gateway_threads=4)  # one wait at a time
+    admin_token = orch.tokens.create("waits", "admin").token
+    fault_server.script(LMSTUDIO_LOAD, Reply.stall())
+    with httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {admin_token}"}, timeout=10) as api:
+        api.post("/api/models/lmstudio:qwen/load")
+        first: list[httpx.Response] = []
+        waiting = threading.Thread(target=lambda: first.append(
+            api.post("/api/models/lmstudio:qwen/wait", json={"timeout_s": 1.5})))
+        waiting.start()
+        time.sleep(0.5)  # the first wait holds its thread now
+
+        refused = api.post("/api/models/lmstudio:qwen/wait", json={"timeout_s": 1.5})
+        health = api.get("/api/models/lmstudio:qwen/status")
+        waiting.join(10)
+
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "5"
+        error = refused.json()["error"]
+        assert error["type"] == "too_many_waits" and "GET /api/models/{id}/status" in error["message"]
+        assert health.status_code == 200  # the other routes keep their threads
+        assert first[0].status_code == 504  # the first wait ran its course
+        assert api.post("/api/models/lmstudio:qwen/wait", json={"timeout_s": 0.2}).status_code == 504  # slot free
