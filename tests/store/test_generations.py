@@ -76,12 +76,12 @@ def test_another_process_cooldown_reset_key_and_model_are_seen_within_the_freshn
     assert registry.get("custom:new") is not None
 
 
+@pytest.mark.sqlite_only  # only a SQLite file reads its counters on a connection of its own
 def test_the_counters_connection_of_its_own_is_opened_again_after_a_dispose_or_a_failed_read(
     db_url: str, db: Database, clock: Clock
 ) -> None:
     generations = generations_for(db)
-    if not generations._direct:
-        pytest.skip("only a SQLite file reads its counters on a connection of its own")
+    assert generations._direct, "a SQLite file reads its change counters on a driver connection of its own"
     registry = ModelRegistry(db)
     assert registry.get("custom:one") is None  # the counters are read: their connection is open
     run_other_process(db_url, 'ModelRegistry(db).add("custom:one")')
