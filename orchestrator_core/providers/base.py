@@ -39,7 +39,20 @@ if TYPE_CHECKING:
     import httpx
     from httpx_sse import ServerSentEvent
 
+    from . import guard
+
     Client = httpx.Client | PlainClient
+else:
+    # Bound by _bind_httpx() on the first request through an httpx client, not at import: the read-only
+    # status never imports httpx, and an import statement in each request method cost every call ~1 µs.
+    httpx = guard = None
+
+
+def _bind_httpx() -> None:
+    global httpx, guard
+    import httpx  # noqa: PLC0415 - see above
+
+    from . import guard  # noqa: PLC0415 - imports httpx
 
 
 MAX_CACHED_URLS = 256  # request URLs a provider keeps parsed (paths that name a model add one per model)
@@ -147,6 +160,8 @@ class Provider(abc.ABC):
         client = self.client
         if isinstance(client, PlainClient):
             raise TypeError(f"{self.name}: a PlainClient serves status probes (request_json) only")
+        if guard is None:
+            _bind_httpx()  # every request through httpx starts here (_send_request)
         return client
 
     def request_json(self, method: str, path: str, *, model: str | None = None, **kwargs: Any) -> Any:
@@ -156,15 +171,11 @@ class Provider(abc.ABC):
             body = self.client.fetch(method, path, deadline, provider=self.name, model=model,
                                      limit=self.limits.max_response_bytes, secrets=self.secrets, **kwargs)
         else:
-            import httpx  # noqa: PLC0415 - start-up cost: the read-only status never imports httpx
-
-            from .guard import read_body  # noqa: PLC0415 - as httpx
-
             # _exchange's steps without its context manager: this is every non-streamed call's path.
             response = self._send_request(method, path, deadline, model, kwargs)
             try:
                 self._raise_for_status(response, deadline, model)
-                body = read_body(response, deadline, limit=self.limits.max_response_bytes)
+                body = guard.read_body(response, deadline, limit=self.limits.max_response_bytes)
             except httpx.HTTPError as exc:
                 raise self._transport_error(exc, model) from exc
             finally:
@@ -215,16 +226,12 @@ class Provider(abc.ABC):
     def send_read(self, method: str, path: str, *, model: str, total_s: float, setting: str, **kwargs: Any
                   ) -> httpx.Response:
         """One request whose whole answer, of any status, is read within ``total_s`` and the size caps (loads)."""
-        import httpx  # noqa: PLC0415 - start-up cost: the read-only status never imports httpx
-
-        from .guard import guarded, read_error_body  # noqa: PLC0415 - as httpx
-
         deadline = Deadline(total_s, setting=setting, where=self._where(model), provider=self.name, model=model)
         response = self._send_request(method, path, deadline, model, kwargs)
         try:
             if response.status_code >= 400:
-                return read_error_body(response, deadline)
-            body = guarded(response, deadline, limit=self.limits.max_response_bytes, over="raise", what="body")
+                return guard.read_error_body(response, deadline)
+            body = guard.guarded(response, deadline, limit=self.limits.max_response_bytes, over="raise", what="body")
             body.read()
             return body
         except httpx.HTTPError as exc:
@@ -249,10 +256,6 @@ class Provider(abc.ABC):
         self, method: str, path: str, deadline: Deadline, *, model: str | None, stream: bool = False, **kwargs: Any,
     ) -> Iterator[httpx.Response]:
         """Send one request and yield its 2xx response with the body guarded by the deadline and the caps."""
-        import httpx  # noqa: PLC0415 - start-up cost: the read-only status never imports httpx
-
-        from .guard import guarded  # noqa: PLC0415 - as httpx
-
         response = self._send_request(method, path, deadline, model, kwargs)
         try:
             self._raise_for_status(response, deadline, model)
@@ -260,7 +263,7 @@ class Provider(abc.ABC):
             # An event stream is bounded by the answer cap and the deadlines, one line of it by the body cap;
             # any other body (also one answering a stream request) by the body cap.
             events = stream and "text/event-stream" in response.headers.get("content-type", "")
-            yield guarded(response, deadline, over="raise", what="stream" if events else "body",
+            yield guard.guarded(response, deadline, over="raise", what="stream" if events else "body",
                           limit=sys.maxsize if events else cap, line_limit=cap if stream else None)
         except httpx.HTTPError as exc:
             raise self._transport_error(exc, model) from exc
@@ -269,21 +272,15 @@ class Provider(abc.ABC):
 
     def _raise_for_status(self, response: httpx.Response, deadline: Deadline, model: str | None) -> None:
         if response.status_code >= 400:
-            from .guard import read_error_body  # noqa: PLC0415 - start-up cost: the read-only status never imports httpx
-
-            error_body = read_error_body(response, deadline)
+            error_body = guard.read_error_body(response, deadline)
             raise classify_response(error_body, provider=self.name, model=model, secrets=self.secrets)
 
     def _send_request(
         self, method: str, path: str, deadline: Deadline, model: str | None, kwargs: dict[str, Any]
     ) -> httpx.Response:
-        import httpx  # noqa: PLC0415 - start-up cost: the read-only status never imports httpx
-
-        from .guard import reads_under  # noqa: PLC0415 - as httpx
-
         client = self.http
         try:
-            with reads_under(deadline):
+            with guard.reads_under(deadline):
                 return client.send(client.build_request(method, self._url(path), **kwargs), stream=True)
         except (UnicodeEncodeError, httpx.LocalProtocolError):
             pass  # raised below, outside this block, unchained: these exceptions quote the header, key and all
