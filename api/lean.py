@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 
 from pydantic import ValidationError
 from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from orchestrator_core.errors import OrchestratorError
 
@@ -33,7 +33,6 @@ PATH = "/v1/chat/completions"
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _AUTHORIZATION = b"authorization"
 _CONTENT_TYPE = b"content-type"
-_CONTENT_LENGTH = b"content-length"
 _FALLBACK = b"x-orchestrator-fallback"
 
 
@@ -46,10 +45,8 @@ def takes(scope: Scope) -> bool:
     root: str = scope.get("root_path", "")
     if path != root + PATH:
         return False
-    for name, value in scope["headers"]:
-        if name == _CONTENT_LENGTH:
-            return value.isdigit() and int(value) <= limits.MAX_BODY_BYTES  # the server reads no more than declared
-    return False
+    length = limits.content_length(scope)  # the server reads no more than declared
+    return length is not None and 0 <= length <= limits.MAX_BODY_BYTES
 
 
 async def chat(backend: object, scope: Scope, receive: Receive, send: Send, fastapi: ASGIApp) -> None:
@@ -59,7 +56,7 @@ async def chat(backend: object, scope: Scope, receive: Receive, send: Send, fast
         return  # the client left before its request was in
     response = await _answer(backend, scope, body)
     if response is None:
-        await fastapi(scope, _replay(body, receive), send)
+        await fastapi(scope, limits.replay(body, receive), send)
     else:
         await response(scope, receive, send)
 
@@ -119,15 +116,3 @@ async def _body(receive: Receive) -> bytes | None:
             return b"".join(chunks)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A receive that gives the body already read once, then whatever the client sends next (a disconnect)."""
-    sent = False
-
-    async def replayed() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replayed

@@ -33,7 +33,7 @@ class BodyLimit:
         if scope["type"] != "http" or not str(scope["path"]).startswith(LIMITED_PREFIXES):
             await self.app(scope, receive, send)
             return
-        length = _content_length(scope)
+        length = content_length(scope)
         if length is not None:  # the server itself refuses a body longer than it declared
             if length > self.max_bytes:
                 await self._refuse(scope, receive, send, length)
@@ -44,7 +44,7 @@ class BodyLimit:
         if body is None:
             await self._refuse(scope, receive, send, None)
             return
-        await self.app(scope, _replay(body, receive), send)
+        await self.app(scope, replay(body, receive), send)
 
     async def _read_chunked(self, receive: Receive) -> bytes | None:
         parts: list[bytes] = []
@@ -68,7 +68,8 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
-def _content_length(scope: Scope) -> int | None:
+def content_length(scope: Scope) -> int | None:
+    """The declared body length, or None (chunked, or malformed: the server refuses that one itself)."""
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
             try:
@@ -78,7 +79,8 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that gives the body already read once, then whatever the client sends next (a disconnect)."""
     sent = False
 
     async def replay() -> Message:
