@@ -242,6 +242,9 @@ def _create_engine(url: URL, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_
         timeout_arg = _CONNECT_TIMEOUT_ARGS.get(driver)
         if timeout_arg:
             options["connect_args"] = {timeout_arg: max(2, math.ceil(connect_timeout_s))}
+    # A failed statement's message would quote its parameters: a key's ciphertext, a token's hash, a label.
+    # Such messages reach logs (log.warning(..., exc_info=True)), so SQLAlchemy leaves them out.
+    options["hide_parameters"] = True
     try:
         engine = create_engine(url, **options)
     except exc.NoSuchModuleError:

@@ -121,6 +121,21 @@ def test_session_commits_on_exit_and_rolls_back_on_error(db: Database) -> None:
         assert conn.execute(text("SELECT label FROM api_keys")).scalars().all() == ["a"]
 
 
+def test_a_failed_statement_does_not_quote_its_parameters(db: Database) -> None:
+    # Such messages reach the logs (log.warning with exc_info): a ciphertext, a token hash or a label stays out.
+    from sqlalchemy.exc import IntegrityError
+
+    with pytest.raises(IntegrityError) as raised, db.session() as s:
+        s.add(ApiKey(provider=None, label="label-marker", encrypted_key="ciphertext-marker"))
+        s.flush()
+    # SQLAlchemy's part of the message (PostgreSQL's own DETAIL line before it may echo the failing row: a
+    # ciphertext, never a key, since keys are encrypted before any statement).
+    sqlalchemy_part = str(raised.value).partition("[SQL:")[2]
+    assert "INSERT INTO api_keys" in sqlalchemy_part  # the statement itself still says what failed
+    assert "ciphertext-marker" not in sqlalchemy_part and "label-marker" not in sqlalchemy_part
+    assert "hidden due to hide_parameters" in sqlalchemy_part
+
+
 @pytest.mark.sqlite_only
 def test_dir_is_the_folder_of_the_sqlite_file(db: Database, tmp_path: Path) -> None:
     assert db.dir == tmp_path
