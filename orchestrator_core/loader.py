@@ -16,6 +16,7 @@ host still lists after that is UNLOADING, never "loaded".
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, cast
 
+from . import exits
 from .clients import ProviderFactory
 from .config import Settings
 from .connections import Connection
@@ -53,6 +55,9 @@ FIRST_POLL_S = 0.05  # a model that loads in 20 ms is seen after ~50 ms, not aft
 UNLOAD_WAIT_S = 3.0  # how long unload() waits for an asynchronous host (llama-server, Ollama) to agree
 UNLOADING_SHOWN_S = 60.0  # past this, a model the host still lists after an unload shows as the host says
 _IN_MEMORY = (ModelState.LOADED, ModelState.SLEEPING, ModelState.LOADING)
+
+log = logging.getLogger("orchestrator_core")
+PROBE_CLOSE_WAIT_S = 2.0  # close() waits this long for a host probe still running (exits.POOL_WAIT_S)
 
 
 def poll_delays(cap_s: float, first_s: float | None = None) -> Iterator[float]:
@@ -201,7 +206,10 @@ class ModelManager:
         with self._pool_lock:
             pool, self._own_pool = self._own_pool, None
         if pool is not None:
-            pool.shutdown(wait=True)
+            # Bounded: a probe stuck in a read (up to STATUS_TIMEOUT_S) must not hold an exit up.
+            left = exits.shutdown_pool(pool, PROBE_CLOSE_WAIT_S)
+            if left:
+                log.warning("Host probe(s) still running at close, left to finish on their own: %s", ", ".join(left))
 
     # -- status ---------------------------------------------------------------------------------
     def check_status(self, model: ModelLike, *, force: bool = False) -> ModelStatus:

@@ -436,3 +436,21 @@ def test_a_fallback_hop_ranks_as_the_full_status_list_would_and_builds_no_status
     assert orch.manager.alternatives("openai:gpt-4.1-mini", exclude_providers=["lmstudio"]) == [
         m for m in every if not m.startswith("lmstudio:")]
     assert built and not [m for m in built if m.startswith("lmstudio:")]  # a dead connection: none of its models
+
+
+def test_close_waits_a_bounded_time_for_a_probe_still_running(orch: Orchestrator, monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    # A probe stuck in a read (up to STATUS_TIMEOUT_S, and longer on a host that trickles) must not hold an exit.
+    from orchestrator_core import loader
+
+    monkeypatch.setattr(loader, "PROBE_CLOSE_WAIT_S", 0.05)
+    manager = ModelManager(orch.settings, orch.factory, orch.registry, orch.failures)
+    release = threading.Event()
+    probe = manager._probe_pool().submit(release.wait, 30)
+    try:
+        manager.close()
+        assert not probe.done()  # close() returned while the probe still ran
+        assert "Host probe(s) still running at close" in caplog.text and "host-status" in caplog.text
+    finally:
+        release.set()
+    assert probe.result(timeout=5) is True
