@@ -57,7 +57,6 @@ UNLOADING_SHOWN_S = 60.0  # past this, a model the host still lists after an unl
 _IN_MEMORY = (ModelState.LOADED, ModelState.SLEEPING, ModelState.LOADING)
 
 log = logging.getLogger("orchestrator_core")
-PROBE_CLOSE_WAIT_S = 2.0  # close() waits this long for a host probe still running (exits.POOL_WAIT_S)
 
 
 def poll_delays(cap_s: float, first_s: float | None = None) -> Iterator[float]:
@@ -207,7 +206,7 @@ class ModelManager:
             pool, self._own_pool = self._own_pool, None
         if pool is not None:
             # Bounded: a probe stuck in a read (up to STATUS_TIMEOUT_S) must not hold an exit up.
-            left = exits.shutdown_pool(pool, PROBE_CLOSE_WAIT_S)
+            left = exits.shutdown_pool(pool, exits.POOL_WAIT_S)
             if left:
                 log.warning("Host probe(s) still running at close, left to finish on their own: %s", ", ".join(left))
 

@@ -441,9 +441,9 @@ def test_a_fallback_hop_ranks_as_the_full_status_list_would_and_builds_no_status
 def test_close_waits_a_bounded_time_for_a_probe_still_running(orch: Orchestrator, monkeypatch: pytest.MonkeyPatch,
                                                                caplog: pytest.LogCaptureFixture) -> None:
     # A probe stuck in a read (up to STATUS_TIMEOUT_S, and longer on a host that trickles) must not hold an exit.
-    from orchestrator_core import loader
+    from orchestrator_core import exits
 
-    monkeypatch.setattr(loader, "PROBE_CLOSE_WAIT_S", 0.05)
+    monkeypatch.setattr(exits, "POOL_WAIT_S", 0.05)
     manager = ModelManager(orch.settings, orch.factory, orch.registry, orch.failures)
     release = threading.Event()
     probe = manager._probe_pool().submit(release.wait, 30)
