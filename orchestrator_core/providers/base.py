@@ -14,7 +14,7 @@ import copy
 import json
 import sys
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import (
@@ -78,6 +78,9 @@ class Provider(abc.ABC):
     option_names: ClassVar[tuple[str, ...]] = ()
     forbidden_list_means_restricted: ClassVar[bool] = False  # a 403 on list-models is not a bad key
     price_table_id: ClassVar[str | None] = None  # provider id in the genai-prices table (pricing.py)
+    # astream_chat reads the answer on the running event loop (the gateway's streams); without it a caller
+    # that is on a loop runs stream_chat on a worker thread (Orchestrator.astream_chat bridges it).
+    streams_natively: ClassVar[bool] = False
 
     def __init__(
         self, client: Client, api_key: str | None = None, *, limits: CallLimits | None = None,
@@ -119,6 +122,11 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def stream_chat(self, model: str, messages: list[Message], params: ChatParams) -> Iterator[StreamEvent]:
         """Yield TextDelta pieces as they arrive, then exactly one ChatResult with usage."""
+
+    def astream_chat(self, model: str, messages: list[Message], params: ChatParams) -> AsyncIterator[StreamEvent]:
+        """stream_chat read on the running event loop: the same events, errors and limits (streams_natively)."""
+        raise UnsupportedOperationError(f"{self.display_name} streams on a worker thread only (stream_chat).",
+                                        provider=self.name, model=model)
 
     @abc.abstractmethod
     def list_models(self) -> list[str]:
