@@ -9,7 +9,6 @@ that names it, never silently dropped.
 from __future__ import annotations
 
 import asyncio
-from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
@@ -82,13 +81,10 @@ async def _stream(backend: Any, body: ChatCompletionRequest, messages: list[Mess
                   fallback: bool | None) -> Response:
     orch = await backend.ready_orchestrator()
     run = streaming.StreamRun(asyncio.get_running_loop())
-    stream = orch.stream_chat(body.model, messages, fallback=fallback, on_event=run.on_event, **params)
+    stream = orch.astream_chat(body.model, messages, fallback=fallback, on_event=run.on_event,
+                               offload=backend.pool.call, **params)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-
-    def start() -> None:
-        backend.pool.submit(partial(run.run, stream))
-
-    return await streaming.respond(run, stream, start, include_usage=include_usage,
+    return await streaming.respond(run, stream, include_usage=include_usage,
                                    keepalive_s=orch.settings.stream_keepalive_s)
 
 

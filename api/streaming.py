@@ -1,4 +1,4 @@
-"""A streamed chat: the ChatStream runs on a worker thread; its pieces become OpenAI SSE chunks on the loop.
+"""A streamed chat: the AsyncChatStream is read on the loop; its pieces become OpenAI SSE chunks.
 
 Before the first token the response may wait: if the call fails before anything was sent, the client gets
 a plain HTTP error (the SDK raises its matching class). A local model that starts loading, or a first token
@@ -12,10 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,7 +22,7 @@ from sse_starlette import ServerSentEvent
 from starlette.types import Receive, Scope, Send
 
 from orchestrator_core.errors import OrchestratorError
-from orchestrator_core.orchestrator import CallEvent, ChatStream
+from orchestrator_core.orchestrator import AsyncChatStream, CallEvent
 from orchestrator_core.types import OrchestratedResult
 
 from . import errors
@@ -45,24 +43,19 @@ class Item:
 
 
 class StreamRun:
-    """One ChatStream iterated on a worker thread; its events and pieces are handed to the event loop in batches.
+    """One AsyncChatStream read by a task of the loop; its events and pieces wait here for the response to take.
 
-    The worker wakes the loop only when the loop has taken everything handed over so far: a fast upstream's
-    pieces cross the thread boundary together, in one wake-up (one GIL hand-over and one socket write) instead
-    of one per piece, which made a short stream cost several milliseconds of thread ping-pong.
-    """
+    Pieces that arrive together (one read of a fast upstream, or a bridged provider's batch) are taken together
+    and go out in one write."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.stopped = threading.Event()
-        self._items: deque[Item] = deque()
-        self._lock = threading.Lock()
-        self._woken = False  # a wake-up is on its way to the loop (or the loop is taking items)
-        self._ready = False  # (loop side) the wake-up arrived: items wait
+        self._items: list[Item] = []
         self._waiter: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def on_event(self, event: CallEvent) -> None:
-        """The call's progress (the orchestrator's on_event, on the worker thread)."""
+        """The call's progress (the orchestrator's on_event, on the loop)."""
         if event.kind == "answering":
             self._put(Item("answering", model=event.model_id))
         elif event.kind in ("loading", "load_progress"):
@@ -70,14 +63,17 @@ class StreamRun:
         elif event.kind == "attempt_failed":
             self._put(Item("failed", model=event.model_id))
 
-    def run(self, stream: ChatStream) -> None:
-        """Iterate the stream (worker thread); a reader that went away closes it, which records 'cancelled'."""
-        pieces = iter(stream)
+    def start(self, stream: AsyncChatStream) -> None:
+        self._task = self.loop.create_task(self._read(stream))
+
+    def stop(self) -> None:
+        """The reader went away or the stream ended: a stream still running records 'cancelled'."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    async def _read(self, stream: AsyncChatStream) -> None:
         try:
-            for piece in pieces:
-                if self.stopped.is_set():
-                    pieces.close()  # a generator: GeneratorExit inside the call
-                    return
+            async for piece in stream:
                 self._put(Item("text", text=piece))
             self._put(Item("done", result=stream.result))
         except OrchestratorError as exc:
@@ -87,11 +83,11 @@ class StreamRun:
             self._put(Item("error", error=OrchestratorError(f"The stream failed unexpectedly ({type(exc).__name__}).")))
 
     async def take(self, timeout: float) -> list[Item]:
-        """Everything handed over so far, waiting up to timeout for the first item; [] when none came (loop).
+        """Everything that arrived so far, waiting up to timeout for the first item; [] when none came.
 
         A bare future and a timer rather than asyncio.wait_for (Python 3.11 makes a task for each wait):
         a paced stream waits once per piece."""
-        if not self._ready:
+        if not self._items:
             if timeout <= 0:
                 return []
             waiter = self.loop.create_future()
@@ -102,28 +98,13 @@ class StreamRun:
             finally:
                 timer.cancel()
                 self._waiter = None
-            if not self._ready:
-                return []
-        with self._lock:
-            items = list(self._items)
-            self._items.clear()
-            self._woken = False
-        self._ready = False
+        items, self._items = self._items, []
         return items
 
-    def _arrived(self) -> None:
-        """(loop) The worker handed items over."""
-        self._ready = True
+    def _put(self, item: Item) -> None:
+        self._items.append(item)
         if self._waiter is not None:
             _wake_up(self._waiter)
-
-    def _put(self, item: Item) -> None:
-        with self._lock:
-            self._items.append(item)
-            if self._woken:
-                return
-            self._woken = True
-        self.loop.call_soon_threadsafe(self._arrived)
 
 
 def _wake_up(waiter: asyncio.Future[None]) -> None:
@@ -163,15 +144,14 @@ class _Progress:
 
 async def respond(
     run: StreamRun,
-    stream: ChatStream,
-    start: Callable[[], None],
+    stream: AsyncChatStream,
     *,
     include_usage: bool,
     keepalive_s: float,
 ) -> Response:
-    """Start the stream's thread and answer: an HTTP error if it fails before anything, else the SSE stream."""
+    """Start reading the stream and answer: an HTTP error if it fails before anything, else the SSE stream."""
     progress = _Progress(stream.requested_model)
-    start()
+    run.start(stream)
     deadline = time.monotonic() + keepalive_s
     pending: list[Item] = []
     while not pending:
@@ -271,7 +251,7 @@ async def _events(run: StreamRun, progress: _Progress, chunks: _Chunks, pending:
                 yield progress.comment()
                 next_comment = time.monotonic() + keepalive_s
     finally:
-        run.stopped.set()  # the reader went away or the stream ended: the worker stops at its next piece
+        run.stop()
 
 
 def _joined(events: list[bytes]) -> bytes:

@@ -8,6 +8,7 @@ moves to ``ModelManager.suggest_alternative``, up to ``max_fallback_hops`` times
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import inspect
 import itertools
@@ -17,15 +18,17 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Collection as CollectionABC
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import exits
+from .bridge import Offload, bridged, in_executor, on_loop
 from .budgets import BudgetGuard, BudgetStatus
 from .clients import ProviderFactory
 from .config import Settings
@@ -71,6 +74,7 @@ from .types import (
     ModelState,
     ModelStatus,
     OrchestratedResult,
+    StreamEvent,
     TextDelta,
     Usage,
     validate_messages,
@@ -228,6 +232,26 @@ class Orchestrator:
         """Like chat, but iterate the returned ChatStream for text; ``.result`` is set when it ends."""
         call = _Call(self, model, messages, params, fallback, on_event, streamed=True)
         return ChatStream(call)
+
+    def astream_chat(
+        self,
+        model: str,
+        messages: list[Message],
+        *,
+        fallback: bool | None = None,
+        on_event: EventSink | None = None,
+        offload: Offload = in_executor,
+        **params: Any,
+    ) -> AsyncChatStream:
+        """stream_chat for a caller on an event loop (the gateway): iterate it with ``async for``.
+
+        A provider that streams natively is read on the loop, any other on one worker thread; the blocking
+        steps (the plan of an attempt, check-and-load, a failure's cooldown, the end's bookkeeping) run through
+        ``offload``. on_event is called on the loop. Call it on the loop that will read the stream."""
+        loop = asyncio.get_running_loop()
+        sink = on_loop(on_event, loop) if on_event is not None else None
+        call = _Call(self, model, messages, params, fallback, sink, streamed=True)
+        return AsyncChatStream(call, offload)
 
     # -- connections ---------------------------------------------------------------------------------
     def kinds(self) -> list[KindInfo]:
@@ -577,6 +601,59 @@ class ChatStream:
             inner.close()  # at once, not when garbage is collected: the cancelled attempt is recorded now
 
 
+class AsyncChatStream:
+    """ChatStream for ``async for``; after it is exhausted ``result`` holds the OrchestratedResult."""
+
+    def __init__(self, call: _Call, offload: Offload) -> None:
+        self._call = call
+        self._offload = offload
+        self.result: OrchestratedResult | None = None
+        self._iter: AsyncGenerator[str, None] | None = None
+
+    @property
+    def request_id(self) -> str:
+        return self._call.request_id
+
+    @property
+    def requested_model(self) -> str:
+        return self._call.requested
+
+    def __aiter__(self) -> AsyncGenerator[str, None]:
+        if self._iter is None:
+            self._iter = self._run()
+        return self._iter
+
+    async def aclose(self) -> None:
+        """Stop reading: a stream still running records its attempt as cancelled."""
+        if self._iter is not None:
+            await self._iter.aclose()
+
+    async def _run(self) -> AsyncGenerator[str, None]:
+        inner = self._call.arun_stream(self._offload)
+        try:
+            async for item in inner:
+                if isinstance(item, OrchestratedResult):
+                    self.result = item
+                else:
+                    yield item
+        except OrchestratorError as exc:
+            self._call.stamp(exc)
+            raise
+        finally:
+            await inner.aclose()
+
+
+@dataclass(frozen=True)
+class _Begun:
+    """An attempt ready to send: its model, connection, keys and provider, and when it started."""
+
+    ref: ModelRef
+    connection: Connection
+    keys: list[PoolKey | None]
+    provider: Provider
+    started: float
+
+
 class _Call:
     """One chat call walking its fallback chain; every attempt becomes an Attempt and a metric row."""
 
@@ -711,29 +788,114 @@ class _Call:
                 if result is None:
                     raise BadResponseError(f"{model_id} ended its stream without a result.", model=model_id)
             except Exception as raised:  # noqa: BLE001 - see run()
-                exc = raised if isinstance(raised, OrchestratorError) else _unexpected(model_id, raised)
-                try:
-                    self.failed(ref, exc, started, ttft=first, local=connection.local)
-                except OrchestratorError:
-                    if first is None:
-                        raise
-                    # failed() raises when no other model may be tried; after the first token the caller
-                    # must still learn that the text it has is cut short, whatever the fallback setting.
-                if first is not None:  # text already reached the reader: switching models would garble it
-                    how = "was cut by a safety stop" if isinstance(exc, ContentFilteredError) else "broke off"
-                    raise StreamInterruptedError(
-                        f"The answer from {model_id} {how} after it started: {exc.message}",
-                        cause=exc, provider=exc.provider, model=model_id,
-                    ) from exc
+                self.stream_failed(ref, raised, started, first, local=connection.local)
                 continue
             except BaseException as stop:  # the reader stopped early (closed tab, "stop" button, Ctrl-C, SIGTERM)
-                reason = "interrupted" if isinstance(stop, (KeyboardInterrupt, SystemExit)) else "stopped by the reader"
-                self.add_attempt(Attempt(model_id, "error", _ms(started), "cancelled", reason, first, self._from()))
+                self.cancelled(model_id, stop, started, first)
                 raise
-            self.succeeded(model_id, result, _ms(started), ttft=first)
-            yield self.finish(ref, result, ttft=first, local=connection.local)
+            yield self.stream_succeeded(ref, result, started, first, local=connection.local)
             return
         raise AllModelsFailedError(self.attempts, model=self.requested, refused=self.refused)
+
+    async def arun_stream(self, offload: Offload) -> AsyncGenerator[str | OrchestratedResult, None]:
+        """run_stream for a caller on an event loop (Orchestrator.astream_chat): the same steps, the blocking
+        ones through offload; the answer is read on the loop when the provider streams natively."""
+        try:
+            async for item in self._arun_stream(offload):
+                yield item
+        finally:
+            self.orch._refresh_stats_if_wanted()
+
+    async def _arun_stream(self, offload: Offload) -> AsyncGenerator[str | OrchestratedResult, None]:
+        chain = self.chain()
+        while (begun := await offload(partial(self.begin, chain))) is not None:
+            ref, connection = begun.ref, begun.connection
+            started, first = begun.started, None
+            try:
+                result: ChatResult | None = None
+                for turn, key in enumerate(begun.keys):
+                    events = self.events(begun.provider.with_key(key.secret if key else None), ref, offload)
+                    try:
+                        async for event in events:
+                            if isinstance(event, TextDelta):
+                                if first is None:
+                                    first = _ms(started)
+                                yield event.text
+                            else:
+                                result = event
+                    except ProviderError as key_exc:
+                        last = turn == len(begun.keys) - 1
+                        if first is None and await offload(partial(self.next_key, ref, key, key_exc, started,
+                                                                   last=last)):
+                            started = time.perf_counter()
+                            continue
+                        raise
+                    finally:
+                        await _aclose(events)
+                    await offload(partial(self.key_used, key))
+                    break
+                if result is None:
+                    raise BadResponseError(f"{ref.id} ended its stream without a result.", model=ref.id)
+            except Exception as raised:  # noqa: BLE001 - see run()
+                await offload(partial(self.stream_failed, ref, raised, started, first, local=connection.local))
+                continue
+            except BaseException as stop:  # the reader left (the task was cancelled) or the loop is closing
+                self.cancelled(ref.id, stop, started, first)
+                raise
+            yield await offload(partial(self.stream_succeeded, ref, result, started, first, local=connection.local))
+            return
+        raise AllModelsFailedError(self.attempts, model=self.requested, refused=self.refused)
+
+    def begin(self, chain: Iterator[ModelRef]) -> _Begun | None:
+        """(worker) The next attempt of the chain, planned and checked-and-loaded; None when the chain is done.
+
+        A failure to prepare one is recorded (failed()) and the chain moves on, as run_stream does."""
+        for ref in chain:
+            plan = self.plan(ref)
+            if plan is None:
+                continue
+            connection, keys = plan
+            started = time.perf_counter()
+            try:
+                return _Begun(ref, connection, keys, self.prepare(ref, connection), started)
+            except Exception as raised:  # noqa: BLE001 - see run()
+                self.stream_failed(ref, raised, started, None, local=connection.local)
+        return None
+
+    def events(self, provider: Provider, ref: ModelRef, offload: Offload) -> AsyncIterator[StreamEvent]:
+        """The attempt's stream on the loop: read there when the provider can, else on one worker thread."""
+        if provider.streams_natively:
+            return provider.astream_chat(ref.name, self.messages, self.params)
+        return bridged(partial(provider.stream_chat, ref.name, self.messages, self.params), offload)
+
+    def stream_failed(self, ref: ModelRef, raised: Exception, started: float, first: float | None, *,
+                      local: bool) -> None:
+        """Record a failed stream attempt; raise when the call ends here: no model may be tried, or text
+        already reached the reader (switching models would garble it: StreamInterruptedError)."""
+        exc = raised if isinstance(raised, OrchestratorError) else _unexpected(ref.id, raised)
+        try:
+            self.failed(ref, exc, started, ttft=first, local=local)
+        except OrchestratorError:
+            if first is None:
+                raise
+            # failed() raises when no other model may be tried; after the first token the caller
+            # must still learn that the text it has is cut short, whatever the fallback setting.
+        if first is not None:
+            how = "was cut by a safety stop" if isinstance(exc, ContentFilteredError) else "broke off"
+            raise StreamInterruptedError(
+                f"The answer from {ref.id} {how} after it started: {exc.message}",
+                cause=exc, provider=exc.provider, model=ref.id,
+            ) from exc
+
+    def cancelled(self, model_id: str, stop: BaseException, started: float, first: float | None) -> None:
+        """The reader stopped early (closed tab, "stop" button, a client that left, Ctrl-C, SIGTERM)."""
+        reason = "interrupted" if isinstance(stop, (KeyboardInterrupt, SystemExit)) else "stopped by the reader"
+        self.add_attempt(Attempt(model_id, "error", _ms(started), "cancelled", reason, first, self._from()))
+
+    def stream_succeeded(self, ref: ModelRef, result: ChatResult, started: float, first: float | None, *,
+                         local: bool) -> OrchestratedResult:
+        self.succeeded(ref.id, result, _ms(started), ttft=first)
+        return self.finish(ref, result, ttft=first, local=local)
 
     # -- steps -----------------------------------------------------------------------------------
     def plan(self, ref: ModelRef) -> tuple[Connection, list[PoolKey | None]] | None:
@@ -953,6 +1115,12 @@ class _Call:
 
     def _progress(self, progress: LoadProgress) -> None:
         self.emit("load_progress", progress.model_id, progress.detail)
+
+
+async def _aclose(events: AsyncIterator[StreamEvent]) -> None:
+    aclose = getattr(events, "aclose", None)  # an async generator's: its response closes now, not at collection
+    if aclose is not None:
+        await aclose()
 
 
 def _unexpected(model_id: str, exc: Exception) -> BadResponseError:

@@ -8,6 +8,7 @@ healthy model on the same server, which must fall back or not as the row says. B
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from dataclasses import dataclass, field
@@ -311,10 +312,12 @@ class Run:
     elapsed_s: float = 0.0
 
 
-def call(orch: Orchestrator, model_id: str, *, stream: bool, fallback: bool, run: Run) -> None:
+def call(orch: Orchestrator, model_id: str, *, stream: bool, fallback: bool, run: Run, on_loop: bool = False) -> None:
     started = time.monotonic()
     try:
-        if stream:
+        if on_loop:
+            asyncio.run(stream_on_loop(orch, model_id, fallback, run))
+        elif stream:
             chat_stream = orch.stream_chat(model_id, HELLO, fallback=fallback)
             for piece in chat_stream:
                 run.pieces.append(piece)
@@ -327,6 +330,14 @@ def call(orch: Orchestrator, model_id: str, *, stream: bool, fallback: bool, run
     run.rows = [(r.model, r.outcome, r.error_kind, r.fallback_from) for r in metric_rows(orch)]
     entry = orch.failures.get(model_id)
     run.cooldown_s = (entry.until - entry.since).total_seconds() if entry else None
+
+
+async def stream_on_loop(orch: Orchestrator, model_id: str, fallback: bool, run: Run) -> None:
+    """The gateway's way: Orchestrator.astream_chat read on an event loop."""
+    chat_stream = orch.astream_chat(model_id, HELLO, fallback=fallback)
+    async for piece in chat_stream:
+        run.pieces.append(piece)
+    run.result = chat_stream.result
 
 
 def socket_base(row: Row, stack: list[Any]) -> dict[str, str]:
@@ -374,8 +385,13 @@ def check_cooldown(row: Row, run: Run) -> None:
         assert run.cooldown_s == pytest.approx(row.cooldown_s, abs=0.5)
 
 
-@pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])
-def test_fault(row: Row, server: FaultServer, make_orch: OrchFactory) -> None:
+# Every stream row runs twice: as the console reads a stream (stream_chat on its thread) and as the gateway
+# does (astream_chat on an event loop); the two must end the same way.
+CASES = [(r, False) for r in ROWS] + [(r, True) for r in ROWS if r.stream]
+
+
+@pytest.mark.parametrize(("row", "on_loop"), CASES, ids=[f"{r.id}{'-on-loop' if loop else ''}" for r, loop in CASES])
+def test_fault(row: Row, on_loop: bool, server: FaultServer, make_orch: OrchFactory) -> None:
     shape = SHAPES[row.shape]
     target = healthy_for(shape)
     script(server, row, shape, target)
@@ -390,7 +406,7 @@ def test_fault(row: Row, server: FaultServer, make_orch: OrchFactory) -> None:
     runs = [Run(), Run()]
     threads = [
         threading.Thread(target=call, args=(orch, shape.model_id), kwargs={"stream": row.stream, "fallback": fb,
-                                                                           "run": run})
+                                                                           "run": run, "on_loop": on_loop})
         for orch, fb, run in zip(orchs, (False, True), runs, strict=False)
     ]
     for t in threads:

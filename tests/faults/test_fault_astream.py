@@ -1,0 +1,84 @@
+"""Orchestrator.astream_chat, the gateway's stream: what the fault matrix's on-loop rows do not show.
+
+A reader that leaves mid-stream, progress events on the loop's thread, and the worker-thread bridge of a provider
+without a native async stream (Anthropic here) stopping when the reader leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from orchestrator_core.orchestrator import Orchestrator
+from tests.faults.conftest import OrchFactory, assert_nothing_left_behind, metric_rows, running_threads
+from tests.faults.fault_server import FaultServer, Reply
+from tests.faults.wire import HELLO, SHAPES, anthropic_stream, healthy_for, openai_stream
+
+
+async def read_one_piece_then_leave(orch: Orchestrator, model_id: str) -> list[str]:
+    """Read the first piece, then cancel the reading task as the gateway does when its client leaves."""
+    pieces: list[str] = []
+    got_one = asyncio.Event()
+
+    async def read() -> None:
+        async for piece in orch.astream_chat(model_id, HELLO, fallback=False):
+            pieces.append(piece)
+            got_one.set()
+
+    task = asyncio.ensure_future(read())
+    await asyncio.wait_for(got_one.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    return pieces
+
+
+@pytest.mark.parametrize("shape", ["openai", "anthropic"])
+def test_a_reader_that_leaves_mid_stream_leaves_a_cancelled_row_and_nothing_running(
+    shape: str, server: FaultServer, make_orch: OrchFactory,
+) -> None:
+    target = SHAPES[shape]
+    first = openai_stream(["Hel"], target.model)[:1] if shape == "openai" else anthropic_stream(
+        ["Hel"], target.model, stop=False)[:2]
+    server.script(target.call_path(True), Reply.stream(first, then="stall"))
+    orch = make_orch()
+    baseline = running_threads()
+
+    pieces = asyncio.run(read_one_piece_then_leave(orch, target.model_id))
+
+    assert pieces == ["Hel"]
+    rows = [(r.model, r.outcome, r.error_kind) for r in metric_rows(orch)]
+    assert rows == [(target.model_id, "error", "cancelled")]
+    assert orch.cooldown(target.model_id) is None, "a reader leaving is not the model's failure"
+    orch.close()
+    assert_nothing_left_behind(server, baseline)
+
+
+def test_progress_events_reach_the_sink_on_the_loop_thread_in_order(server: FaultServer,
+                                                                     make_orch: OrchFactory) -> None:
+    dead = SHAPES["custom"]
+    healthy = healthy_for(dead)
+    server.script(dead.call_path(True), Reply.json(503, {"error": {"message": "down"}}))
+    server.script(healthy.call_path(True), Reply.stream(openai_stream(["fi", "ne"], healthy.model)))
+    orch = make_orch(inactive=("custom:healthy",))
+    seen: list[tuple[str, str, int]] = []
+
+    async def run() -> tuple[int, str, str | None]:
+        stream = orch.astream_chat(dead.model_id, HELLO, fallback=True,
+                                   on_event=lambda e: seen.append((e.kind, e.model_id, threading.get_ident())))
+        text = "".join([piece async for piece in stream])
+        assert stream.result is not None
+        return threading.get_ident(), text, stream.result.model_id
+
+    loop_thread, text, answered_by = asyncio.run(run())
+
+    assert (text, answered_by) == ("fine", healthy.model_id)
+    assert {thread for *_, thread in seen} == {loop_thread}
+    kinds = [(kind, model) for kind, model, _ in seen]
+    assert kinds[0] == ("answering", dead.model_id)
+    assert ("attempt_failed", dead.model_id) in kinds
+    assert kinds[-1] == ("answering", healthy.model_id)
+    rows = [(r.model, r.outcome, r.fallback_from) for r in metric_rows(orch)]
+    assert rows == [(dead.model_id, "error", None), (healthy.model_id, "ok", dead.model_id)]
