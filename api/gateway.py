@@ -67,8 +67,9 @@ async def answer(backend: Any, body: ChatCompletionRequest, fallback_header: str
     fallback = _fallback(fallback_header)
     if body.stream:
         return await _stream(backend, body, messages, params, fallback)
+    orch = await backend.ready_orchestrator()
     try:
-        result = await backend.call(lambda o: o.chat(body.model, messages, fallback=fallback, **params))
+        result = await orch.achat(body.model, messages, fallback=fallback, offload=backend.pool.call, **params)
     except OrchestratorError as exc:
         refusal = refusal_of(exc)
         if refusal is None:

@@ -12,10 +12,15 @@ import asyncio
 import threading
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
-Offload = Callable[[Callable[[], Any]], Awaitable[Any]]
+
+
+class Offload(Protocol):
+    """Runs fn() off the loop (on a worker thread); the loop awaits its result."""
+
+    def __call__(self, fn: Callable[[], T], /) -> Awaitable[T]: ...
 
 
 async def in_executor(fn: Callable[[], T]) -> T:

@@ -220,6 +220,26 @@ class Orchestrator:
             call.stamp(exc)
             raise
 
+    async def achat(
+        self,
+        model: str,
+        messages: list[Message],
+        *,
+        fallback: bool | None = None,
+        on_event: EventSink | None = None,
+        offload: Offload = in_executor,
+        **params: Any,
+    ) -> OrchestratedResult:
+        """chat for a caller on an event loop (the gateway): a provider that can answers on the loop, any other
+        on a worker thread; the blocking steps run through offload, as astream_chat's do."""
+        sink = on_loop(on_event, asyncio.get_running_loop()) if on_event is not None else None
+        call = _Call(self, model, messages, params, fallback, sink, streamed=False)
+        try:
+            return await call.arun(offload)
+        except OrchestratorError as exc:
+            call.stamp(exc)
+            raise
+
     def stream_chat(
         self,
         model: str,
@@ -248,8 +268,7 @@ class Orchestrator:
         A provider that streams natively is read on the loop, any other on one worker thread; the blocking
         steps (the plan of an attempt, check-and-load, a failure's cooldown, the end's bookkeeping) run through
         ``offload``. on_event is called on the loop. Call it on the loop that will read the stream."""
-        loop = asyncio.get_running_loop()
-        sink = on_loop(on_event, loop) if on_event is not None else None
+        sink = on_loop(on_event, asyncio.get_running_loop()) if on_event is not None else None
         call = _Call(self, model, messages, params, fallback, sink, streamed=True)
         return AsyncChatStream(call, offload)
 
@@ -717,6 +736,40 @@ class _Call:
         finally:
             self.orch._refresh_stats_if_wanted()
 
+    async def arun(self, offload: Offload) -> OrchestratedResult:
+        """run for a caller on an event loop (Orchestrator.achat): the same steps, the blocking ones through
+        offload; the answer is awaited on the loop when the provider can (native_async)."""
+        try:
+            return await self._arun(offload)
+        finally:
+            self.orch._refresh_stats_if_wanted()
+
+    async def _arun(self, offload: Offload) -> OrchestratedResult:
+        chain = self.chain()
+        while (begun := await offload(partial(self.begin, chain))) is not None:
+            ref, started = begun.ref, begun.started
+            try:
+                for turn, key in enumerate(begun.keys):
+                    provider = begun.provider.with_key(key.secret if key else None)
+                    try:
+                        if provider.native_async:
+                            result = await provider.achat(ref.name, self.messages, self.params)
+                        else:
+                            result = await offload(partial(provider.chat, ref.name, self.messages, self.params))
+                    except ProviderError as exc:
+                        last = turn == len(begun.keys) - 1
+                        if await offload(partial(self.next_key, ref, key, exc, started, last=last)):
+                            started = time.perf_counter()
+                            continue
+                        raise
+                    break
+            except Exception as raised:  # noqa: BLE001 - see run()
+                await offload(partial(self.attempt_failed, ref, raised, started, None, local=begun.connection.local))
+                continue
+            return await offload(partial(self.answered, ref, key, result, started, None,
+                                         local=begun.connection.local))
+        raise AllModelsFailedError(self.attempts, model=self.requested, refused=self.refused)
+
     def run_stream(self) -> Generator[str | OrchestratedResult, None, None]:
         try:
             yield from self._run_stream()
@@ -788,12 +841,13 @@ class _Call:
                 if result is None:
                     raise BadResponseError(f"{model_id} ended its stream without a result.", model=model_id)
             except Exception as raised:  # noqa: BLE001 - see run()
-                self.stream_failed(ref, raised, started, first, local=connection.local)
+                self.attempt_failed(ref, raised, started, first, local=connection.local)
                 continue
             except BaseException as stop:  # the reader stopped early (closed tab, "stop" button, Ctrl-C, SIGTERM)
                 self.cancelled(model_id, stop, started, first)
                 raise
-            yield self.stream_succeeded(ref, result, started, first, local=connection.local)
+            self.succeeded(model_id, result, _ms(started), ttft=first)
+            yield self.finish(ref, result, ttft=first, local=connection.local)
             return
         raise AllModelsFailedError(self.attempts, model=self.requested, refused=self.refused)
 
@@ -832,17 +886,17 @@ class _Call:
                         raise
                     finally:
                         await _aclose(events)
-                    await offload(partial(self.key_used, key))
                     break
                 if result is None:
                     raise BadResponseError(f"{ref.id} ended its stream without a result.", model=ref.id)
             except Exception as raised:  # noqa: BLE001 - see run()
-                await offload(partial(self.stream_failed, ref, raised, started, first, local=connection.local))
+                await offload(partial(self.attempt_failed, ref, raised, started, first, local=connection.local))
                 continue
             except BaseException as stop:  # the reader left (the task was cancelled) or the loop is closing
                 self.cancelled(ref.id, stop, started, first)
                 raise
-            yield await offload(partial(self.stream_succeeded, ref, result, started, first, local=connection.local))
+            yield await offload(partial(self.answered, ref, key, result, started, first,
+                                        local=connection.local))
             return
         raise AllModelsFailedError(self.attempts, model=self.requested, refused=self.refused)
 
@@ -859,18 +913,18 @@ class _Call:
             try:
                 return _Begun(ref, connection, keys, self.prepare(ref, connection), started)
             except Exception as raised:  # noqa: BLE001 - see run()
-                self.stream_failed(ref, raised, started, None, local=connection.local)
+                self.attempt_failed(ref, raised, started, None, local=connection.local)
         return None
 
     def events(self, provider: Provider, ref: ModelRef, offload: Offload) -> AsyncIterator[StreamEvent]:
         """The attempt's stream on the loop: read there when the provider can, else on one worker thread."""
-        if provider.streams_natively:
+        if provider.native_async:
             return provider.astream_chat(ref.name, self.messages, self.params)
         return bridged(partial(provider.stream_chat, ref.name, self.messages, self.params), offload)
 
-    def stream_failed(self, ref: ModelRef, raised: Exception, started: float, first: float | None, *,
-                      local: bool) -> None:
-        """Record a failed stream attempt; raise when the call ends here: no model may be tried, or text
+    def attempt_failed(self, ref: ModelRef, raised: Exception, started: float, first: float | None, *,
+                       local: bool) -> None:
+        """Record a failed attempt; raise when the call ends here: no model may be tried, or (a stream) text
         already reached the reader (switching models would garble it: StreamInterruptedError)."""
         exc = raised if isinstance(raised, OrchestratorError) else _unexpected(ref.id, raised)
         try:
@@ -892,8 +946,10 @@ class _Call:
         reason = "interrupted" if isinstance(stop, (KeyboardInterrupt, SystemExit)) else "stopped by the reader"
         self.add_attempt(Attempt(model_id, "error", _ms(started), "cancelled", reason, first, self._from()))
 
-    def stream_succeeded(self, ref: ModelRef, result: ChatResult, started: float, first: float | None, *,
-                         local: bool) -> OrchestratedResult:
+    def answered(self, ref: ModelRef, key: PoolKey | None, result: ChatResult, started: float, first: float | None,
+                 *, local: bool) -> OrchestratedResult:
+        """An attempt answered with this key: record it and its key's use; the call's result."""
+        self.key_used(key)
         self.succeeded(ref.id, result, _ms(started), ttft=first)
         return self.finish(ref, result, ttft=first, local=local)
 

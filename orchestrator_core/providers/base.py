@@ -78,9 +78,9 @@ class Provider(abc.ABC):
     option_names: ClassVar[tuple[str, ...]] = ()
     forbidden_list_means_restricted: ClassVar[bool] = False  # a 403 on list-models is not a bad key
     price_table_id: ClassVar[str | None] = None  # provider id in the genai-prices table (pricing.py)
-    # astream_chat reads the answer on the running event loop (the gateway's streams); without it a caller
-    # that is on a loop runs stream_chat on a worker thread (Orchestrator.astream_chat bridges it).
-    streams_natively: ClassVar[bool] = False
+    # achat and astream_chat answer on the running event loop (the gateway's calls); without them a caller
+    # that is on a loop runs chat and stream_chat on a worker thread (Orchestrator.achat / astream_chat).
+    native_async: ClassVar[bool] = False
 
     def __init__(
         self, client: Client, api_key: str | None = None, *, limits: CallLimits | None = None,
@@ -123,8 +123,13 @@ class Provider(abc.ABC):
     def stream_chat(self, model: str, messages: list[Message], params: ChatParams) -> Iterator[StreamEvent]:
         """Yield TextDelta pieces as they arrive, then exactly one ChatResult with usage."""
 
+    async def achat(self, model: str, messages: list[Message], params: ChatParams) -> ChatResult:
+        """chat awaited on the running event loop: the same answer, errors and limits (native_async)."""
+        raise UnsupportedOperationError(f"{self.display_name} answers on a worker thread only (chat).",
+                                        provider=self.name, model=model)
+
     def astream_chat(self, model: str, messages: list[Message], params: ChatParams) -> AsyncIterator[StreamEvent]:
-        """stream_chat read on the running event loop: the same events, errors and limits (streams_natively)."""
+        """stream_chat read on the running event loop: the same events, errors and limits (native_async)."""
         raise UnsupportedOperationError(f"{self.display_name} streams on a worker thread only (stream_chat).",
                                         provider=self.name, model=model)
 

@@ -316,7 +316,7 @@ def call(orch: Orchestrator, model_id: str, *, stream: bool, fallback: bool, run
     started = time.monotonic()
     try:
         if on_loop:
-            asyncio.run(stream_on_loop(orch, model_id, fallback, run))
+            asyncio.run(call_on_loop(orch, model_id, stream, fallback, run))
         elif stream:
             chat_stream = orch.stream_chat(model_id, HELLO, fallback=fallback)
             for piece in chat_stream:
@@ -332,8 +332,11 @@ def call(orch: Orchestrator, model_id: str, *, stream: bool, fallback: bool, run
     run.cooldown_s = (entry.until - entry.since).total_seconds() if entry else None
 
 
-async def stream_on_loop(orch: Orchestrator, model_id: str, fallback: bool, run: Run) -> None:
-    """The gateway's way: Orchestrator.astream_chat read on an event loop."""
+async def call_on_loop(orch: Orchestrator, model_id: str, stream: bool, fallback: bool, run: Run) -> None:
+    """The gateway's way: Orchestrator.achat or astream_chat on an event loop."""
+    if not stream:
+        run.result = await orch.achat(model_id, HELLO, fallback=fallback)
+        return
     chat_stream = orch.astream_chat(model_id, HELLO, fallback=fallback)
     async for piece in chat_stream:
         run.pieces.append(piece)
@@ -385,9 +388,9 @@ def check_cooldown(row: Row, run: Run) -> None:
         assert run.cooldown_s == pytest.approx(row.cooldown_s, abs=0.5)
 
 
-# Every stream row runs twice: as the console reads a stream (stream_chat on its thread) and as the gateway
-# does (astream_chat on an event loop); the two must end the same way.
-CASES = [(r, False) for r in ROWS] + [(r, True) for r in ROWS if r.stream]
+# Every row runs twice: as the console calls (chat / stream_chat on its thread) and as the gateway does
+# (achat / astream_chat on an event loop); the two must end the same way.
+CASES = [(r, False) for r in ROWS] + [(r, True) for r in ROWS]
 
 
 @pytest.mark.parametrize(("row", "on_loop"), CASES, ids=[f"{r.id}{'-on-loop' if loop else ''}" for r, loop in CASES])
