@@ -746,7 +746,7 @@ class _Call:
 
     async def _arun(self, offload: Offload) -> OrchestratedResult:
         chain = self.chain()
-        while (begun := await offload(partial(self.begin, chain))) is not None:
+        while (begun := await self.abegin(chain, offload)) is not None:
             ref, started = begun.ref, begun.started
             try:
                 for turn, key in enumerate(begun.keys):
@@ -862,7 +862,7 @@ class _Call:
 
     async def _arun_stream(self, offload: Offload) -> AsyncGenerator[str | OrchestratedResult, None]:
         chain = self.chain()
-        while (begun := await offload(partial(self.begin, chain))) is not None:
+        while (begun := await self.abegin(chain, offload)) is not None:
             ref, connection = begun.ref, begun.connection
             started, first = begun.started, None
             try:
@@ -899,6 +899,21 @@ class _Call:
                                         local=connection.local))
             return
         raise AllModelsFailedError(self.attempts, model=self.requested, refused=self.refused)
+
+    async def abegin(self, chain: Iterator[ModelRef], offload: Offload) -> _Begun | None:
+        """begin() on a worker. A reader that leaves meanwhile (a load can take minutes) does not stop it: the
+        attempt it prepared is recorded as cancelled when it is ready, as a stream left before its first token."""
+        pending = asyncio.ensure_future(offload(partial(self.begin, chain)))
+        try:
+            return await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            pending.add_done_callback(self._cancelled_before_sending)
+            raise
+
+    def _cancelled_before_sending(self, pending: asyncio.Future[_Begun | None]) -> None:
+        begun = None if pending.cancelled() or pending.exception() is not None else pending.result()
+        if begun is not None:
+            self.cancelled(begun.ref.id, asyncio.CancelledError(), begun.started, None)
 
     def begin(self, chain: Iterator[ModelRef]) -> _Begun | None:
         """(worker) The next attempt of the chain, planned and checked-and-loaded; None when the chain is done.

@@ -1,20 +1,30 @@
 """Orchestrator.astream_chat, the gateway's stream: what the fault matrix's on-loop rows do not show.
 
-A reader that leaves mid-stream, progress events on the loop's thread, and the worker-thread bridge of a provider
-without a native async stream (Anthropic here) stopping when the reader leaves.
+A reader that leaves mid-stream or during a load, progress events on the loop's thread, and the worker-thread bridge
+of a provider without a native async stream (Anthropic here) stopping when the reader leaves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
 from orchestrator_core.orchestrator import Orchestrator
 from tests.faults.conftest import OrchFactory, assert_nothing_left_behind, metric_rows, running_threads
-from tests.faults.fault_server import FaultServer, Reply
-from tests.faults.wire import HELLO, SHAPES, anthropic_stream, healthy_for, openai_stream
+from tests.faults.fault_server import FaultServer, Reply, Seen
+from tests.faults.wire import (
+    HELLO,
+    LMSTUDIO_LOAD,
+    LMSTUDIO_STATUS,
+    SHAPES,
+    anthropic_stream,
+    healthy_for,
+    lmstudio_models,
+    openai_stream,
+)
 
 
 async def read_one_piece_then_leave(orch: Orchestrator, model_id: str) -> list[str]:
@@ -82,3 +92,38 @@ def test_progress_events_reach_the_sink_on_the_loop_thread_in_order(server: Faul
     assert kinds[-1] == ("answering", healthy.model_id)
     rows = [(r.model, r.outcome, r.fallback_from) for r in metric_rows(orch)]
     assert rows == [(dead.model_id, "error", None), (healthy.model_id, "ok", dead.model_id)]
+
+
+def test_a_reader_that_leaves_during_a_load_gets_its_attempt_recorded_as_cancelled_once_the_load_ends(
+    server: FaultServer, make_orch: OrchFactory,
+) -> None:
+    state = {"loaded": False}
+
+    def load(_: Seen) -> Reply:
+        time.sleep(0.5)  # the reader leaves meanwhile
+        state["loaded"] = True
+        return Reply.json(200, {"instance_id": "qwen", "status": "loaded"})
+
+    server.script(LMSTUDIO_STATUS, lambda _: Reply.json(200, lmstudio_models(loaded=state["loaded"])))
+    server.script(LMSTUDIO_LOAD, load)
+    orch = make_orch(local_hosts=("lmstudio",), status_cache_ttl_s=0.0, poll_interval_s=0.02, load_timeout_s=5.0)
+
+    async def leave_while_loading() -> None:
+        async def read() -> None:
+            async for _ in orch.astream_chat("lmstudio:qwen", HELLO, fallback=False):
+                pass
+
+        task = asyncio.ensure_future(read())
+        await asyncio.sleep(0.15)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        deadline = time.monotonic() + 5
+        while not orch.metrics.flush() or not metric_rows(orch):
+            assert time.monotonic() < deadline, "the prepared attempt was never recorded"
+            await asyncio.sleep(0.05)
+
+    asyncio.run(leave_while_loading())
+    rows = [(r.model, r.outcome, r.error_kind) for r in metric_rows(orch)]
+    assert rows == [("lmstudio:qwen", "error", "cancelled")]
+    assert state["loaded"], "the load went on: another caller will want the model"
