@@ -422,3 +422,28 @@ def test_closing_sessions_where_none_streamed_imports_no_aiohttp() -> None:
     out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parents[2])
     assert json.loads(out.stdout) == []
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_both_paths_go_through_the_proxy_the_environment_names(
+        loop: str, server: FaultServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    server.script(CHAT, Reply.stream(openai_stream(["Hi"], MODEL)))
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", server.url)  # the fault server reads an absolute-form request line too
+    unreachable = RefusedPort()
+    try:
+        on_thread, on_loop = both_paths(factory_for(unreachable.url + "/v1"), loop)
+    finally:
+        unreachable.close()
+    assert on_loop == on_thread
+    assert on_loop.error is None
+    assert len(server.requests_to(CHAT)) == 2
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_tls_to_a_plain_http_port_fails_closed_the_same_way(loop: str, server: FaultServer) -> None:
+    on_thread, on_loop = both_paths(factory_for(server.url.replace("http://", "https://") + "/v1"), loop)
+    assert on_loop == on_thread
+    assert on_loop.error is ProviderUnavailableError
+    assert server.requests_to(CHAT) == []
