@@ -448,3 +448,18 @@ def test_tls_to_a_plain_http_port_fails_closed_the_same_way(loop: str, server: F
     assert on_loop == on_thread
     assert on_loop.error is ProviderUnavailableError
     assert server.requests_to(CHAT) == []
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_netrc_entry_for_the_host_changes_nothing(
+        loop: str, server: FaultServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # aiohttp's trust_env reads ~/.netrc (httpx does not) and then refuses any request with an Authorization header.
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1\nlogin someone\npassword netrc-password\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    server.script(CHAT, Reply.stream(openai_stream(["Hi"], MODEL)))
+    on_thread, on_loop = both_paths(factory_for(server.url + "/v1"), loop)
+    assert on_loop == on_thread
+    assert on_loop.error is None
+    assert [s.headers["authorization"] for s in server.requests_to(CHAT)] == [f"Bearer {KEY}"] * 2
