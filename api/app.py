@@ -252,6 +252,9 @@ async def _own_lifespan(backend: Backend, close: Callable[[], None] | None) -> A
     try:
         yield
     finally:
+        orch = backend.orchestrator_if_built()
+        if orch is not None:
+            await orch.aclose()  # this loop's upstream connections (the gateway's calls and streams)
         backend.close()
         if close is not None:
             await asyncio.to_thread(close)

@@ -15,6 +15,7 @@ import itertools
 import logging
 import os
 import sqlite3
+import sys
 import threading
 import time
 from collections import Counter
@@ -195,6 +196,12 @@ class Orchestrator:
         self.manager.close()
         self.factory.close()
         self.db.dispose()
+
+    async def aclose(self) -> None:
+        """Close the running loop's connections of achat and astream_chat (before the loop ends; close() does the rest)."""
+        aio = sys.modules.get("orchestrator_core.providers.aio")  # never imported: no loop made a connection
+        if aio is not None:
+            await aio.close_sessions()
 
     def __enter__(self) -> Orchestrator:
         return self

@@ -301,7 +301,11 @@ class Provider(abc.ABC):
             raise (deadline.error() if deadline.cut_last_read else self._transport_error(exc, model)) from exc
         except httpx.HTTPError as exc:
             raise self._transport_error(exc, model) from exc
-        raise AuthenticationError(
+        raise self.unsendable_header(model)
+
+    def unsendable_header(self, model: str | None) -> AuthenticationError:
+        """The error of a request whose headers HTTP cannot carry; it never quotes the header (the key is in it)."""
+        return AuthenticationError(
             f"The request to {self._where(model)} could not be sent: a header holds a character HTTP cannot "
             f"carry, most likely a hidden or non-ASCII character in the {self.display_name} key; paste the key "
             "again on the API Keys page.",
@@ -333,9 +337,13 @@ class Provider(abc.ABC):
         return classify_status(in_band_status(error), {}, text, provider=self.name, model=model, secrets=self.secrets)
 
     def _not_a_stream(self, response: httpx.Response, content_type: str, model: str | None) -> ProviderError:
+        body = parse_json(response, provider=self.name, model=model) if "json" in content_type else None
+        return self.not_a_stream(content_type, body, model)
+
+    def not_a_stream(self, content_type: str, body: Any, model: str | None) -> ProviderError:
+        """The error of a 2xx that answers a stream request with something else (``body``: its JSON, if JSON)."""
         if "json" not in content_type:
             return bad_response(self.name, model, f"expected an event stream, got content-type {content_type!r}")
-        body = parse_json(response, provider=self.name, model=model)
         if isinstance(body, dict) and body.get("error"):
             return self.in_band_error(body, model)
         snippet = scrub(str(body), self.secrets)[:200]
@@ -409,17 +417,27 @@ class AnswerText:
 
 
 def parse_json(response: httpx.Response, *, provider: str, model: str | None) -> Any:
+    response.read()
+    return text_json(response.text, provider=provider, model=model)
+
+
+def text_json(text: str, *, provider: str, model: str | None) -> Any:
+    """A whole body's JSON (its text decoded as httpx's Response.text does); BadResponseError if it is not JSON."""
     try:
-        response.read()
-        return json.loads(response.text)
-    except (ValueError, UnicodeDecodeError):
+        return json.loads(text)
+    except ValueError:
         raise bad_response(provider, model, "the body is not JSON") from None
 
 
 def event_json(event: ServerSentEvent, *, provider: str, model: str | None) -> Any:
     """The JSON payload of one SSE event; a malformed one ends the stream with BadResponseError."""
+    return data_json(event.data, provider=provider, model=model)
+
+
+def data_json(data: str, *, provider: str, model: str | None) -> Any:
+    """The JSON payload of one SSE event's data, whichever client read it."""
     try:
-        return json.loads(event.data)
+        return json.loads(data)
     except ValueError:
         raise bad_response(provider, model, "a stream event is not valid JSON") from None
 

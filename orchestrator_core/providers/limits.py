@@ -83,7 +83,9 @@ class Deadline:
             raise self.error()
 
     def error(self) -> ProviderTimeoutError:
-        if self._clock() >= self._ends:
+        # The nearer limit is the one that ran out: a timer may wake the reader a hair before it (uvloop's
+        # timers tick in milliseconds), and asking "is the clock past the end?" then blamed the other limit.
+        if self.idle_s is None or self._ends <= self._last_progress + self.idle_s:
             return ProviderTimeoutError(
                 f"{self.where} did not finish within {self.total_s:g}s (the whole-call limit {self.setting}); "
                 f"the host may be trickling or endlessly sending its answer. Raise {self.setting} if answers "

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, ClassVar
 
 from ..errors import bad_response, content_filtered
 from ..types import ChatParams, ChatResult, Message, StreamEvent, TextDelta, Usage, token_count
-from .base import Provider, event_json
+from .base import Provider, data_json
 
 
 class OpenAICompatibleProvider(Provider):
@@ -16,6 +16,7 @@ class OpenAICompatibleProvider(Provider):
 
     display_name = "OpenAI-compatible endpoint"
     needs_key = False
+    native_async = True  # astream_chat reads on the event loop (providers/aio.py); achat answers there
     chat_path: ClassVar[str] = "/chat/completions"
     models_path: ClassVar[str] = "/models"
     max_tokens_field: ClassVar[str] = "max_tokens"
@@ -55,6 +56,17 @@ class OpenAICompatibleProvider(Provider):
             "POST", self.chat_path, model=model, headers=self.headers(),
             json=self.body(model, messages, params, stream=False),
         )
+        return self.answer_of(data, model)
+
+    async def achat(self, model: str, messages: list[Message], params: ChatParams) -> ChatResult:
+        from . import aio  # noqa: PLC0415 - imports aiohttp, which only the event loop's calls need
+
+        data = await aio.request_json(self, "POST", self.chat_path, model=model, headers=self.headers(),
+                                      body=self.body(model, messages, params, stream=False))
+        return self.answer_of(data, model)
+
+    def answer_of(self, data: Any, model: str) -> ChatResult:
+        """The answer in a chat completion body; an error, refusal or malformed body raises its error class."""
         self.raise_for_error_payload(data, model)
         choices = data.get("choices") if isinstance(data, dict) else None
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
@@ -73,44 +85,31 @@ class OpenAICompatibleProvider(Provider):
         )
 
     def stream_chat(self, model: str, messages: list[Message], params: ChatParams) -> Iterator[StreamEvent]:
-        parts = self.answer_text(model)
-        refusal: list[str] = []  # delta.refusal pieces: kept for the error, never yielded as answer text
-        finish: str | None = None
-        usage = Usage()
-        answered_by = model
-        done = False
+        answer = ChunkParser(self, model)
         events = self.stream_events(
             "POST", self.chat_path, model=model, headers=self.headers(),
             json=self.body(model, messages, params, stream=True),
         )
         with contextlib.closing(events):  # after [DONE] the connection goes back to the pool at once
             for event in events:
-                if event.data.strip() == "[DONE]":
-                    done = True
+                yield from answer.feed(event.data)
+                if answer.done:
                     break
-                if not event.data.strip():
-                    continue
-                chunk = event_json(event, provider=self.name, model=model)
-                self.raise_for_error_payload(chunk, model)
-                if not isinstance(chunk, dict):
-                    raise bad_response(self.name, model, "a stream chunk is not a JSON object")
-                answered_by = str(chunk.get("model") or answered_by)
-                if chunk.get("usage"):
-                    usage = _usage(chunk["usage"])
-                for choice in chunk.get("choices") or []:
-                    if not isinstance(choice, dict):
-                        raise bad_response(self.name, model, "a stream choice is not a JSON object")
-                    delta = choice.get("delta") or {}
-                    text = _content_text(delta.get("content"))
-                    if text:
-                        parts.add(text)
-                        yield TextDelta(text)
-                    refusal.append(_content_text(delta.get("refusal")))
-                    finish = choice.get("finish_reason") or finish
-        self.raise_for_refusal(model, "".join(refusal), finish, str(parts), field="delta.refusal")
-        if not done:
-            raise bad_response(self.name, model, "the stream ended without its [DONE] marker")
-        yield ChatResult(str(parts), finish, usage, answered_by, self.name)
+        yield answer.result()
+
+    async def astream_chat(self, model: str, messages: list[Message], params: ChatParams
+                           ) -> AsyncIterator[StreamEvent]:
+        from . import aio  # noqa: PLC0415 - imports aiohttp, which only the event loop's streams need
+
+        answer = ChunkParser(self, model)
+        events = aio.stream_events(self, "POST", self.chat_path, model=model, headers=self.headers(),
+                                   body=self.body(model, messages, params, stream=True), last="[DONE]")
+        async with contextlib.aclosing(events):
+            async for event in events:
+                for delta in answer.feed(event.data):
+                    yield delta
+            # Yielded before the reader closes: the connection's release waits for the body's end, the answer not.
+            yield answer.result()
 
     def list_models(self) -> list[str]:
         data = self.request_json("GET", self.models_path, headers=self.headers())
@@ -135,6 +134,57 @@ class OpenAICompatibleProvider(Provider):
         """OpenAI-style servers may put ``{"error": ...}`` in a 200 body or a stream chunk."""
         if isinstance(data, dict) and data.get("error"):
             raise self.in_band_error(data, model)
+
+
+class ChunkParser:
+    """One streamed answer's chunks, fed one event's data at a time: stream_chat and astream_chat share it."""
+
+    def __init__(self, provider: OpenAICompatibleProvider, model: str) -> None:
+        self.provider = provider
+        self.model = model
+        self.parts = provider.answer_text(model)
+        self.refusal: list[str] = []  # delta.refusal pieces: kept for the error, never yielded as answer text
+        self.finish: str | None = None
+        self.usage = Usage()
+        self.answered_by = model
+        self.done = False  # the [DONE] marker came
+
+    def feed(self, data: str) -> list[TextDelta]:
+        """The text pieces of one event's data; an error, malformed or non-object chunk raises its error class."""
+        if data.strip() == "[DONE]":
+            self.done = True
+            return []
+        if not data.strip():
+            return []
+        provider, model = self.provider, self.model
+        chunk = data_json(data, provider=provider.name, model=model)
+        provider.raise_for_error_payload(chunk, model)
+        if not isinstance(chunk, dict):
+            raise bad_response(provider.name, model, "a stream chunk is not a JSON object")
+        self.answered_by = str(chunk.get("model") or self.answered_by)
+        if chunk.get("usage"):
+            self.usage = _usage(chunk["usage"])
+        return [delta for choice in chunk.get("choices") or [] if (delta := self._choice(choice))]
+
+    def result(self) -> ChatResult:
+        """The whole answer once the stream ended; a refusal, content_filter or missing [DONE] raises instead."""
+        text = str(self.parts)
+        self.provider.raise_for_refusal(self.model, "".join(self.refusal), self.finish, text, field="delta.refusal")
+        if not self.done:
+            raise bad_response(self.provider.name, self.model, "the stream ended without its [DONE] marker")
+        return ChatResult(text, self.finish, self.usage, self.answered_by, self.provider.name)
+
+    def _choice(self, choice: Any) -> TextDelta | None:
+        if not isinstance(choice, dict):
+            raise bad_response(self.provider.name, self.model, "a stream choice is not a JSON object")
+        delta = choice.get("delta") or {}
+        self.refusal.append(_content_text(delta.get("refusal")))
+        self.finish = choice.get("finish_reason") or self.finish
+        text = _content_text(delta.get("content"))
+        if not text:
+            return None
+        self.parts.add(text)
+        return TextDelta(text)
 
 
 def _content_text(content: Any) -> str:

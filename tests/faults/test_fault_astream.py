@@ -42,6 +42,7 @@ async def read_one_piece_then_leave(orch: Orchestrator, model_id: str) -> list[s
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    await orch.aclose()
     return pieces
 
 
@@ -80,6 +81,7 @@ def test_progress_events_reach_the_sink_on_the_loop_thread_in_order(server: Faul
                                    on_event=lambda e: seen.append((e.kind, e.model_id, threading.get_ident())))
         text = "".join([piece async for piece in stream])
         assert stream.result is not None
+        await orch.aclose()
         return threading.get_ident(), text, stream.result.model_id
 
     loop_thread, text, answered_by = asyncio.run(run())
@@ -122,6 +124,7 @@ def test_a_reader_that_leaves_during_a_load_gets_its_attempt_recorded_as_cancell
         while not orch.metrics.flush() or not metric_rows(orch):
             assert time.monotonic() < deadline, "the prepared attempt was never recorded"
             await asyncio.sleep(0.05)
+        await orch.aclose()
 
     asyncio.run(leave_while_loading())
     rows = [(r.model, r.outcome, r.error_kind) for r in metric_rows(orch)]

@@ -334,13 +334,16 @@ def call(orch: Orchestrator, model_id: str, *, stream: bool, fallback: bool, run
 
 async def call_on_loop(orch: Orchestrator, model_id: str, stream: bool, fallback: bool, run: Run) -> None:
     """The gateway's way: Orchestrator.achat or astream_chat on an event loop."""
-    if not stream:
-        run.result = await orch.achat(model_id, HELLO, fallback=fallback)
-        return
-    chat_stream = orch.astream_chat(model_id, HELLO, fallback=fallback)
-    async for piece in chat_stream:
-        run.pieces.append(piece)
-    run.result = chat_stream.result
+    try:
+        if not stream:
+            run.result = await orch.achat(model_id, HELLO, fallback=fallback)
+            return
+        chat_stream = orch.astream_chat(model_id, HELLO, fallback=fallback)
+        async for piece in chat_stream:
+            run.pieces.append(piece)
+        run.result = chat_stream.result
+    finally:
+        await orch.aclose()
 
 
 def socket_base(row: Row, stack: list[Any]) -> dict[str, str]:
