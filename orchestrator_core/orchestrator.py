@@ -198,7 +198,7 @@ class Orchestrator:
         self.db.dispose()
 
     async def aclose(self) -> None:
-        """Close the running loop's connections of achat and astream_chat (before the loop ends; close() does the rest)."""
+        """Close the running loop's connections of achat and astream_chat before the loop ends."""
         aio = sys.modules.get("orchestrator_core.providers.aio")  # never imported: no loop made a connection
         if aio is not None:
             await aio.close_sessions()
