@@ -463,3 +463,84 @@ def test_a_netrc_entry_for_the_host_changes_nothing(
     assert on_loop == on_thread
     assert on_loop.error is None
     assert [s.headers["authorization"] for s in server.requests_to(CHAT)] == [f"Bearer {KEY}"] * 2
+
+
+# -- achat (aio.request_json) against chat (httpx) ------------------------------------------------------------
+@dataclass(frozen=True)
+class Answer:
+    """What a caller of one path of a plain chat saw: the answer's parts, or the error class and message."""
+
+    text: str | None = None
+    finish: str | None = None
+    usage: Usage | None = None
+    model: str | None = None
+    error: type[BaseException] | None = None
+    message: str = ""
+    retry_after: float | None = None
+
+
+def answer_of(call: Callable[[], ChatResult]) -> Answer:
+    try:
+        result = call()
+    except OrchestratorError as exc:
+        return Answer(error=type(exc), message=exc.message, retry_after=exc.retry_after)
+    return Answer(result.text, result.finish_reason, result.usage, result.model)
+
+
+async def async_answer_of(call: Callable[[], Awaitable[ChatResult]]) -> Answer:
+    try:
+        result = await call()
+    except OrchestratorError as exc:
+        return Answer(error=type(exc), message=exc.message, retry_after=exc.retry_after)
+    return Answer(result.text, result.finish_reason, result.usage, result.model)
+
+
+ANSWER = openai_answer("Hello", MODEL)
+PLAIN_ROWS = [
+    Row("healthy-answer", Reply.json(200, ANSWER), None, "Hello"),
+    Row("gzip-answer", Reply(200, gzip.compress(json.dumps(ANSWER).encode()),
+                             {"content-type": "application/json", "content-encoding": "gzip"}), None, "Hello"),
+    Row("refusal", Reply.json(200, {"model": MODEL, "choices": [{"index": 0, "finish_reason": "stop", "message": {
+        "role": "assistant", "content": None, "refusal": "I can't help with that."}}]}), ContentFilteredError,
+        "refused to answer"),
+    Row("in-band-error", Reply.json(200, {"error": {"message": "Rate limit reached", "code": "rate_limit_exceeded"}}),
+        RateLimitError, "Rate limit reached"),
+    Row("no-choices", Reply.json(200, {"model": MODEL, "choices": []}), BadResponseError, "no choices"),
+    Row("not-json", Reply.text(200, "{oops", "application/json"), BadResponseError, "not JSON"),
+    Row("401-echoes-the-key", Reply.json(401, {"error": {"message": f"Incorrect API key provided: {KEY}."}}),
+        AuthenticationError, "Incorrect API key provided: ••••"),
+    Row("429-retry-after", Reply.json(429, {"error": {"message": "Slow down"}}, headers={"retry-after": "7"}),
+        RateLimitError, "retry after 7s"),
+    Row("html-error-page", Reply.text(502, HTML_502, "text/html"), ProviderUnavailableError,
+        "an HTML error page: 502 Bad Gateway"),
+    Row("refused-port", None, ProviderUnavailableError, "connection refused or unreachable", socket="refused"),
+    Row("dns-failure", None, ProviderUnavailableError, "name not resolved", socket="dns"),
+    Row("connect-timeout", None, ProviderTimeoutError, "connect timeout", {"connect_timeout_s": 0.1},
+        socket="blackhole"),
+    Row("stall-before-headers", Reply.stall(), ProviderTimeoutError, "(ReadTimeout)", {"read_timeout_s": 0.2}),
+    Row("body-cut-short", Reply.partial(ANSWER, sent=10, then="cut"), ProviderUnavailableError,
+        "closed the connection mid-response"),
+    Row("body-trickles-past-the-deadline", Reply.trickle(json.dumps(ANSWER).encode(), every_s=0.05),
+        ProviderTimeoutError, "did not finish within 0.4s", {"call_deadline_s": 0.4}),
+    Row("body-over-the-cap", Reply.json(200, {"pad": "x" * 8000}), BadResponseError,
+        "larger than the limit of 4096 bytes", {"max_response_bytes": 4096}),
+]
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize("row", PLAIN_ROWS, ids=[r.id for r in PLAIN_ROWS])
+def test_a_chat_answers_the_same_on_the_event_loop_as_on_a_thread(row: Row, loop: str, server: FaultServer) -> None:
+    if row.reply is not None:
+        server.script(CHAT, row.reply)
+    with base_url_for(row, server) as base_url:
+        factory = factory_for(base_url, **row.limits)
+        provider = factory.get("openai")
+        try:
+            on_thread = answer_of(lambda: provider.chat(MODEL, HELLO, ChatParams()))
+            on_loop = run_on(loop, lambda: async_answer_of(lambda: provider.achat(MODEL, HELLO, ChatParams())))
+        finally:
+            factory.close()
+    assert on_loop == on_thread
+    assert on_loop.error is row.error, on_loop
+    assert row.says in (on_loop.message if row.error else on_loop.text or "")
+    assert KEY not in on_loop.message and KEY[-12:] not in on_loop.message
