@@ -463,3 +463,16 @@ def test_a_netrc_entry_for_the_host_changes_nothing(
     assert on_loop == on_thread
     assert on_loop.error is None
     assert [s.headers["authorization"] for s in server.requests_to(CHAT)] == [f"Bearer {KEY}"] * 2
+
+
+def test_every_kind_that_streams_natively_reads_its_stream_with_the_shared_parser() -> None:
+    from orchestrator_core.providers.openai_compat import OpenAICompatibleProvider
+    from orchestrator_core.providers.registry import KINDS
+
+    native = {kind for kind, cls in KINDS.items() if cls.streams_natively}
+    compatible = {kind for kind, cls in KINDS.items() if issubclass(cls, OpenAICompatibleProvider)}
+    assert native == compatible and "openai" in native and "anthropic" not in native
+    for kind in native:  # an override of one path would let the two drift apart
+        cls = KINDS[kind]
+        assert cls.stream_chat is OpenAICompatibleProvider.stream_chat, kind
+        assert cls.astream_chat is OpenAICompatibleProvider.astream_chat, kind
