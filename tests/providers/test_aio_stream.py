@@ -476,3 +476,24 @@ def test_every_kind_that_streams_natively_reads_its_stream_with_the_shared_parse
         cls = KINDS[kind]
         assert cls.stream_chat is OpenAICompatibleProvider.stream_chat, kind
         assert cls.astream_chat is OpenAICompatibleProvider.astream_chat, kind
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_read_cancelled_before_the_headers_came_leaves_no_connection(loop: str, server: FaultServer) -> None:
+    server.script(CHAT, Reply.stall())
+    factory = factory_for(server.url + "/v1")
+    provider = factory.get("openai")
+
+    async def client_leaves() -> None:
+        task = asyncio.create_task(async_outcome(provider))
+        while not server.requests_to(CHAT):
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await asyncio.to_thread(server.wait_all_closed), "the cancelled request's connection was left open"
+
+    try:
+        run_on(loop, client_leaves)
+    finally:
+        factory.close()
