@@ -497,3 +497,22 @@ def test_a_read_cancelled_before_the_headers_came_leaves_no_connection(loop: str
         run_on(loop, client_leaves)
     finally:
         factory.close()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_host_that_streams_on_past_done_gets_its_answer_taken_and_its_connection_closed(
+        loop: str, server: FaultServer) -> None:
+    server.script(CHAT, Reply.endless(b": more\n\n", first=openai_stream(["Hi"], MODEL), every_s=0.01))
+    factory = factory_for(server.url + "/v1")
+    provider = factory.get("openai")
+
+    async def one_stream() -> tuple[Outcome, bool]:
+        outcome = await async_outcome(provider)
+        return outcome, await asyncio.to_thread(server.wait_all_closed)  # before close_sessions could close it
+
+    try:
+        outcome, closed = run_on(loop, one_stream)
+    finally:
+        factory.close()
+    assert outcome.error is None and isinstance(result := outcome.events[-1], ChatResult) and result.text == "Hi"
+    assert closed, "a connection still streaming past [DONE] went back to the pool"
