@@ -129,6 +129,8 @@ ROWS = [
         BadResponseError, "does not decompress"),
     Row("unknown-content-encoding", Reply(200, b"x", {"content-type": "text/event-stream", "content-encoding": "br"}),
         BadResponseError, "content-encoding 'br' was not asked for"),
+    Row("redirect-is-not-followed", Reply(302, b"", {"location": "/v1/elsewhere", "content-type": "text/plain"}),
+        BadResponseError, "got content-type 'text/plain'"),
     Row("refused-port", None, ProviderUnavailableError, "connection refused or unreachable", socket="refused"),
     Row("dns-failure", None, ProviderUnavailableError, "name not resolved", socket="dns"),
     Row("connect-timeout", None, ProviderTimeoutError, "connect timeout", {"connect_timeout_s": 0.1},
