@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import codecs
+import contextlib
 import json
 import sys
 import threading
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import (
@@ -135,11 +136,12 @@ async def stream_events(
     call = _Call(provider, model, provider.deadline(model, stream=True))
     async with call:
         await call.send(method, path, {"Accept": "text/event-stream", **headers}, body)
-        async for event in call.events():
-            call.finished = last is not None and event.data.strip() == last
-            yield event
-            if call.finished:
-                return
+        async with contextlib.aclosing(call.events()) as events:  # closed here, not by the loop's finalizer later
+            async for event in events:
+                call.finished = last is not None and event.data.strip() == last
+                yield event
+                if call.finished:
+                    return
         call.finished = True
 
 
@@ -191,7 +193,7 @@ class _Call:
         if self.response.status >= 400:
             raise await self._status_error()
 
-    async def events(self) -> AsyncIterator[ServerSentEvent]:
+    async def events(self) -> AsyncGenerator[ServerSentEvent, None]:
         """The response's SSE events (httpx-sse's framing); an event with data is progress, a comment is not."""
         from httpx_sse._decoders import SSEDecoder, SSELineDecoder  # noqa: PLC0415 - the sync path's own framing
 
@@ -200,9 +202,9 @@ class _Call:
             raise await self._not_a_stream(content_type)
         lines, frames, text = SSELineDecoder(), SSEDecoder(), self._text_decoder()
         cap = self.provider.limits.max_response_bytes
-        async for piece in self._pieces(limit=sys.maxsize, what="stream", line_limit=cap):
-            if chunk := text.decode(piece):
-                for line in lines.decode(chunk):
+        async with contextlib.aclosing(self._pieces(limit=sys.maxsize, what="stream", line_limit=cap)) as pieces:
+            async for piece in pieces:
+                for line in lines.decode(chunk) if (chunk := text.decode(piece)) else ():
                     if (event := frames.decode(line)) is not None:
                         if event.data:
                             self.deadline.progress()
@@ -257,7 +259,7 @@ class _Call:
 
     # -- reading the body -------------------------------------------------------------------------
     async def _pieces(self, *, limit: int, what: str, truncate: bool = False, line_limit: int | None = None
-                      ) -> AsyncIterator[bytes]:
+                      ) -> AsyncGenerator[bytes, None]:
         """The decoded body, piece by piece as it arrives, under the deadline and the caps (guard._GuardedStream)."""
         decode = decoder(self._response.headers.get("content-encoding", ""), self._refuse)
         total = open_line = 0

@@ -129,6 +129,8 @@ ROWS = [
         BadResponseError, "does not decompress"),
     Row("unknown-content-encoding", Reply(200, b"x", {"content-type": "text/event-stream", "content-encoding": "br"}),
         BadResponseError, "content-encoding 'br' was not asked for"),
+    Row("redirect-is-not-followed", Reply(302, b"", {"location": "/v1/elsewhere", "content-type": "text/plain"}),
+        BadResponseError, "got content-type 'text/plain'"),
     Row("refused-port", None, ProviderUnavailableError, "connection refused or unreachable", socket="refused"),
     Row("dns-failure", None, ProviderUnavailableError, "name not resolved", socket="dns"),
     Row("connect-timeout", None, ProviderTimeoutError, "connect timeout", {"connect_timeout_s": 0.1},
@@ -544,3 +546,58 @@ def test_a_chat_answers_the_same_on_the_event_loop_as_on_a_thread(row: Row, loop
     assert on_loop.error is row.error, on_loop
     assert row.says in (on_loop.message if row.error else on_loop.text or "")
     assert KEY not in on_loop.message and KEY[-12:] not in on_loop.message
+
+
+def test_every_kind_that_is_native_async_reads_both_paths_with_the_shared_parsers() -> None:
+    from orchestrator_core.providers.openai_compat import OpenAICompatibleProvider
+    from orchestrator_core.providers.registry import KINDS
+
+    native = {kind for kind, cls in KINDS.items() if cls.native_async}
+    compatible = {kind for kind, cls in KINDS.items() if issubclass(cls, OpenAICompatibleProvider)}
+    assert native == compatible and "openai" in native and "anthropic" not in native
+    for kind in native:  # an override of one path would let the two drift apart
+        cls = KINDS[kind]
+        assert cls.stream_chat is OpenAICompatibleProvider.stream_chat, kind
+        assert cls.astream_chat is OpenAICompatibleProvider.astream_chat, kind
+        assert cls.chat is OpenAICompatibleProvider.chat, kind
+        assert cls.achat is OpenAICompatibleProvider.achat, kind
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_read_cancelled_before_the_headers_came_leaves_no_connection(loop: str, server: FaultServer) -> None:
+    server.script(CHAT, Reply.stall())
+    factory = factory_for(server.url + "/v1")
+    provider = factory.get("openai")
+
+    async def client_leaves() -> None:
+        task = asyncio.create_task(async_outcome(provider))
+        while not server.requests_to(CHAT):
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await asyncio.to_thread(server.wait_all_closed), "the cancelled request's connection was left open"
+
+    try:
+        run_on(loop, client_leaves)
+    finally:
+        factory.close()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_host_that_streams_on_past_done_gets_its_answer_taken_and_its_connection_closed(
+        loop: str, server: FaultServer) -> None:
+    server.script(CHAT, Reply.endless(b": more\n\n", first=openai_stream(["Hi"], MODEL), every_s=0.01))
+    factory = factory_for(server.url + "/v1")
+    provider = factory.get("openai")
+
+    async def one_stream() -> tuple[Outcome, bool]:
+        outcome = await async_outcome(provider)
+        return outcome, await asyncio.to_thread(server.wait_all_closed)  # before close_sessions could close it
+
+    try:
+        outcome, closed = run_on(loop, one_stream)
+    finally:
+        factory.close()
+    assert outcome.error is None and isinstance(result := outcome.events[-1], ChatResult) and result.text == "Hi"
+    assert closed, "a connection still streaming past [DONE] went back to the pool"
