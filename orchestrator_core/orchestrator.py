@@ -152,6 +152,20 @@ class Orchestrator:
         self.failures.warm()
         self.registry.list()
 
+    def warm_for_serving(self) -> None:
+        """Load now what the first calls would load: the async client, httpx, the price table, the metric writer.
+
+        A server (the API's start-up) calls it before it freezes its start-up objects out of the garbage
+        collector's full passes, which otherwise scan them all every few seconds under load."""
+        if self.warming is not None:
+            self.warming.result()
+        from .providers import aio, guard  # noqa: F401, PLC0415 - what a call loads on first use
+        from .store import spend  # noqa: F401, PLC0415 - as the budgets load it
+
+        aio.load()
+        self.prices.load()
+        _ = self.metrics
+
     @classmethod
     def from_settings(cls, settings: Settings | None = None, *, check_writable: bool = True) -> Orchestrator:
         """Build from Settings (default: the environment and .env), opening and migrating the database.

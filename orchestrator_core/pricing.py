@@ -147,6 +147,10 @@ class PriceBook:
         price = self.price(model_id)
         return price.estimate(input_tokens, output_tokens) if price is not None else None
 
+    def load(self) -> None:
+        """Import the table now, on this thread (a server's start-up: see Orchestrator.warm_for_serving)."""
+        _load_table()
+
     def warm(self) -> None:
         """Import the table in a background thread (once), so the first priced call does not wait ~0.5 s for it."""
         if self._warming is not None:

@@ -62,6 +62,14 @@ def _bind_aiohttp() -> None:
     import aiohttp  # noqa: PLC0415 - see above
 
 
+def load() -> None:
+    """Import what the first session and stream would (a server's start-up: Orchestrator.warm_for_serving)."""
+    if aiohttp is None:
+        _bind_aiohttp()
+    from aiohttp.helpers import get_env_proxy_for_url  # noqa: F401, PLC0415 - as _env_proxy
+    from httpx_sse._decoders import SSEDecoder  # noqa: F401, PLC0415 - as _Call.events
+
+
 class _Session:
     """One aiohttp session for one provider client on one loop, with what each request takes from the client."""
 
