@@ -218,6 +218,18 @@ class ModelManager:
         snapshot = self._snapshot(ref.provider, force) if self._probed(connection) else None
         return self._status(ref, connection, snapshot, self.failures.active())
 
+    def ready_from_cache(self, model: ModelLike) -> bool:
+        """Whether check-and-load needs no host request for the model: hosted, or its host's last answer is fresh
+        and says it takes a prompt now (a caller on an event loop checks it there instead of on a worker)."""
+        ref = _ref(model)
+        connection = self.factory.connection(ref.provider)
+        snapshot = None
+        if self._probed(connection):
+            snapshot = self._snapshots.get(ref.provider)
+            if snapshot is None or not self._fresh(snapshot):
+                return False
+        return self._status(ref, connection, snapshot, self.failures.active()).state.ready
+
     def _probed(self, connection: Connection) -> bool:
         """Local, enabled, and for a seeded host: named in LOCAL_HOSTS (the operator added the others)."""
         return connection.local and connection.enabled and (

@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 
+from orchestrator_core.bridge import Offload, in_executor
 from orchestrator_core.orchestrator import Orchestrator
 from tests.faults.conftest import OrchFactory, assert_nothing_left_behind, metric_rows, running_threads
 from tests.faults.fault_server import FaultServer, Reply, Seen
@@ -21,10 +24,13 @@ from tests.faults.wire import (
     LMSTUDIO_STATUS,
     SHAPES,
     anthropic_stream,
+    healthy,
     healthy_for,
     lmstudio_models,
     openai_stream,
 )
+
+T = TypeVar("T")
 
 
 async def read_one_piece_then_leave(orch: Orchestrator, model_id: str) -> list[str]:
@@ -130,3 +136,62 @@ def test_a_reader_that_leaves_during_a_load_gets_its_attempt_recorded_as_cancell
     rows = [(r.model, r.outcome, r.error_kind) for r in metric_rows(orch)]
     assert rows == [("lmstudio:qwen", "error", "cancelled")]
     assert state["loaded"], "the load went on: another caller will want the model"
+
+
+def counting_offload(hops: list[str]) -> Offload:
+    async def offload(fn: Callable[[], T]) -> T:
+        hops.append(getattr(getattr(fn, "func", fn), "__name__", "?"))
+        return await in_executor(fn)
+
+    return offload  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_ready_hosted_model_answers_with_no_worker_hop(stream: bool, server: FaultServer,
+                                                         make_orch: OrchFactory) -> None:
+    target = SHAPES["openai"]
+    server.script(target.call_path(stream), healthy(target))
+    orch = make_orch()
+    hops: list[str] = []
+
+    async def run() -> str:
+        offload = counting_offload(hops)
+        try:
+            if not stream:
+                return (await orch.achat(target.model_id, HELLO, offload=offload)).text
+            return "".join([piece async for piece in orch.astream_chat(target.model_id, HELLO, offload=offload)])
+        finally:
+            await orch.aclose()
+
+    assert asyncio.run(run()) == "fine"
+    assert hops == [], "check-and-load of a ready hosted model needs no worker, nor does its bookkeeping"
+    assert [(r.model, r.outcome) for r in metric_rows(orch)] == [(target.model_id, "ok")]
+
+
+def test_a_local_model_whose_status_is_not_known_fresh_is_checked_on_a_worker(server: FaultServer,
+                                                                             make_orch: OrchFactory) -> None:
+    target = SHAPES["lmstudio"]
+    server.script(LMSTUDIO_STATUS, Reply.json(200, lmstudio_models(loaded=True)))
+    server.script(target.call_path(True), healthy(target))
+    orch = make_orch(local_hosts=("lmstudio",), status_cache_ttl_s=60.0)
+    hops: list[str] = []
+
+    async def stream_twice() -> None:
+        offload = counting_offload(hops)
+        for _ in range(2):
+            assert "".join([p async for p in orch.astream_chat(target.model_id, HELLO, offload=offload)]) == "fine"
+        await orch.aclose()
+
+    asyncio.run(stream_twice())
+    assert hops == ["begin"], "the first call asks the host on a worker; the second uses its fresh answer"
+    assert orch.manager.ready_from_cache(target.model_id)
+    orch.reset_cooldowns()
+    orch.manager.invalidate("lmstudio")
+    assert not orch.manager.ready_from_cache(target.model_id), "no answer kept: the host must be asked"
+
+
+def test_a_model_in_cooldown_is_not_ready_from_the_cache(make_orch: OrchFactory) -> None:
+    orch = make_orch()
+    assert orch.manager.ready_from_cache("openai:gpt-fault")
+    orch.failures.record("openai:gpt-fault", "unavailable", "down", 60.0)
+    assert not orch.manager.ready_from_cache("openai:gpt-fault")
