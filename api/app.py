@@ -22,7 +22,7 @@ from orchestrator_core import shared
 from orchestrator_core.errors import ConfigurationError, OrchestratorError, TooManyWaitsError
 from orchestrator_core.orchestrator import Orchestrator
 
-from . import connections, errors, gateway, lean, management, prom
+from . import connections, errors, gateway, lean, management, prom, streaming
 from .auth import FailureLimiter
 from .limits import BodyLimit
 
@@ -30,6 +30,7 @@ log = logging.getLogger("api")
 T = TypeVar("T")
 Lifespan = Callable[[Any], AbstractAsyncContextManager[None]]
 DEFAULT_THREADS = 64  # until the orchestrator (and GATEWAY_THREADS) is known
+STREAMS_STOP_S = 2.0  # at shutdown, how long the streams still read get to record their attempts
 
 
 class Workers:
@@ -124,6 +125,7 @@ class Backend:
         self._pool_lock = threading.Lock()
         self._built: Orchestrator | None = None
         self.waits = 0  # /wait requests holding a worker thread now (changed on the event loop only)
+        self.streams: set[asyncio.Task[None]] = set()  # the streams being read now (api/streaming.StreamRun)
 
     def orchestrator(self) -> Orchestrator:
         """The orchestrator (built on first use; a configuration error is raised, as a 503)."""
@@ -264,9 +266,12 @@ async def _own_lifespan(backend: Backend, close: Callable[[], None] | None) -> A
     try:
         yield
     finally:
+        # Streams still read at shutdown end as cancelled (their rows say so) before their connections close.
+        await streaming.stop_all(backend.streams, STREAMS_STOP_S)
         orch = backend.orchestrator_if_built()
         if orch is not None:
             await orch.aclose()  # this loop's upstream connections (the gateway's calls and streams)
+        gc.unfreeze()  # what was frozen may be collected again: a process serving several apps (tests) leaks none
         backend.close()
         if close is not None:
             await asyncio.to_thread(close)

@@ -81,7 +81,7 @@ async def answer(backend: Any, body: ChatCompletionRequest, fallback_header: str
 async def _stream(backend: Any, body: ChatCompletionRequest, messages: list[Message], params: dict[str, Any],
                   fallback: bool | None) -> Response:
     orch = await backend.ready_orchestrator()
-    run = streaming.StreamRun(asyncio.get_running_loop())
+    run = streaming.StreamRun(asyncio.get_running_loop(), backend.streams)
     stream = orch.astream_chat(body.model, messages, fallback=fallback, on_event=run.on_event,
                                offload=backend.pool.call, **params)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)

@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -48,11 +48,12 @@ class StreamRun:
     Pieces that arrive together (one read of a fast upstream, or a bridged provider's batch) are taken together
     and go out in one write."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, running: set[asyncio.Task[None]]) -> None:
         self.loop = loop
         self._items: list[Item] = []
         self._waiter: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._running = running  # the server's reading tasks: its shutdown stops them before its connections go
 
     def on_event(self, event: CallEvent) -> None:
         """The call's progress (the orchestrator's on_event, on the loop)."""
@@ -64,7 +65,9 @@ class StreamRun:
             self._put(Item("failed", model=event.model_id))
 
     def start(self, stream: AsyncChatStream) -> None:
-        self._task = self.loop.create_task(self._read(stream))
+        self._task = task = self.loop.create_task(self._read(stream))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
     def stop(self) -> None:
         """The reader went away or the stream ended: a stream still running records 'cancelled'."""
@@ -152,17 +155,11 @@ async def respond(
     """Start reading the stream and answer: an HTTP error if it fails before anything, else the SSE stream."""
     progress = _Progress(stream.requested_model)
     run.start(stream)
-    deadline = time.monotonic() + keepalive_s
-    pending: list[Item] = []
-    while not pending:
-        batch = await run.take(deadline - time.monotonic())
-        if not batch:
-            break  # nothing to send yet after keepalive_s: the stream starts with a comment
-        for i, item in enumerate(batch):
-            if item.kind in ("text", "done", "error", "loading"):
-                pending = batch[i:]
-                break
-            progress.note(item)
+    try:
+        pending = await _first_items(run, progress, keepalive_s)
+    except BaseException:  # this request was cancelled (the server stopping): the reading task goes too
+        run.stop()
+        raise
     first = pending[0] if pending else None
     refusal = None
     if first is not None and first.kind == "error" and first.error is not None:
@@ -173,7 +170,29 @@ async def respond(
         progress.note(first)
     headers = refusal.headers() if refusal is not None else progress.headers(stream.request_id)
     chunks = _Chunks(stream.request_id, include_usage)
-    return EventStream(_events(run, progress, chunks, pending, keepalive_s), headers)
+    return EventStream(_events(run, progress, chunks, pending, keepalive_s), headers, on_close=run.stop)
+
+
+async def stop_all(running: set[asyncio.Task[None]], timeout_s: float) -> None:
+    """Cancel the streams still being read (a server's shutdown) and wait for them to record their attempts."""
+    tasks = list(running)
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=timeout_s)
+
+
+async def _first_items(run: StreamRun, progress: _Progress, keepalive_s: float) -> list[Item]:
+    """What the response starts with: the items from the first text, error or load on; [] after keepalive_s."""
+    deadline = time.monotonic() + keepalive_s
+    while True:
+        batch = await run.take(deadline - time.monotonic())
+        if not batch:
+            return []  # nothing to send yet after keepalive_s: the stream starts with a comment
+        for i, item in enumerate(batch):
+            if item.kind in ("text", "done", "error", "loading"):
+                return batch[i:]
+            progress.note(item)
 
 
 class EventStream(Response):
@@ -187,8 +206,10 @@ class EventStream(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, body: AsyncIterator[bytes], headers: dict[str, str]) -> None:
+    def __init__(self, body: AsyncIterator[bytes], headers: dict[str, str], *,
+                 on_close: Callable[[], None] = lambda: None) -> None:
         self.body_iterator = body
+        self.on_close = on_close  # also when the body never started (its own finally would not run then)
         self.status_code = 200
         self.background = None
         self.init_headers({**headers, **SSE_HEADERS})
@@ -217,6 +238,7 @@ class EventStream(Response):
         finally:
             finished = True
             watcher.cancel()
+            self.on_close()
             await _close(self.body_iterator)
 
 

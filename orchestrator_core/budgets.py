@@ -89,6 +89,15 @@ class BudgetGuard:
         if status is not None:
             raise _refusal(status, provider, model_id)
 
+    def checks_from_memory(self) -> bool:
+        """Whether check() would answer from what it has read (no spend query): a caller on an event loop asks.
+        With no budget set it never reads spend; with one, until a costed call or a new day changes it."""
+        if not self.pricing.budgets():
+            return True
+        snapshot = self._snapshot
+        key = (self.pricing.token, self._generations.token("spend"))
+        return snapshot is not None and snapshot.key == key and self._clock() < snapshot.valid_until
+
     def _current(self) -> _Snapshot:
         # Every call runs this: two change tokens and a clock, no date arithmetic until a day ends.
         now = self._clock()

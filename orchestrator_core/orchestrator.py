@@ -157,8 +157,11 @@ class Orchestrator:
 
         A server (the API's start-up) calls it before it freezes its start-up objects out of the garbage
         collector's full passes, which otherwise scan them all every few seconds under load."""
-        if self.warming is not None:
-            self.warming.result()
+        try:
+            if self.warming is not None:
+                self.warming.result()
+        except Exception:  # a busy database at start-up: the first calls do what the warm-up could not
+            log.warning("the warm-up did not finish; serving without it", exc_info=True)
         from .providers import aio, guard  # noqa: F401, PLC0415 - what a call loads on first use
         from .store import spend  # noqa: F401, PLC0415 - as the budgets load it
 
@@ -787,6 +790,9 @@ class _Call:
             except Exception as raised:  # noqa: BLE001 - see run()
                 await offload(partial(self.attempt_failed, ref, raised, started, None, local=begun.connection.local))
                 continue
+            except BaseException as stop:  # the caller left (the task was cancelled: a timeout, a server stopping)
+                self.cancelled(ref.id, stop, started, None)
+                raise
             return self.answered(ref, key, result, started, None, local=begun.connection.local)
         raise AllModelsFailedError(self.attempts, model=self.requested, refused=self.refused)
 
@@ -913,7 +919,10 @@ class _Call:
                 await offload(partial(self.attempt_failed, ref, raised, started, first, local=connection.local))
                 continue
             except BaseException as stop:  # the reader left (the task was cancelled) or the loop is closing
-                self.cancelled(ref.id, stop, started, first)
+                if result is not None:  # it left while the connection was let go after the whole answer
+                    self.answered(ref, key, result, started, first, local=connection.local)
+                else:
+                    self.cancelled(ref.id, stop, started, first)
                 raise
             yield self.answered(ref, key, result, started, first, local=connection.local)
             return
@@ -925,9 +934,10 @@ class _Call:
 
         A reader that leaves while a worker prepares (a load can take minutes) does not stop it: the attempt it
         prepared is recorded as cancelled when it is ready, as a stream left before its first token."""
-        if not self.tried and self.orch.manager.ready_from_cache(self.members[0]):
+        if not self.tried and self.orch.budgets.checks_from_memory() and self.orch.manager.ready_from_cache(
+                self.members[0]):
             first = next(chain)  # the requested model (a group's first member): no ranking, no request
-            begun = self.begin_one(first)
+            begun = self.begin_one(first, known_ready=True)
             if begun is not None:
                 return begun
         pending = asyncio.ensure_future(offload(partial(self.begin, chain)))
@@ -950,16 +960,17 @@ class _Call:
                 return begun
         return None
 
-    def begin_one(self, ref: ModelRef) -> _Begun | None:
+    def begin_one(self, ref: ModelRef, *, known_ready: bool = False) -> _Begun | None:
         """One model's attempt planned and checked-and-loaded; None when it is skipped or its preparation failed
-        (recorded by failed(), as run_stream does; failed() raises when the call ends there)."""
+        (recorded by failed(), as run_stream does; failed() raises when the call ends there). known_ready: the
+        caller saw it ready in memory (ready_from_cache) and it is not checked again: no probe, no load."""
         plan = self.plan(ref)
         if plan is None:
             return None
         connection, keys = plan
         started = time.perf_counter()
         try:
-            return _Begun(ref, connection, keys, self.prepare(ref, connection), started)
+            return _Begun(ref, connection, keys, self.prepare(ref, connection, known_ready=known_ready), started)
         except Exception as raised:  # noqa: BLE001 - see run()
             self.attempt_failed(ref, raised, started, None, local=connection.local)
         return None
@@ -1059,15 +1070,17 @@ class _Call:
         prices = self.orch.prices
         return lambda model_id: prices.estimate(model_id, input_tokens, output_tokens)
 
-    def prepare(self, ref: ModelRef, connection: Connection) -> Provider:
-        """Check and load: never send a prompt to a local model that is not ready, nor to a disabled connection."""
+    def prepare(self, ref: ModelRef, connection: Connection, *, known_ready: bool = False) -> Provider:
+        """Check and load: never send a prompt to a local model that is not ready, nor to a disabled connection.
+
+        known_ready: its host's fresh answer says it is ready (ready_from_cache, a moment ago): not asked again."""
         if not connection.enabled:
             raise ConnectionDisabledError(
                 f"Connection {connection.name} is disabled; enable it on the Connections page or with "
                 f"'python -m orchestrator_core connections edit {connection.name} --enable'.",
                 provider=connection.name, model=ref.id,
             )
-        if connection.local:
+        if connection.local and not known_ready:
             manager = self.orch.manager
             status = manager.check_status(ref)
             if not status.state.ready:  # a sleeping llama-server model wakes on the prompt itself

@@ -108,7 +108,8 @@ class OpenAICompatibleProvider(Provider):
             async for event in events:
                 for delta in answer.feed(event.data):
                     yield delta
-            # Yielded before the reader closes: the connection's release waits for the body's end, the answer not.
+                if answer.done:
+                    break  # the result goes out before the connection is let go (that waits for the body's end)
             yield answer.result()
 
     def list_models(self) -> list[str]:

@@ -195,3 +195,109 @@ def test_a_model_in_cooldown_is_not_ready_from_the_cache(make_orch: OrchFactory)
     assert orch.manager.ready_from_cache("openai:gpt-fault")
     orch.failures.record("openai:gpt-fault", "unavailable", "down", 60.0)
     assert not orch.manager.ready_from_cache("openai:gpt-fault")
+
+
+def test_a_stream_whose_answer_was_whole_when_the_reader_left_is_recorded_as_answered(
+    server: FaultServer, make_orch: OrchFactory,
+) -> None:
+    target = SHAPES["openai"]
+    server.script(target.call_path(True), Reply.stream(openai_stream(["Hel", "lo"], target.model), then="stall"))
+    orch = make_orch()  # the host sends [DONE] and then nothing: its connection is let go after aio.DRAIN_S
+
+    async def leave_after_the_last_piece() -> None:
+        whole = asyncio.Event()
+
+        async def read() -> None:
+            async for piece in orch.astream_chat(target.model_id, HELLO, fallback=False):
+                if piece == "lo":
+                    whole.set()
+
+        task = asyncio.ensure_future(read())
+        await asyncio.wait_for(whole.wait(), 5)
+        await asyncio.sleep(0.03)  # within the wait for the body's end
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await orch.aclose()
+
+    asyncio.run(leave_after_the_last_piece())
+    rows = [(r.model, r.outcome, r.completion_tokens) for r in metric_rows(orch)]
+    assert rows == [(target.model_id, "ok", 2)], "a whole answer is an answer: its tokens and cost count"
+
+
+def test_a_cancelled_achat_leaves_a_cancelled_row(server: FaultServer, make_orch: OrchFactory) -> None:
+    target = SHAPES["openai"]
+    server.script(target.call_path(False), Reply.stall())
+    orch = make_orch(read_timeout_s=5.0)
+
+    async def give_up() -> None:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3):
+                await orch.achat(target.model_id, HELLO, fallback=False)
+        await orch.aclose()
+
+    asyncio.run(give_up())
+    assert [(r.model, r.outcome, r.error_kind) for r in metric_rows(orch)] == [(target.model_id, "error", "cancelled")]
+    assert orch.cooldown(target.model_id) is None
+
+
+def test_a_local_model_unloaded_after_the_cache_said_ready_is_never_probed_nor_loaded_on_the_loop(
+    server: FaultServer, make_orch: OrchFactory,
+) -> None:
+    target = SHAPES["lmstudio"]
+    state = {"loaded": True}
+    server.script(LMSTUDIO_STATUS, lambda _: Reply.json(200, lmstudio_models(loaded=state["loaded"])))
+    server.script(LMSTUDIO_LOAD, Reply.json(200, {"instance_id": "qwen", "status": "loaded"}))
+    server.script(target.call_path(True), healthy(target))
+    orch = make_orch(local_hosts=("lmstudio",), status_cache_ttl_s=60.0)
+    manager = orch.manager
+    on_threads: list[str] = []
+    for name in ("check_status", "ensure_ready"):
+        real = getattr(manager, name)
+
+        def spy(*args: object, _real: Callable[..., object] = real, **kwargs: object) -> object:
+            on_threads.append(threading.current_thread().name)
+            return _real(*args, **kwargs)
+
+        setattr(manager, name, spy)
+
+    async def stream() -> str:
+        text = "".join([p async for p in orch.astream_chat(target.model_id, HELLO)])
+        await orch.aclose()
+        return text
+
+    assert asyncio.run(stream()) == "fine"  # the first call asks the host, on a worker
+    assert "MainThread" not in on_threads
+    on_threads.clear()
+    state["loaded"] = False  # unloaded on the host since: the cached answer still says loaded
+    assert asyncio.run(stream()) == "fine"
+    assert on_threads == [], "the fresh cached answer was used as it was: no probe and no load on the loop"
+
+
+def test_with_a_budget_the_spend_is_summed_on_a_worker_not_on_the_loop(
+    server: FaultServer, make_orch: OrchFactory, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from orchestrator_core.store import spend
+
+    target = SHAPES["openai"]
+    server.script(target.call_path(False), healthy(target))
+    orch = make_orch()
+    orch.set_budget(target.provider, "month", 1000.0)
+    summed_on: list[str] = []
+    real = spend.spend_by_provider
+
+    def spy(*args: object, **kwargs: object) -> object:
+        summed_on.append(threading.current_thread().name)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(spend, "spend_by_provider", spy)
+
+    async def calls() -> None:
+        for _ in range(3):
+            assert (await orch.achat(target.model_id, HELLO, fallback=False)).text == "fine"
+            orch.metrics.flush()  # the costed row bumps the spend counter: the next check sums again
+        await orch.aclose()
+
+    asyncio.run(calls())
+    assert summed_on, "the budget was checked against the spend"
+    assert "MainThread" not in summed_on

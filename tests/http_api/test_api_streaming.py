@@ -4,6 +4,7 @@ that goes away is recorded as cancelled."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 
@@ -12,7 +13,8 @@ from sqlalchemy import select
 
 from orchestrator_core.orchestrator import Orchestrator
 from orchestrator_core.store.tables import CallMetric
-from tests.http_api.conftest import LiveServer, Served, Upstream
+from tests.faults.fault_server import FaultServer, Reply
+from tests.http_api.conftest import CUSTOM_CHAT, LiveServer, Served, Upstream
 
 BODY = {"model": "lmstudio:qwen", "messages": [{"role": "user", "content": "hi"}], "stream": True}
 
@@ -64,3 +66,37 @@ def test_a_reader_that_leaves_mid_stream_is_recorded_as_cancelled(live: LiveServ
                 CallMetric.request_id == request_id))]
         time.sleep(0.05)
     assert rows == [("error", "cancelled")]
+
+
+def test_a_stream_still_waiting_for_its_first_token_at_shutdown_is_recorded_as_cancelled_without_a_cooldown(
+    serve: Callable[..., Served], fault_server: FaultServer, upstream: Upstream,
+) -> None:
+    answer_normally = upstream.custom
+    fault_server.script(CUSTOM_CHAT, lambda seen: Reply.stall() if (seen.json() or {}).get("model") == "slow"
+                        else answer_normally(seen))
+    server, orch, token = serve(read_timeout_s=5.0)
+    orch.registry.add("custom:slow", priority=5)
+    answered: list[object] = []
+
+    def client() -> None:
+        try:
+            answered.append(httpx.post(f"{server.url}/v1/chat/completions", timeout=10,
+                                       headers={"authorization": f"Bearer {token}"},
+                                       json={**BODY, "model": "custom:slow"}).status_code)
+        except httpx.HTTPError as exc:
+            answered.append(type(exc).__name__)
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not any((s.json() or {}).get("model") == "slow" for s in fault_server.seen):
+        assert time.monotonic() < deadline, "the request never reached the upstream"
+        time.sleep(0.01)
+    server.stop()
+    thread.join(10)
+
+    assert orch.metrics.flush()
+    with orch.db.session() as s:
+        rows = [(r.model, r.outcome, r.error_kind) for r in s.scalars(select(CallMetric))]
+    assert rows == [("custom:slow", "error", "cancelled")], "the server stopping is not the model's failure"
+    assert orch.cooldown("custom:slow") is None
