@@ -151,9 +151,11 @@ def test_interrupted_streaming_cli_chat_records_a_cancelled_attempt(
     try:
         _, err = child.communicate(timeout=30)
     except subprocess.TimeoutExpired:
+        signals = signal_state(child.pid)
         child.send_signal(signal.SIGABRT)  # seen once in a loaded CI run: say where it hangs, not only that it did
         _, err = child.communicate(timeout=10)
-        pytest.fail("the CLI did not exit within 30 s of the signal; its threads:\n" + err.decode(errors="replace"))
+        pytest.fail(f"the CLI did not exit within 30 s of the signal ({signals}); its threads:\n"
+                    + err.decode(errors="replace"))
     assert child.returncode == exit_code, err
     assert b"Traceback" not in err
     with sqlite3.connect(db_path) as conn:
@@ -197,10 +199,21 @@ def exit_within(child: subprocess.Popen[bytes], seconds: float) -> str:
     try:
         _, err = child.communicate(timeout=seconds)
     except subprocess.TimeoutExpired:
+        signals = signal_state(child.pid)
         child.send_signal(signal.SIGABRT)
         _, err = child.communicate(timeout=10)
-        pytest.fail(f"still running {seconds:.0f} s after the signal; its threads:\n" + err.decode(errors="replace"))
+        pytest.fail(f"still running {seconds:.0f} s after the signal ({signals}); its threads:\n"
+                    + err.decode(errors="replace"))
     return err.decode(errors="replace")
+
+
+def signal_state(pid: int) -> str:
+    """The child's pending, blocked, ignored and caught signals (Linux): why a signal it was sent did nothing."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return ", ".join(line.strip() for line in status if line.startswith(("SigPnd", "ShdPnd", "Sig")))
+    except OSError:
+        return "signal state unknown"
 
 
 def cancelled_rows(db_path: Path) -> list[tuple[str, str, str, int]]:
