@@ -115,13 +115,23 @@ def session(provider: Provider) -> _Session:
     client = provider.http
     loop = asyncio.get_running_loop()
     with _sessions_lock:
-        of_loop = _sessions.setdefault(loop, {})
+        of_loop = _sessions.get(loop)
+        if of_loop is None:
+            _forget_closed_loops()
+            of_loop = _sessions[loop] = {}
     found = of_loop.get(client)
     if found is None or found.http.closed:
         if aiohttp is None:
             _bind_aiohttp()
         found = of_loop[client] = _Session(client)
     return found
+
+
+def _forget_closed_loops() -> None:
+    """Drop the sessions of loops that ended without close_sessions() (asyncio.run without Orchestrator.aclose):
+    a session holds its loop, so the weak key alone would keep both, and their sockets, for good."""
+    for ended in [loop for loop in _sessions if loop.is_closed()]:
+        del _sessions[ended]
 
 
 async def close_sessions() -> None:

@@ -601,3 +601,23 @@ def test_a_host_that_streams_on_past_done_gets_its_answer_taken_and_its_connecti
         factory.close()
     assert outcome.error is None and isinstance(result := outcome.events[-1], ChatResult) and result.text == "Hi"
     assert closed, "a connection still streaming past [DONE] went back to the pool"
+
+
+def test_the_sessions_of_a_loop_that_ended_without_closing_them_are_let_go(server: FaultServer) -> None:
+    server.script(CHAT, Reply.stream(openai_stream(["Hel", "lo"], MODEL)))
+    factory = factory_for(server.url + "/v1")
+    provider = factory.get("openai")
+
+    async def stream_without_closing() -> None:
+        assert [e async for e in provider.astream_chat(MODEL, HELLO, ChatParams())]
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)  # the unclosed session's own warning, expected here
+            asyncio.run(stream_without_closing())
+            ended = next(iter(aio._sessions))  # noqa: SLF001 - the registry under test
+            assert ended.is_closed()
+            run_on("asyncio", lambda: async_outcome(provider))  # the next loop's first session
+            assert ended not in aio._sessions  # noqa: SLF001
+    finally:
+        factory.close()
