@@ -615,9 +615,9 @@ def test_the_sessions_of_a_loop_that_ended_without_closing_them_are_let_go(serve
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ResourceWarning)  # the unclosed session's own warning, expected here
             asyncio.run(stream_without_closing())
-            ended = next(iter(aio._sessions))  # noqa: SLF001 - the registry under test
+            ended = next(iter(aio._sessions))
             assert ended.is_closed()
             run_on("asyncio", lambda: async_outcome(provider))  # the next loop's first session
-            assert ended not in aio._sessions  # noqa: SLF001
+            assert ended not in aio._sessions
     finally:
         factory.close()
