@@ -289,9 +289,10 @@ class Orchestrator:
     ) -> AsyncChatStream:
         """stream_chat for a caller on an event loop (the gateway): iterate it with ``async for``.
 
-        A provider that streams natively is read on the loop, any other on one worker thread; the blocking
-        steps (the plan of an attempt, check-and-load, a failure's cooldown, the end's bookkeeping) run through
-        ``offload``. on_event is called on the loop. Call it on the loop that will read the stream."""
+        A provider that streams natively is read on the loop, any other on one worker thread; the steps that
+        can block (check-and-load of a model not known to be ready, a fallback's ranking, a failure's cooldown,
+        the next key) run through ``offload``. on_event is called on the loop. Call it on the loop that will
+        read the stream."""
         sink = on_loop(on_event, asyncio.get_running_loop()) if on_event is not None else None
         call = _Call(self, model, messages, params, fallback, sink, streamed=True)
         return AsyncChatStream(call, offload)
@@ -803,35 +804,24 @@ class _Call:
             self.orch._refresh_stats_if_wanted()
 
     def _run(self) -> OrchestratedResult:
-        for ref in self.chain():
-            model_id = ref.id
-            plan = self.plan(ref)
-            if plan is None:
-                continue
-            connection, keys = plan
-            started = time.perf_counter()
+        chain = self.chain()
+        while (begun := self.begin(chain)) is not None:
+            ref, started = begun.ref, begun.started
             try:
-                provider = self.prepare(ref, connection)
-                for turn, key in enumerate(keys):
+                for turn, key in enumerate(begun.keys):
                     try:
-                        result = provider.with_key(key.secret if key else None).chat(
+                        result = begun.provider.with_key(key.secret if key else None).chat(
                             ref.name, self.messages, self.params)
                     except ProviderError as exc:
-                        if self.next_key(ref, key, exc, started, last=turn == len(keys) - 1):
+                        if self.next_key(ref, key, exc, started, last=turn == len(begun.keys) - 1):
                             started = time.perf_counter()
                             continue
                         raise
-                    self.key_used(key)
                     break
-            except OrchestratorError as exc:
-                self.failed(ref, exc, started, ttft=None, local=connection.local)
+            except Exception as raised:  # noqa: BLE001 - a bug in a client must still end in a documented error
+                self.attempt_failed(ref, raised, started, None, local=begun.connection.local)
                 continue
-            except Exception as exc:  # noqa: BLE001 - a bug in a client must still end in a documented error
-                self.failed(ref, _unexpected(model_id, exc), started, ttft=None, local=connection.local)
-                continue
-            latency = _ms(started)
-            self.succeeded(model_id, result, latency, ttft=None)
-            return self.finish(ref, result, ttft=None, local=connection.local)
+            return self.answered(ref, key, result, started, None, local=begun.connection.local)
         raise AllModelsFailedError(self.attempts, model=self.requested, refused=self.refused)
 
     def _run_stream(self) -> Generator[str | OrchestratedResult, None, None]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.faults.fault_server import FaultServer
 from tests.parts import pytest_sessionfinish, pytest_terminal_summary  # noqa: F401 - per-part counts; CI runs all
 
 _ISOLATED_SUFFIXES = ("_API_KEY", "_BASE_URL")
@@ -65,3 +66,11 @@ def one_tls_context() -> Iterator[None]:
     transport.create_ssl_context = create  # type: ignore[assignment]
     yield
     transport.create_ssl_context = original
+
+
+@pytest.fixture
+def server() -> Iterator[FaultServer]:
+    """A fault-injecting HTTP server on 127.0.0.1 (tests/faults/fault_server.py), for the fault and parity tests."""
+    srv = FaultServer().start()
+    yield srv
+    srv.stop()

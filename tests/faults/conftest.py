@@ -51,13 +51,6 @@ def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture
-def server() -> Iterator[FaultServer]:
-    srv = FaultServer().start()
-    yield srv
-    srv.stop()
-
-
 OrchFactory = Callable[..., Orchestrator]
 
 

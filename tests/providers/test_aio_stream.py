@@ -160,13 +160,6 @@ ROWS = [
 ]
 
 
-@pytest.fixture
-def server() -> Iterator[FaultServer]:
-    srv = FaultServer().start()
-    yield srv
-    srv.stop()
-
-
 @contextlib.contextmanager
 def base_url_for(row: Row, server: FaultServer) -> Iterator[str]:
     if row.socket == "refused":
