@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 
 from .errors import (
     OrchestratorError,
@@ -16,16 +15,6 @@ TIER_HOSTED_READY = 0
 TIER_LOCAL_LOADED = 1
 TIER_LOCAL_SLEEPING = 2  # answers without a load, but its first answer waits for the weights to come back
 TIER_LOCAL_OTHER = 3
-
-
-@dataclass(frozen=True)
-class Candidate:
-    model_id: str
-    tier: int
-    priority: int
-    success_rate: float
-    median_latency_ms: float
-    cost_usd: float = 0.0  # estimated for the request with RANKING=cost (unpriced: infinity); else 0
 
 
 def cooldown_seconds(exc: OrchestratorError, base_s: float) -> float:
@@ -45,19 +34,22 @@ def is_connection_wide(exc: OrchestratorError, *, local: bool) -> bool:
     return exc.connection_wide or (local and exc.host_wide)
 
 
+# The tier each state puts a model in. Not there (never suggested): host down, no key, cooling down; a failed
+# load (it would fail again), an unload under way (the user wants it gone), a download (minutes, not a load):
+# none of these answers soon.
+_TIERS: dict[ModelState, int] = {
+    ModelState.EXTERNAL_READY: TIER_HOSTED_READY,
+    ModelState.LOADED: TIER_LOCAL_LOADED,
+    ModelState.SLEEPING: TIER_LOCAL_SLEEPING,
+    ModelState.NOT_LOADED: TIER_LOCAL_OTHER,
+    ModelState.LOADING: TIER_LOCAL_OTHER,
+}
+_NO_STATS = (1.0, float("inf"))
+
+
 def tier_of(status: ModelStatus) -> int | None:
     """The tier a status puts a model in, or None when it must not be suggested."""
-    if status.state is ModelState.EXTERNAL_READY:
-        return TIER_HOSTED_READY
-    if status.state is ModelState.LOADED:
-        return TIER_LOCAL_LOADED
-    if status.state is ModelState.SLEEPING:
-        return TIER_LOCAL_SLEEPING
-    if status.state in (ModelState.NOT_LOADED, ModelState.LOADING):
-        return TIER_LOCAL_OTHER
-    # Host down, no key, cooling down; a failed load (it would fail again), an unload under way (the
-    # user wants it gone), a download (minutes, not a load): none of these answers soon.
-    return None
+    return _TIERS.get(status.state)
 
 
 def rank_alternatives(
@@ -81,17 +73,18 @@ def rank_alternatives(
     """
     skip = {failed_model.id if isinstance(failed_model, ModelRef) else failed_model, *exclude}
     skip_providers = set(exclude_providers)
-    candidates: list[Candidate] = []
+    # Sort keys, not objects: a fallback hop ranks every active model on the calling thread (~50 of them for a
+    # local host with its library registered), so a dataclass per candidate was most of the ranking's time.
+    ranked: list[tuple[int, float, int, float, float, str]] = []
     for status in statuses:
-        tier = tier_of(status)
-        provider = status.model_id.partition(":")[0]
-        if tier is None or status.model_id in skip or provider in skip_providers:
+        tier = _TIERS.get(status.state)
+        model_id = status.model_id
+        if tier is None or model_id in skip or (skip_providers and model_id.partition(":")[0] in skip_providers):
             continue
-        rate, median = stats.get(status.model_id, (1.0, float("inf")))
-        cost = _estimated(cost_of, status.model_id)
-        candidates.append(Candidate(status.model_id, tier, priorities.get(status.model_id, 100), rate, median, cost))
-    candidates.sort(key=lambda c: (c.tier, c.cost_usd, c.priority, -c.success_rate, c.median_latency_ms, c.model_id))
-    return [c.model_id for c in candidates]
+        rate, median = stats.get(model_id, _NO_STATS)
+        ranked.append((tier, _estimated(cost_of, model_id), priorities.get(model_id, 100), -rate, median, model_id))
+    ranked.sort()
+    return [key[-1] for key in ranked]
 
 
 def _estimated(cost_of: Callable[[str], float | None] | None, model_id: str) -> float:

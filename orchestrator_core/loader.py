@@ -55,6 +55,8 @@ FIRST_POLL_S = 0.05  # a model that loads in 20 ms is seen after ~50 ms, not aft
 UNLOAD_WAIT_S = 3.0  # how long unload() waits for an asynchronous host (llama-server, Ollama) to agree
 UNLOADING_SHOWN_S = 60.0  # past this, a model the host still lists after an unload shows as the host says
 _IN_MEMORY = (ModelState.LOADED, ModelState.SLEEPING, ModelState.LOADING)
+# A host model's state in words, for its status detail (an enum's .value is a slow descriptor per model and call).
+_STATE_WORDS = {state: state.value.replace("_", " ") for state in ModelState}
 
 log = logging.getLogger("orchestrator_core")
 
@@ -253,7 +255,8 @@ class ModelManager:
         failures = self.failures.active()
         connections = {c.name: c for c in self.factory.connections.list()}
         keys: dict[str, tuple[str | None, bool]] = {}  # per connection, asked once for all its models
-        return [self._status(r, connections[r.provider], snapshots.get(r.provider), failures, keys)
+        now = datetime.now(UTC)  # one clock reading for the whole list (a fallback hop ranks all of it)
+        return [self._status(r, connections[r.provider], snapshots.get(r.provider), failures, keys, now)
                 for r in refs if r.provider in connections]
 
     def hosts(self, *, force: bool = False) -> list[HostStatus]:
@@ -281,8 +284,9 @@ class ModelManager:
     def _status(
         self, ref: ModelRef, connection: Connection, snapshot: _Snapshot | None,
         failures: Mapping[str, FailureEntry], keys: dict[str, tuple[str | None, bool]] | None = None,
+        now: datetime | None = None,
     ) -> ModelStatus:
-        now = datetime.now(UTC)
+        now = datetime.now(UTC) if now is None else now
         failure = failures.get(ref.id)
         local = connection.local
         if not connection.enabled:
@@ -319,7 +323,7 @@ class ModelManager:
         unloading = self._unloading_status(ref, host_model, snapshot.checked_at)
         if unloading is not None:
             return unloading
-        detail = host_model.detail or host_model.state.value.replace("_", " ")
+        detail = host_model.detail or _STATE_WORDS[host_model.state]
         return ModelStatus(ref.id, host_model.state, detail, snapshot.checked_at, local=True,
                            progress=host_model.progress, facts=host_model.facts)
 
