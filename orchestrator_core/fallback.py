@@ -77,7 +77,7 @@ def rank_alternatives(
     # local host with its library registered), so a dataclass per candidate was most of the ranking's time.
     ranked: list[tuple[int, float, int, float, float, str]] = []
     for status in statuses:
-        tier = _TIERS.get(status.state)
+        tier = tier_of(status)
         model_id = status.model_id
         if tier is None or model_id in skip or (skip_providers and model_id.partition(":")[0] in skip_providers):
             continue
